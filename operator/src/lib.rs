@@ -1,0 +1,1 @@
+//! Portico operator: turns each `IngressController` into an isolated proxy fleet.

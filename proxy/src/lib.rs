@@ -1,0 +1,1 @@
+//! Portico proxy: serves the Ingresses of one IngressClass.

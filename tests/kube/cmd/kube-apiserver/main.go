@@ -1,0 +1,14 @@
+// Command kube-apiserver is the upstream API server, built from the published Go modules
+// for Portico's tests (see tests/kube/README.md).
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}

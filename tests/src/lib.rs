@@ -1,1 +1,103 @@
-//! Test harnesses.
+//! Portico's test harnesses.
+//!
+//! ```text
+//!  cluster   real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 (tier 2)
+//!  netns     the private network namespace the traffic tests run in (tier 3)
+//!  pod       a Deployment's pod run as a local process, with its args and ServiceAccount token
+//!  backend   the `portico-backend` echo server as a child process on a pod-like address
+//!  process   children that die with the test process, with their output in target/test-logs
+//! ```
+
+pub mod backend;
+pub mod certs;
+pub mod cluster;
+pub mod netns;
+pub mod pod;
+pub mod process;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+pub use cluster::{ControlPlane, control_plane};
+
+/// The workspace root (where the top Cargo.toml lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Cargo's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A fresh directory for one run's files, under `/dev/shm/portico-tests/<pid>/` (memory, so
+/// etcd needs no disk) or `target/tmp/<pid>/`. Directories left by processes that are gone
+/// are removed on first use.
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let root = if Path::new("/dev/shm").is_dir() && std::env::var_os("PORTICO_NO_SHM").is_none() {
+            PathBuf::from("/dev/shm/portico-tests")
+        } else {
+            target_dir().join("tmp")
+        };
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let stale = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if stale {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        root.join(std::process::id().to_string())
+    });
+    let _ = std::fs::create_dir_all(base);
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir_in(base)
+        .expect("create a scratch directory")
+        .keep()
+}
+
+/// A binary of this workspace (`portico-operator`, `portico-proxy`, `portico-backend`), built
+/// by `cargo build --workspace --bins` next to the running test executable.
+pub fn bin_path(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps/; binaries in target/<profile>/.
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| target_dir().join("debug"));
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` (just test does) before the tests",
+        path.display()
+    );
+    path
+}
+
+/// Applies every CustomResourceDefinition in `crds/` and waits until each is established.
+pub async fn install_crds(client: &kube::Client) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let dir = workspace_root().join("crds");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))?.flatten().collect();
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let name = crd.metadata.name.clone().context("CRD without a name")?;
+        api.patch(&name, &PatchParams::apply("portico-tests").force(), &Patch::Apply(&crd)).await?;
+        tokio::time::timeout(std::time::Duration::from_secs(20), await_condition(api.clone(), &name, conditions::is_crd_established()))
+            .await
+            .with_context(|| format!("CRD {name} not established within 20s"))??;
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+# Portico's developer commands. Thin recipes over cargo and the scripts in tests/.
+# `./dev <recipe>` installs `just` first when it is missing.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Build (or reuse) the test control plane: kube-apiserver, etcd, kube-controller-manager.
+control-plane:
+    @bash tests/kube/build.sh >/dev/null
+
+# Build (or reuse) helm from its Go module.
+helm:
+    @bash tests/helm/build.sh >/dev/null
+
+# Build every binary and test executable (needs the network the first time).
+build:
+    @echo "==> cargo build (the first build compiles ~300 crates; later ones are incremental)"
+    cargo build --workspace --bins
+    cargo test --workspace --no-run
+
+# Run all tests: unit, control plane (real apiserver), helm, and traffic end to end.
+# Everything runs inside a private network namespace made for this run (no sudo).
+test *ARGS: control-plane helm build
+    @echo "==> running the tests inside a private network namespace (tests/netns.sh)"
+    CARGO_NET_OFFLINE=true tests/netns.sh cargo test --workspace {{ARGS}}
+
+# Start a local control plane in the background and print how to use it.
+cluster: control-plane
+    @cargo build -q -p portico-tests --bin portico-cluster
+    @bash tests/cluster.sh up
+
+# Stop the control plane started by `just cluster`.
+cluster-down:
+    @bash tests/cluster.sh down
+
+# Regenerate crds/ from the Rust types (and the chart's copy).
+generate:
+    cargo run -q -p portico-operator --bin crdgen
+    @if [ -d charts/portico/crds ]; then cp crds/*.yaml charts/portico/crds/; fi
+
+# Formatting and lints.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings

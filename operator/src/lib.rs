@@ -1,1 +1,14 @@
 //! Portico operator: turns each `IngressController` into an isolated proxy fleet.
+//!
+//! ```text
+//!  IngressController ─┐
+//!  Deployment, Service, SA, PDB, HPA (owned) ─┤
+//!  Roles, RoleBindings, ClusterRoles (labelled) ─┼─▶ controller::reconcile ─▶ resources::* (pure)
+//!  Namespaces (consent, labels) ─┤                    │
+//!  Ingresses, IngressClasses ─┘                      ├─▶ apply (server-side, RBAC first)
+//!                                                     └─▶ status (instance + Ingress loadBalancer)
+//! ```
+
+pub mod api;
+pub mod crd;
+pub mod resources;

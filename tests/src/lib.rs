@@ -10,6 +10,8 @@
 
 pub mod backend;
 pub mod certs;
+pub mod fixtures;
+pub mod helm;
 pub mod cluster;
 pub mod netns;
 pub mod pod;

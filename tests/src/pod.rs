@@ -57,32 +57,88 @@ pub fn flag_value(args: &[String], name: &str) -> Option<String> {
     None
 }
 
+/// What the kubelet would take from a Deployment's pod template to start its first container.
+#[derive(Debug, Clone)]
+pub struct PodTemplate {
+    pub namespace: String,
+    pub pod_name: String,
+    /// The container's command after the entrypoint, then its args, with `$(VAR)` expanded.
+    pub args: Vec<String>,
+    /// The container's environment: literal values and the downward-API fields
+    /// `metadata.namespace`, `metadata.name`, `status.podIP`.
+    pub env: Vec<(String, String)>,
+    pub service_account: String,
+}
+
+impl PodTemplate {
+    /// Reads Deployment `namespace/name`; `ip` stands for the pod's IP in `status.podIP`.
+    pub async fn from_deployment(cp: &ControlPlane, namespace: &str, name: &str, ip: IpAddr) -> Result<PodTemplate> {
+        let deployment = Api::<Deployment>::namespaced(cp.client(), namespace)
+            .get(name)
+            .await
+            .with_context(|| format!("get deployment {namespace}/{name}"))?;
+        let pod = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .ok_or_else(|| anyhow!("deployment {namespace}/{name} has no pod spec"))?;
+        let container = pod.containers.first().ok_or_else(|| anyhow!("deployment {namespace}/{name} has no container"))?;
+        let pod_name = format!("{name}-local-{}", ip.to_string().replace(['.', ':'], "-"));
+        let mut env: Vec<(String, String)> = Vec::new();
+        for var in container.env.clone().unwrap_or_default() {
+            let field = var.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).map(|f| f.field_path.as_str());
+            let value = match (var.value, field) {
+                (Some(v), _) => v,
+                (None, Some("metadata.namespace")) => namespace.to_string(),
+                (None, Some("metadata.name")) => pod_name.clone(),
+                (None, Some("status.podIP")) => ip.to_string(),
+                _ => continue,
+            };
+            env.push((var.name, value));
+        }
+        // The image's entrypoint is the binary itself; a command, when set, starts with it.
+        let mut args = container.command.clone().unwrap_or_default();
+        if !args.is_empty() {
+            args.remove(0);
+        }
+        args.extend(container.args.clone().unwrap_or_default());
+        let args = args.iter().map(|a| expand(a, &env)).collect();
+        let service_account = pod.service_account_name.clone().unwrap_or_else(|| "default".into());
+        Ok(PodTemplate { namespace: namespace.into(), pod_name, args, env, service_account })
+    }
+}
+
+/// Expands `$(VAR)` the way the kubelet does for container args.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = arg.to_string();
+    for (k, v) in env {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    out
+}
+
 /// Runs the pod of Deployment `namespace/name` as a local `portico-proxy` on `ip`, and waits
 /// until its `/readyz` answers 200.
 pub async fn run_proxy_from_deployment(cp: &ControlPlane, namespace: &str, name: &str, ip: IpAddr) -> Result<ProxyPod> {
-    let deployment = Api::<Deployment>::namespaced(cp.client(), namespace)
-        .get(name)
-        .await
-        .with_context(|| format!("get deployment {namespace}/{name}"))?;
-    let pod = deployment
-        .spec
-        .and_then(|s| s.template.spec)
-        .ok_or_else(|| anyhow!("deployment {namespace}/{name} has no pod spec"))?;
-    let container = pod.containers.first().ok_or_else(|| anyhow!("deployment {namespace}/{name} has no container"))?;
-    let mut args = container.command.clone().unwrap_or_default();
-    // The image's entrypoint is portico-proxy; a command, when set, starts with it.
-    if args.first().is_some_and(|c| c.ends_with("portico-proxy")) {
-        args.remove(0);
+    let pod = PodTemplate::from_deployment(cp, namespace, name, ip).await?;
+    run_proxy(cp, namespace, &pod.service_account, pod.args, pod.env, ip).await
+}
+
+/// Runs the operator Deployment `namespace/name` (for example the Helm chart's) as a local
+/// `portico-operator` process with its args and its ServiceAccount's real token.
+pub async fn run_operator_from_deployment(cp: &ControlPlane, namespace: &str, name: &str, ip: IpAddr) -> Result<Process> {
+    let pod = PodTemplate::from_deployment(cp, namespace, name, ip).await?;
+    let token = cp.service_account_token(namespace, &pod.service_account).await?;
+    let dir = crate::scratch_dir("operator");
+    let kubeconfig = cp.write_kubeconfig(&token, &dir.join("kubeconfig"))?;
+    let mut cmd = Command::new(crate::bin_path("portico-operator"));
+    cmd.args(&pod.args).env("KUBECONFIG", &kubeconfig).env("PORTICO_LOG_FORMAT", "text");
+    for (k, v) in &pod.env {
+        cmd.env(k, v);
     }
-    args.extend(container.args.clone().unwrap_or_default());
-    let service_account = pod.service_account_name.clone().unwrap_or_else(|| "default".into());
-    let mut env: Vec<(String, String)> = Vec::new();
-    for var in container.env.clone().unwrap_or_default() {
-        if let Some(value) = var.value {
-            env.push((var.name, value));
-        }
-    }
-    run_proxy(cp, namespace, &service_account, args, env, ip).await
+    let mut process = Process::spawn(&format!("operator-{namespace}-{}", pod.pod_name), cmd)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    process.check_running()?;
+    Ok(process)
 }
 
 /// Runs `portico-proxy` with `args` as ServiceAccount `namespace/service_account` on `ip`.

@@ -27,6 +27,13 @@ test *ARGS: control-plane helm build
     @echo "==> running the tests inside a private network namespace (tests/netns.sh)"
     CARGO_NET_OFFLINE=true tests/netns.sh cargo test --workspace {{ARGS}}
 
+# The demo: local control plane, helm install, two teams' IngressControllers and proxies,
+# routed traffic. Everything runs in a private network namespace and stops when it ends.
+demo: control-plane helm
+    @echo "==> cargo build --workspace --bins (the first build compiles ~300 crates)"
+    cargo build --workspace --bins
+    tests/netns.sh target/debug/portico-demo
+
 # Start a local control plane in the background and print how to use it.
 cluster: control-plane
     @cargo build -q -p portico-tests --bin portico-cluster

@@ -1,0 +1,511 @@
+//! The Helm chart `charts/portico`, checked with a real helm (built from its Go module by
+//! `tests/helm/build.sh`) and installed into the real control plane.
+//!
+//! ```text
+//!  charts/portico ─▶ helm lint (each ci/*-values.yaml)
+//!                 ─▶ helm template ─▶ tests/helm/golden/<case>.yaml   (PORTICO_UPDATE_GOLDEN=1 rewrites)
+//!                 ─▶ helm install ─▶ chart Deployment's args + chart ServiceAccount's token
+//!                                     ─▶ portico-operator (local process) ─▶ IngressController children
+//!                 ─▶ helm uninstall ─▶ nothing of the chart left
+//! ```
+//!
+//! The operator runs with exactly the arguments the chart renders and with a real token of
+//! the chart's ServiceAccount, so the chart's RBAC, not the admin's, is what is exercised.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::IngressClass;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::core::NamespaceResourceScope;
+use portico_tests::cluster::{KUBERNETES_VERSION, free_port};
+use portico_tests::process::Process;
+use portico_tests::{bin_path, control_plane, scratch_dir, workspace_root};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// Set to rewrite the golden files and the chart's copy of the CRDs; review the diff.
+const UPDATE: &str = "PORTICO_UPDATE_GOLDEN";
+/// The release name the golden files and the install test use.
+const RELEASE: &str = "portico";
+const CRD_NAME: &str = "ingresscontrollers.portico.dev";
+
+fn chart_dir() -> PathBuf {
+    workspace_root().join("charts/portico")
+}
+
+fn golden_dir() -> PathBuf {
+    workspace_root().join("tests/helm/golden")
+}
+
+fn updating() -> bool {
+    std::env::var_os(UPDATE).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The helm binary: `PORTICO_HELM`, or the one `tests/helm/build.sh` builds and caches.
+fn helm_bin() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        if let Some(path) = std::env::var_os("PORTICO_HELM") {
+            return PathBuf::from(path);
+        }
+        let script = workspace_root().join("tests/helm/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(out.status.success(), "building helm failed: run `bash tests/helm/build.sh` to see why (it needs Go and the Go module proxy the first time)");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// Runs helm with its cache, config and data in a scratch directory (never the user's) and
+/// no cluster unless `--kubeconfig` is among `args`.
+fn helm(args: &[&str]) -> Output {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    let home = HOME.get_or_init(|| scratch_dir("helm-home"));
+    Command::new(helm_bin())
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG")
+        .env_remove("HELM_NAMESPACE")
+        .env_remove("HELM_KUBECONTEXT")
+        .output()
+        .expect("run helm")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// `ci/*-values.yaml`, sorted; each is a case for lint and for the golden templates.
+fn ci_values() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("ci"))
+        .expect("charts/portico/ci exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with("-values.yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "charts/portico/ci has no *-values.yaml cases");
+    files
+}
+
+fn case_name(values: &Path) -> String {
+    let file = values.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    file.trim_end_matches("-values.yaml").to_string()
+}
+
+/// `helm template` as the golden files and the install use it: the control plane's version.
+fn template(extra: &[&str]) -> Output {
+    let chart = chart_dir();
+    let kube_version = KUBERNETES_VERSION.trim_start_matches('v');
+    let mut args = vec!["template", RELEASE, chart.to_str().expect("utf-8 path"), "--namespace", "portico-system", "--kube-version", kube_version];
+    args.extend_from_slice(extra);
+    helm(&args)
+}
+
+/// The first line where two texts differ, for a readable failure.
+fn first_difference(want: &str, got: &str) -> String {
+    for (i, (w, g)) in want.lines().zip(got.lines()).enumerate() {
+        if w != g {
+            return format!("line {}:\n  golden:   {w}\n  rendered: {g}", i + 1);
+        }
+    }
+    format!("lengths differ: golden {} lines, rendered {} lines", want.lines().count(), got.lines().count())
+}
+
+#[test]
+fn lint_passes_with_every_ci_values_file() {
+    let chart = chart_dir();
+    for values in ci_values() {
+        let out = helm(&["lint", "--strict", chart.to_str().expect("utf-8"), "--values", values.to_str().expect("utf-8")]);
+        assert!(
+            out.status.success(),
+            "helm lint --strict with {} failed:\n{}{}",
+            values.display(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn templates_match_golden_files() {
+    let mut stale = Vec::new();
+    for values in ci_values() {
+        let out = template(&["--values", values.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "helm template with {} failed:\n{}", values.display(), text(&out.stderr));
+        let rendered = text(&out.stdout);
+        let golden = golden_dir().join(format!("{}.yaml", case_name(&values)));
+        if updating() {
+            std::fs::create_dir_all(golden_dir()).expect("create tests/helm/golden");
+            std::fs::write(&golden, &rendered).expect("write golden file");
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        if want != rendered {
+            stale.push(format!("{}: {}", golden.display(), first_difference(&want, &rendered)));
+        }
+    }
+    assert!(stale.is_empty(), "rendered templates differ from the golden files; if the change is intended run `{UPDATE}=1 cargo test -p portico-tests --test helm` and review the diff:\n{}", stale.join("\n"));
+}
+
+/// Every leaf of values.yaml has a schema entry whose `default` is that value, and every
+/// schema leaf has a description: values.yaml, the schema and docs/configuration.md agree.
+#[test]
+fn schema_defaults_equal_values_yaml() {
+    let values: Value = serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).expect("read values.yaml"))
+        .expect("values.yaml parses");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).expect("read schema"))
+        .expect("values.schema.json parses");
+    let mut problems = Vec::new();
+    check_leaves("", &values, &schema, &mut problems);
+    assert!(problems.is_empty(), "values.yaml and values.schema.json disagree:\n{}", problems.join("\n"));
+}
+
+fn check_leaves(path: &str, value: &Value, schema: &Value, problems: &mut Vec<String>) {
+    let described = schema.get("description").and_then(Value::as_str).is_some_and(|d| !d.is_empty());
+    if !described {
+        problems.push(format!("{path}: no description in the schema"));
+    }
+    let has_properties = schema.get("properties").is_some();
+    if has_properties {
+        if schema.get("additionalProperties") != Some(&Value::Bool(false)) {
+            problems.push(format!("{path}: schema object without additionalProperties: false"));
+        }
+        let Some(map) = value.as_object() else {
+            problems.push(format!("{path}: schema has properties but values.yaml has {value}"));
+            return;
+        };
+        for (key, child) in map {
+            let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            match schema.pointer(&format!("/properties/{key}")) {
+                Some(child_schema) => check_leaves(&child_path, child, child_schema, problems),
+                None => problems.push(format!("{child_path}: in values.yaml but not in the schema")),
+            }
+        }
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for key in props.keys() {
+                if key != "global" && !map.contains_key(key) {
+                    problems.push(format!("{path}.{key}: in the schema but not in values.yaml"));
+                }
+            }
+        }
+    } else {
+        match schema.get("default") {
+            Some(default) if default == value => {}
+            Some(default) => problems.push(format!("{path}: schema default {default} but values.yaml has {value}")),
+            None => problems.push(format!("{path}: no default in the schema")),
+        }
+    }
+}
+
+/// The chart ships the CRDs byte for byte as `crds/` has them (generated from the Rust types).
+#[test]
+fn chart_crds_are_identical_to_crds_dir() {
+    let source = workspace_root().join("crds");
+    let chart = chart_dir().join("crds");
+    let yaml_files = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".yaml")).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let want = yaml_files(&source);
+    assert!(!want.is_empty(), "crds/ has no CRD yet: run `cargo run -p portico-operator --bin crdgen`");
+    if updating() {
+        for stale in yaml_files(&chart) {
+            if !want.contains(&stale) {
+                std::fs::remove_file(chart.join(&stale)).expect("remove stale chart CRD");
+            }
+        }
+        for name in &want {
+            std::fs::copy(source.join(name), chart.join(name)).expect("copy CRD into the chart");
+        }
+    }
+    assert_eq!(yaml_files(&chart), want, "charts/portico/crds/ and crds/ hold different files; run `{UPDATE}=1 cargo test -p portico-tests --test helm`");
+    for name in &want {
+        let a = std::fs::read(source.join(name)).expect("read crds/");
+        let b = std::fs::read(chart.join(name)).expect("read chart crds/");
+        assert!(a == b, "charts/portico/crds/{name} differs from crds/{name}; run `{UPDATE}=1 cargo test -p portico-tests --test helm`");
+    }
+}
+
+#[test]
+fn typos_and_wrong_types_in_values_are_refused() {
+    let refused = [
+        ("replicas=two", "/replicas"),
+        ("replica=2", "replica"),
+        ("image.tga=v1", "tga"),
+        ("logLevel=verbose", "/logLevel"),
+        ("adminPort=80", "/adminPort"),
+        ("trustedNamespaces[0]=Not_A_Namespace", "/trustedNamespaces/0"),
+        ("metrics.serviceMonitor.enabled=true,metrics.service.enabled=false", "/metrics/service/enabled"),
+    ];
+    for (set, mention) in refused {
+        let out = template(&["--set", set]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(stderr.contains(mention), "--set {set} was refused without naming {mention}:\n{stderr}");
+    }
+    let out = template(&["--set", "replicas=2", "--set", "trustedNamespaces={platform,edge}"]);
+    assert!(out.status.success(), "valid --set refused:\n{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("--trusted-namespaces=platform,edge"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Install into the real control plane.
+
+/// Polls `get` until `name` exists.
+async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(obj) = api.get_opt(name).await? {
+            return Ok(obj);
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not appear within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls `get` until `name` is gone.
+async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<()>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + timeout;
+    while api.get_opt(name).await?.is_some() {
+        if Instant::now() > deadline {
+            bail!("{name} still exists after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Names of the objects of kind `K` in `namespace` that carry the chart's labels.
+async fn chart_objects<K>(client: &kube::Client, namespace: &str) -> Result<Vec<String>>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE},helm.sh/chart"))).await?;
+    Ok(list.items.iter().map(|o| format!("{}/{}", K::kind(&K::DynamicType::default()), o.meta().name.clone().unwrap_or_default())).collect())
+}
+
+/// Kubernetes' `$(VAR)` expansion of container args, as the kubelet does it.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    env.iter().fold(arg.to_string(), |acc, (k, v)| acc.replace(&format!("$({k})"), v))
+}
+
+/// Runs the chart's operator pod as a local process: the container's args (with the
+/// kubelet's env expansion), the pod's env from field references, and a real token of the
+/// pod's ServiceAccount. Only `--admin-port` is moved to a free port of this machine.
+async fn run_operator_from_chart(namespace: &str) -> Result<(Process, u16, String)> {
+    let cp = control_plane().await;
+    let deployment = Api::<Deployment>::namespaced(cp.client(), namespace).get(RELEASE).await.context("get the chart's Deployment")?;
+    let pod = deployment.spec.and_then(|s| s.template.spec).ok_or_else(|| anyhow!("chart Deployment has no pod spec"))?;
+    let container = pod.containers.first().ok_or_else(|| anyhow!("chart Deployment has no container"))?;
+    let service_account = pod.service_account_name.clone().ok_or_else(|| anyhow!("chart Deployment sets no serviceAccountName"))?;
+
+    let mut env = Vec::new();
+    for var in container.env.clone().unwrap_or_default() {
+        let value = match (&var.value, var.value_from.as_ref().and_then(|f| f.field_ref.as_ref())) {
+            (Some(v), _) => v.clone(),
+            (None, Some(field)) if field.field_path == "metadata.namespace" => namespace.to_string(),
+            (None, Some(field)) if field.field_path == "metadata.name" => format!("{RELEASE}-local-0"),
+            _ => bail!("env {} of the chart's container has a source this test cannot provide", var.name),
+        };
+        env.push((var.name, value));
+    }
+    let admin_port = free_port()?;
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| if a.starts_with("--admin-port=") { format!("--admin-port={admin_port}") } else { expand(a, &env) })
+        .collect();
+
+    let token = cp.service_account_token(namespace, &service_account).await?;
+    let dir = scratch_dir("helm-operator");
+    let kubeconfig = cp.write_kubeconfig(&token, &dir.join("kubeconfig"))?;
+    let mut cmd = Command::new(bin_path("portico-operator"));
+    cmd.args(&args).env("KUBECONFIG", &kubeconfig).env("NO_COLOR", "1");
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let mut process = Process::spawn("helm-operator", cmd)?;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("http://127.0.0.1:{admin_port}/healthz");
+    while portico_tests::pod::http_status(&url).await != Some(200) {
+        process.check_running().with_context(|| format!("portico-operator {} exited:\n{}", args.join(" "), process.log_tail(40)))?;
+        if Instant::now() > deadline {
+            bail!("portico-operator not healthy within 30s:\n{}", process.log_tail(40));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((process, admin_port, token))
+}
+
+fn ingress_controller_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("portico.dev", "v1alpha1", "IngressController"), "ingresscontrollers");
+    Api::namespaced_with(client, namespace, &resource)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() -> Result<()> {
+    let cp = control_plane().await;
+    let client = cp.client();
+    let release_ns = cp.new_namespace("portico-system").await;
+    let kubeconfig = cp.kubeconfig().to_str().expect("utf-8 path").to_string();
+    let chart = chart_dir().to_str().expect("utf-8 path").to_string();
+    let install = |extra: &[&str]| {
+        let mut args = vec!["install", RELEASE, chart.as_str(), "--namespace", release_ns.as_str(), "--kubeconfig", kubeconfig.as_str()];
+        args.extend_from_slice(extra);
+        helm(&args)
+    };
+
+    // The schema guards the real install too: a typo installs nothing.
+    let refused = install(&["--set", "replicas=two"]);
+    assert!(!refused.status.success(), "helm install --set replicas=two was accepted");
+    assert!(text(&refused.stderr).contains("/replicas"), "{}", text(&refused.stderr));
+    assert!(Api::<Deployment>::namespaced(client.clone(), &release_ns).get_opt(RELEASE).await?.is_none());
+
+    let installed = install(&[]);
+    assert!(installed.status.success(), "helm install failed:\n{}{}", text(&installed.stdout), text(&installed.stderr));
+    assert!(text(&installed.stdout).contains("kind: IngressController"), "NOTES.txt should show the next step:\n{}", text(&installed.stdout));
+
+    // What the chart installed.
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    wait_for(&crds, CRD_NAME, Duration::from_secs(10)).await?;
+    let mut installed_objects = Vec::new();
+    installed_objects.extend(chart_objects::<Deployment>(&client, &release_ns).await?);
+    installed_objects.extend(chart_objects::<ServiceAccount>(&client, &release_ns).await?);
+    installed_objects.extend(chart_objects::<Service>(&client, &release_ns).await?);
+    installed_objects.extend(chart_objects::<PodDisruptionBudget>(&client, &release_ns).await?);
+    installed_objects.extend(chart_objects::<Role>(&client, &release_ns).await?);
+    installed_objects.extend(chart_objects::<RoleBinding>(&client, &release_ns).await?);
+    installed_objects.sort();
+    assert_eq!(
+        installed_objects,
+        [
+            "Deployment/portico",
+            "PodDisruptionBudget/portico",
+            "Role/portico",
+            "RoleBinding/portico",
+            "Service/portico",
+            "ServiceAccount/portico"
+        ]
+    );
+    Api::<ClusterRole>::all(client.clone()).get(RELEASE).await.context("chart ClusterRole")?;
+    Api::<ClusterRoleBinding>::all(client.clone()).get(RELEASE).await.context("chart ClusterRoleBinding")?;
+    // The CRD may take a moment to be served after helm created it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ingress_controller_api(client.clone(), &release_ns).list(&ListParams::default()).await.is_err() {
+        assert!(Instant::now() < deadline, "the chart's CRD is not served within 20s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The operator, as the chart runs it.
+    let (mut operator, _admin_port, token) = run_operator_from_chart(&release_ns).await?;
+
+    // Least privilege, seen from the operator's own token: no Pods, no ConfigMaps.
+    let as_operator = cp.client_with_token(&token);
+    let tenant = cp.new_namespace("team").await;
+    for (what, result) in [
+        ("list configmaps", Api::<ConfigMap>::namespaced(as_operator.clone(), &tenant).list(&ListParams::default()).await.map(|_| ())),
+        ("list pods", Api::<Pod>::namespaced(as_operator.clone(), &tenant).list(&ListParams::default()).await.map(|_| ())),
+    ] {
+        match result {
+            Err(kube::Error::Api(e)) if e.code == 403 => {}
+            other => bail!("the operator's token could {what} in {tenant}: {other:?}"),
+        }
+    }
+
+    // An instance, reconciled with the chart's RBAC.
+    let instances = ingress_controller_api(client.clone(), &tenant);
+    let instance: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "portico.dev/v1alpha1",
+        "kind": "IngressController",
+        "metadata": { "name": "web", "namespace": tenant },
+        "spec": { "service": { "type": "ClusterIP" } }
+    }))?;
+    instances.create(&PostParams::default(), &instance).await.context("create IngressController")?;
+
+    let children = Duration::from_secs(60);
+    let rbac_name = format!("portico-{tenant}-web");
+    let check = async {
+        wait_for(&Api::<ServiceAccount>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
+        wait_for(&Api::<Role>::namespaced(client.clone(), &tenant), &rbac_name, children).await?;
+        wait_for(&Api::<RoleBinding>::namespaced(client.clone(), &tenant), &rbac_name, children).await?;
+        wait_for(&Api::<ClusterRole>::all(client.clone()), &rbac_name, children).await?;
+        wait_for(&Api::<ClusterRoleBinding>::all(client.clone()), &rbac_name, children).await?;
+        wait_for(&Api::<Deployment>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
+        wait_for(&Api::<Service>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
+        wait_for(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
+        wait_for(&Api::<IngressClass>::all(client.clone()), "web", children).await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = check.await {
+        bail!("{e:#}\noperator log:\n{}", operator.log_tail(60));
+    }
+    let log = operator.log_tail(400);
+    assert!(!log.contains("forbidden"), "the operator hit a permission the chart does not grant:\n{log}");
+
+    // Deleting the instance removes its cluster-scoped children too (the operator's job).
+    instances.delete("web", &DeleteParams::default()).await?;
+    let cleanup = async {
+        wait_gone(&Api::<IngressClass>::all(client.clone()), "web", children).await?;
+        wait_gone(&Api::<ClusterRoleBinding>::all(client.clone()), &rbac_name, children).await?;
+        wait_gone(&Api::<ClusterRole>::all(client.clone()), &rbac_name, children).await?;
+        wait_gone(&instances, "web", children).await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = cleanup.await {
+        bail!("{e:#}\noperator log:\n{}", operator.log_tail(60));
+    }
+
+    operator.terminate();
+    let status = operator.wait_timeout(Duration::from_secs(15)).await?;
+    assert!(status.success(), "the operator did not exit cleanly on SIGTERM ({status}):\n{}", operator.log_tail(40));
+
+    // Uninstall: nothing of the chart is left. The CRD stays, as Helm keeps crds/ on
+    // purpose (deleting it would delete every team's IngressController).
+    let uninstalled = helm(&["uninstall", RELEASE, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--wait", "--timeout", "60s"]);
+    assert!(uninstalled.status.success(), "helm uninstall failed:\n{}", text(&uninstalled.stderr));
+    let mut left = Vec::new();
+    left.extend(chart_objects::<Deployment>(&client, &release_ns).await?);
+    left.extend(chart_objects::<ServiceAccount>(&client, &release_ns).await?);
+    left.extend(chart_objects::<Service>(&client, &release_ns).await?);
+    left.extend(chart_objects::<PodDisruptionBudget>(&client, &release_ns).await?);
+    left.extend(chart_objects::<Role>(&client, &release_ns).await?);
+    left.extend(chart_objects::<RoleBinding>(&client, &release_ns).await?);
+    assert!(left.is_empty(), "helm uninstall left {left:?}");
+    assert!(Api::<ClusterRole>::all(client.clone()).get_opt(RELEASE).await?.is_none(), "ClusterRole left behind");
+    assert!(Api::<ClusterRoleBinding>::all(client.clone()).get_opt(RELEASE).await?.is_none(), "ClusterRoleBinding left behind");
+    let releases = helm(&["list", "--all", "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--short"]);
+    assert_eq!(text(&releases.stdout).trim(), "", "helm still lists a release");
+    assert!(crds.get_opt(CRD_NAME).await?.is_some(), "the CRD is kept by design (Helm's crds/ policy)");
+    Ok(())
+}

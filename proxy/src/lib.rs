@@ -1,1 +1,18 @@
 //! Portico proxy: serves the Ingresses of one IngressClass.
+//!
+//! ```text
+//! config (watch → store → build → Snapshot in ArcSwap)
+//!    │                                   ▲ read per request / per TLS handshake
+//!    ▼                                   │
+//! http (accept → proxy phases → upstream client) ── routing (host, path) ── lb (endpoints)
+//! tls (SNI resolver)   admin (/metrics /healthz /readyz)   metrics
+//! ```
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod lb;
+pub mod metrics;
+pub mod routing;
+pub mod tls;

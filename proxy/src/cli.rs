@@ -1,0 +1,149 @@
+//! The proxy's command line, exactly as `docs/contracts.md` lists it. Every flag has an
+//! environment equivalent `PORTICO_<FLAG_IN_CAPS>`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+
+use crate::config::ObjectKey;
+use crate::lb::Policy;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "portico-proxy", version, about = "Portico proxy: serves the Ingresses of one IngressClass")]
+pub struct Args {
+    /// The IngressClass served.
+    #[arg(long, env = "PORTICO_INGRESS_CLASS")]
+    pub ingress_class: String,
+
+    /// The served namespaces (computed by the operator).
+    #[arg(long, env = "PORTICO_NAMESPACES", value_delimiter = ',', required = true)]
+    pub namespaces: Vec<String>,
+
+    #[arg(long, env = "PORTICO_HTTP_PORT", default_value_t = 80)]
+    pub http_port: u16,
+
+    #[arg(long, env = "PORTICO_HTTPS_PORT", default_value_t = 443)]
+    pub https_port: u16,
+
+    #[arg(long, env = "PORTICO_ADMIN_PORT", default_value_t = 9090)]
+    pub admin_port: u16,
+
+    /// Local runs give each "pod" its own 10.244.x.y address.
+    #[arg(long, env = "PORTICO_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// `round-robin`, `least-request`, `cookie`, `client-ip`, `header:<Header-Name>`.
+    #[arg(long, env = "PORTICO_LOAD_BALANCE", default_value = "round-robin", value_parser = parse_policy)]
+    pub load_balance: Policy,
+
+    #[arg(long, env = "PORTICO_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    #[arg(long, env = "PORTICO_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    #[arg(long, env = "PORTICO_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Retries of idempotent requests on connect failure, each on another endpoint.
+    #[arg(long, env = "PORTICO_RETRIES", default_value_t = 2)]
+    pub retries: u32,
+
+    /// Whose `X-Forwarded-*` headers are kept.
+    #[arg(long, env = "PORTICO_TRUSTED_PROXY_CIDRS", value_delimiter = ',')]
+    pub trusted_proxy_cidrs: Vec<IpNet>,
+
+    /// kubernetes.io/tls Secret (`NS/NAME`) served when SNI matches nothing.
+    #[arg(long, env = "PORTICO_DEFAULT_CERTIFICATE", value_parser = parse_object_key)]
+    pub default_certificate: Option<ObjectKey>,
+
+    /// 308 to HTTPS for hosts that have TLS.
+    #[arg(long, env = "PORTICO_SSL_REDIRECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ssl_redirect: bool,
+
+    /// `Strict-Transport-Security` on HTTPS responses.
+    #[arg(long, env = "PORTICO_HSTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub hsts: bool,
+
+    #[arg(long, env = "PORTICO_MIN_TLS_VERSION", default_value = "1.2", value_parser = ["1.2", "1.3"])]
+    pub min_tls_version: String,
+
+    /// After SIGTERM: not ready, still serving, then close.
+    #[arg(long, env = "PORTICO_DRAIN_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    pub drain_period: Duration,
+
+    #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+
+    #[arg(long, env = "PORTICO_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Durations like `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 250ms, 5s, 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    }
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse()
+}
+
+fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn contract_flags_parse() {
+        let a = Args::try_parse_from([
+            "portico-proxy",
+            "--ingress-class=team-a",
+            "--namespaces=a,b",
+            "--http-port=8080",
+            "--load-balance=header:X-User",
+            "--trusted-proxy-cidrs=10.0.0.0/8,192.168.0.0/16",
+            "--default-certificate=a/default-cert",
+            "--ssl-redirect=false",
+            "--hsts=true",
+            "--drain-period=1s",
+        ])
+        .expect("parse");
+        assert_eq!(a.namespaces, vec!["a", "b"]);
+        assert_eq!(a.http_port, 8080);
+        assert!(!a.ssl_redirect);
+        assert!(a.hsts);
+        assert_eq!(a.trusted_proxy_cidrs.len(), 2);
+        assert_eq!(a.default_certificate, Some(ObjectKey::new("a", "default-cert")));
+        assert!(matches!(a.load_balance, Policy::Header(_)));
+        assert_eq!(a.drain_period, Duration::from_secs(1));
+    }
+}

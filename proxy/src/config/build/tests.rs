@@ -1,0 +1,283 @@
+//! Store → snapshot, without a cluster: objects go in through `Store::apply`.
+
+use super::*;
+use crate::config::store::{Change, Kind, Object};
+use crate::routing::RouteMatch;
+use crate::tls::tests::{self_signed, tls_secret};
+use http::HeaderMap;
+use serde_json::json;
+
+fn params() -> Params {
+    Params {
+        class_name: "portico".into(),
+        namespaces: ["a".to_string(), "b".to_string()].into(),
+        default_policy: Policy::RoundRobin,
+        ssl_redirect: true,
+        default_certificate: None,
+    }
+}
+
+fn ingress(ns: &str, name: &str, created: &str, spec: serde_json::Value) -> Object {
+    ingress_with(ns, name, created, json!({}), spec)
+}
+
+fn ingress_with(ns: &str, name: &str, created: &str, annotations: serde_json::Value, spec: serde_json::Value) -> Object {
+    Object::Ingress(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": name, "creationTimestamp": created, "annotations": annotations},
+            "spec": spec,
+        }))
+        .expect("ingress"),
+    )
+}
+
+fn simple_rule(host: &str, path_type: &str, path: &str, svc: &str) -> serde_json::Value {
+    json!({"host": host, "http": {"paths": [{"path": path, "pathType": path_type,
+        "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}})
+}
+
+fn service(ns: &str, name: &str) -> Object {
+    Object::Service(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": name},
+            "spec": {"ports": [
+                {"name": "http", "port": 80, "targetPort": 8080},
+                {"name": "grpc", "port": 9000, "appProtocol": "kubernetes.io/h2c"}
+            ]},
+        }))
+        .expect("service"),
+    )
+}
+
+fn slice(ns: &str, name: &str, svc: &str, port_name: &str, port: u16, eps: &[(&str, bool, bool, bool)]) -> Object {
+    let endpoints: Vec<_> = eps
+        .iter()
+        .map(|(ip, ready, serving, terminating)| {
+            json!({"addresses": [ip], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
+        })
+        .collect();
+    Object::EndpointSlice(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": name, "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+            "endpoints": endpoints,
+        }))
+        .expect("slice"),
+    )
+}
+
+const T0: &str = "2026-01-01T00:00:00Z";
+const T1: &str = "2026-01-02T00:00:00Z";
+
+fn build_now(store: &Store, caches: &mut Caches) -> Output {
+    build(store, &params(), caches, 1)
+}
+
+fn lookup(snap: &Snapshot, host: &str, path: &str) -> Option<String> {
+    match snap.routes.find(host, path, &HeaderMap::new()) {
+        RouteMatch::Rule(r) | RouteMatch::Default(r) => Some(format!("{}:{}", r.ingress.name, r.service)),
+        RouteMatch::NotFound => None,
+    }
+}
+
+fn base_store() -> Store {
+    let mut s = Store::default();
+    for svc in ["web", "api", "other"] {
+        s.apply(service("a", svc));
+    }
+    s.apply(service("b", "web"));
+    s
+}
+
+#[test]
+fn class_selection() {
+    let mut s = base_store();
+    let rule = json!([simple_rule("x.com", "Prefix", "/", "web")]);
+    s.apply(ingress("a", "by-spec", T0, json!({"ingressClassName": "portico", "rules": rule})));
+    s.apply(ingress("a", "other-class", T0, json!({"ingressClassName": "nginx", "rules": [simple_rule("y.com", "Prefix", "/", "web")]})));
+    s.apply(ingress_with("a", "legacy", T0, json!({"kubernetes.io/ingress.class": "portico"}), json!({"rules": [simple_rule("z.com", "Prefix", "/", "web")]})));
+    s.apply(ingress("a", "classless", T0, json!({"rules": [simple_rule("w.com", "Prefix", "/", "web")]})));
+    s.apply(ingress("c", "unserved-ns", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("v.com", "Prefix", "/", "web")]})));
+    let mut c = Caches::default();
+    let out = build_now(&s, &mut c);
+    let snap = &out.snapshot;
+    assert_eq!(lookup(snap, "x.com", "/").as_deref(), Some("by-spec:web"));
+    assert_eq!(lookup(snap, "y.com", "/"), None);
+    assert_eq!(lookup(snap, "z.com", "/").as_deref(), Some("legacy:web"));
+    assert_eq!(lookup(snap, "w.com", "/"), None, "class-less only when we are the default class");
+    assert_eq!(lookup(snap, "v.com", "/"), None);
+    assert_eq!(snap.ingresses_served, 2);
+
+    // Become the default class: class-less Ingresses are served.
+    s.apply(Object::IngressClass(
+        serde_json::from_value(json!({"metadata": {"name": "portico",
+            "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "portico.dev/ingress-controller"}}))
+        .expect("class"),
+    ));
+    let out = build_now(&s, &mut c);
+    assert_eq!(lookup(&out.snapshot, "w.com", "/").as_deref(), Some("classless:web"));
+}
+
+#[test]
+fn oldest_ingress_wins_conflict_and_newer_rest_still_served() {
+    let mut s = base_store();
+    // Inserted in the "wrong" order on purpose; names sort against age too.
+    s.apply(ingress("a", "aaa-new", T1, json!({"ingressClassName": "portico", "rules": [
+        simple_rule("x.com", "Prefix", "/", "api"), simple_rule("x.com", "Prefix", "/new", "api")]})));
+    s.apply(ingress("b", "zzz-old", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]})));
+    let out = build_now(&s, &mut Caches::default());
+    assert_eq!(lookup(&out.snapshot, "x.com", "/").as_deref(), Some("zzz-old:web"));
+    assert_eq!(lookup(&out.snapshot, "x.com", "/new/1").as_deref(), Some("aaa-new:api"));
+    assert!(out.warnings.iter().any(|w| w.contains("a/aaa-new") && w.contains("conflicts") && w.contains("b/zzz-old")), "{:?}", out.warnings);
+}
+
+#[test]
+fn bad_ingresses_are_skipped_alone() {
+    let mut s = base_store();
+    s.apply(ingress("a", "good", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("good.com", "Prefix", "/", "web")]})));
+    s.apply(ingress("a", "missing-svc", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("m.com", "Prefix", "/", "nope")]})));
+    s.apply(ingress("a", "regex", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("r.com", "ImplementationSpecific", "/api/(.*)", "web")]})));
+    let many: Vec<_> = (0..MAX_PATHS_PER_INGRESS + 1)
+        .map(|i| json!({"path": format!("/p{i}"), "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}))
+        .collect();
+    s.apply(ingress("a", "huge", T0, json!({"ingressClassName": "portico", "rules": [{"host": "h.com", "http": {"paths": many}}]})));
+    s.apply(ingress("a", "bad-port", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("p.com", "Prefix", "/", "api")]})));
+    s.apply(ingress_with("a", "bad-annotation", T0, json!({"portico.dev/load-balance": "random"}),
+        json!({"ingressClassName": "portico", "rules": [simple_rule("q.com", "Prefix", "/", "web")]})));
+    // Port 80 exists; use a port number that does not.
+    s.apply(ingress("a", "bad-port", T0, json!({"ingressClassName": "portico", "rules": [{"host": "p.com", "http": {"paths": [
+        {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "api", "port": {"number": 81}}}}]}}]})));
+    let out = build_now(&s, &mut Caches::default());
+    assert_eq!(lookup(&out.snapshot, "good.com", "/").as_deref(), Some("good:web"));
+    for host in ["m.com", "r.com", "h.com", "p.com", "q.com"] {
+        assert_eq!(lookup(&out.snapshot, host, "/"), None, "{host}");
+    }
+    assert_eq!(out.snapshot.ingresses_skipped, 5);
+    for name in ["missing-svc", "regex", "huge", "bad-port", "bad-annotation"] {
+        assert!(out.warnings.iter().any(|w| w.contains(&format!("a/{name} skipped"))), "{name}: {:?}", out.warnings);
+    }
+}
+
+#[test]
+fn named_ports_default_backend_and_app_protocol() {
+    let mut s = base_store();
+    s.apply(ingress("a", "i", T0, json!({"ingressClassName": "portico",
+        "defaultBackend": {"service": {"name": "other", "port": {"number": 80}}},
+        "rules": [{"host": "x.com", "http": {"paths": [
+            {"path": "/grpc", "pathType": "Prefix", "backend": {"service": {"name": "api", "port": {"name": "grpc"}}}},
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "api", "port": {"name": "http"}}}}]}}]})));
+    s.apply(slice("a", "api-1", "api", "grpc", 9090, &[("10.244.1.1", true, true, false)]));
+    s.apply(slice("a", "api-2", "api", "http", 8080, &[("10.244.1.2", true, true, false)]));
+    let out = build_now(&s, &mut Caches::default());
+    let find = |path| match out.snapshot.routes.find("x.com", path, &HeaderMap::new()) {
+        RouteMatch::Rule(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let grpc = find("/grpc/svc");
+    assert_eq!(grpc.backends[0].protocol, UpstreamProtocol::H2c);
+    let eps = grpc.backends[0].backend.endpoints();
+    assert_eq!(eps.endpoints.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>(), vec!["10.244.1.1:9090"]);
+    let http = find("/");
+    assert_eq!(http.backends[0].protocol, UpstreamProtocol::Http1);
+    assert_eq!(http.backends[0].backend.endpoints().endpoints[0].addr.to_string(), "10.244.1.2:8080");
+    assert_eq!(lookup(&out.snapshot, "y.com", "/").as_deref(), Some("i:other"));
+}
+
+#[test]
+fn endpoint_churn_updates_shared_backend_without_rebuild() {
+    let mut s = base_store();
+    let mut c = Caches::default();
+    s.apply(ingress("a", "i", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]})));
+    s.apply(slice("a", "web-1", "web", "http", 8080, &[("10.244.0.10", true, true, false), ("10.244.0.11", true, true, false)]));
+    let out = build_now(&s, &mut c);
+    let RouteMatch::Rule(route) = out.snapshot.routes.find("x.com", "/", &HeaderMap::new()) else { panic!("no route") };
+    let backend = route.backends[0].backend.clone();
+    let before = backend.endpoints();
+    assert_eq!(before.endpoints.len(), 2);
+
+    // One endpoint becomes not ready: the store says Endpoints(svc), not Routes.
+    let change = s.apply(slice("a", "web-1", "web", "http", 8080, &[("10.244.0.10", true, true, false), ("10.244.0.11", false, false, false)]));
+    assert_eq!(change, Change::Endpoints(ObjectKey::new("a", "web")));
+    assert!(c.backends.refresh(&s, &ObjectKey::new("a", "web")));
+    assert_eq!(backend.endpoints().endpoints.len(), 1, "the route's backend sees the new set");
+    assert_eq!(before.endpoints.len(), 2, "a request that loaded the old set keeps it whole");
+
+    // A rebuild reuses the same Backend.
+    let out2 = build_now(&s, &mut c);
+    let RouteMatch::Rule(route2) = out2.snapshot.routes.find("x.com", "/", &HeaderMap::new()) else { panic!("no route") };
+    assert!(Arc::ptr_eq(&route2.backends[0].backend, &backend));
+
+    // No ready endpoints: fall back to serving+terminating ones; nothing at all: empty.
+    s.apply(slice("a", "web-1", "web", "http", 8080, &[("10.244.0.10", false, true, true), ("10.244.0.11", false, false, true)]));
+    c.backends.refresh(&s, &ObjectKey::new("a", "web"));
+    let set = backend.endpoints();
+    assert!(set.terminating_fallback);
+    assert_eq!(set.endpoints.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>(), vec!["10.244.0.10:8080"]);
+    assert_eq!(s.delete(Kind::EndpointSlice, &ObjectKey::new("a", "web-1")), Change::Endpoints(ObjectKey::new("a", "web")));
+    c.backends.refresh(&s, &ObjectKey::new("a", "web"));
+    assert!(backend.endpoints().is_empty());
+}
+
+#[test]
+fn status_only_updates_do_not_rebuild() {
+    let mut s = base_store();
+    let obj = ingress("a", "i", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]}));
+    assert_eq!(s.apply(obj.clone()), Change::Routes);
+    let Object::Ingress(mut ing) = obj else { unreachable!() };
+    ing.status = Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}})).expect("status"));
+    assert_eq!(s.apply(Object::Ingress(ing)), Change::None);
+}
+
+#[test]
+fn tls_certs_redirect_and_namespace_isolation() {
+    let mut s = base_store();
+    let (crt, key) = self_signed(&["x.com"]);
+    s.apply(Object::Secret(tls_secret("a", "x-cert", &crt, &key)));
+    let (wcrt, wkey) = self_signed(&["*.wild.com"]);
+    s.apply(Object::Secret(tls_secret("a", "wild-cert", &wcrt, &wkey)));
+    let (_, other_key) = self_signed(&["x"]);
+    s.apply(Object::Secret(tls_secret("a", "broken", &crt, &other_key)));
+    s.apply(ingress("a", "tls", T0, json!({"ingressClassName": "portico",
+        "tls": [{"hosts": ["x.com"], "secretName": "x-cert"}, {"hosts": ["*.wild.com"], "secretName": "wild-cert"},
+                {"hosts": ["broken.com"], "secretName": "broken"}],
+        "rules": [simple_rule("x.com", "Prefix", "/", "web"), simple_rule("plain.com", "Prefix", "/", "web"),
+                  simple_rule("a.wild.com", "Prefix", "/", "web")]})));
+    s.apply(ingress_with("a", "no-redirect", T0, json!({"portico.dev/ssl-redirect": "false"}), json!({"ingressClassName": "portico",
+        "tls": [{"hosts": ["n.com"], "secretName": "x-cert"}],
+        "rules": [simple_rule("n.com", "Prefix", "/", "web")]})));
+    // Namespace b names a Secret that exists only in a.
+    s.apply(ingress("b", "steal", T0, json!({"ingressClassName": "portico",
+        "tls": [{"hosts": ["steal.com"], "secretName": "x-cert"}],
+        "rules": [simple_rule("steal.com", "Prefix", "/", "web")]})));
+    let out = build_now(&s, &mut Caches::default());
+    let certs = &out.snapshot.certs;
+    assert!(certs.exact.contains_key("x.com"));
+    assert!(certs.wildcard.contains_key("wild.com"));
+    assert!(!certs.exact.contains_key("broken.com"), "malformed Secret gives no certificate");
+    assert!(!certs.exact.contains_key("steal.com"), "Secrets only from the Ingress's own namespace");
+    assert!(out.warnings.iter().any(|w| w.contains("a/broken is invalid")), "{:?}", out.warnings);
+    assert!(out.warnings.iter().any(|w| w.contains("b/x-cert not found")), "{:?}", out.warnings);
+    assert!(out.snapshot.referenced_secrets.contains(&ObjectKey::new("b", "x-cert")));
+    let redirect = |host: &str| match out.snapshot.routes.find(host, "/", &HeaderMap::new()) {
+        RouteMatch::Rule(r) => r.https_redirect,
+        other => panic!("{host}: {other:?}"),
+    };
+    assert!(redirect("x.com"));
+    assert!(redirect("a.wild.com"));
+    assert!(!redirect("plain.com"));
+    assert!(!redirect("n.com"), "annotation turns redirect off");
+}
+
+#[test]
+fn default_certificate() {
+    let mut s = base_store();
+    let (crt, key) = self_signed(&["default"]);
+    s.apply(Object::Secret(tls_secret("a", "default-cert", &crt, &key)));
+    let mut p = params();
+    p.default_certificate = Some(ObjectKey::new("a", "default-cert"));
+    let out = build(&s, &p, &mut Caches::default(), 1);
+    assert!(out.snapshot.certs.default.is_some());
+    assert!(out.snapshot.certs.resolve(Some("unknown.com")).is_some());
+}

@@ -1,0 +1,59 @@
+//! Configuration: Kubernetes objects in, one immutable `Snapshot` out.
+//!
+//! ```text
+//!  watchers (kube-runtime, backoff; one per served namespace and kind)
+//!    IngressClass (own, by name) ─┐
+//!    Ingress / Service ───────────┼─▶ Store (plain maps; apply/delete, no IO)
+//!    Secret (by name, referenced) ┘        │ debounce 30 ms
+//!                                          ▼
+//!                        build(&Store, &Params, &mut caches) ─▶ Snapshot ─▶ ArcSwap
+//!    EndpointSlice ─▶ Store ─▶ Backends::refresh(service) ─▶ Backend.endpoints (ArcSwap)
+//! ```
+//!
+//! Route changes rebuild the whole snapshot (pure, from the store); endpoint changes only
+//! replace the endpoint set of the affected Service ports, which snapshots share.
+
+pub mod build;
+pub mod store;
+pub mod watch;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::routing::RouteTable;
+use crate::tls::CertTable;
+
+/// `namespace/name` of a namespaced object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        ObjectKey { namespace: namespace.to_string(), name: name.to_string() }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Everything one request needs, immutable once built.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every successful build (metric `portico_config_generation`).
+    pub generation: u64,
+    pub routes: RouteTable,
+    pub certs: CertTable,
+    /// Ingresses served and skipped in this build.
+    pub ingresses_served: usize,
+    pub ingresses_skipped: usize,
+    /// Secrets the build wanted (so the watcher set can follow).
+    pub referenced_secrets: BTreeSet<ObjectKey>,
+}
+
+pub type SharedSnapshot = Arc<arc_swap::ArcSwap<Snapshot>>;

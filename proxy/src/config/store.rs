@@ -1,0 +1,194 @@
+//! The store: the watched objects in plain maps, driven by `apply`/`delete` (by watchers in
+//! production, directly in unit tests). It does no IO and knows nothing about routes; it
+//! tells the caller what kind of change happened.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::ResourceExt;
+
+use super::ObjectKey;
+
+/// Label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Any object the proxy watches.
+#[derive(Debug, Clone)]
+pub enum Object {
+    IngressClass(IngressClass),
+    Ingress(Ingress),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Secret(Secret),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    IngressClass,
+    Ingress,
+    Service,
+    EndpointSlice,
+    Secret,
+}
+
+/// What a store change means for the data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// Routes or certificates may differ: rebuild the snapshot (debounced).
+    Routes,
+    /// Only this Service's endpoints changed.
+    Endpoints(ObjectKey),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::IngressClass(_) => Kind::IngressClass,
+            Object::Ingress(_) => Kind::Ingress,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Secret(_) => Kind::Secret,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        let (ns, name) = match self {
+            Object::IngressClass(o) => (o.namespace(), o.name_any()),
+            Object::Ingress(o) => (o.namespace(), o.name_any()),
+            Object::Service(o) => (o.namespace(), o.name_any()),
+            Object::EndpointSlice(o) => (o.namespace(), o.name_any()),
+            Object::Secret(o) => (o.namespace(), o.name_any()),
+        };
+        ObjectKey { namespace: ns.unwrap_or_default(), name }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Store {
+    pub ingress_classes: BTreeMap<String, IngressClass>,
+    pub ingresses: BTreeMap<ObjectKey, Ingress>,
+    pub services: HashMap<ObjectKey, Service>,
+    pub endpoint_slices: HashMap<ObjectKey, EndpointSlice>,
+    /// Service key → its slices' keys.
+    slices_by_service: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pub secrets: HashMap<ObjectKey, Secret>,
+}
+
+fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {
+    let svc = slice.labels().get(SERVICE_NAME_LABEL)?;
+    Some(ObjectKey::new(&slice.namespace().unwrap_or_default(), svc))
+}
+
+impl Store {
+    pub fn apply(&mut self, obj: Object) -> Change {
+        let key = obj.key();
+        match obj {
+            Object::IngressClass(o) => {
+                self.ingress_classes.insert(key.name, o);
+                Change::Routes
+            }
+            Object::Ingress(o) => {
+                // Status-only updates (the operator writes status.loadBalancer) change nothing.
+                if let Some(old) = self.ingresses.get(&key)
+                    && old.spec == o.spec
+                    && old.metadata.annotations == o.metadata.annotations
+                {
+                    self.ingresses.insert(key, o);
+                    return Change::None;
+                }
+                self.ingresses.insert(key, o);
+                Change::Routes
+            }
+            Object::Service(o) => {
+                if let Some(old) = self.services.get(&key)
+                    && old.spec == o.spec
+                {
+                    self.services.insert(key, o);
+                    return Change::None;
+                }
+                self.services.insert(key, o);
+                Change::Routes
+            }
+            Object::EndpointSlice(o) => {
+                let new_svc = slice_service(&o);
+                let old_svc = self.endpoint_slices.insert(key.clone(), o).and_then(|old| slice_service(&old));
+                if let Some(old_svc) = &old_svc
+                    && Some(old_svc) != new_svc.as_ref()
+                    && let Some(set) = self.slices_by_service.get_mut(old_svc)
+                {
+                    set.remove(&key);
+                }
+                match new_svc {
+                    Some(svc) => {
+                        self.slices_by_service.entry(svc.clone()).or_default().insert(key);
+                        Change::Endpoints(svc)
+                    }
+                    None => Change::None,
+                }
+            }
+            Object::Secret(o) => {
+                if let Some(old) = self.secrets.get(&key)
+                    && old.data == o.data
+                    && old.type_ == o.type_
+                {
+                    return Change::None;
+                }
+                self.secrets.insert(key, o);
+                Change::Routes
+            }
+        }
+    }
+
+    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> Change {
+        let removed = match kind {
+            Kind::IngressClass => self.ingress_classes.remove(&key.name).is_some(),
+            Kind::Ingress => self.ingresses.remove(key).is_some(),
+            Kind::Service => self.services.remove(key).is_some(),
+            Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::EndpointSlice => {
+                let svc = self.endpoint_slices.remove(key).and_then(|old| slice_service(&old));
+                return match svc {
+                    Some(svc) => {
+                        if let Some(set) = self.slices_by_service.get_mut(&svc) {
+                            set.remove(key);
+                            if set.is_empty() {
+                                self.slices_by_service.remove(&svc);
+                            }
+                        }
+                        Change::Endpoints(svc)
+                    }
+                    None => Change::None,
+                };
+            }
+        };
+        if removed { Change::Routes } else { Change::None }
+    }
+
+    /// Keys of one kind within a watcher's scope: a namespace, optionally one name.
+    pub fn keys_in_scope(&self, kind: Kind, namespace: &str, name: Option<&str>) -> Vec<ObjectKey> {
+        let in_scope = |k: &ObjectKey| k.namespace == namespace && name.is_none_or(|n| n == k.name);
+        match kind {
+            Kind::IngressClass => self
+                .ingress_classes
+                .keys()
+                .filter(|n| name.is_none_or(|x| x == n.as_str()))
+                .map(|n| ObjectKey::new("", n))
+                .collect(),
+            Kind::Ingress => self.ingresses.keys().filter(|k| in_scope(k)).cloned().collect(),
+            Kind::Service => self.services.keys().filter(|k| in_scope(k)).cloned().collect(),
+            Kind::EndpointSlice => self.endpoint_slices.keys().filter(|k| in_scope(k)).cloned().collect(),
+            Kind::Secret => self.secrets.keys().filter(|k| in_scope(k)).cloned().collect(),
+        }
+    }
+
+    pub fn slices_of(&self, service: &ObjectKey) -> impl Iterator<Item = &EndpointSlice> {
+        self.slices_by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.endpoint_slices.get(k))
+    }
+}

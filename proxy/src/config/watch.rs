@@ -1,0 +1,381 @@
+//! Watchers and the config loop. One task owns the store; watchers only forward events.
+//!
+//! ```text
+//! IngressClass (cluster, fieldSelector metadata.name=<class>)
+//! Ingress, Service, EndpointSlice   × every served namespace     ─┐
+//! Secret (fieldSelector metadata.name=<name>) × referenced Secret ─┼─▶ mpsc ─▶ config loop
+//!                                                                  │    store.apply/delete
+//!          routes changed ─▶ debounce ─▶ build ─▶ ArcSwap<Snapshot> ◀┘    endpoints changed
+//!                                                                       ─▶ Backends::refresh
+//! ```
+//!
+//! The proxy's RBAC is namespaced Roles plus a ClusterRole for its own IngressClass, with
+//! Secrets listed by resourceNames: hence one watcher per namespace and kind, and Secrets
+//! (and the IngressClass) watched one by one by name — never a cluster-wide list.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::build::{Caches, Params, build};
+use super::store::{Change, Kind, Object, Store};
+use super::{ObjectKey, SharedSnapshot};
+use crate::metrics::METRICS;
+
+/// Route changes within this window are built together.
+pub const DEBOUNCE: Duration = Duration::from_millis(30);
+/// How long readiness waits for Secret watchers after the first sync (a Secret the
+/// operator's Role does not list yet must not keep the proxy unready forever).
+pub const SECRET_SYNC_GRACE: Duration = Duration::from_secs(5);
+
+/// Liveness and readiness, shared with the admin server and the signal handler.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Which watcher an event came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{:?} {}/{}", self.kind, self.namespace, n),
+            None => write!(f, "{:?} in {:?}", self.kind, self.namespace),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum WatchEvent {
+    Init,
+    InitApply(Object),
+    InitDone,
+    Apply(Object),
+    Delete(Object),
+}
+
+#[derive(Debug)]
+pub struct Msg {
+    pub scope: Scope,
+    pub event: WatchEvent,
+}
+
+fn spawn_watch<K>(api: Api<K>, cfg: watcher::Config, scope: Scope, tx: mpsc::UnboundedSender<Msg>, wrap: fn(K) -> Object) -> JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher(api, cfg).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            let event = match ev {
+                Ok(watcher::Event::Init) => WatchEvent::Init,
+                Ok(watcher::Event::InitApply(o)) => WatchEvent::InitApply(wrap(o)),
+                Ok(watcher::Event::InitDone) => WatchEvent::InitDone,
+                Ok(watcher::Event::Apply(o)) => WatchEvent::Apply(wrap(o)),
+                Ok(watcher::Event::Delete(o)) => WatchEvent::Delete(wrap(o)),
+                Err(e) => {
+                    warn!(watch = %scope, error = %e, "watch failed; retrying with backoff");
+                    continue;
+                }
+            };
+            if tx.send(Msg { scope: scope.clone(), event }).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// The config loop: owns the store, the caches and the watcher set.
+pub struct ConfigLoop {
+    client: Client,
+    params: Params,
+    shared: SharedSnapshot,
+    health: Arc<Health>,
+    store: Store,
+    caches: Caches,
+    generation: u64,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Watchers that have not finished their first list.
+    pending: HashSet<Scope>,
+    /// Keys seen during a (re)list, per watcher.
+    relisting: HashMap<Scope, HashSet<ObjectKey>>,
+    secret_watchers: HashMap<ObjectKey, JoinHandle<()>>,
+    core_synced_at: Option<Instant>,
+    built_once: bool,
+    last_warnings: HashSet<String>,
+}
+
+impl ConfigLoop {
+    pub fn new(client: Client, params: Params, shared: SharedSnapshot, health: Arc<Health>) -> (Self, mpsc::UnboundedReceiver<Msg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let this = ConfigLoop {
+            client,
+            params,
+            shared,
+            health,
+            store: Store::default(),
+            caches: Caches::default(),
+            generation: 0,
+            tx,
+            pending: HashSet::new(),
+            relisting: HashMap::new(),
+            secret_watchers: HashMap::new(),
+            core_synced_at: None,
+            built_once: false,
+            last_warnings: HashSet::new(),
+        };
+        (this, rx)
+    }
+
+    fn start_core_watchers(&mut self) {
+        let class = self.params.class_name.clone();
+        let scope = Scope { kind: Kind::IngressClass, namespace: String::new(), name: Some(class.clone()) };
+        self.pending.insert(scope.clone());
+        spawn_watch(
+            Api::<IngressClass>::all(self.client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={class}")),
+            scope,
+            self.tx.clone(),
+            Object::IngressClass,
+        );
+        for ns in self.params.namespaces.clone() {
+            let scope = |kind| Scope { kind, namespace: ns.clone(), name: None };
+            self.pending.extend([scope(Kind::Ingress), scope(Kind::Service), scope(Kind::EndpointSlice)]);
+            let cfg = watcher::Config::default().any_semantic();
+            spawn_watch(Api::<Ingress>::namespaced(self.client.clone(), &ns), cfg.clone(), scope(Kind::Ingress), self.tx.clone(), Object::Ingress);
+            spawn_watch(Api::<Service>::namespaced(self.client.clone(), &ns), cfg.clone(), scope(Kind::Service), self.tx.clone(), Object::Service);
+            spawn_watch(
+                Api::<EndpointSlice>::namespaced(self.client.clone(), &ns),
+                cfg,
+                scope(Kind::EndpointSlice),
+                self.tx.clone(),
+                Object::EndpointSlice,
+            );
+        }
+    }
+
+    /// Follows the set of referenced Secrets: one watcher per Secret, by name.
+    fn sync_secret_watchers(&mut self) {
+        let wanted = self.shared.load().referenced_secrets.clone();
+        let mut dropped = false;
+        self.secret_watchers.retain(|key, handle| {
+            let keep = wanted.contains(key);
+            if !keep {
+                handle.abort();
+                dropped = true;
+            }
+            keep
+        });
+        if dropped {
+            let stale: Vec<ObjectKey> =
+                self.store.secrets.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+            for key in stale {
+                self.store.delete(Kind::Secret, &key);
+            }
+            self.pending.retain(|s| s.kind != Kind::Secret || s.name.as_ref().is_some_and(|n| wanted.contains(&ObjectKey::new(&s.namespace, n))));
+        }
+        for key in wanted {
+            if self.secret_watchers.contains_key(&key) {
+                continue;
+            }
+            debug!(secret = %key, "watching Secret");
+            let scope = Scope { kind: Kind::Secret, namespace: key.namespace.clone(), name: Some(key.name.clone()) };
+            if !self.health.is_ready() {
+                self.pending.insert(scope.clone());
+            }
+            let handle = spawn_watch(
+                Api::<Secret>::namespaced(self.client.clone(), &key.namespace),
+                watcher::Config::default().fields(&format!("metadata.name={}", key.name)),
+                scope,
+                self.tx.clone(),
+                Object::Secret,
+            );
+            self.secret_watchers.insert(key, handle);
+        }
+    }
+
+    fn core_pending(&self) -> bool {
+        self.pending.iter().any(|s| s.kind != Kind::Secret)
+    }
+
+    /// Applies one event; returns whether routes must be rebuilt.
+    fn handle(&mut self, msg: Msg) -> bool {
+        let Msg { scope, event } = msg;
+        let change = match event {
+            WatchEvent::Init => {
+                self.relisting.insert(scope, HashSet::new());
+                Change::None
+            }
+            WatchEvent::InitApply(obj) => {
+                if let Some(seen) = self.relisting.get_mut(&scope) {
+                    seen.insert(obj.key());
+                }
+                self.store.apply(obj)
+            }
+            WatchEvent::InitDone => {
+                let seen = self.relisting.remove(&scope).unwrap_or_default();
+                for key in self.store.keys_in_scope(scope.kind, &scope.namespace, scope.name.as_deref()) {
+                    if !seen.contains(&key) {
+                        match self.store.delete(scope.kind, &key) {
+                            Change::Endpoints(svc) => {
+                                self.caches.backends.refresh(&self.store, &svc);
+                            }
+                            Change::Routes | Change::None => {}
+                        }
+                    }
+                }
+                if self.pending.remove(&scope) {
+                    debug!(watch = %scope, "initial list done");
+                    if !self.core_pending() && self.core_synced_at.is_none() {
+                        self.core_synced_at = Some(Instant::now());
+                    }
+                }
+                // Rebuild after every (re)list: cheap, and exact whatever changed meanwhile.
+                Change::Routes
+            }
+            WatchEvent::Apply(obj) => self.store.apply(obj),
+            WatchEvent::Delete(obj) => {
+                let key = obj.key();
+                self.store.delete(obj.kind(), &key)
+            }
+        };
+        match change {
+            Change::None => false,
+            Change::Routes => true,
+            Change::Endpoints(svc) => {
+                if self.caches.backends.refresh(&self.store, &svc) {
+                    debug!(service = %svc, "endpoints updated in place");
+                }
+                false
+            }
+        }
+    }
+
+    fn rebuild(&mut self) {
+        let started = Instant::now();
+        self.generation += 1;
+        let generation = self.generation;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            build(&self.store, &self.params, &mut self.caches, generation)
+        }));
+        let out = match result {
+            Ok(out) => out,
+            Err(_) => {
+                self.generation -= 1;
+                METRICS.config_rebuilds.with_label_values(&["error"]).inc();
+                warn!("snapshot build failed; keeping the last good snapshot");
+                return;
+            }
+        };
+        let elapsed = started.elapsed();
+        METRICS.config_rebuild_duration.observe(elapsed.as_secs_f64());
+        METRICS.config_rebuilds.with_label_values(&["ok"]).inc();
+        METRICS.config_generation.set(generation as i64);
+        METRICS.ingresses.with_label_values(&["served"]).set(out.snapshot.ingresses_served as i64);
+        METRICS.ingresses.with_label_values(&["skipped"]).set(out.snapshot.ingresses_skipped as i64);
+        let warnings: HashSet<String> = out.warnings.into_iter().collect();
+        for w in warnings.difference(&self.last_warnings) {
+            warn!("{w}");
+        }
+        self.last_warnings = warnings;
+        info!(
+            generation,
+            ingresses = out.snapshot.ingresses_served,
+            skipped = out.snapshot.ingresses_skipped,
+            rules = out.snapshot.routes.rule_count(),
+            millis = elapsed.as_secs_f64() * 1000.0,
+            "snapshot built"
+        );
+        self.shared.store(Arc::new(out.snapshot));
+        self.built_once = true;
+        self.sync_secret_watchers();
+    }
+
+    fn maybe_ready(&mut self) {
+        if self.health.is_ready() || !self.built_once || self.core_pending() {
+            return;
+        }
+        let secrets_pending = self.pending.iter().filter(|s| s.kind == Kind::Secret).count();
+        let grace_over = self.core_synced_at.is_some_and(|t| t.elapsed() >= SECRET_SYNC_GRACE);
+        if secrets_pending == 0 || grace_over {
+            if secrets_pending > 0 {
+                warn!(secrets_pending, "ready although some Secret watchers have not synced (check the Role's resourceNames)");
+            }
+            self.health.set_ready();
+            info!(generation = self.generation, "first full sync done; ready");
+        }
+    }
+
+    /// Runs until the process ends.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        self.start_core_watchers();
+        let mut dirty_since: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let deadline = dirty_since.map(|t| t + DEBOUNCE);
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return };
+                    if self.handle(msg) && dirty_since.is_none() {
+                        dirty_since = Some(tokio::time::Instant::now());
+                    }
+                    // Drain what is queued without waiting, so bursts coalesce.
+                    while let Ok(msg) = rx.try_recv() {
+                        if self.handle(msg) && dirty_since.is_none() {
+                            dirty_since = Some(tokio::time::Instant::now());
+                        }
+                    }
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() && !self.core_pending() => {
+                    dirty_since = None;
+                    self.rebuild();
+                    self.maybe_ready();
+                }
+                _ = tick.tick() => self.maybe_ready(),
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,251 @@
+//! Upstream connections: our own small pool instead of hyper-util's legacy client, so that
+//! the connect phase is explicit (a failed connect is retried on another endpoint before
+//! the request body is touched, and the endpoint ejected) and checkout is one short lock.
+//!
+//! ```text
+//! checkout(endpoint, protocol)
+//!   HTTP/1.1 (plain or TLS): idle stack per endpoint ─ pop a ready one ─ else connect
+//!   h2c: one shared multiplexed connection per endpoint ─ clone ─ else connect
+//! response body ends cleanly ─▶ checkin (HTTP/1.1)
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::routing::UpstreamProtocol;
+
+/// Idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 128;
+
+pub enum Conn {
+    H1(http1::SendRequest<Incoming>),
+    H2(http2::SendRequest<Incoming>),
+}
+
+pub struct Checkout {
+    pub conn: Conn,
+    /// Taken from the pool (it may have been closed by the peer meanwhile).
+    pub reused: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP handshake: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+struct Idle {
+    sender: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+type Key = (SocketAddr, UpstreamProtocol);
+
+pub struct Client {
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+    tls: tokio_rustls::TlsConnector,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Client {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Client {
+            idle: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(backend_tls_config())),
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// A connection to `addr` that is ready for one request.
+    pub async fn checkout(&self, addr: SocketAddr, proto: UpstreamProtocol, fresh: bool) -> Result<Checkout, ConnectError> {
+        if !fresh {
+            if let Some(c) = self.take_idle(addr, proto).await {
+                return Ok(c);
+            }
+        }
+        self.connect(addr, proto).await
+    }
+
+    async fn take_idle(&self, addr: SocketAddr, proto: UpstreamProtocol) -> Option<Checkout> {
+        if proto == UpstreamProtocol::H2c {
+            let existing = self.h2.lock().ok()?.get(&addr).cloned();
+            let mut sender = existing?;
+            if sender.is_closed() || sender.ready().await.is_err() {
+                self.forget_h2(addr);
+                return None;
+            }
+            return Some(Checkout { conn: Conn::H2(sender), reused: true });
+        }
+        loop {
+            let idle = {
+                let mut map = self.idle.lock().ok()?;
+                let stack = map.get_mut(&(addr, proto))?;
+                stack.pop()?
+            };
+            if idle.since.elapsed() > self.idle_timeout || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // After a clean body end the connection becomes ready at once; do not wait long.
+            match tokio::time::timeout(Duration::from_millis(20), sender.ready()).await {
+                Ok(Ok(())) => return Some(Checkout { conn: Conn::H1(sender), reused: true }),
+                _ => continue,
+            }
+        }
+    }
+
+    fn forget_h2(&self, addr: SocketAddr) {
+        if let Ok(mut m) = self.h2.lock() {
+            m.remove(&addr);
+        }
+    }
+
+    /// Returns an HTTP/1.1 connection whose response was read to the end.
+    pub fn checkin(&self, addr: SocketAddr, proto: UpstreamProtocol, sender: http1::SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut map) = self.idle.lock() {
+            let stack = map.entry((addr, proto)).or_default();
+            if stack.len() < MAX_IDLE_PER_ENDPOINT {
+                stack.push(Idle { sender, since: Instant::now() });
+            }
+        }
+    }
+
+    /// Drops idle connections to endpoints that left (called rarely).
+    pub fn prune(&self) {
+        if let Ok(mut map) = self.idle.lock() {
+            let timeout = self.idle_timeout;
+            for stack in map.values_mut() {
+                stack.retain(|i| i.since.elapsed() <= timeout && !i.sender.is_closed());
+            }
+            map.retain(|_, s| !s.is_empty());
+        }
+        if let Ok(mut m) = self.h2.lock() {
+            m.retain(|_, s| !s.is_closed());
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr, proto: UpstreamProtocol) -> Result<Checkout, ConnectError> {
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
+        };
+        let _ = tcp.set_nodelay(true);
+        debug!(%addr, ?proto, "upstream connected");
+        match proto {
+            UpstreamProtocol::Http1 => Ok(Checkout { conn: Conn::H1(h1_handshake(TokioIo::new(tcp)).await?), reused: false }),
+            UpstreamProtocol::Https => {
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = match tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp)).await {
+                    Ok(r) => r.map_err(ConnectError::Tls)?,
+                    Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
+                };
+                Ok(Checkout { conn: Conn::H1(h1_handshake(TokioIo::new(tls)).await?), reused: false })
+            }
+            UpstreamProtocol::H2c => {
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+                let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%addr, error = %e, "h2c upstream connection ended");
+                    }
+                });
+                if let Ok(mut m) = self.h2.lock() {
+                    m.insert(addr, sender.clone());
+                }
+                Ok(Checkout { conn: Conn::H2(sender), reused: false })
+            }
+        }
+    }
+}
+
+async fn h1_handshake<T>(io: T) -> Result<http1::SendRequest<Incoming>, hyper::Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(io).await?;
+    tokio::spawn(async move {
+        // with_upgrades: a 101 response hands the connection to the WebSocket tunnel.
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// TLS to backends (`appProtocol: https`). Like most ingress controllers by default, the
+/// backend's certificate is not verified: the endpoint address came from the API, and
+/// pods usually serve self-signed certificates.
+fn backend_tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map(|b| b.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(Arc::new(rustls::crypto::ring::default_provider()))))
+                .with_no_client_auth()
+        });
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg
+}
+
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

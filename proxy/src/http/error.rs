@@ -1,0 +1,74 @@
+//! Every way a proxied request can fail, turned into a response in one place.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::{Body, full};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for this host and path")]
+    NotFound,
+    #[error("request has no usable host")]
+    BadRequest,
+    #[error("no endpoints available for {0}")]
+    NoEndpoints(String),
+    #[error("connect to upstream failed: {0}")]
+    Connect(String),
+    #[error("upstream did not answer within the request timeout")]
+    Timeout,
+    #[error("upstream request failed: {0}")]
+    Upstream(String),
+    #[error("proxy is shutting down")]
+    ShuttingDown,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::NoEndpoints(_) | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Label for `portico_upstream_errors_total{kind}`; `None` for non-upstream errors.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::NoEndpoints(_) => Some("no_endpoints"),
+            ProxyError::Connect(_) => Some("connect"),
+            ProxyError::Timeout => Some("timeout"),
+            ProxyError::Upstream(_) => Some("request"),
+            _ => None,
+        }
+    }
+
+    /// A short plain-text body; details stay in the logs.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        let mut resp = Response::new(full(Bytes::from(text)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ProxyError::NotFound.into_response().status(), 404);
+        assert_eq!(ProxyError::NoEndpoints("x".into()).into_response().status(), 503);
+        assert_eq!(ProxyError::Connect("x".into()).into_response().status(), 502);
+        assert_eq!(ProxyError::Upstream("x".into()).into_response().status(), 502);
+        assert_eq!(ProxyError::Timeout.into_response().status(), 504);
+    }
+}

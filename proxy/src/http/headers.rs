@@ -1,0 +1,260 @@
+//! Header handling on the proxy path: hop-by-hop stripping and `X-Forwarded-*`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers meaningful for one connection only (RFC 9110 §7.6.1, plus the usual extras).
+fn hop_by_hop() -> [&'static HeaderName; 9] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ]
+}
+
+/// Headers the proxy itself sets or relies on: a `Connection` header cannot remove them.
+fn protected(name: &HeaderName) -> bool {
+    *name == header::HOST
+        || *name == X_FORWARDED_FOR
+        || *name == X_FORWARDED_PROTO
+        || *name == X_FORWARDED_HOST
+        || *name == X_REAL_IP
+        || *name == header::SET_COOKIE
+        || *name == header::STRICT_TRANSPORT_SECURITY
+        || *name == header::COOKIE
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names (never protected
+/// ones). With `upgrade` set (a WebSocket handshake), `Connection: upgrade` and `Upgrade`
+/// are kept so the next hop sees the handshake. `TE: trailers` is kept (gRPC needs it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !protected(n))
+        .collect();
+    let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in hop_by_hop() {
+        headers.remove(name);
+    }
+    if let Some(u) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether a request asks for a protocol upgrade (WebSocket).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The forwarding facts of one request, computed before any header is stripped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The client as best known: the right-most untrusted address.
+    pub client_ip: IpAddr,
+    pub xff: String,
+    pub proto: String,
+    pub host: Option<String>,
+}
+
+/// Client-sent `X-Forwarded-*` are believed only when the peer is in `trusted`.
+pub fn forwarded(headers: &HeaderMap, peer: IpAddr, tls: bool, host: Option<&str>, trusted: &[IpNet]) -> Forwarded {
+    let peer = canonical(peer);
+    let own_proto = if tls { "https" } else { "http" };
+    if !is_trusted(peer, trusted) {
+        return Forwarded { client_ip: peer, xff: peer.to_string(), proto: own_proto.into(), host: host.map(str::to_string) };
+    }
+    let prior: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    // Walk from the right: the first address not in a trusted range is the client.
+    let client_ip = prior
+        .iter()
+        .rev()
+        .filter_map(|s| s.parse::<IpAddr>().ok())
+        .find(|ip| !is_trusted(*ip, trusted))
+        .or_else(|| prior.first().and_then(|s| s.parse().ok()))
+        .unwrap_or(peer);
+    let mut xff = prior.join(", ");
+    if !xff.is_empty() {
+        xff.push_str(", ");
+    }
+    xff.push_str(&peer.to_string());
+    let first = |name: &HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+    };
+    let proto = first(&X_FORWARDED_PROTO).filter(|p| p == "http" || p == "https").unwrap_or_else(|| own_proto.into());
+    let fwd_host = first(&X_FORWARDED_HOST).filter(|h| !h.is_empty()).or_else(|| host.map(str::to_string));
+    Forwarded { client_ip, xff, proto, host: fwd_host }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP`, replacing whatever the client sent.
+pub fn apply_forwarded(headers: &mut HeaderMap, f: &Forwarded) {
+    let set = |headers: &mut HeaderMap, name: &HeaderName, value: &str| {
+        headers.remove(name);
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name.clone(), v);
+        }
+    };
+    set(headers, &X_FORWARDED_FOR, &f.xff);
+    set(headers, &X_FORWARDED_PROTO, &f.proto);
+    match &f.host {
+        Some(h) => set(headers, &X_FORWARDED_HOST, h),
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    set(headers, &X_REAL_IP, &f.client_ip.to_string());
+}
+
+/// The value of one cookie from the `Cookie` header(s).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+        }
+        m
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut m = h(&[
+            ("connection", "keep-alive, x-secret, x-forwarded-for, host"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "x"),
+            ("host", "a.com"),
+            ("x-app", "kept"),
+            ("te", "gzip, trailers"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        assert!(m.get("connection").is_none());
+        assert!(m.get("keep-alive").is_none());
+        assert!(m.get("x-secret").is_none());
+        assert!(m.get("transfer-encoding").is_none());
+        assert!(m.get("proxy-authorization").is_none());
+        assert_eq!(m.get("host").expect("host kept"), "a.com");
+        assert_eq!(m.get("x-app").expect("x-app"), "kept");
+        assert_eq!(m.get("te").expect("te"), "trailers");
+    }
+
+    #[test]
+    fn connection_header_cannot_remove_proxy_set_headers() {
+        let peer: IpAddr = "10.244.0.9".parse().expect("ip");
+        let mut m = h(&[("connection", "x-forwarded-for, x-real-ip, x-forwarded-proto, x-forwarded-host"), ("host", "a.com")]);
+        let f = forwarded(&m, peer, false, Some("a.com"), &[]);
+        strip_hop_by_hop(&mut m, false);
+        apply_forwarded(&mut m, &f);
+        assert_eq!(m.get("x-forwarded-for").expect("xff"), "10.244.0.9");
+        assert_eq!(m.get("x-real-ip").expect("real ip"), "10.244.0.9");
+        assert_eq!(m.get("x-forwarded-proto").expect("proto"), "http");
+        assert_eq!(m.get("x-forwarded-host").expect("host"), "a.com");
+    }
+
+    #[test]
+    fn upgrade_is_kept_for_websocket() {
+        let mut m = h(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")]);
+        assert!(is_upgrade_request(&m));
+        strip_hop_by_hop(&mut m, true);
+        assert_eq!(m.get("connection").expect("connection"), "upgrade");
+        assert_eq!(m.get("upgrade").expect("upgrade"), "websocket");
+        assert!(m.get("sec-websocket-key").is_some());
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof() {
+        let m = h(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil.com")]);
+        let f = forwarded(&m, "10.244.0.9".parse().expect("ip"), false, Some("a.com"), &[]);
+        assert_eq!(f.client_ip.to_string(), "10.244.0.9");
+        assert_eq!(f.xff, "10.244.0.9");
+        assert_eq!(f.proto, "http");
+        assert_eq!(f.host.as_deref(), Some("a.com"));
+    }
+
+    #[test]
+    fn trusted_peer_is_believed_and_appended() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let m = h(&[("x-forwarded-for", "1.2.3.4, 10.1.1.1"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "orig.com")]);
+        let f = forwarded(&m, "10.244.0.9".parse().expect("ip"), false, Some("a.com"), &trusted);
+        assert_eq!(f.client_ip.to_string(), "1.2.3.4", "right-most untrusted");
+        assert_eq!(f.xff, "1.2.3.4, 10.1.1.1, 10.244.0.9");
+        assert_eq!(f.proto, "https");
+        assert_eq!(f.host.as_deref(), Some("orig.com"));
+    }
+
+    #[test]
+    fn cookies() {
+        let m = h(&[("cookie", "a=1; portico-affinity=abc"), ("cookie", "b=2")]);
+        assert_eq!(cookie(&m, "portico-affinity"), Some("abc"));
+        assert_eq!(cookie(&m, "b"), Some("2"));
+        assert_eq!(cookie(&m, "c"), None);
+    }
+}

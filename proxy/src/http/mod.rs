@@ -1,0 +1,10 @@
+//! The HTTP data plane: accept loop (`server`), the proxy path in phases (`proxy`),
+//! upstream connections (`client`), header rules (`headers`), and errors as responses
+//! (`error`).
+
+pub mod body;
+pub mod client;
+pub mod error;
+pub mod headers;
+pub mod proxy;
+pub mod server;

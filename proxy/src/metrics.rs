@@ -1,0 +1,120 @@
+//! Prometheus metrics on a registry of our own. Labels stay low-cardinality: namespace,
+//! ingress, service, status class, error kind — never host or path.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::lb::Backend;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub config_rebuilds: IntCounterVec,
+    pub config_rebuild_duration: Histogram,
+    pub backend_endpoints: IntGaugeVec,
+    pub ingresses: IntGaugeVec,
+    pub connections: IntGaugeVec,
+}
+
+#[allow(clippy::expect_used)] // metric definitions are constants; failing here is a bug
+fn new_metrics() -> Metrics {
+    let registry = Registry::new_custom(Some("portico".into()), None).expect("registry");
+    let requests = IntCounterVec::new(
+        Opts::new("requests_total", "Requests answered, by Ingress, Service and status class"),
+        &["namespace", "ingress", "service", "code"],
+    )
+    .expect("metric");
+    let request_duration = HistogramVec::new(
+        HistogramOpts::new("request_duration_seconds", "Time from request to response headers")
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        &["namespace", "ingress"],
+    )
+    .expect("metric");
+    let upstream_errors = IntCounterVec::new(
+        Opts::new("upstream_errors_total", "Failures talking to upstream endpoints, by kind"),
+        &["kind"],
+    )
+    .expect("metric");
+    let config_generation = IntGauge::new("config_generation", "Generation of the snapshot being served").expect("metric");
+    let config_rebuilds =
+        IntCounterVec::new(Opts::new("config_rebuilds_total", "Snapshot builds, by result"), &["result"]).expect("metric");
+    let config_rebuild_duration = Histogram::with_opts(
+        HistogramOpts::new("config_rebuild_duration_seconds", "Time to build a snapshot")
+            .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+    )
+    .expect("metric");
+    let backend_endpoints = IntGaugeVec::new(
+        Opts::new("backend_endpoints", "Usable endpoints per Service port"),
+        &["namespace", "service", "port"],
+    )
+    .expect("metric");
+    let ingresses =
+        IntGaugeVec::new(Opts::new("ingresses", "Ingresses in the snapshot, by state"), &["state"]).expect("metric");
+    let connections =
+        IntGaugeVec::new(Opts::new("open_connections", "Open downstream connections"), &["listener"]).expect("metric");
+    for c in [
+        Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(request_duration.clone()),
+        Box::new(upstream_errors.clone()),
+        Box::new(config_generation.clone()),
+        Box::new(config_rebuilds.clone()),
+        Box::new(config_rebuild_duration.clone()),
+        Box::new(backend_endpoints.clone()),
+        Box::new(ingresses.clone()),
+        Box::new(connections.clone()),
+    ] {
+        registry.register(c).expect("register");
+    }
+    Metrics {
+        registry,
+        requests,
+        request_duration,
+        upstream_errors,
+        config_generation,
+        config_rebuilds,
+        config_rebuild_duration,
+        backend_endpoints,
+        ingresses,
+        connections,
+    }
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(new_metrics);
+
+pub fn set_backend_endpoints(b: &Backend) {
+    METRICS
+        .backend_endpoints
+        .with_label_values(&[b.key.namespace.as_str(), b.key.service.as_str(), b.key.port_name.as_str()])
+        .set(b.endpoints().endpoints.len() as i64);
+}
+
+pub fn remove_backend_endpoints(b: &Backend) {
+    let _ = METRICS.backend_endpoints.remove_label_values(&[
+        b.key.namespace.as_str(),
+        b.key.service.as_str(),
+        b.key.port_name.as_str(),
+    ]);
+}
+
+/// `2xx`, `4xx`, ...
+pub fn code_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+pub fn encode() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}

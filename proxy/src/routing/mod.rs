@@ -1,0 +1,397 @@
+//! The route model and request matching (Ingress v1 semantics, see DESIGN.md "Routing
+//! semantics").
+//!
+//! ```text
+//! request ─▶ normalize host ─▶ exact host │ one-label wildcard │ host-less rules
+//!                                   └─▶ ordered path rules (longest first, Exact before Prefix)
+//!                                          └─▶ first match ─▶ Route ─▶ RouteBackend(s)
+//!        no host or path rule matched ─▶ defaultBackend (oldest Ingress that has one) ─▶ 404
+//! ```
+//!
+//! The model is deliberately more general than Ingress: a path rule carries header matches
+//! and a list of weighted backends, so Gateway API HTTPRoute can map onto it later. The
+//! Ingress builder fills one backend and no header matches.
+
+pub mod host;
+pub mod path;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::config::ObjectKey;
+use crate::lb::{Backend, Policy};
+pub use host::{HostPattern, normalize_request_host};
+pub use path::{PathKind, PathMatch};
+
+/// Upstream protocol, from the Service port's `appProtocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// `kubernetes.io/h2c`: HTTP/2 cleartext (prior knowledge).
+    H2c,
+    /// `https`: TLS to the backend, HTTP/1.1.
+    Https,
+}
+
+impl UpstreamProtocol {
+    pub fn from_app_protocol(app_protocol: Option<&str>) -> Self {
+        match app_protocol.map(str::to_ascii_lowercase).as_deref() {
+            Some("kubernetes.io/h2c") | Some("h2c") => UpstreamProtocol::H2c,
+            Some("https") | Some("kubernetes.io/https") => UpstreamProtocol::Https,
+            _ => UpstreamProtocol::Http1,
+        }
+    }
+}
+
+/// One backend of a route: where the endpoints live and how to talk to them.
+#[derive(Debug, Clone)]
+pub struct RouteBackend {
+    pub backend: Arc<Backend>,
+    pub protocol: UpstreamProtocol,
+    /// Relative weight among the route's backends (Ingress: always one backend).
+    pub weight: u32,
+}
+
+/// What a matched request does. Shared by every path rule built from the same Ingress
+/// backend.
+#[derive(Debug)]
+pub struct Route {
+    /// The Ingress this route came from (metrics labels, logs).
+    pub ingress: ObjectKey,
+    /// The Service name, for metrics.
+    pub service: String,
+    pub backends: Vec<RouteBackend>,
+    pub policy: Policy,
+    /// Plain-HTTP requests get a 308 to HTTPS (the host has TLS and redirect is on).
+    pub https_redirect: bool,
+}
+
+impl Route {
+    /// Picks a backend by weight (one backend: no randomness).
+    pub fn pick_backend(&self) -> Option<&RouteBackend> {
+        match self.backends.len() {
+            0 => None,
+            1 => self.backends.first(),
+            _ => {
+                let total: u32 = self.backends.iter().map(|b| b.weight).sum();
+                if total == 0 {
+                    return self.backends.first();
+                }
+                let mut n = fastrand::u32(0..total);
+                for b in &self.backends {
+                    if n < b.weight {
+                        return Some(b);
+                    }
+                    n -= b.weight;
+                }
+                self.backends.last()
+            }
+        }
+    }
+}
+
+/// A header condition on a path rule (unused by Ingress; kept for Gateway API).
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    pub name: http::HeaderName,
+    pub value: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PathRule {
+    pub path: PathMatch,
+    pub headers: Vec<HeaderMatch>,
+    pub route: Arc<Route>,
+}
+
+impl PathRule {
+    fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+        self.path.matches(path)
+            && self
+                .headers
+                .iter()
+                .all(|h| headers.get(&h.name).and_then(|v| v.to_str().ok()) == Some(h.value.as_str()))
+    }
+}
+
+/// Path rules of one host, kept in match order.
+#[derive(Debug, Clone, Default)]
+pub struct HostRules {
+    rules: Vec<PathRule>,
+}
+
+impl HostRules {
+    /// Adds a rule unless the same path match (kind and path) and headers already exist;
+    /// returns the existing rule's route on conflict. Callers insert oldest Ingress first,
+    /// so the oldest wins.
+    pub fn insert(&mut self, rule: PathRule) -> Result<(), Arc<Route>> {
+        if let Some(existing) = self
+            .rules
+            .iter()
+            .find(|r| r.path == rule.path && same_headers(&r.headers, &rule.headers))
+        {
+            return Err(existing.route.clone());
+        }
+        self.rules.push(rule);
+        Ok(())
+    }
+
+    /// Longest match first; at equal length Exact before Prefix; more header conditions
+    /// first. Stable, so insertion order (oldest Ingress) breaks remaining ties.
+    fn sort(&mut self) {
+        self.rules.sort_by(|a, b| {
+            b.path
+                .match_len()
+                .cmp(&a.path.match_len())
+                .then(a.path.kind.rank().cmp(&b.path.kind.rank()))
+                .then(b.headers.len().cmp(&a.headers.len()))
+        });
+    }
+
+    pub fn find(&self, path: &str, headers: &HeaderMap) -> Option<&Arc<Route>> {
+        self.rules.iter().find(|r| r.matches(path, headers)).map(|r| &r.route)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+fn same_headers(a: &[HeaderMatch], b: &[HeaderMatch]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name && x.value == y.value)
+}
+
+/// The whole routing table of one snapshot.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<String, HostRules>,
+    /// Keyed by the suffix after `*.`, e.g. `foo.com` for `*.foo.com`.
+    wildcard: HashMap<String, HostRules>,
+    any_host: HostRules,
+    default_backend: Option<Arc<Route>>,
+}
+
+/// Why a lookup found nothing or what it found.
+#[derive(Debug)]
+pub enum RouteMatch<'a> {
+    Rule(&'a Arc<Route>),
+    Default(&'a Arc<Route>),
+    NotFound,
+}
+
+impl RouteTable {
+    pub fn host_rules_mut(&mut self, host: &HostPattern) -> &mut HostRules {
+        match host {
+            HostPattern::Exact(h) => self.exact.entry(h.clone()).or_default(),
+            HostPattern::Wildcard(suffix) => self.wildcard.entry(suffix.clone()).or_default(),
+            HostPattern::Any => &mut self.any_host,
+        }
+    }
+
+    /// Sets the default backend unless one is set already (oldest Ingress first).
+    pub fn set_default_backend(&mut self, route: Arc<Route>) -> Result<(), Arc<Route>> {
+        match &self.default_backend {
+            Some(existing) => Err(existing.clone()),
+            None => {
+                self.default_backend = Some(route);
+                Ok(())
+            }
+        }
+    }
+
+    /// Call once after all inserts.
+    pub fn finish(&mut self) {
+        self.exact.retain(|_, r| !r.is_empty());
+        self.wildcard.retain(|_, r| !r.is_empty());
+        for rules in self.exact.values_mut().chain(self.wildcard.values_mut()) {
+            rules.sort();
+        }
+        self.any_host.sort();
+    }
+
+    /// Host is already normalized (lowercase, no port). The most specific host that has
+    /// rules decides; within it the path rules decide; then the default backend.
+    pub fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> RouteMatch<'_> {
+        let rules = self
+            .exact
+            .get(host)
+            .or_else(|| host.split_once('.').and_then(|(_, suffix)| self.wildcard.get(suffix)))
+            .unwrap_or(&self.any_host);
+        if let Some(route) = rules.find(path, headers) {
+            return RouteMatch::Rule(route);
+        }
+        match &self.default_backend {
+            Some(route) => RouteMatch::Default(route),
+            None => RouteMatch::NotFound,
+        }
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.exact.values().chain(self.wildcard.values()).map(HostRules::len).sum::<usize>() + self.any_host.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lb::BackendKey;
+
+    fn route(name: &str) -> Arc<Route> {
+        Arc::new(Route {
+            ingress: ObjectKey::new("ns", name),
+            service: name.to_string(),
+            backends: vec![RouteBackend {
+                backend: Arc::new(Backend::new(BackendKey::new("ns", name, ""))),
+                protocol: UpstreamProtocol::Http1,
+                weight: 1,
+            }],
+            policy: Policy::RoundRobin,
+            https_redirect: false,
+        })
+    }
+
+    fn table(rules: &[(&str, PathKind, &str, &str)], default: Option<&str>) -> RouteTable {
+        let mut t = RouteTable::default();
+        for (host, kind, path, name) in rules {
+            let host = HostPattern::parse(host).expect("host");
+            let rule = PathRule { path: PathMatch::new(*kind, path).expect("path"), headers: vec![], route: route(name) };
+            let _ = t.host_rules_mut(&host).insert(rule);
+        }
+        if let Some(d) = default {
+            let _ = t.set_default_backend(route(d));
+        }
+        t.finish();
+        t
+    }
+
+    fn hit(t: &RouteTable, host: &str, path: &str) -> Option<String> {
+        let host = normalize_request_host(host);
+        match t.find(&host, path, &HeaderMap::new()) {
+            RouteMatch::Rule(r) | RouteMatch::Default(r) => Some(r.ingress.name.clone()),
+            RouteMatch::NotFound => None,
+        }
+    }
+
+    use PathKind::*;
+
+    // Conformance cases from shared/notes/control-plane.md.
+    #[test]
+    fn exact_path() {
+        let t = table(&[("", Exact, "/foo", "exact")], None);
+        assert_eq!(hit(&t, "x", "/foo").as_deref(), Some("exact"));
+        assert_eq!(hit(&t, "x", "/foo/"), None);
+        assert_eq!(hit(&t, "x", "/FOO"), None);
+        assert_eq!(hit(&t, "x", "/bar"), None);
+    }
+
+    #[test]
+    fn prefix_path() {
+        let t = table(&[("", Prefix, "/foo", "prefix")], None);
+        assert_eq!(hit(&t, "x", "/foo").as_deref(), Some("prefix"));
+        assert_eq!(hit(&t, "x", "/foo/").as_deref(), Some("prefix"));
+        assert_eq!(hit(&t, "x", "/foo/bar").as_deref(), Some("prefix"));
+        assert_eq!(hit(&t, "x", "/FOO"), None);
+        assert_eq!(hit(&t, "x", "/foobar"), None);
+    }
+
+    #[test]
+    fn longest_prefix_element_wise() {
+        let t = table(&[("", Prefix, "/aaa", "aaa"), ("", Prefix, "/aaa/bbb", "bbb")], None);
+        assert_eq!(hit(&t, "x", "/aaa/bbb/ccc").as_deref(), Some("bbb"));
+        assert_eq!(hit(&t, "x", "/aaa/ccc").as_deref(), Some("aaa"));
+        assert_eq!(hit(&t, "x", "/aaaccc"), None);
+    }
+
+    #[test]
+    fn exact_beats_prefix_on_same_path() {
+        let t = table(&[("", Prefix, "/foo", "prefix"), ("", Exact, "/foo", "exact")], None);
+        assert_eq!(hit(&t, "x", "/foo").as_deref(), Some("exact"));
+        assert_eq!(hit(&t, "x", "/foo/x").as_deref(), Some("prefix"));
+    }
+
+    #[test]
+    fn trailing_slashes() {
+        let t = table(&[("", Prefix, "/aaa/bbb/", "prefix"), ("", Exact, "/foo/", "exact")], None);
+        assert_eq!(hit(&t, "x", "/aaa/bbb").as_deref(), Some("prefix"));
+        assert_eq!(hit(&t, "x", "/aaa/bbb/").as_deref(), Some("prefix"));
+        assert_eq!(hit(&t, "x", "/foo/").as_deref(), Some("exact"));
+        assert_eq!(hit(&t, "x", "/foo"), None);
+    }
+
+    #[test]
+    fn root_prefix_matches_everything() {
+        let t = table(&[("", Prefix, "/", "root")], None);
+        assert_eq!(hit(&t, "x", "/").as_deref(), Some("root"));
+        assert_eq!(hit(&t, "x", "/anything/at/all").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn implementation_specific_is_prefix() {
+        let t = table(&[("", ImplementationSpecific, "/foo", "is")], None);
+        assert_eq!(hit(&t, "x", "/foo/bar").as_deref(), Some("is"));
+        assert_eq!(hit(&t, "x", "/foobar"), None);
+    }
+
+    #[test]
+    fn wildcard_one_label() {
+        let t = table(&[("*.foo.com", Prefix, "/", "wild")], None);
+        assert_eq!(hit(&t, "bar.foo.com", "/").as_deref(), Some("wild"));
+        assert_eq!(hit(&t, "baz.bar.foo.com", "/"), None);
+        assert_eq!(hit(&t, "foo.com", "/"), None);
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_and_ignores_case_and_port() {
+        let t = table(&[("*.foo.com", Prefix, "/", "wild"), ("bar.foo.com", Prefix, "/", "exact")], None);
+        assert_eq!(hit(&t, "BAR.Foo.com:8080", "/").as_deref(), Some("exact"));
+        assert_eq!(hit(&t, "qux.foo.com", "/").as_deref(), Some("wild"));
+    }
+
+    #[test]
+    fn hostless_rules_match_any_host() {
+        let t = table(&[("", Prefix, "/", "any"), ("a.com", Prefix, "/", "a")], None);
+        assert_eq!(hit(&t, "a.com", "/").as_deref(), Some("a"));
+        assert_eq!(hit(&t, "b.com", "/").as_deref(), Some("any"));
+        assert_eq!(hit(&t, "", "/").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn default_backend_then_404() {
+        let t = table(&[("a.com", Exact, "/x", "a")], Some("default"));
+        assert_eq!(hit(&t, "a.com", "/x").as_deref(), Some("a"));
+        assert_eq!(hit(&t, "a.com", "/y").as_deref(), Some("default"));
+        assert_eq!(hit(&t, "b.com", "/").as_deref(), Some("default"));
+        let t = table(&[("a.com", Exact, "/x", "a")], None);
+        assert_eq!(hit(&t, "b.com", "/"), None);
+    }
+
+    #[test]
+    fn first_inserted_wins_conflict() {
+        // The builder inserts the oldest Ingress first.
+        let t = table(&[("a.com", Prefix, "/", "old"), ("a.com", Prefix, "/", "new")], None);
+        assert_eq!(hit(&t, "a.com", "/").as_deref(), Some("old"));
+    }
+
+    #[test]
+    fn header_match_is_more_specific() {
+        let mut t = RouteTable::default();
+        let rules = t.host_rules_mut(&HostPattern::Any);
+        let _ = rules.insert(PathRule { path: PathMatch::new(Prefix, "/").expect("p"), headers: vec![], route: route("plain") });
+        let _ = rules.insert(PathRule {
+            path: PathMatch::new(Prefix, "/").expect("p"),
+            headers: vec![HeaderMatch { name: http::HeaderName::from_static("x-canary"), value: "1".into() }],
+            route: route("canary"),
+        });
+        t.finish();
+        let mut h = HeaderMap::new();
+        assert!(matches!(t.find("a", "/", &h), RouteMatch::Rule(r) if r.ingress.name == "plain"));
+        h.insert("x-canary", http::HeaderValue::from_static("1"));
+        assert!(matches!(t.find("a", "/", &h), RouteMatch::Rule(r) if r.ingress.name == "canary"));
+    }
+}

@@ -12,3 +12,14 @@
 pub mod api;
 pub mod crd;
 pub mod resources;
+pub mod admin;
+pub mod apply;
+pub mod controller;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod status;
+pub mod tenancy;
+
+pub use error::{Error, Result};
+pub mod runtime;

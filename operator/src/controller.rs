@@ -1,0 +1,391 @@
+//! The reconciler: one `IngressController` in, its proxy fleet and status out.
+//!
+//! ```text
+//!  IngressController ──────────────────────────────┐
+//!  Deployment, Service, SA, PDB, HPA (owner refs) ──┤
+//!  Role, RoleBinding, ClusterRole(Binding) (labels) ┤
+//!  IngressClass (name / parameters) ────────────────┼─▶ reconcile(instance)
+//!  Namespace (labels, consent annotation) ──────────┤      │ finalizer: cleanup on delete
+//!  Ingress (class ─▶ TLS Secret names, status) ─────┘      ▼
+//!      served namespaces ─▶ class claim ─▶ builders ─▶ SSA: SA, RBAC, IngressClass,
+//!      Deployment, Service, PDB, HPA ─▶ prune stale RBAC ─▶ status + Ingress loadBalancer
+//! ```
+//!
+//! A class owned by someone else (`ClassConflict`) stops everything but the status: the
+//! instance creates and modifies nothing. The class is claimed with a plain create, so two
+//! instances racing for a new class cannot both win.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::api::{IngressController, IngressControllerStatus};
+use crate::apply;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::resources::ingress_class::{self, Claim};
+use crate::resources::{
+    self, Inputs, MANAGED_SELECTOR, Settings, deployment, hpa, pdb, rbac, service, service_account,
+};
+use crate::status::{self, Observed};
+use crate::tenancy::{self, ClassIngresses};
+
+/// Finalizer that removes what owner references cannot: cluster-scoped objects and RBAC in
+/// other namespaces.
+pub const FINALIZER: &str = "portico.dev/cleanup";
+
+/// Periodic resync, a safety net under the watches.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Shared state of the reconciler.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    recorder: Recorder,
+    /// Consecutive failures per instance, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<IngressController>, (u32, Instant)>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Metrics, reporter_instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: "portico-operator".into(), instance: reporter_instance };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn event(&self, on: &impl Resource<DynamicType = ()>, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&event, &on.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    fn backoff(&self, obj: &ObjectRef<IngressController>) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = failures.entry(obj.clone()).or_insert((0, Instant::now()));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = Instant::now();
+        // 1s, 2s, 4s ... capped at 5 minutes.
+        Duration::from_secs(1u64 << entry.0.min(9).saturating_sub(1)).min(RESYNC)
+    }
+
+    fn reset_backoff(&self, obj: &ObjectRef<IngressController>) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(obj);
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let managed = || watcher::Config::default().labels(MANAGED_SELECTOR).any_semantic();
+    let controller = Controller::new(Api::<IngressController>::all(client.clone()), watcher::Config::default().any_semantic());
+    let store = controller.store();
+
+    controller
+        .owns(Api::<Deployment>::all(client.clone()), managed())
+        .owns(Api::<Service>::all(client.clone()), managed())
+        .owns(Api::<ServiceAccount>::all(client.clone()), managed())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed())
+        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), managed())
+        .watches(Api::<Role>::all(client.clone()), managed(), |o| labelled_instance(o.meta()))
+        .watches(Api::<RoleBinding>::all(client.clone()), managed(), |o| labelled_instance(o.meta()))
+        .watches(Api::<ClusterRole>::all(client.clone()), managed(), |o| labelled_instance(o.meta()))
+        .watches(Api::<ClusterRoleBinding>::all(client.clone()), managed(), |o| labelled_instance(o.meta()))
+        .watches(Api::<IngressClass>::all(client.clone()), watcher::Config::default().any_semantic(), {
+            let store = store.clone();
+            move |class| instances_for_class(&store, &class)
+        })
+        .watches(Api::<Namespace>::all(client.clone()), watcher::Config::default().any_semantic(), {
+            let store = store.clone();
+            move |ns| instances_for_namespace(&store, &ns)
+        })
+        .watches(Api::<Ingress>::all(client.clone()), watcher::Config::default().any_semantic(), {
+            let store = store.clone();
+            move |ingress| instances_for_ingress(&store, &ingress)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(instance = %obj, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn labelled_instance(meta: &kube::api::ObjectMeta) -> Option<ObjectRef<IngressController>> {
+    let (namespace, name) = resources::instance_of(meta)?;
+    Some(ObjectRef::new(&name).within(&namespace))
+}
+
+/// Instances whose class is `class`, or that the class's parameters name.
+fn instances_for_class(store: &Store<IngressController>, class: &IngressClass) -> Vec<ObjectRef<IngressController>> {
+    let name = class.name_any();
+    let mut refs: Vec<_> = store
+        .state()
+        .iter()
+        .filter(|ic| ic.spec.class_name(&ic.name_any()) == name)
+        .map(|ic| ObjectRef::from_obj(ic.as_ref()))
+        .collect();
+    if let Some(p) = class.spec.as_ref().and_then(|s| s.parameters.as_ref())
+        && p.kind == "IngressController"
+        && let Some(ns) = &p.namespace
+    {
+        refs.push(ObjectRef::new(&p.name).within(ns));
+    }
+    refs
+}
+
+/// Instances that may serve `namespace` or live in it.
+fn instances_for_namespace(store: &Store<IngressController>, namespace: &Namespace) -> Vec<ObjectRef<IngressController>> {
+    let name = namespace.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|ic| ic.spec.namespace_selector.is_some() || ic.namespace().as_deref() == Some(name.as_str()))
+        .map(|ic| ObjectRef::from_obj(ic.as_ref()))
+        .collect()
+}
+
+/// Instances whose class the Ingress asks for.
+fn instances_for_ingress(store: &Store<IngressController>, ingress: &Ingress) -> Vec<ObjectRef<IngressController>> {
+    store
+        .state()
+        .iter()
+        .filter(|ic| tenancy::ingress_matches_class(ingress, ic.spec.class_name(&ic.name_any()), ic.spec.is_default_class()))
+        .map(|ic| ObjectRef::from_obj(ic.as_ref()))
+        .collect()
+}
+
+fn error_policy(obj: Arc<IngressController>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.record_error(error);
+    let object = ObjectRef::from_obj(obj.as_ref());
+    if error.is_permanent() {
+        warn!(instance = %object, error = %error, "reconcile failed; waiting for a change");
+        return Action::requeue(RESYNC);
+    }
+    let delay = ctx.backoff(&object);
+    warn!(instance = %object, error = %error, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+async fn reconcile(instance: Arc<IngressController>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.duration.start_timer();
+    ctx.metrics.reconciles.inc();
+    let namespace = instance.namespace().ok_or(resources::MissingMetadata("namespace"))?;
+    let object = ObjectRef::from_obj(instance.as_ref());
+    let api: Api<IngressController> = Api::namespaced(ctx.client.clone(), &namespace);
+    let action = finalizer(&api, FINALIZER, instance, |event| async {
+        match event {
+            Finalized::Apply(instance) => apply(&instance, &ctx).await,
+            Finalized::Cleanup(instance) => cleanup(&instance, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.reset_backoff(&object);
+    Ok(action)
+}
+
+/// Apply, turning permanent errors into a `Degraded` condition and an Event.
+async fn apply(instance: &IngressController, ctx: &Context) -> Result<Action> {
+    match apply_inner(instance, ctx).await {
+        Err(error) if error.is_permanent() => {
+            ctx.metrics.record_error(&error);
+            ctx.event(instance, EventType::Warning, "ReconcileFailed", error.to_string()).await;
+            let observed = Observed { generation: instance.metadata.generation, error: Some(error.to_string()), ..Default::default() };
+            let mut status = instance.status.clone().unwrap_or_default();
+            status.conditions = status::conditions(&status.conditions, &observed, Timestamp::now());
+            status.observed_generation = instance.metadata.generation;
+            write_status(instance, ctx, status).await?;
+            Ok(Action::requeue(RESYNC))
+        }
+        other => other,
+    }
+}
+
+async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let name = instance.name_any();
+    let namespace = instance.namespace().unwrap_or_default();
+    let class = instance.spec.class_name(&name).to_owned();
+    let previous = instance.status.clone().unwrap_or_default();
+
+    // 1. Which namespaces, which Ingresses.
+    let namespaces = Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
+    let ingresses = Api::<Ingress>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let split = ClassIngresses::split(&ingresses, &class, instance.spec.is_default_class(), &served);
+
+    // 2. The class: ours, free (claim it atomically), or someone else's.
+    let classes: Api<IngressClass> = Api::all(client.clone());
+    let inputs = Inputs::new(instance, served.clone(), split.tls_secrets(), &ctx.settings)?;
+    match ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name) {
+        Claim::Ours => {}
+        Claim::Free => {
+            match classes.create(&PostParams { field_manager: Some(resources::FIELD_MANAGER.into()), ..Default::default() }, &ingress_class::build(&inputs)).await {
+                Ok(_) => info!(%class, instance = %format!("{namespace}/{name}"), "claimed IngressClass"),
+                // Lost a race: the next reconcile sees the winner.
+                Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Action::requeue(Duration::from_secs(1))),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Claim::Conflict(message) => {
+            if !previous.conditions.iter().any(|c| c.type_ == "ClassConflict" && c.status == "True") {
+                ctx.event(instance, EventType::Warning, "ClassConflict", message.clone()).await;
+            }
+            let observed = Observed { generation: instance.metadata.generation, class_conflict: Some(message), ..Default::default() };
+            let status = IngressControllerStatus {
+                conditions: status::conditions(&previous.conditions, &observed, Timestamp::now()),
+                ingress_class_name: Some(class),
+                observed_generation: instance.metadata.generation,
+                ..IngressControllerStatus::default()
+            };
+            write_status(instance, ctx, status).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    }
+
+    // 3. RBAC first, so the pods can read what they serve from their first second.
+    apply::namespaced(client, &service_account::build(&inputs)).await?;
+    apply::cluster(client, &rbac::cluster_role(&inputs)).await?;
+    apply::cluster(client, &rbac::cluster_role_binding(&inputs)).await?;
+    let role_namespaces = rbac::role_namespaces(&inputs);
+    for ns in &role_namespaces {
+        apply::namespaced(client, &rbac::role(&inputs, ns)).await?;
+        apply::namespaced(client, &rbac::role_binding(&inputs, ns)).await?;
+    }
+    // Access to namespaces no longer served goes away (bindings first).
+    let selector = resources::instance_selector(&namespace, &name);
+    let keep = |ns: Option<String>| ns.is_some_and(|ns| role_namespaces.contains(&ns));
+    let mut revoked = apply::delete_labelled::<RoleBinding>(client, &selector, |o| keep(o.namespace())).await?;
+    revoked.extend(apply::delete_labelled::<Role>(client, &selector, |o| keep(o.namespace())).await?);
+    if !revoked.is_empty() {
+        info!(instance = %format!("{namespace}/{name}"), ?revoked, "revoked RBAC in namespaces no longer served");
+    }
+
+    // 4. The rest; a class renamed away from is released.
+    apply::cluster(client, &ingress_class::build(&inputs)).await?;
+    for old in classes.list(&ListParams::default().labels(&selector)).await? {
+        if old.name_any() != class {
+            apply::delete_if_labelled(&classes, &old.name_any(), &(namespace.clone(), name.clone())).await?;
+        }
+    }
+    let deployment = apply::namespaced(client, &deployment::build(&inputs)).await?;
+    let service = apply::namespaced(client, &service::build(&inputs)).await?;
+    apply::namespaced(client, &pdb::build(&inputs)).await?;
+    match hpa::build(&inputs) {
+        Some(hpa) => {
+            apply::namespaced(client, &hpa).await?;
+        }
+        None => {
+            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &namespace);
+            apply::delete_if_labelled(&api, &inputs.proxy_name(), &(namespace.clone(), name.clone())).await?;
+        }
+    }
+
+    // 5. Status: the served Ingresses first, then the instance.
+    let addresses = status::addresses(&service);
+    let load_balancer = status::ingress_load_balancer(&addresses);
+    for ingress in &split.served {
+        let current = ingress.status.as_ref().and_then(|s| s.load_balancer.clone()).unwrap_or_default();
+        if current != load_balancer {
+            let api: Api<Ingress> = Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
+            let patch = json!({ "status": { "loadBalancer": load_balancer } });
+            api.patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+    }
+    let rejected = i32::try_from(split.rejected.len()).unwrap_or(i32::MAX);
+    if rejected != previous.ingresses_rejected {
+        for ingress in &split.rejected {
+            let note = format!(
+                "IngressClass {class} does not serve namespace {}: it needs the annotation {}: \"{namespace}/{name}\" \
+                 (or the instance's namespace trusted by the operator) and a match of spec.namespaceSelector",
+                ingress.namespace().unwrap_or_default(),
+                resources::CONSENT_ANNOTATION,
+            );
+            ctx.event(*ingress, EventType::Warning, "NamespaceNotServed", note).await;
+        }
+    }
+    let observed = Observed { generation: instance.metadata.generation, deployment: Some(&deployment), ..Default::default() };
+    let status = IngressControllerStatus {
+        conditions: status::conditions(&previous.conditions, &observed, Timestamp::now()),
+        ingress_class_name: Some(class),
+        ready_replicas: status::ready_replicas(Some(&deployment)),
+        addresses,
+        served_namespaces: served,
+        ingresses_served: i32::try_from(split.served.len()).unwrap_or(i32::MAX),
+        ingresses_rejected: rejected,
+        observed_generation: instance.metadata.generation,
+    };
+    write_status(instance, ctx, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Writes the status subresource when it changed (an unchanged write would only wake the
+/// controller again).
+async fn write_status(instance: &IngressController, ctx: &Context, status: IngressControllerStatus) -> Result<()> {
+    if !status::differs(instance.status.as_ref(), &status) {
+        return Ok(());
+    }
+    let api: Api<IngressController> = Api::namespaced(ctx.client.clone(), &instance.namespace().unwrap_or_default());
+    let patch = json!({ "status": status });
+    api.patch_status(&instance.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Removes what owner references cannot reach: the IngressClass (only if still ours),
+/// the ClusterRole(Binding), and Roles/RoleBindings in every namespace. The namespaced
+/// children in the instance's namespace go too, without waiting for the garbage collector.
+async fn cleanup(instance: &IngressController, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let name = instance.name_any();
+    let namespace = instance.namespace().unwrap_or_default();
+    let owner = (namespace.clone(), name.clone());
+    let class = instance.spec.class_name(&name).to_owned();
+    let selector = resources::instance_selector(&namespace, &name);
+
+    let classes: Api<IngressClass> = Api::all(client.clone());
+    if ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name) == Claim::Ours {
+        apply::delete_if_labelled(&classes, &class, &owner).await?;
+    }
+    let rbac_name = resources::rbac_name(&namespace, &name);
+    apply::delete_if_labelled(&Api::<ClusterRoleBinding>::all(client.clone()), &rbac_name, &owner).await?;
+    apply::delete_if_labelled(&Api::<ClusterRole>::all(client.clone()), &rbac_name, &owner).await?;
+    apply::delete_labelled::<RoleBinding>(client, &selector, |_| false).await?;
+    apply::delete_labelled::<Role>(client, &selector, |_| false).await?;
+
+    let proxy = resources::proxy_name(&name);
+    apply::delete_if_labelled(&Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
+    apply::delete_if_labelled(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
+    apply::delete_if_labelled(&Api::<Service>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
+    apply::delete_if_labelled(&Api::<Deployment>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
+    apply::delete_if_labelled(&Api::<ServiceAccount>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
+    info!(instance = %format!("{namespace}/{name}"), "cleaned up");
+    Ok(Action::await_change())
+}

@@ -1,0 +1,66 @@
+//! The operator's one error type: transient errors requeue with backoff, permanent ones
+//! set a condition and wait for the user to change something.
+
+use crate::resources::MissingMetadata;
+use crate::tenancy::InvalidSelector;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server failed or refused a request; usually transient.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    /// The instance lacks metadata the API server always sets.
+    #[error(transparent)]
+    MissingMetadata(#[from] MissingMetadata),
+
+    /// `spec.namespaceSelector` cannot be evaluated.
+    #[error(transparent)]
+    InvalidSelector(#[from] InvalidSelector),
+
+    /// The finalizer machinery failed (wraps the apply or cleanup error).
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
+    /// Serializing an object for server-side apply failed (a bug).
+    #[error("serialize {0}: {1}")]
+    Serialize(&'static str, #[source] serde_json::Error),
+}
+
+impl Error {
+    /// Short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::MissingMetadata(_) => "missing_metadata",
+            Error::InvalidSelector(_) => "invalid_selector",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.metric_label()
+                }
+                _ => "finalizer",
+            },
+            Error::Serialize(..) => "serialize",
+        }
+    }
+
+    /// Permanent errors need a change by the user; retrying soon will not help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::InvalidSelector(_) | Error::MissingMetadata(_) | Error::Serialize(..) => true,
+            // 4xx other than conflicts and throttling mean the request itself is wrong.
+            Error::Kube(kube::Error::Api(status)) => {
+                matches!(status.code, 400 | 403 | 404 | 422) && status.reason != "NotFound"
+            }
+            Error::Kube(_) => false,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.is_permanent()
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,193 @@
+//! The operator process: options, startup checks, admin server, leader election and
+//! clean shutdown around [`crate::controller::run`].
+//!
+//! ```text
+//!  main ─▶ Options ─▶ run ─▶ client + CRD check ─▶ admin server (/metrics /healthz /readyz)
+//!                            └─▶ loop { acquire Lease ─▶ controller ∥ renew ─▶ lost? stand by }
+//!  SIGTERM ─▶ stop the controller ─▶ release the Lease ─▶ exit 0
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, bail};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::api::IngressController;
+use crate::controller::{self, Context};
+use crate::leader::{LeaderElector, LeaseConfig, default_identity};
+use crate::metrics::Metrics;
+use crate::resources::Settings;
+
+/// Command line of `portico-operator`; every flag also reads `PORTICO_<FLAG>`.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(name = "portico-operator", version, about = "Reconciles IngressController resources into isolated proxy fleets")]
+pub struct Options {
+    /// Image of portico-proxy for instances that do not set spec.image.
+    #[arg(long, env = "PORTICO_PROXY_IMAGE", default_value = concat!("ghcr.io/portico-dev/portico-proxy:", env!("CARGO_PKG_VERSION")))]
+    pub proxy_image: String,
+
+    /// Namespaces whose instances may serve any namespace their selector matches, without
+    /// the namespace's consent annotation.
+    #[arg(long, env = "PORTICO_TRUSTED_NAMESPACES", value_delimiter = ',')]
+    pub trusted_namespaces: Vec<String>,
+
+    /// Port of /metrics, /healthz and /readyz.
+    #[arg(long, env = "PORTICO_ADMIN_PORT", default_value_t = 8080)]
+    pub admin_port: u16,
+
+    /// Address the admin server binds.
+    #[arg(long, env = "PORTICO_ADMIN_ADDRESS", default_value = "0.0.0.0")]
+    pub admin_address: IpAddr,
+
+    /// Elect a leader through a Lease so that only one replica reconciles.
+    #[arg(long, env = "PORTICO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "portico-system")]
+    pub leader_election_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "PORTICO_LEASE_NAME", default_value = "portico-operator")]
+    pub lease_name: String,
+
+    /// The proxies' --drain-period, in seconds.
+    #[arg(long, env = "PORTICO_PROXY_DRAIN_SECONDS", default_value_t = 10)]
+    pub proxy_drain_seconds: u64,
+
+    /// Log format: json or text.
+    #[arg(long, env = "PORTICO_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+
+    /// Log filter, e.g. `info` or `portico_operator=debug,kube=info`.
+    #[arg(long, env = "PORTICO_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl Options {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            proxy_image: self.proxy_image.clone(),
+            trusted_namespaces: self.trusted_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect::<BTreeSet<_>>(),
+            drain_period: std::time::Duration::from_secs(self.proxy_drain_seconds),
+        }
+    }
+}
+
+/// Installs the JSON (or text) log subscriber.
+pub fn init_logging(options: &Options) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&options.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if options.log_format == "text" {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    }
+}
+
+/// Fails with a clear message when the CRD is not installed.
+pub async fn check_crd(client: &Client) -> anyhow::Result<()> {
+    let api: Api<IngressController> = Api::all(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => bail!(
+            "CustomResourceDefinition ingresscontrollers.portico.dev is not installed: apply crds/ or install the Helm chart"
+        ),
+        Err(e) => Err(e).context("cannot reach the Kubernetes API"),
+    }
+}
+
+/// Resolves when `rx` turns true (or its sender goes away).
+async fn until_true(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the operator until `stop` turns true.
+pub async fn run(options: Options, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let client = Client::try_default().await.context("cannot build a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    check_crd(&client).await?;
+
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let addr = SocketAddr::new(options.admin_address, options.admin_port);
+    let listener = admin::bind(addr).await.with_context(|| format!("cannot bind the admin server to {addr}"))?;
+    info!(%addr, "admin server listening");
+    let admin = tokio::spawn(admin::serve(listener, AdminState { metrics: metrics.clone(), ready: ready.clone() }));
+
+    let identity = default_identity();
+    let ctx = Arc::new(Context::new(client.clone(), options.settings(), metrics.clone(), Some(identity.clone())));
+    ready.store(true, Ordering::Relaxed);
+
+    if !options.leader_election {
+        info!("leader election disabled; reconciling");
+        controller::run(ctx, until_true(stop)).await;
+        admin.abort();
+        return Ok(());
+    }
+
+    let config = LeaseConfig::new(options.leader_election_namespace.clone(), options.lease_name.clone(), identity);
+    let elector = LeaderElector::new(client, config);
+    info!(lease = %format!("{}/{}", options.leader_election_namespace, options.lease_name), identity = %elector.config().identity, "waiting for leadership");
+    loop {
+        if !elector.acquire(&mut stop.clone()).await {
+            break;
+        }
+        metrics.leader.set(1);
+        info!("leading: reconciling");
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let hold = async {
+            let lost = elector.hold(&mut stop.clone()).await;
+            let _ = lost_tx.send(true);
+            lost
+        };
+        let stop_or_lost = {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = until_true(stop) => {}
+                    () = until_true(lost_rx) => {}
+                }
+            }
+        };
+        let (lost, ()) = tokio::join!(hold, controller::run(ctx.clone(), stop_or_lost));
+        metrics.leader.set(0);
+        if !lost {
+            if let Err(e) = elector.release().await {
+                warn!(error = %e, "could not release the leader Lease; it expires on its own");
+            }
+            break;
+        }
+        warn!("lost leadership: stopped reconciling, standing by");
+    }
+    admin.abort();
+    info!("stopped");
+    Ok(())
+}
+
+/// A receiver that turns true on SIGTERM or SIGINT.
+pub fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}

@@ -12,12 +12,13 @@
 //! The operator runs with exactly the arguments the chart renders and with a real token of
 //! the chart's ServiceAccount, so the chart's RBAC, not the admin's, is what is exercised.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::IngressClass;
@@ -27,6 +28,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::core::NamespaceResourceScope;
 use portico_tests::cluster::{KUBERNETES_VERSION, free_port};
+use portico_tests::pod::PodTemplate;
 use portico_tests::process::Process;
 use portico_tests::{bin_path, control_plane, scratch_dir, workspace_root};
 use serde::de::DeserializeOwned;
@@ -266,6 +268,48 @@ fn typos_and_wrong_types_in_values_are_refused() {
     assert!(text(&out.stdout).contains("--trusted-namespaces=platform,edge"));
 }
 
+/// The operator's RBAC, as rendered: no wildcards, no verbs that mint or borrow power, no
+/// write access to Secrets, nothing on Pods, ConfigMaps, Nodes or CRDs. (The golden files pin
+/// the exact rules; this says which properties must survive any change to them.)
+#[test]
+fn operator_rbac_has_no_wildcards_or_escalation() {
+    let out = template(&["--show-only", "templates/clusterrole.yaml", "--show-only", "templates/role.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rendered = text(&out.stdout);
+    let mut rules = Vec::new();
+    for doc in rendered.split("\n---").filter(|d| d.contains("kind:")) {
+        let obj: Value = serde_saphyr::from_str(doc).expect("rendered RBAC parses");
+        if let Some(list) = obj.get("rules").and_then(Value::as_array) {
+            rules.extend(list.iter().cloned());
+        }
+    }
+    assert!(rules.len() > 5, "no rules found in:\n{rendered}");
+    let strings = |rule: &Value, key: &str| -> Vec<String> {
+        rule.get(key).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    for rule in &rules {
+        let (groups, resources, verbs) = (strings(rule, "apiGroups"), strings(rule, "resources"), strings(rule, "verbs"));
+        for field in [&groups, &resources, &verbs] {
+            assert!(!field.iter().any(|v| v.contains('*')), "wildcard in {rule}");
+        }
+        for verb in ["escalate", "bind", "impersonate", "deletecollection"] {
+            assert!(!verbs.iter().any(|v| v == verb), "verb {verb} in {rule}");
+        }
+        for resource in ["pods", "pods/exec", "configmaps", "nodes", "customresourcedefinitions", "serviceaccounts/token"] {
+            assert!(!resources.iter().any(|r| r == resource), "{resource} in {rule}");
+        }
+        if resources.iter().any(|r| r == "secrets" || r == "endpointslices") {
+            assert!(verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str())), "more than read on {resources:?}: {rule}");
+        }
+        if verbs.iter().any(|v| v == "update") {
+            assert!(
+                resources.iter().all(|r| r == "ingresscontrollers/finalizers" || r == "leases"),
+                "update is only for finalizers and the Lease (everything else is an apply patch): {rule}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Install into the real control plane.
 
@@ -312,46 +356,24 @@ where
     Ok(list.items.iter().map(|o| format!("{}/{}", K::kind(&K::DynamicType::default()), o.meta().name.clone().unwrap_or_default())).collect())
 }
 
-/// Kubernetes' `$(VAR)` expansion of container args, as the kubelet does it.
-fn expand(arg: &str, env: &[(String, String)]) -> String {
-    env.iter().fold(arg.to_string(), |acc, (k, v)| acc.replace(&format!("$({k})"), v))
-}
-
-/// Runs the chart's operator pod as a local process: the container's args (with the
-/// kubelet's env expansion), the pod's env from field references, and a real token of the
-/// pod's ServiceAccount. Only `--admin-port` is moved to a free port of this machine.
-async fn run_operator_from_chart(namespace: &str) -> Result<(Process, u16, String)> {
+/// Runs the chart's operator pod as a local process, as the kubelet would: the container's
+/// args and downward-API env (`PodTemplate`) and a real token of the pod's ServiceAccount.
+/// Only `--admin-port` moves to a free port of this machine.
+async fn run_operator_from_chart(namespace: &str) -> Result<(Process, String)> {
     let cp = control_plane().await;
-    let deployment = Api::<Deployment>::namespaced(cp.client(), namespace).get(RELEASE).await.context("get the chart's Deployment")?;
-    let pod = deployment.spec.and_then(|s| s.template.spec).ok_or_else(|| anyhow!("chart Deployment has no pod spec"))?;
-    let container = pod.containers.first().ok_or_else(|| anyhow!("chart Deployment has no container"))?;
-    let service_account = pod.service_account_name.clone().ok_or_else(|| anyhow!("chart Deployment sets no serviceAccountName"))?;
-
-    let mut env = Vec::new();
-    for var in container.env.clone().unwrap_or_default() {
-        let value = match (&var.value, var.value_from.as_ref().and_then(|f| f.field_ref.as_ref())) {
-            (Some(v), _) => v.clone(),
-            (None, Some(field)) if field.field_path == "metadata.namespace" => namespace.to_string(),
-            (None, Some(field)) if field.field_path == "metadata.name" => format!("{RELEASE}-local-0"),
-            _ => bail!("env {} of the chart's container has a source this test cannot provide", var.name),
-        };
-        env.push((var.name, value));
-    }
+    let pod = PodTemplate::from_deployment(cp, namespace, RELEASE, IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+    assert_eq!(pod.service_account, RELEASE, "the chart's Deployment runs as the chart's ServiceAccount");
     let admin_port = free_port()?;
-    let args: Vec<String> = container
-        .args
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .map(|a| if a.starts_with("--admin-port=") { format!("--admin-port={admin_port}") } else { expand(a, &env) })
-        .collect();
+    let args: Vec<String> =
+        pod.args.iter().map(|a| if a.starts_with("--admin-port=") { format!("--admin-port={admin_port}") } else { a.clone() }).collect();
+    assert!(!args.iter().any(|a| a.contains("$(")), "unexpanded variable in the chart's args: {args:?}");
 
-    let token = cp.service_account_token(namespace, &service_account).await?;
+    let token = cp.service_account_token(namespace, &pod.service_account).await?;
     let dir = scratch_dir("helm-operator");
     let kubeconfig = cp.write_kubeconfig(&token, &dir.join("kubeconfig"))?;
     let mut cmd = Command::new(bin_path("portico-operator"));
-    cmd.args(&args).env("KUBECONFIG", &kubeconfig).env("NO_COLOR", "1");
-    for (k, v) in &env {
+    cmd.args(&args).env("KUBECONFIG", &kubeconfig);
+    for (k, v) in &pod.env {
         cmd.env(k, v);
     }
     let mut process = Process::spawn("helm-operator", cmd)?;
@@ -359,13 +381,13 @@ async fn run_operator_from_chart(namespace: &str) -> Result<(Process, u16, Strin
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = format!("http://127.0.0.1:{admin_port}/healthz");
     while portico_tests::pod::http_status(&url).await != Some(200) {
-        process.check_running().with_context(|| format!("portico-operator {} exited:\n{}", args.join(" "), process.log_tail(40)))?;
+        process.check_running().with_context(|| format!("portico-operator {} exited", args.join(" ")))?;
         if Instant::now() > deadline {
             bail!("portico-operator not healthy within 30s:\n{}", process.log_tail(40));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((process, admin_port, token))
+    Ok((process, token))
 }
 
 fn ingress_controller_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
@@ -428,7 +450,7 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     }
 
     // The operator, as the chart runs it.
-    let (mut operator, _admin_port, token) = run_operator_from_chart(&release_ns).await?;
+    let (mut operator, token) = run_operator_from_chart(&release_ns).await?;
 
     // Least privilege, seen from the operator's own token: no Pods, no ConfigMaps.
     let as_operator = cp.client_with_token(&token);
@@ -444,12 +466,29 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     }
 
     // An instance, reconciled with the chart's RBAC.
+    // A second namespace that consents, so the operator must write RBAC outside the
+    // instance's namespace; a default certificate, so the proxy Role names a Secret and the
+    // apiserver's escalation check needs the chart's Secrets rule.
+    let shop = cp.new_namespace("shop").await;
+    let team_label = format!("portico-test/team-{tenant}");
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    for ns in [&tenant, &shop] {
+        let mut patch = json!({ "metadata": { "labels": { team_label.as_str(): "yes" } } });
+        if ns == &shop {
+            patch["metadata"]["annotations"] = json!({ "portico.dev/allowed-ingress-controllers": format!("{tenant}/web") });
+        }
+        namespaces.patch(ns, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    }
     let instances = ingress_controller_api(client.clone(), &tenant);
     let instance: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "portico.dev/v1alpha1",
         "kind": "IngressController",
         "metadata": { "name": "web", "namespace": tenant },
-        "spec": { "service": { "type": "ClusterIP" } }
+        "spec": {
+            "service": { "type": "ClusterIP" },
+            "namespaceSelector": { "matchLabels": { team_label.as_str(): "yes" } },
+            "tls": { "defaultCertificateSecret": "web-default-cert" }
+        }
     }))?;
     instances.create(&PostParams::default(), &instance).await.context("create IngressController")?;
 
@@ -459,6 +498,8 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         wait_for(&Api::<ServiceAccount>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
         wait_for(&Api::<Role>::namespaced(client.clone(), &tenant), &rbac_name, children).await?;
         wait_for(&Api::<RoleBinding>::namespaced(client.clone(), &tenant), &rbac_name, children).await?;
+        wait_for(&Api::<Role>::namespaced(client.clone(), &shop), &rbac_name, children).await?;
+        wait_for(&Api::<RoleBinding>::namespaced(client.clone(), &shop), &rbac_name, children).await?;
         wait_for(&Api::<ClusterRole>::all(client.clone()), &rbac_name, children).await?;
         wait_for(&Api::<ClusterRoleBinding>::all(client.clone()), &rbac_name, children).await?;
         wait_for(&Api::<Deployment>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
@@ -470,6 +511,13 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     if let Err(e) = check.await {
         bail!("{e:#}\noperator log:\n{}", operator.log_tail(60));
     }
+    let role = Api::<Role>::namespaced(client.clone(), &tenant).get(&rbac_name).await?;
+    let secrets_rule = role.rules.iter().flatten().find(|r| r.resources.iter().flatten().any(|res| res == "secrets"));
+    assert_eq!(
+        secrets_rule.and_then(|r| r.resource_names.clone()),
+        Some(vec!["web-default-cert".to_string()]),
+        "the proxy Role should name exactly the default certificate: {role:?}"
+    );
     let log = operator.log_tail(400);
     assert!(!log.contains("forbidden"), "the operator hit a permission the chart does not grant:\n{log}");
 
@@ -479,6 +527,8 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         wait_gone(&Api::<IngressClass>::all(client.clone()), "web", children).await?;
         wait_gone(&Api::<ClusterRoleBinding>::all(client.clone()), &rbac_name, children).await?;
         wait_gone(&Api::<ClusterRole>::all(client.clone()), &rbac_name, children).await?;
+        wait_gone(&Api::<RoleBinding>::namespaced(client.clone(), &shop), &rbac_name, children).await?;
+        wait_gone(&Api::<Role>::namespaced(client.clone(), &shop), &rbac_name, children).await?;
         wait_gone(&instances, "web", children).await?;
         anyhow::Ok(())
     };

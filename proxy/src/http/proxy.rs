@@ -22,18 +22,19 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use super::body::{Body, UpstreamBody, empty};
-use super::client::{Checkout, Client, Conn};
+use super::client::{Client, Conn};
 use super::error::ProxyError;
 use super::headers::{apply_forwarded, cookie, forwarded, is_upgrade_request, strip_hop_by_hop};
 use crate::config::{SharedSnapshot, Snapshot};
-use crate::lb::{AFFINITY_COOKIE, EJECTION_TIME, PickKey, Policy};
+use crate::lb::{AFFINITY_COOKIE, EJECTION_TIME, EndpointSet, InFlight, Pick, PickKey, Policy};
 use crate::metrics::{METRICS, code_class};
-use crate::routing::{Route, RouteMatch, UpstreamProtocol, normalize_request_host};
+use crate::routing::{Route, RouteBackend, RouteMatch, UpstreamProtocol, normalize_request_host};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -116,7 +117,7 @@ impl Proxy {
             return Ok(self.redirect(&host, req.uri()));
         }
 
-        // 4 upstream_peer
+        // 4 upstream_peer (the endpoint set is loaded once: pick and retries see one set)
         let rb = route.pick_backend().ok_or_else(|| ProxyError::NoEndpoints(route.service.clone()))?;
         let set = rb.backend.endpoints();
         if set.is_empty() {
@@ -131,35 +132,8 @@ impl Proxy {
         let key = PickKey { cookie: affinity.as_deref(), header: hash_header.as_deref(), client_ip: Some(fwd.client_ip) };
         let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
         let max_attempts = if idempotent { 1 + self.settings.retries } else { 1 };
-        let mut tried: Vec<SocketAddr> = Vec::new();
-        let (pick, checkout) = loop {
-            let Some(pick) = route.policy.pick(&rb.backend, &set, &key, &tried) else {
-                return Err(ProxyError::Connect(format!("all {} endpoint(s) failed", tried.len())));
-            };
-            ctx.attempts += 1;
-            ctx.endpoint = Some(pick.endpoint.addr);
-            match self.client.checkout(pick.endpoint.addr, rb.protocol, false).await {
-                Ok(c) => {
-                    if !c.reused {
-                        pick.endpoint.mark_healthy();
-                    }
-                    break (pick, c);
-                }
-                Err(e) => {
-                    pick.endpoint.eject(EJECTION_TIME);
-                    METRICS.upstream_errors.with_label_values(&["connect"]).inc();
-                    debug!(endpoint = %pick.endpoint.addr, error = %e, "connect failed; endpoint ejected");
-                    tried.push(pick.endpoint.addr);
-                    if tried.len() as u32 >= max_attempts {
-                        return Err(ProxyError::Connect(e.to_string()));
-                    }
-                }
-            }
-        };
-        let addr = pick.endpoint.addr;
-        let in_flight = pick.endpoint.start_request();
 
-        // 5 upstream_request
+        // 5 upstream_request (the protocol is the backend's, the same for every endpoint)
         let upgrade = is_upgrade_request(req.headers());
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -169,7 +143,7 @@ impl Proxy {
         match rb.protocol {
             UpstreamProtocol::H2c => {
                 parts.headers.remove(header::HOST);
-                let auth = authority.clone().unwrap_or_else(|| addr.to_string());
+                let auth = authority.clone().unwrap_or_else(|| "upstream".into());
                 parts.uri = Uri::builder()
                     .scheme("http")
                     .authority(auth.as_str())
@@ -180,7 +154,7 @@ impl Proxy {
             }
             UpstreamProtocol::Http1 | UpstreamProtocol::Https => {
                 if !parts.headers.contains_key(header::HOST) {
-                    let h = authority.clone().unwrap_or_else(|| addr.to_string());
+                    let h = authority.clone().ok_or(ProxyError::BadRequest)?;
                     parts.headers.insert(header::HOST, HeaderValue::from_str(&h).map_err(|_| ProxyError::BadRequest)?);
                 }
                 parts.uri = path_and_query.parse().map_err(|_| ProxyError::BadRequest)?;
@@ -189,12 +163,17 @@ impl Proxy {
         }
         let up_req = Request::from_parts(parts, body);
 
-        // 6 send
-        let (mut resp, h1_sender) =
-            match tokio::time::timeout(self.settings.request_timeout, self.send(checkout, addr, rb.protocol, up_req)).await {
-                Err(_) => return Err(ProxyError::Timeout),
-                Ok(r) => r?,
-            };
+        // 6 connect and send, under the request timeout
+        let sent = tokio::time::timeout(
+            self.settings.request_timeout,
+            self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, up_req),
+        )
+        .await;
+        let (mut resp, h1_sender, pick, in_flight) = match sent {
+            Err(_) => return Err(ProxyError::Timeout),
+            Ok(r) => r?,
+        };
+        let addr = pick.endpoint.addr;
 
         // 7 response_filter
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -242,36 +221,83 @@ impl Proxy {
         Ok(Response::from_parts(parts, UpstreamBody::new(body, on_end).boxed_unsync()))
     }
 
-    async fn send(
+    /// Picks an endpoint, connects (failed connects eject the endpoint and move on to
+    /// another one, up to `max_attempts`), and sends. The request body is untouched until
+    /// a connection accepted the request, so retrying is safe; a pooled connection that the
+    /// peer closed meanwhile hands the request back and is replaced by a fresh one.
+    #[allow(clippy::too_many_arguments)]
+    async fn connect_and_send(
         &self,
-        checkout: Checkout,
-        addr: SocketAddr,
-        proto: UpstreamProtocol,
+        ctx: &mut Ctx,
+        route: &Route,
+        rb: &RouteBackend,
+        set: &EndpointSet,
+        key: &PickKey<'_>,
+        max_attempts: u32,
         req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Option<hyper::client::conn::http1::SendRequest<Incoming>>), ProxyError> {
-        match checkout.conn {
-            Conn::H2(mut sender) => {
-                let resp = sender.send_request(req).await.map_err(|e| ProxyError::Upstream(e.to_string()))?;
-                Ok((resp, None))
+    ) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>, Pick, InFlight), ProxyError> {
+        let mut req = Some(req);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut redial: Option<Pick> = None;
+        loop {
+            let (pick, fresh) = match redial.take() {
+                Some(p) => (p, true),
+                None => match route.policy.pick(&rb.backend, set, key, &tried) {
+                    Some(p) => (p, false),
+                    None => return Err(ProxyError::Connect(format!("all {} endpoint(s) tried failed", tried.len()))),
+                },
+            };
+            let addr = pick.endpoint.addr;
+            ctx.endpoint = Some(addr);
+            if !fresh {
+                ctx.attempts += 1;
             }
-            Conn::H1(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => Ok((resp, Some(sender))),
-                Err(mut e) => {
-                    // A pooled connection the peer closed meanwhile: the request was not
-                    // sent, so one fresh connection to the same endpoint is safe.
-                    match (checkout.reused, e.take_message()) {
-                        (true, Some(req)) => {
-                            let fresh = self.client.checkout(addr, proto, true).await.map_err(|e| ProxyError::Connect(e.to_string()))?;
-                            let Conn::H1(mut sender) = fresh.conn else {
-                                return Err(ProxyError::Upstream("unexpected connection kind".into()));
-                            };
-                            let resp = sender.send_request(req).await.map_err(|e| ProxyError::Upstream(e.to_string()))?;
-                            Ok((resp, Some(sender)))
-                        }
-                        _ => Err(ProxyError::Upstream(e.into_error().to_string())),
+            let checkout = match self.client.checkout(addr, rb.protocol, fresh).await {
+                Ok(c) => c,
+                Err(e) => {
+                    pick.endpoint.eject(EJECTION_TIME);
+                    METRICS.upstream_errors.with_label_values(&["connect"]).inc();
+                    debug!(endpoint = %addr, error = %e, "connect failed; endpoint ejected");
+                    tried.push(addr);
+                    if tried.len() as u32 >= max_attempts {
+                        return Err(ProxyError::Connect(e.to_string()));
                     }
+                    continue;
                 }
-            },
+            };
+            if !checkout.reused {
+                pick.endpoint.mark_healthy();
+            }
+            let in_flight = pick.endpoint.start_request();
+            let Some(request) = req.take() else {
+                return Err(ProxyError::Upstream("request lost".into()));
+            };
+            let result = match checkout.conn {
+                Conn::H2(mut sender) => sender.try_send_request(request).await.map(|r| (r, None)),
+                Conn::H1(mut sender) => match sender.try_send_request(request).await {
+                    Ok(r) => Ok((r, Some(sender))),
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok((resp, sender)) => return Ok((resp, sender, pick, in_flight)),
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the connection was closed before it took the request.
+                    Some(back) if checkout.reused => {
+                        req = Some(back);
+                        redial = Some(pick);
+                    }
+                    Some(back) => {
+                        req = Some(back);
+                        pick.endpoint.eject(EJECTION_TIME);
+                        tried.push(addr);
+                        if tried.len() as u32 >= max_attempts {
+                            return Err(ProxyError::Upstream(e.into_error().to_string()));
+                        }
+                    }
+                    None => return Err(ProxyError::Upstream(e.into_error().to_string())),
+                },
+            }
         }
     }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -428,11 +429,13 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     installed_objects.extend(chart_objects::<PodDisruptionBudget>(&client, &release_ns).await?);
     installed_objects.extend(chart_objects::<Role>(&client, &release_ns).await?);
     installed_objects.extend(chart_objects::<RoleBinding>(&client, &release_ns).await?);
+    installed_objects.extend(chart_objects::<Lease>(&client, &release_ns).await?);
     installed_objects.sort();
     assert_eq!(
         installed_objects,
         [
             "Deployment/portico",
+            "Lease/portico",
             "PodDisruptionBudget/portico",
             "Role/portico",
             "RoleBinding/portico",
@@ -536,6 +539,12 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         bail!("{e:#}\noperator log:\n{}", operator.log_tail(60));
     }
 
+    // The operator led through the chart's Lease, and released it on the way out.
+    let lease = Api::<Lease>::namespaced(client.clone(), &release_ns).get(RELEASE).await?;
+    assert!(
+        lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0) >= 1,
+        "the operator never took the chart's Lease: {lease:?}"
+    );
     operator.terminate();
     let status = operator.wait_timeout(Duration::from_secs(15)).await?;
     assert!(status.success(), "the operator did not exit cleanly on SIGTERM ({status}):\n{}", operator.log_tail(40));
@@ -551,6 +560,7 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     left.extend(chart_objects::<PodDisruptionBudget>(&client, &release_ns).await?);
     left.extend(chart_objects::<Role>(&client, &release_ns).await?);
     left.extend(chart_objects::<RoleBinding>(&client, &release_ns).await?);
+    left.extend(chart_objects::<Lease>(&client, &release_ns).await?);
     assert!(left.is_empty(), "helm uninstall left {left:?}");
     assert!(Api::<ClusterRole>::all(client.clone()).get_opt(RELEASE).await?.is_none(), "ClusterRole left behind");
     assert!(Api::<ClusterRoleBinding>::all(client.clone()).get_opt(RELEASE).await?.is_none(), "ClusterRoleBinding left behind");

@@ -193,7 +193,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             if let Err(winner) = table.host_rules_mut(&host).insert(rule) {
                 if winner.ingress != *key {
                     warnings.push(format!(
-                        "Ingress {key}: host {host:?} path {:?} ({:?}) conflicts with older Ingress {}; not served",
+                        "Ingress {key}: host {host} path {:?} ({:?}) conflicts with older Ingress {}; not served",
                         path.as_str(),
                         path.kind,
                         winner.ingress
@@ -209,7 +209,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         for (host, secret_key) in compiled.tls {
             let Some(secret) = store.secrets.get(&secret_key) else {
                 warnings.push(format!(
-                    "Ingress {key}: TLS Secret {secret_key} not found (or not readable); host {host:?} gets the default certificate"
+                    "Ingress {key}: TLS Secret {secret_key} not found (or not readable); host {host} gets the default certificate"
                 ));
                 continue;
             };
@@ -225,7 +225,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
                     }
                 }
                 Err(e) => warnings.push(format!(
-                    "Ingress {key}: TLS Secret {secret_key} is invalid ({e}); host {host:?} gets the default certificate"
+                    "Ingress {key}: TLS Secret {secret_key} is invalid ({e}); host {host} gets the default certificate"
                 )),
             }
         }
@@ -325,6 +325,9 @@ fn compile(
         }
         let svc_key = ObjectKey::new(&key.namespace, &svc_backend.name);
         let svc = store.services.get(&svc_key).ok_or_else(|| format!("Service {svc_key} not found"))?;
+        if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            return Err(format!("Service {svc_key} is of type ExternalName, which is not served"));
+        }
         let (port_name, app_protocol) = resolve_service_port(svc, port.name.as_deref(), port.number)
             .ok_or_else(|| format!("Service {svc_key} has no port {port_label}"))?;
         let bkey = BackendKey::new(&key.namespace, &svc_backend.name, &port_name);

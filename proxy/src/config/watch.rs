@@ -139,6 +139,7 @@ pub struct ConfigLoop {
     core_synced_at: Option<Instant>,
     built_once: bool,
     last_warnings: HashSet<String>,
+    pending_warnings: HashSet<String>,
 }
 
 impl ConfigLoop {
@@ -159,6 +160,7 @@ impl ConfigLoop {
             core_synced_at: None,
             built_once: false,
             last_warnings: HashSet::new(),
+            pending_warnings: HashSet::new(),
         };
         (this, rx)
     }
@@ -309,11 +311,11 @@ impl ConfigLoop {
         METRICS.config_generation.set(generation as i64);
         METRICS.ingresses.with_label_values(&["served"]).set(out.snapshot.ingresses_served as i64);
         METRICS.ingresses.with_label_values(&["skipped"]).set(out.snapshot.ingresses_skipped as i64);
-        let warnings: HashSet<String> = out.warnings.into_iter().collect();
-        for w in warnings.difference(&self.last_warnings) {
-            warn!("{w}");
+        self.pending_warnings = out.warnings.into_iter().collect();
+        // Before the first full sync (Secrets still loading) warnings would be noise.
+        if self.health.is_ready() {
+            self.log_warnings();
         }
-        self.last_warnings = warnings;
         info!(
             generation,
             ingresses = out.snapshot.ingresses_served,
@@ -325,6 +327,14 @@ impl ConfigLoop {
         self.shared.store(Arc::new(out.snapshot));
         self.built_once = true;
         self.sync_secret_watchers();
+    }
+
+    /// Logs the warnings of the last build that were not logged before.
+    fn log_warnings(&mut self) {
+        for w in self.pending_warnings.difference(&self.last_warnings) {
+            warn!("{w}");
+        }
+        self.last_warnings = std::mem::take(&mut self.pending_warnings);
     }
 
     fn maybe_ready(&mut self) {
@@ -339,6 +349,7 @@ impl ConfigLoop {
             }
             self.health.set_ready();
             info!(generation = self.generation, "first full sync done; ready");
+            self.log_warnings();
         }
     }
 

@@ -43,6 +43,16 @@ impl HostPattern {
     }
 }
 
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+            HostPattern::Any => f.write_str("(any host)"),
+        }
+    }
+}
+
 /// Lowercases a request's Host/:authority and drops the port (and IPv6 brackets' port).
 pub fn normalize_request_host(host: &str) -> String {
     let host = host.trim();

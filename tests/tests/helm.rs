@@ -183,7 +183,9 @@ fn check_leaves(path: &str, value: &Value, schema: &Value, problems: &mut Vec<St
     if !described {
         problems.push(format!("{path}: no description in the schema"));
     }
-    let has_properties = schema.get("properties").is_some();
+    // An object with a default of its own (a Kubernetes type such as securityContext) is a
+    // leaf for this check: its `properties` only refuse typos, most have no chart value.
+    let has_properties = schema.get("properties").is_some() && schema.get("default").is_none();
     if has_properties {
         if schema.get("additionalProperties") != Some(&Value::Bool(false)) {
             problems.push(format!("{path}: schema object without additionalProperties: false"));
@@ -255,6 +257,8 @@ fn typos_and_wrong_types_in_values_are_refused() {
         ("image.tga=v1", "tga"),
         ("logLevel=verbose", "/logLevel"),
         ("adminPort=80", "/adminPort"),
+        ("securityContext.readOnlyRootFileSystem=true", "readOnlyRootFileSystem"),
+        ("tolerations[0].efect=NoSchedule", "efect"),
         ("trustedNamespaces[0]=Not_A_Namespace", "/trustedNamespaces/0"),
         ("metrics.serviceMonitor.enabled=true,metrics.service.enabled=false", "/metrics/service/enabled"),
     ];

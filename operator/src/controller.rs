@@ -30,7 +30,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::finalizer::{Error as FinalizerError, Event as Finalized, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -206,8 +206,17 @@ async fn reconcile(instance: Arc<IngressController>, ctx: Arc<Context>) -> Resul
             Finalized::Cleanup(instance) => cleanup(&instance, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .await;
+    let action = match action {
+        Ok(action) => action,
+        // Deleted while we worked: nothing left to add a finalizer to or remove it from.
+        Err(FinalizerError::AddFinalizer(kube::Error::Api(s)) | FinalizerError::RemoveFinalizer(kube::Error::Api(s)))
+            if s.code == 404 =>
+        {
+            Action::await_change()
+        }
+        Err(e) => return Err(Error::Finalizer(Box::new(e))),
+    };
     ctx.reset_backoff(&object);
     Ok(action)
 }

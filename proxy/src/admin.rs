@@ -18,7 +18,10 @@ use crate::http::body::{Body, full};
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -26,9 +29,21 @@ pub fn route(health: &Health, req: &Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" if health.is_ready() => respond(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/readyz" if health.is_draining() => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into()),
-        "/readyz" => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not synced yet\n".into()),
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::encode()),
+        "/readyz" if health.is_draining() => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".into(),
+        ),
+        "/readyz" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not synced yet\n".into(),
+        ),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::metrics::encode(),
+        ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

@@ -11,14 +11,23 @@ use crate::config::ObjectKey;
 use crate::lb::Policy;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "portico-proxy", version, about = "Portico proxy: serves the Ingresses of one IngressClass")]
+#[command(
+    name = "portico-proxy",
+    version,
+    about = "Portico proxy: serves the Ingresses of one IngressClass"
+)]
 pub struct Args {
     /// The IngressClass served.
     #[arg(long, env = "PORTICO_INGRESS_CLASS")]
     pub ingress_class: String,
 
     /// The served namespaces (computed by the operator).
-    #[arg(long, env = "PORTICO_NAMESPACES", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "PORTICO_NAMESPACES",
+        value_delimiter = ',',
+        required = true
+    )]
     pub namespaces: Vec<String>,
 
     #[arg(long, env = "PORTICO_HTTP_PORT", default_value_t = 80)]
@@ -86,7 +95,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 250ms, 5s, 2m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 250ms, 5s, 2m"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
@@ -142,7 +153,10 @@ mod tests {
         assert!(!a.ssl_redirect);
         assert!(a.hsts);
         assert_eq!(a.trusted_proxy_cidrs.len(), 2);
-        assert_eq!(a.default_certificate, Some(ObjectKey::new("a", "default-cert")));
+        assert_eq!(
+            a.default_certificate,
+            Some(ObjectKey::new("a", "default-cert"))
+        );
         assert!(matches!(a.load_balance, Policy::Header(_)));
         assert_eq!(a.drain_period, Duration::from_secs(1));
     }

@@ -27,7 +27,9 @@ use portico_proxy::http::server;
 fn init_tracing(args: &Args) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if args.log_format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -39,16 +41,26 @@ fn init_tracing(args: &Args) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(&args);
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
         warn!("a rustls crypto provider was already installed");
     }
 
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
     let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let health = Arc::new(Health::default());
     let params = Params {
         class_name: args.ingress_class.clone(),
-        namespaces: args.namespaces.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<BTreeSet<_>>(),
+        namespaces: args
+            .namespaces
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect::<BTreeSet<_>>(),
         default_policy: args.load_balance.clone(),
         ssl_redirect: args.ssl_redirect,
         default_certificate: args.default_certificate.clone(),
@@ -76,16 +88,35 @@ async fn main() -> anyhow::Result<()> {
             https_port: args.https_port,
         },
     });
-    let tls_config = portico_proxy::tls::server_config(shared.clone(), args.min_tls_version == "1.3")
-        .context("building the TLS server config")?;
+    let tls_config =
+        portico_proxy::tls::server_config(shared.clone(), args.min_tls_version == "1.3")
+            .context("building the TLS server config")?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
 
     let stop = CancellationToken::new();
     let drain_bound = args.request_timeout + Duration::from_secs(1);
-    let http = tokio::spawn(server::serve("http", http_listener, None, proxy.clone(), stop.clone(), drain_bound));
-    let https = tokio::spawn(server::serve("https", https_listener, Some(acceptor), proxy.clone(), stop.clone(), drain_bound));
+    let http = tokio::spawn(server::serve(
+        "http",
+        http_listener,
+        None,
+        proxy.clone(),
+        stop.clone(),
+        drain_bound,
+    ));
+    let https = tokio::spawn(server::serve(
+        "https",
+        https_listener,
+        Some(acceptor),
+        proxy.clone(),
+        stop.clone(),
+        drain_bound,
+    ));
     let admin_stop = CancellationToken::new();
-    tokio::spawn(portico_proxy::admin::serve(admin_listener, health.clone(), admin_stop.clone()));
+    tokio::spawn(portico_proxy::admin::serve(
+        admin_listener,
+        health.clone(),
+        admin_stop.clone(),
+    ));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {

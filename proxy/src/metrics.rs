@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::lb::Backend;
@@ -26,27 +27,51 @@ pub struct Metrics {
 fn new_metrics() -> Metrics {
     let registry = Registry::new_custom(Some("portico".into()), None).expect("registry");
     let requests = IntCounterVec::new(
-        Opts::new("requests_total", "Requests answered, by Ingress, Service and status class"),
+        Opts::new(
+            "requests_total",
+            "Requests answered, by Ingress, Service and status class",
+        ),
         &["namespace", "ingress", "service", "code"],
     )
     .expect("metric");
     let request_duration = HistogramVec::new(
-        HistogramOpts::new("request_duration_seconds", "Time from request to response headers")
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        HistogramOpts::new(
+            "request_duration_seconds",
+            "Time from request to response headers",
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ]),
         &["namespace", "ingress"],
     )
     .expect("metric");
     let upstream_errors = IntCounterVec::new(
-        Opts::new("upstream_errors_total", "Failures talking to upstream endpoints, by kind"),
+        Opts::new(
+            "upstream_errors_total",
+            "Failures talking to upstream endpoints, by kind",
+        ),
         &["kind"],
     )
     .expect("metric");
-    let config_generation = IntGauge::new("config_generation", "Generation of the snapshot being served").expect("metric");
-    let config_rebuilds =
-        IntCounterVec::new(Opts::new("config_rebuilds_total", "Snapshot builds, by result"), &["result"]).expect("metric");
+    let config_generation = IntGauge::new(
+        "config_generation",
+        "Generation of the snapshot being served",
+    )
+    .expect("metric");
+    let config_rebuilds = IntCounterVec::new(
+        Opts::new("config_rebuilds_total", "Snapshot builds, by result"),
+        &["result"],
+    )
+    .expect("metric");
     let config_rebuild_duration = Histogram::with_opts(
-        HistogramOpts::new("config_rebuild_duration_seconds", "Time to build a snapshot")
-            .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        HistogramOpts::new(
+            "config_rebuild_duration_seconds",
+            "Time to build a snapshot",
+        )
+        .buckets(vec![
+            0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+        ]),
     )
     .expect("metric");
     let backend_endpoints = IntGaugeVec::new(
@@ -54,10 +79,16 @@ fn new_metrics() -> Metrics {
         &["namespace", "service", "port"],
     )
     .expect("metric");
-    let ingresses =
-        IntGaugeVec::new(Opts::new("ingresses", "Ingresses in the snapshot, by state"), &["state"]).expect("metric");
-    let connections =
-        IntGaugeVec::new(Opts::new("open_connections", "Open downstream connections"), &["listener"]).expect("metric");
+    let ingresses = IntGaugeVec::new(
+        Opts::new("ingresses", "Ingresses in the snapshot, by state"),
+        &["state"],
+    )
+    .expect("metric");
+    let connections = IntGaugeVec::new(
+        Opts::new("open_connections", "Open downstream connections"),
+        &["listener"],
+    )
+    .expect("metric");
     for c in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(request_duration.clone()),
@@ -90,7 +121,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(new_metrics);
 pub fn set_backend_endpoints(b: &Backend) {
     METRICS
         .backend_endpoints
-        .with_label_values(&[b.key.namespace.as_str(), b.key.service.as_str(), b.key.port_name.as_str()])
+        .with_label_values(&[
+            b.key.namespace.as_str(),
+            b.key.service.as_str(),
+            b.key.port_name.as_str(),
+        ])
         .set(b.endpoints().endpoints.len() as i64);
 }
 

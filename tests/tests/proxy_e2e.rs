@@ -19,24 +19,45 @@ use tokio_tungstenite::tungstenite::Message;
 async fn routing_rules_follow_the_ingress_spec() -> Result<()> {
     let inst = Instance::create("route", json!({}), &[]).await?;
     let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
-    let names = ["exact", "prefix", "deep", "wild", "named", "legacy", "default", "other"];
+    let names = [
+        "exact", "prefix", "deep", "wild", "named", "legacy", "default", "other",
+    ];
     let mut all = Vec::new();
     for n in names {
         let b = backends(n, 1).await?;
         publish(c, ns, n, &b).await?;
         all.extend(b);
     }
-    apply_ingress(c, ingress(ns, "paths", class, "routes.example.com", &[
-        ("/foo", "Exact", "exact"),
-        ("/foo", "Prefix", "prefix"),
-        ("/aaa", "Prefix", "prefix"),
-        ("/aaa/bbb", "Prefix", "deep"),
-        ("/trail/", "Prefix", "deep"),
-        ("/exact-slash/", "Exact", "exact"),
-        ("/impl", "ImplementationSpecific", "deep"),
-    ]))
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "paths",
+            class,
+            "routes.example.com",
+            &[
+                ("/foo", "Exact", "exact"),
+                ("/foo", "Prefix", "prefix"),
+                ("/aaa", "Prefix", "prefix"),
+                ("/aaa/bbb", "Prefix", "deep"),
+                ("/trail/", "Prefix", "deep"),
+                ("/exact-slash/", "Exact", "exact"),
+                ("/impl", "ImplementationSpecific", "deep"),
+            ],
+        ),
+    )
     .await?;
-    apply_ingress(c, ingress(ns, "wild", class, "*.wild.example.com", &[("/", "Prefix", "wild")])).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "wild",
+            class,
+            "*.wild.example.com",
+            &[("/", "Prefix", "wild")],
+        ),
+    )
+    .await?;
     // Named port and numbered port of the same Service.
     apply_ingress(c, json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -57,7 +78,17 @@ async fn routing_rules_follow_the_ingress_spec() -> Result<()> {
     }))
     .await?;
     // Another class: never served by this instance.
-    apply_ingress(c, ingress(ns, "unknown-class", "some-other-class", "other.example.com", &[("/", "Prefix", "other")])).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "unknown-class",
+            "some-other-class",
+            "other.example.com",
+            &[("/", "Prefix", "other")],
+        ),
+    )
+    .await?;
 
     let proxy = inst.start_proxy().await?;
     let http = Http::new(&proxy.http_base());
@@ -103,7 +134,13 @@ async fn routing_rules_follow_the_ingress_spec() -> Result<()> {
                 assert_eq!(r.status, 200, "{host}{path}");
                 assert_eq!(r.backend(), Some(*b), "{host}{path}");
             }
-            None => assert_eq!(r.status, 404, "{host}{path} should be 404, got {} from {:?}", r.status, r.backend()),
+            None => assert_eq!(
+                r.status,
+                404,
+                "{host}{path} should be 404, got {} from {:?}",
+                r.status,
+                r.backend()
+            ),
         }
     }
 
@@ -115,13 +152,29 @@ async fn routing_rules_follow_the_ingress_spec() -> Result<()> {
                   "defaultBackend": { "service": { "name": "default", "port": { "name": "http" } } } }
     }))
     .await?;
-    eventually(Duration::from_secs(2), "default backend serves unknown hosts", || async {
-        http.get("nowhere.example.com", "/").await.is_ok_and(|r| r.backend() == Some("default-0"))
-    })
+    eventually(
+        Duration::from_secs(2),
+        "default backend serves unknown hosts",
+        || async {
+            http.get("nowhere.example.com", "/")
+                .await
+                .is_ok_and(|r| r.backend() == Some("default-0"))
+        },
+    )
     .await?;
-    assert_eq!(http.get("routes.example.com", "/foobar").await?.backend(), Some("default-0"));
-    assert_eq!(http.get("routes.example.com", "/foo").await?.backend(), Some("exact-0"));
-    assert_eq!(http.get("other.example.com", "/").await?.backend(), Some("default-0"), "other class stays unserved");
+    assert_eq!(
+        http.get("routes.example.com", "/foobar").await?.backend(),
+        Some("default-0")
+    );
+    assert_eq!(
+        http.get("routes.example.com", "/foo").await?.backend(),
+        Some("exact-0")
+    );
+    assert_eq!(
+        http.get("other.example.com", "/").await?.backend(),
+        Some("default-0"),
+        "other class stays unserved"
+    );
     Ok(())
 }
 
@@ -131,8 +184,18 @@ async fn round_robin_cookie_affinity_and_least_request() -> Result<()> {
     let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
     let ten = backends("rr", 10).await?;
     publish(c, ns, "ten", &ten).await?;
-    apply_ingress(c, ingress(ns, "rr", class, "rr.example.com", &[("/", "Prefix", "ten")])).await?;
-    let mut sticky = ingress(ns, "sticky", class, "sticky.example.com", &[("/", "Prefix", "ten")]);
+    apply_ingress(
+        c,
+        ingress(ns, "rr", class, "rr.example.com", &[("/", "Prefix", "ten")]),
+    )
+    .await?;
+    let mut sticky = ingress(
+        ns,
+        "sticky",
+        class,
+        "sticky.example.com",
+        &[("/", "Prefix", "ten")],
+    );
     sticky["metadata"]["annotations"] = json!({ "portico.dev/load-balance": "cookie" });
     apply_ingress(c, sticky).await?;
 
@@ -141,8 +204,22 @@ async fn round_robin_cookie_affinity_and_least_request() -> Result<()> {
     let slow_addr = SocketAddr::new(portico_tests::netns::pod_ip(), 8080);
     let slow = tokio::spawn(slow_server(slow_addr, Duration::from_millis(1000)));
     portico_tests::fixtures::apply_service(c, ns, "mixed", "http", 80, 8080).await?;
-    portico_tests::fixtures::apply_endpoints(c, ns, "mixed", "slice", "http", &[fast[0].addr, slow_addr]).await?;
-    let mut lr = ingress(ns, "lr", class, "lr.example.com", &[("/", "Prefix", "mixed")]);
+    portico_tests::fixtures::apply_endpoints(
+        c,
+        ns,
+        "mixed",
+        "slice",
+        "http",
+        &[fast[0].addr, slow_addr],
+    )
+    .await?;
+    let mut lr = ingress(
+        ns,
+        "lr",
+        class,
+        "lr.example.com",
+        &[("/", "Prefix", "mixed")],
+    );
     lr["metadata"]["annotations"] = json!({ "portico.dev/load-balance": "least-request" });
     apply_ingress(c, lr).await?;
 
@@ -154,21 +231,34 @@ async fn round_robin_cookie_affinity_and_least_request() -> Result<()> {
     for _ in 0..100 {
         let r = http.get("rr.example.com", "/").await?;
         assert_eq!(r.status, 200);
-        *counts.entry(r.backend().unwrap_or("?").to_string()).or_default() += 1;
+        *counts
+            .entry(r.backend().unwrap_or("?").to_string())
+            .or_default() += 1;
     }
     assert_eq!(counts.len(), 10, "round robin reached {counts:?}");
-    assert!(counts.values().all(|n| *n == 10), "round robin is even: {counts:?}");
+    assert!(
+        counts.values().all(|n| *n == 10),
+        "round robin is even: {counts:?}"
+    );
 
     // A cookie keeps a client on one endpoint.
     let first = http.get("sticky.example.com", "/").await?;
-    let set_cookie = first.header("set-cookie").expect("affinity cookie set").to_string();
+    let set_cookie = first
+        .header("set-cookie")
+        .expect("affinity cookie set")
+        .to_string();
     assert!(set_cookie.starts_with("portico-affinity="), "{set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap_or_default().to_string();
     let home = first.backend().expect("backend").to_string();
     for _ in 0..30 {
-        let r = http.get_with("sticky.example.com", "/", &[("cookie", &cookie)]).await?;
+        let r = http
+            .get_with("sticky.example.com", "/", &[("cookie", &cookie)])
+            .await?;
         assert_eq!(r.backend(), Some(home.as_str()), "cookie affinity");
-        assert!(r.header("set-cookie").is_none(), "no new cookie when the client has one");
+        assert!(
+            r.header("set-cookie").is_none(),
+            "no new cookie when the client has one"
+        );
     }
 
     // Least request steers away from the slow endpoint: 6 clients in parallel, 20 requests each.
@@ -199,7 +289,10 @@ async fn round_robin_cookie_affinity_and_least_request() -> Result<()> {
     // Round robin would send half (60) to the slow endpoint; least request keeps at most
     // about one request at a time there (it has the fewest in flight only when idle).
     assert_eq!(total, 120);
-    assert!(slow_hits * 4 < total, "least request sent {slow_hits}/{total} requests to the slow endpoint");
+    assert!(
+        slow_hits * 4 < total,
+        "least request sent {slow_hits}/{total} requests to the slow endpoint"
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
     slow.abort();
     Ok(())
@@ -214,7 +307,9 @@ async fn slow_server(addr: SocketAddr, delay: Duration) -> Result<()> {
             let mut buf = vec![0u8; 16 * 1024];
             let mut have = Vec::new();
             loop {
-                let Ok(n) = stream.read(&mut buf).await else { return };
+                let Ok(n) = stream.read(&mut buf).await else {
+                    return;
+                };
                 if n == 0 {
                     return;
                 }
@@ -223,8 +318,13 @@ async fn slow_server(addr: SocketAddr, delay: Duration) -> Result<()> {
                     have.drain(..end + 4);
                     tokio::time::sleep(delay).await;
                     let body = br#"{"backend":"slow"}"#;
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-backend: slow\r\ncontent-type: application/json\r\n\r\n", body.len());
-                    if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body).await.is_err() {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-backend: slow\r\ncontent-type: application/json\r\n\r\n",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).await.is_err()
+                        || stream.write_all(body).await.is_err()
+                    {
                         return;
                     }
                 }
@@ -239,17 +339,43 @@ async fn changes_propagate_fast_and_websocket_survives_an_update() -> Result<()>
     let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
     let three = backends("ep", 3).await?;
     publish(c, ns, "web", &three).await?;
-    apply_ingress(c, ingress(ns, "web", class, "web.example.com", &[("/", "Prefix", "web")])).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "web",
+            class,
+            "web.example.com",
+            &[("/", "Prefix", "web")],
+        ),
+    )
+    .await?;
     let proxy = inst.start_proxy().await?;
     let http = Http::new(&proxy.http_base());
     assert_eq!(http.get("web.example.com", "/").await?.status, 200);
 
     // An Ingress change is routed within 1 s.
     let applied = Instant::now();
-    apply_ingress(c, ingress(ns, "new", class, "new.example.com", &[("/", "Prefix", "web")])).await?;
-    let took = eventually(Duration::from_secs(3), "new Ingress routed", || async { status_of(&http, "new.example.com", "/").await == 200 }).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "new",
+            class,
+            "new.example.com",
+            &[("/", "Prefix", "web")],
+        ),
+    )
+    .await?;
+    let took = eventually(Duration::from_secs(3), "new Ingress routed", || async {
+        status_of(&http, "new.example.com", "/").await == 200
+    })
+    .await?;
     let since_apply = applied.elapsed();
-    assert!(since_apply < Duration::from_secs(1), "new Ingress routed after {since_apply:?} (poll {took:?})");
+    assert!(
+        since_apply < Duration::from_secs(1),
+        "new Ingress routed after {since_apply:?} (poll {took:?})"
+    );
 
     // An endpoint removed from the slice gets no new requests.
     let removed = three[2].name.clone();
@@ -259,7 +385,11 @@ async fn changes_propagate_fast_and_websocket_survives_an_update() -> Result<()>
     for _ in 0..30 {
         let r = http.get("web.example.com", "/").await?;
         assert_eq!(r.status, 200);
-        assert_ne!(r.backend(), Some(removed.as_str()), "removed endpoint still got a request");
+        assert_ne!(
+            r.backend(),
+            Some(removed.as_str()),
+            "removed endpoint still got a request"
+        );
     }
 
     // A WebSocket echo session survives an Ingress update made during it.
@@ -267,15 +397,29 @@ async fn changes_propagate_fast_and_websocket_survives_an_update() -> Result<()>
     let (mut ws, resp) = tokio_tungstenite::client_async("ws://web.example.com/ws", stream).await?;
     assert_eq!(resp.status().as_u16(), 101);
     ws.send(Message::text("before")).await?;
-    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await?.expect("echo")?;
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await?
+        .expect("echo")?;
     assert_eq!(echo.into_text()?.as_str(), "before");
-    apply_ingress(c, ingress(ns, "web", class, "web.example.com", &[("/", "Prefix", "web"), ("/added", "Exact", "web")])).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "web",
+            class,
+            "web.example.com",
+            &[("/", "Prefix", "web"), ("/added", "Exact", "web")],
+        ),
+    )
+    .await?;
     eventually(Duration::from_secs(2), "Ingress update routed", || async {
         status_of(&http, "web.example.com", "/added").await == 200
     })
     .await?;
     ws.send(Message::text("after")).await?;
-    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await?.expect("echo after update")?;
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await?
+        .expect("echo after update")?;
     assert_eq!(echo.into_text()?.as_str(), "after");
     ws.close(None).await?;
     Ok(())
@@ -287,7 +431,17 @@ async fn killed_backend_does_not_fail_gets() -> Result<()> {
     let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
     let mut three = backends("k", 3).await?;
     publish(c, ns, "web", &three).await?;
-    apply_ingress(c, ingress(ns, "web", class, "web.example.com", &[("/", "Prefix", "web")])).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "web",
+            class,
+            "web.example.com",
+            &[("/", "Prefix", "web")],
+        ),
+    )
+    .await?;
     let proxy = inst.start_proxy().await?;
     let http = Http::new(&proxy.http_base());
     // Warm the pool so the dead endpoint has pooled connections too.
@@ -300,7 +454,12 @@ async fn killed_backend_does_not_fail_gets() -> Result<()> {
     let mut seen = BTreeSet::new();
     for i in 0..60 {
         let r = http.get("web.example.com", "/").await?;
-        assert_eq!(r.status, 200, "GET {i} after the kill: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "GET {i} after the kill: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         seen.insert(r.backend().unwrap_or("?").to_string());
     }
     assert!(!seen.contains(&dead));
@@ -314,7 +473,17 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() -> Result<()> {
     let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
     let b = backends("t", 1).await?;
     publish(c, ns, "web", &b).await?;
-    apply_ingress(c, ingress(ns, "web", class, "web.example.com", &[("/", "Prefix", "web")])).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "web",
+            class,
+            "web.example.com",
+            &[("/", "Prefix", "web")],
+        ),
+    )
+    .await?;
     let mut proxy = inst.start_proxy().await?;
     let http = Http::new(&proxy.http_base());
     let slow = {
@@ -325,9 +494,11 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() -> Result<()> {
     proxy.process.terminate();
     // Readiness fails at once, while the slow request is still in flight.
     let ready_url = format!("{}/readyz", proxy.admin_base());
-    eventually(Duration::from_millis(500), "readyz fails after SIGTERM", || async {
-        portico_tests::pod::http_status(&ready_url).await == Some(503)
-    })
+    eventually(
+        Duration::from_millis(500),
+        "readyz fails after SIGTERM",
+        || async { portico_tests::pod::http_status(&ready_url).await == Some(503) },
+    )
     .await?;
     let r = slow.await??;
     assert_eq!(r.status, 200, "the in-flight request completed");
@@ -343,28 +514,84 @@ async fn hostile_ingresses_do_not_disturb_the_others() -> Result<()> {
     let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
     let b = backends("good", 1).await?;
     publish(c, ns, "web", &b).await?;
-    apply_ingress(c, ingress(ns, "good", class, "good.example.com", &[("/", "Prefix", "web")])).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "good",
+            class,
+            "good.example.com",
+            &[("/", "Prefix", "web")],
+        ),
+    )
+    .await?;
     let mut proxy = inst.start_proxy().await?;
     let http = Http::new(&proxy.http_base());
     assert_eq!(http.get("good.example.com", "/").await?.status, 200);
 
     // A huge path list, regex-looking paths, a missing Service.
-    let huge: Vec<(String, &str, &str)> = (0..1500).map(|i| (format!("/p{i}"), "Prefix", "web")).collect();
-    let huge_refs: Vec<(&str, &str, &str)> = huge.iter().map(|(p, k, s)| (p.as_str(), *k, *s)).collect();
-    apply_ingress(c, ingress(ns, "huge", class, "huge.example.com", &huge_refs)).await?;
-    apply_ingress(c, ingress(ns, "regex", class, "regex.example.com", &[("/api/(.*)", "ImplementationSpecific", "web"), ("/x", "Prefix", "web")])).await?;
-    apply_ingress(c, ingress(ns, "missing", class, "missing.example.com", &[("/", "Prefix", "no-such-service")])).await?;
+    let huge: Vec<(String, &str, &str)> = (0..1500)
+        .map(|i| (format!("/p{i}"), "Prefix", "web"))
+        .collect();
+    let huge_refs: Vec<(&str, &str, &str)> =
+        huge.iter().map(|(p, k, s)| (p.as_str(), *k, *s)).collect();
+    apply_ingress(
+        c,
+        ingress(ns, "huge", class, "huge.example.com", &huge_refs),
+    )
+    .await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "regex",
+            class,
+            "regex.example.com",
+            &[
+                ("/api/(.*)", "ImplementationSpecific", "web"),
+                ("/x", "Prefix", "web"),
+            ],
+        ),
+    )
+    .await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "missing",
+            class,
+            "missing.example.com",
+            &[("/", "Prefix", "no-such-service")],
+        ),
+    )
+    .await?;
     // Then a good change: it must still be routed promptly.
-    apply_ingress(c, ingress(ns, "later", class, "later.example.com", &[("/", "Prefix", "web")])).await?;
-    eventually(Duration::from_secs(2), "good Ingress applied after hostile ones", || async {
-        status_of(&http, "later.example.com", "/").await == 200
-    })
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "later",
+            class,
+            "later.example.com",
+            &[("/", "Prefix", "web")],
+        ),
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(2),
+        "good Ingress applied after hostile ones",
+        || async { status_of(&http, "later.example.com", "/").await == 200 },
+    )
     .await?;
     for _ in 0..20 {
         assert_eq!(http.get("good.example.com", "/").await?.status, 200);
     }
     // Each would route these paths if it were served.
-    for (host, path) in [("huge.example.com", "/p1"), ("regex.example.com", "/x"), ("missing.example.com", "/")] {
+    for (host, path) in [
+        ("huge.example.com", "/p1"),
+        ("regex.example.com", "/x"),
+        ("missing.example.com", "/"),
+    ] {
         assert_eq!(http.get(host, path).await?.status, 404, "{host} is skipped");
     }
     proxy.process.check_running()?;

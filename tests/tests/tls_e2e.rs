@@ -24,7 +24,13 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-async fn apply_tls_secret(client: &kube::Client, ns: &str, name: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
+async fn apply_tls_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<()> {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": name, "namespace": ns },
@@ -32,14 +38,20 @@ async fn apply_tls_secret(client: &kube::Client, ns: &str, name: &str, cert_pem:
         "stringData": { "tls.crt": cert_pem, "tls.key": key_pem },
     }))?;
     Api::<Secret>::namespaced(client.clone(), ns)
-        .patch(name, &PatchParams::apply("portico-tests").force(), &Patch::Apply(&secret))
+        .patch(
+            name,
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&secret),
+        )
         .await
         .with_context(|| format!("apply secret {ns}/{name}"))?;
     Ok(())
 }
 
 fn der(leaf: &Leaf) -> Vec<u8> {
-    CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).map(|c| c.to_vec()).unwrap_or_default()
+    CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes())
+        .map(|c| c.to_vec())
+        .unwrap_or_default()
 }
 
 /// Accepts any certificate and remembers the one the server sent.
@@ -69,7 +81,12 @@ impl rustls::client::danger::ServerCertVerifier for Recorder {
         c: &CertificateDer<'_>,
         d: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -77,29 +94,50 @@ impl rustls::client::danger::ServerCertVerifier for Recorder {
         c: &CertificateDer<'_>,
         d: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 /// A TLS connection to the proxy with SNI `host`; returns the stream and the server's leaf.
-async fn tls_connect(addr: SocketAddr, host: &str, alpn: &[&[u8]]) -> Result<(TlsStream<TcpStream>, Vec<u8>)> {
+async fn tls_connect(
+    addr: SocketAddr,
+    host: &str,
+    alpn: &[&[u8]],
+) -> Result<(TlsStream<TcpStream>, Vec<u8>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let seen = Arc::new(Mutex::new(None));
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Recorder { seen: seen.clone(), provider }))
+        .with_custom_certificate_verifier(Arc::new(Recorder {
+            seen: seen.clone(),
+            provider,
+        }))
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(host.to_string())?;
-    let stream = tokio::time::timeout(Duration::from_secs(5), tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp))
-        .await
-        .context("TLS handshake timed out")??;
-    let cert = seen.lock().ok().and_then(|s| s.clone()).context("no certificate seen")?;
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .context("TLS handshake timed out")??;
+    let cert = seen
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+        .context("no certificate seen")?;
     Ok((stream, cert))
 }
 
@@ -112,7 +150,12 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
     let cp = portico_tests::control_plane().await;
     portico_tests::netns::require();
     let ns_b = cp.new_namespace("tls-b").await;
-    let inst = Instance::create("tls-a", json!({ "tls": { "defaultCertificateSecret": "default-cert", "hsts": true } }), &[&ns_b]).await?;
+    let inst = Instance::create(
+        "tls-a",
+        json!({ "tls": { "defaultCertificateSecret": "default-cert", "hsts": true } }),
+        &[&ns_b],
+    )
+    .await?;
     let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
 
     let ca = Ca::new("portico-test-ca")?;
@@ -121,8 +164,22 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
     let wild_leaf = ca.server(&["*.wild.tls.example.com"])?;
     let bad_cert = ca.server(&["bad.tls.example.com"])?;
     let other_key = ca.server(&["unrelated"])?;
-    apply_tls_secret(c, ns, "default-cert", &default_leaf.cert_pem, &default_leaf.key_pem).await?;
-    apply_tls_secret(c, ns, "exact-cert", &exact_leaf.cert_pem, &exact_leaf.key_pem).await?;
+    apply_tls_secret(
+        c,
+        ns,
+        "default-cert",
+        &default_leaf.cert_pem,
+        &default_leaf.key_pem,
+    )
+    .await?;
+    apply_tls_secret(
+        c,
+        ns,
+        "exact-cert",
+        &exact_leaf.cert_pem,
+        &exact_leaf.key_pem,
+    )
+    .await?;
     apply_tls_secret(c, ns, "wild-cert", &wild_leaf.cert_pem, &wild_leaf.key_pem).await?;
     // Malformed: the key does not belong to the certificate.
     apply_tls_secret(c, ns, "bad-cert", &bad_cert.cert_pem, &other_key.key_pem).await?;
@@ -138,9 +195,14 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
         "spec": { "ports": [{ "name": "h2c", "port": 80, "targetPort": 8080, "appProtocol": "kubernetes.io/h2c" }] }
     }))?;
     Api::<k8s_openapi::api::core::v1::Service>::namespaced(c.clone(), ns)
-        .patch("grpc", &PatchParams::apply("portico-tests").force(), &Patch::Apply(&svc))
+        .patch(
+            "grpc",
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&svc),
+        )
         .await?;
-    portico_tests::fixtures::apply_endpoints(c, ns, "grpc", "slice", "h2c", &[grpc[0].addr]).await?;
+    portico_tests::fixtures::apply_endpoints(c, ns, "grpc", "slice", "h2c", &[grpc[0].addr])
+        .await?;
 
     let rule = |host: &str, svc: &str, port: &str| {
         json!({ "host": host, "http": { "paths": [{ "path": "/", "pathType": "Prefix",
@@ -168,17 +230,27 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
     }))
     .await?;
     // Namespace B names a Secret that exists only in namespace A.
-    apply_ingress(c, json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": { "name": "thief", "namespace": ns_b },
-        "spec": { "ingressClassName": class,
-            "tls": [{ "hosts": ["thief.example.com"], "secretName": "exact-cert" }],
-            "rules": [rule("thief.example.com", "web", "http")] }
-    }))
+    apply_ingress(
+        c,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": { "name": "thief", "namespace": ns_b },
+            "spec": { "ingressClassName": class,
+                "tls": [{ "hosts": ["thief.example.com"], "secretName": "exact-cert" }],
+                "rules": [rule("thief.example.com", "web", "http")] }
+        }),
+    )
     .await?;
     // The Secrets each namespace's Ingresses reference, as the operator lists them in the Roles.
     let secrets = BTreeMap::from([
-        (ns.to_string(), BTreeSet::from(["exact-cert".to_string(), "wild-cert".to_string(), "bad-cert".to_string()])),
+        (
+            ns.to_string(),
+            BTreeSet::from([
+                "exact-cert".to_string(),
+                "wild-cert".to_string(),
+                "bad-cert".to_string(),
+            ]),
+        ),
         (ns_b.clone(), BTreeSet::from(["exact-cert".to_string()])),
     ]);
     inst.apply_children(secrets).await?;
@@ -188,25 +260,58 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
 
     // SNI: exact, one-label wildcard, default for unknown hosts; a malformed Secret falls
     // back to the default; another namespace's Secret is never used.
-    assert_eq!(served_cert(https, "exact.tls.example.com").await?, der(&exact_leaf), "exact host");
-    assert_eq!(served_cert(https, "a.wild.tls.example.com").await?, der(&wild_leaf), "wildcard host");
-    assert_eq!(served_cert(https, "unknown.example.com").await?, der(&default_leaf), "unknown host");
-    assert_eq!(served_cert(https, "b.a.wild.tls.example.com").await?, der(&default_leaf), "wildcard is one label");
-    assert_eq!(served_cert(https, "bad.tls.example.com").await?, der(&default_leaf), "malformed Secret");
-    assert_eq!(served_cert(https, "thief.example.com").await?, der(&default_leaf), "Secret of another namespace");
+    assert_eq!(
+        served_cert(https, "exact.tls.example.com").await?,
+        der(&exact_leaf),
+        "exact host"
+    );
+    assert_eq!(
+        served_cert(https, "a.wild.tls.example.com").await?,
+        der(&wild_leaf),
+        "wildcard host"
+    );
+    assert_eq!(
+        served_cert(https, "unknown.example.com").await?,
+        der(&default_leaf),
+        "unknown host"
+    );
+    assert_eq!(
+        served_cert(https, "b.a.wild.tls.example.com").await?,
+        der(&default_leaf),
+        "wildcard is one label"
+    );
+    assert_eq!(
+        served_cert(https, "bad.tls.example.com").await?,
+        der(&default_leaf),
+        "malformed Secret"
+    );
+    assert_eq!(
+        served_cert(https, "thief.example.com").await?,
+        der(&default_leaf),
+        "Secret of another namespace"
+    );
 
     // ALPN h2, and requests over HTTP/2.
     let (tls, _) = tls_connect(https, "exact.tls.example.com", &[b"h2", b"http/1.1"]).await?;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
     tokio::spawn(conn);
     for _ in 0..3 {
-        let req = http::Request::get("https://exact.tls.example.com/over-h2").body(Empty::<Bytes>::new())?;
+        let req = http::Request::get("https://exact.tls.example.com/over-h2")
+            .body(Empty::<Bytes>::new())?;
         let resp = h2.send_request(req).await?;
         assert_eq!(resp.version(), http::Version::HTTP_2);
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers().get("strict-transport-security").map(|v| v.as_bytes()), Some(&b"max-age=31536000"[..]), "HSTS opted in");
-        let body: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+        assert_eq!(
+            resp.headers()
+                .get("strict-transport-security")
+                .map(|v| v.as_bytes()),
+            Some(&b"max-age=31536000"[..]),
+            "HSTS opted in"
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
         assert_eq!(body["backend"], "web-0");
         assert_eq!(body["headers"]["x-forwarded-proto"], "https");
     }
@@ -217,7 +322,9 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
     let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(conn);
     let get_h1 = |h1: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>| {
-        let req = http::Request::get("/before-and-after").header("host", "exact.tls.example.com").body(Empty::<Bytes>::new());
+        let req = http::Request::get("/before-and-after")
+            .header("host", "exact.tls.example.com")
+            .body(Empty::<Bytes>::new());
         let fut = req.map(|r| h1.send_request(r));
         async move { anyhow::Ok(fut?.await?.status().as_u16()) }
     };
@@ -236,24 +343,40 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = applied.elapsed();
-    assert!(took < Duration::from_secs(1), "rotated certificate served after {took:?}");
-    assert_eq!(get_h1(&mut h1).await?, 200, "connection opened before the rotation still works");
+    assert!(
+        took < Duration::from_secs(1),
+        "rotated certificate served after {took:?}"
+    );
+    assert_eq!(
+        get_h1(&mut h1).await?,
+        200,
+        "connection opened before the rotation still works"
+    );
 
     // Plain HTTP to a TLS host: 308 to https; the annotation turns it off.
     let http = Http::new(&proxy.http_base());
     let r = http.get("exact.tls.example.com", "/some/path?q=1").await?;
     assert_eq!(r.status, 308);
-    assert_eq!(r.header("location"), Some("https://exact.tls.example.com/some/path?q=1"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://exact.tls.example.com/some/path?q=1")
+    );
     let r = http.get("noredirect.tls.example.com", "/").await?;
     assert_eq!(r.status, 200, "ssl-redirect: false serves plain HTTP");
     assert_eq!(r.backend(), Some("web-0"));
-    assert!(r.header("strict-transport-security").is_none(), "no HSTS over plain HTTP");
+    assert!(
+        r.header("strict-transport-security").is_none(),
+        "no HSTS over plain HTTP"
+    );
 
     // The h2c backend receives HTTP/2 from the proxy.
     let r = http.get("grpc.example.com", "/pkg.Service/Method").await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.backend(), Some("grpc-0"));
-    assert_eq!(r.json["version"], "HTTP/2.0", "upstream protocol from appProtocol kubernetes.io/h2c");
+    assert_eq!(
+        r.json["version"], "HTTP/2.0",
+        "upstream protocol from appProtocol kubernetes.io/h2c"
+    );
     Ok(())
 }
 
@@ -266,7 +389,8 @@ async fn without_any_matching_or_default_certificate_the_handshake_fails() -> Re
     assert!(result.is_err(), "handshake must fail without a certificate");
     // The proxy is unharmed.
     proxy_support::eventually(Duration::from_secs(1), "proxy still answers", || async {
-        portico_tests::pod::http_status(&format!("{}/healthz", proxy.admin_base())).await == Some(200)
+        portico_tests::pod::http_status(&format!("{}/healthz", proxy.admin_base())).await
+            == Some(200)
     })
     .await?;
     Ok(())

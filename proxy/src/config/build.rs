@@ -12,7 +12,9 @@ use kube::ResourceExt;
 use super::store::Store;
 use super::{ObjectKey, Snapshot};
 use crate::lb::{Backend, BackendKey, Policy};
-use crate::routing::{HostPattern, PathKind, PathMatch, PathRule, Route, RouteBackend, RouteTable, UpstreamProtocol};
+use crate::routing::{
+    HostPattern, PathKind, PathMatch, PathRule, Route, RouteBackend, RouteTable, UpstreamProtocol,
+};
 use crate::tls::{CertCache, CertTable};
 
 pub const LOAD_BALANCE_ANNOTATION: &str = "portico.dev/load-balance";
@@ -96,7 +98,11 @@ impl Backends {
 }
 
 /// The endpoints of one Service port: `ready` ones, else serving-and-terminating ones.
-pub fn endpoints_for(store: &Store, service: &ObjectKey, port_name: &str) -> (Vec<SocketAddr>, bool) {
+pub fn endpoints_for(
+    store: &Store,
+    service: &ObjectKey,
+    port_name: &str,
+) -> (Vec<SocketAddr>, bool) {
     let mut ready = Vec::new();
     let mut terminating = Vec::new();
     for slice in store.slices_of(service) {
@@ -107,7 +113,10 @@ pub fn endpoints_for(store: &Store, service: &ObjectKey, port_name: &str) -> (Ve
             .ports
             .iter()
             .flatten()
-            .find(|p| p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .find(|p| {
+                p.name.as_deref().unwrap_or("") == port_name
+                    && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+            })
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok())
         else {
@@ -119,7 +128,9 @@ pub fn endpoints_for(store: &Store, service: &ObjectKey, port_name: &str) -> (Ve
             let is_serving = cond.serving.unwrap_or(is_ready);
             let is_terminating = cond.terminating.unwrap_or(false);
             for a in &ep.addresses {
-                let Ok(ip) = a.parse::<IpAddr>() else { continue };
+                let Ok(ip) = a.parse::<IpAddr>() else {
+                    continue;
+                };
                 let addr = SocketAddr::new(ip, port);
                 if is_ready {
                     ready.push(addr);
@@ -129,13 +140,21 @@ pub fn endpoints_for(store: &Store, service: &ObjectKey, port_name: &str) -> (Ve
             }
         }
     }
-    if ready.is_empty() && !terminating.is_empty() { (terminating, true) } else { (ready, false) }
+    if ready.is_empty() && !terminating.is_empty() {
+        (terminating, true)
+    } else {
+        (ready, false)
+    }
 }
 
 /// Whether this instance serves the Ingress: `spec.ingressClassName`, then the legacy
 /// annotation, class-less only when our class is the cluster default.
 pub fn is_our_class(ing: &Ingress, params: &Params, store: &Store) -> bool {
-    if let Some(class) = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
+    if let Some(class) = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+    {
         return class == params.class_name;
     }
     if let Some(class) = ing.annotations().get(LEGACY_CLASS_ANNOTATION) {
@@ -167,9 +186,16 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     let mut ingresses: Vec<(&ObjectKey, &Ingress)> = store
         .ingresses
         .iter()
-        .filter(|(k, ing)| params.namespaces.contains(&k.namespace) && is_our_class(ing, params, store))
+        .filter(|(k, ing)| {
+            params.namespaces.contains(&k.namespace) && is_our_class(ing, params, store)
+        })
         .collect();
-    ingresses.sort_by(|(ka, a), (kb, b)| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp).then(ka.cmp(kb)));
+    ingresses.sort_by(|(ka, a), (kb, b)| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+            .then(ka.cmp(kb))
+    });
 
     for (key, ing) in ingresses {
         // Secrets are referenced (watched) even when the Ingress turns out bad, so fixing
@@ -190,21 +216,24 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         served += 1;
         for (host, rule) in compiled.rules {
             let path = rule.path.clone();
-            if let Err(winner) = table.host_rules_mut(&host).insert(rule) {
-                if winner.ingress != *key {
-                    warnings.push(format!(
-                        "Ingress {key}: host {host} path {:?} ({:?}) conflicts with older Ingress {}; not served",
-                        path.as_str(),
-                        path.kind,
-                        winner.ingress
-                    ));
-                }
+            if let Err(winner) = table.host_rules_mut(&host).insert(rule)
+                && winner.ingress != *key
+            {
+                warnings.push(format!(
+                    "Ingress {key}: host {host} path {:?} ({:?}) conflicts with older Ingress {}; not served",
+                    path.as_str(),
+                    path.kind,
+                    winner.ingress
+                ));
             }
         }
         if let Some(route) = compiled.default
             && let Err(winner) = table.set_default_backend(route)
         {
-            warnings.push(format!("Ingress {key}: defaultBackend ignored, older Ingress {} has one", winner.ingress));
+            warnings.push(format!(
+                "Ingress {key}: defaultBackend ignored, older Ingress {} has one",
+                winner.ingress
+            ));
         }
         for (host, secret_key) in compiled.tls {
             let Some(secret) = store.secrets.get(&secret_key) else {
@@ -239,7 +268,9 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
                 Ok(ck) => certs.default = Some(ck),
                 Err(e) => warnings.push(format!("default certificate Secret {dc} is invalid: {e}")),
             },
-            None => warnings.push(format!("default certificate Secret {dc} not found (or not readable)")),
+            None => warnings.push(format!(
+                "default certificate Secret {dc} not found (or not readable)"
+            )),
         }
     }
 
@@ -270,26 +301,41 @@ fn compile(
     let spec = ing.spec.clone().unwrap_or_default();
     let annotations = ing.annotations();
     let policy = match annotations.get(LOAD_BALANCE_ANNOTATION) {
-        Some(v) => v.parse::<Policy>().map_err(|e| format!("annotation {LOAD_BALANCE_ANNOTATION}: {e}"))?,
+        Some(v) => v
+            .parse::<Policy>()
+            .map_err(|e| format!("annotation {LOAD_BALANCE_ANNOTATION}: {e}"))?,
         None => params.default_policy.clone(),
     };
     let ssl_redirect = match annotations.get(SSL_REDIRECT_ANNOTATION).map(|s| s.trim()) {
         None => params.ssl_redirect,
         Some("true") => true,
         Some("false") => false,
-        Some(other) => return Err(format!("annotation {SSL_REDIRECT_ANNOTATION}: {other:?} is not \"true\" or \"false\"")),
+        Some(other) => {
+            return Err(format!(
+                "annotation {SSL_REDIRECT_ANNOTATION}: {other:?} is not \"true\" or \"false\""
+            ));
+        }
     };
 
     let rules = spec.rules.clone().unwrap_or_default();
-    let path_count: usize = rules.iter().map(|r| r.http.as_ref().map_or(0, |h| h.paths.len())).sum();
+    let path_count: usize = rules
+        .iter()
+        .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
+        .sum();
     if path_count > MAX_PATHS_PER_INGRESS {
-        return Err(format!("{path_count} paths, more than the limit of {MAX_PATHS_PER_INGRESS}"));
+        return Err(format!(
+            "{path_count} paths, more than the limit of {MAX_PATHS_PER_INGRESS}"
+        ));
     }
 
     // TLS hosts of this Ingress; an entry without hosts covers all its rule hosts.
     let mut tls = Vec::new();
     for t in spec.tls.iter().flatten() {
-        let secret = t.secret_name.as_deref().filter(|n| !n.is_empty()).map(|n| ObjectKey::new(&key.namespace, n));
+        let secret = t
+            .secret_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(|n| ObjectKey::new(&key.namespace, n));
         let hosts: Vec<String> = match &t.hosts {
             Some(h) if !h.is_empty() => h.clone(),
             _ => rules.iter().filter_map(|r| r.host.clone()).collect(),
@@ -312,41 +358,68 @@ fn compile(
     };
 
     let mut routes: HashMap<(String, String), Arc<Route>> = HashMap::new();
-    let mut route_for = |backend: &IngressBackend, https_redirect: bool| -> Result<Arc<Route>, String> {
-        let svc_backend = backend.service.as_ref().ok_or("backend without service (resource backends are not supported)")?;
-        let port = svc_backend.port.as_ref().ok_or_else(|| format!("backend service {} has no port", svc_backend.name))?;
-        let port_label = match (&port.name, port.number) {
-            (Some(n), _) if !n.is_empty() => n.clone(),
-            (_, Some(n)) => n.to_string(),
-            _ => return Err(format!("backend service {} port has neither name nor number", svc_backend.name)),
+    let mut route_for =
+        |backend: &IngressBackend, https_redirect: bool| -> Result<Arc<Route>, String> {
+            let svc_backend = backend
+                .service
+                .as_ref()
+                .ok_or("backend without service (resource backends are not supported)")?;
+            let port = svc_backend
+                .port
+                .as_ref()
+                .ok_or_else(|| format!("backend service {} has no port", svc_backend.name))?;
+            let port_label = match (&port.name, port.number) {
+                (Some(n), _) if !n.is_empty() => n.clone(),
+                (_, Some(n)) => n.to_string(),
+                _ => {
+                    return Err(format!(
+                        "backend service {} port has neither name nor number",
+                        svc_backend.name
+                    ));
+                }
+            };
+            if let Some(r) = routes.get(&(
+                svc_backend.name.clone(),
+                format!("{port_label}/{https_redirect}"),
+            )) {
+                return Ok(r.clone());
+            }
+            let svc_key = ObjectKey::new(&key.namespace, &svc_backend.name);
+            let svc = store
+                .services
+                .get(&svc_key)
+                .ok_or_else(|| format!("Service {svc_key} not found"))?;
+            if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+                return Err(format!(
+                    "Service {svc_key} is of type ExternalName, which is not served"
+                ));
+            }
+            let (port_name, app_protocol) =
+                resolve_service_port(svc, port.name.as_deref(), port.number)
+                    .ok_or_else(|| format!("Service {svc_key} has no port {port_label}"))?;
+            let bkey = BackendKey::new(&key.namespace, &svc_backend.name, &port_name);
+            used_backends.insert(bkey.clone());
+            let backend = caches.backends.get_or_create(store, bkey);
+            let route = Arc::new(Route {
+                ingress: key.clone(),
+                service: svc_backend.name.clone(),
+                backends: vec![RouteBackend {
+                    backend,
+                    protocol: UpstreamProtocol::from_app_protocol(app_protocol.as_deref()),
+                    weight: 1,
+                }],
+                policy: policy.clone(),
+                https_redirect,
+            });
+            routes.insert(
+                (
+                    svc_backend.name.clone(),
+                    format!("{port_label}/{https_redirect}"),
+                ),
+                route.clone(),
+            );
+            Ok(route)
         };
-        if let Some(r) = routes.get(&(svc_backend.name.clone(), format!("{port_label}/{https_redirect}"))) {
-            return Ok(r.clone());
-        }
-        let svc_key = ObjectKey::new(&key.namespace, &svc_backend.name);
-        let svc = store.services.get(&svc_key).ok_or_else(|| format!("Service {svc_key} not found"))?;
-        if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            return Err(format!("Service {svc_key} is of type ExternalName, which is not served"));
-        }
-        let (port_name, app_protocol) = resolve_service_port(svc, port.name.as_deref(), port.number)
-            .ok_or_else(|| format!("Service {svc_key} has no port {port_label}"))?;
-        let bkey = BackendKey::new(&key.namespace, &svc_backend.name, &port_name);
-        used_backends.insert(bkey.clone());
-        let backend = caches.backends.get_or_create(store, bkey);
-        let route = Arc::new(Route {
-            ingress: key.clone(),
-            service: svc_backend.name.clone(),
-            backends: vec![RouteBackend {
-                backend,
-                protocol: UpstreamProtocol::from_app_protocol(app_protocol.as_deref()),
-                weight: 1,
-            }],
-            policy: policy.clone(),
-            https_redirect,
-        });
-        routes.insert((svc_backend.name.clone(), format!("{port_label}/{https_redirect}")), route.clone());
-        Ok(route)
-    };
 
     let mut compiled_rules = Vec::new();
     for rule in &rules {
@@ -356,29 +429,54 @@ fn compile(
             let kind = PathKind::parse(&p.path_type)?;
             let path = PathMatch::new(kind, p.path.as_deref().unwrap_or("/"))?;
             let route = route_for(&p.backend, redirect)?;
-            compiled_rules.push((host.clone(), PathRule { path, headers: vec![], route }));
+            compiled_rules.push((
+                host.clone(),
+                PathRule {
+                    path,
+                    headers: vec![],
+                    route,
+                },
+            ));
         }
     }
     let default = match &spec.default_backend {
         Some(b) => Some(route_for(b, false)?),
         None => None,
     };
-    let tls = tls.into_iter().filter(|(_, s)| !s.name.is_empty()).collect();
-    Ok(Compiled { rules: compiled_rules, default, tls })
+    let tls = tls
+        .into_iter()
+        .filter(|(_, s)| !s.name.is_empty())
+        .collect();
+    Ok(Compiled {
+        rules: compiled_rules,
+        default,
+        tls,
+    })
 }
 
 /// Finds the Service port an Ingress names (by name or number); returns its name (`""` if
 /// unnamed, which is how EndpointSlice ports match) and appProtocol.
-fn resolve_service_port(svc: &Service, name: Option<&str>, number: Option<i32>) -> Option<(String, Option<String>)> {
+fn resolve_service_port(
+    svc: &Service,
+    name: Option<&str>,
+    number: Option<i32>,
+) -> Option<(String, Option<String>)> {
     let spec = svc.spec.as_ref()?;
     if spec.type_.as_deref() == Some("ExternalName") {
         return None;
     }
-    let port = spec.ports.iter().flatten().find(|p| match name.filter(|n| !n.is_empty()) {
-        Some(n) => p.name.as_deref() == Some(n),
-        None => Some(p.port) == number,
-    })?;
-    Some((port.name.clone().unwrap_or_default(), port.app_protocol.clone()))
+    let port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| match name.filter(|n| !n.is_empty()) {
+            Some(n) => p.name.as_deref() == Some(n),
+            None => Some(p.port) == number,
+        })?;
+    Some((
+        port.name.clone().unwrap_or_default(),
+        port.app_protocol.clone(),
+    ))
 }
 
 #[cfg(test)]

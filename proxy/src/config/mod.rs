@@ -32,7 +32,10 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(namespace: &str, name: &str) -> Self {
-        ObjectKey { namespace: namespace.to_string(), name: name.to_string() }
+        ObjectKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 }
 

@@ -14,8 +14,10 @@ use super::ObjectKey;
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Any object the proxy watches.
+/// Any object the proxy watches. (Moved once from the watcher into the store: the size
+/// difference between variants costs nothing worth a Box.)
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Object {
     IngressClass(IngressClass),
     Ingress(Ingress),
@@ -62,7 +64,10 @@ impl Object {
             Object::EndpointSlice(o) => (o.namespace(), o.name_any()),
             Object::Secret(o) => (o.namespace(), o.name_any()),
         };
-        ObjectKey { namespace: ns.unwrap_or_default(), name }
+        ObjectKey {
+            namespace: ns.unwrap_or_default(),
+            name,
+        }
     }
 }
 
@@ -114,7 +119,10 @@ impl Store {
             }
             Object::EndpointSlice(o) => {
                 let new_svc = slice_service(&o);
-                let old_svc = self.endpoint_slices.insert(key.clone(), o).and_then(|old| slice_service(&old));
+                let old_svc = self
+                    .endpoint_slices
+                    .insert(key.clone(), o)
+                    .and_then(|old| slice_service(&old));
                 if let Some(old_svc) = &old_svc
                     && Some(old_svc) != new_svc.as_ref()
                     && let Some(set) = self.slices_by_service.get_mut(old_svc)
@@ -123,7 +131,10 @@ impl Store {
                 }
                 match new_svc {
                     Some(svc) => {
-                        self.slices_by_service.entry(svc.clone()).or_default().insert(key);
+                        self.slices_by_service
+                            .entry(svc.clone())
+                            .or_default()
+                            .insert(key);
                         Change::Endpoints(svc)
                     }
                     None => Change::None,
@@ -149,7 +160,10 @@ impl Store {
             Kind::Service => self.services.remove(key).is_some(),
             Kind::Secret => self.secrets.remove(key).is_some(),
             Kind::EndpointSlice => {
-                let svc = self.endpoint_slices.remove(key).and_then(|old| slice_service(&old));
+                let svc = self
+                    .endpoint_slices
+                    .remove(key)
+                    .and_then(|old| slice_service(&old));
                 return match svc {
                     Some(svc) => {
                         if let Some(set) = self.slices_by_service.get_mut(&svc) {
@@ -164,7 +178,11 @@ impl Store {
                 };
             }
         };
-        if removed { Change::Routes } else { Change::None }
+        if removed {
+            Change::Routes
+        } else {
+            Change::None
+        }
     }
 
     /// Keys of one kind within a watcher's scope: a namespace, optionally one name.
@@ -177,10 +195,30 @@ impl Store {
                 .filter(|n| name.is_none_or(|x| x == n.as_str()))
                 .map(|n| ObjectKey::new("", n))
                 .collect(),
-            Kind::Ingress => self.ingresses.keys().filter(|k| in_scope(k)).cloned().collect(),
-            Kind::Service => self.services.keys().filter(|k| in_scope(k)).cloned().collect(),
-            Kind::EndpointSlice => self.endpoint_slices.keys().filter(|k| in_scope(k)).cloned().collect(),
-            Kind::Secret => self.secrets.keys().filter(|k| in_scope(k)).cloned().collect(),
+            Kind::Ingress => self
+                .ingresses
+                .keys()
+                .filter(|k| in_scope(k))
+                .cloned()
+                .collect(),
+            Kind::Service => self
+                .services
+                .keys()
+                .filter(|k| in_scope(k))
+                .cloned()
+                .collect(),
+            Kind::EndpointSlice => self
+                .endpoint_slices
+                .keys()
+                .filter(|k| in_scope(k))
+                .cloned()
+                .collect(),
+            Kind::Secret => self
+                .secrets
+                .keys()
+                .filter(|k| in_scope(k))
+                .cloned()
+                .collect(),
         }
     }
 

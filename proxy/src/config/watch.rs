@@ -95,7 +95,13 @@ pub struct Msg {
     pub event: WatchEvent,
 }
 
-fn spawn_watch<K>(api: Api<K>, cfg: watcher::Config, scope: Scope, tx: mpsc::UnboundedSender<Msg>, wrap: fn(K) -> Object) -> JoinHandle<()>
+fn spawn_watch<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    scope: Scope,
+    tx: mpsc::UnboundedSender<Msg>,
+    wrap: fn(K) -> Object,
+) -> JoinHandle<()>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     K::DynamicType: Default,
@@ -114,7 +120,13 @@ where
                     continue;
                 }
             };
-            if tx.send(Msg { scope: scope.clone(), event }).is_err() {
+            if tx
+                .send(Msg {
+                    scope: scope.clone(),
+                    event,
+                })
+                .is_err()
+            {
                 return;
             }
         }
@@ -143,7 +155,12 @@ pub struct ConfigLoop {
 }
 
 impl ConfigLoop {
-    pub fn new(client: Client, params: Params, shared: SharedSnapshot, health: Arc<Health>) -> (Self, mpsc::UnboundedReceiver<Msg>) {
+    pub fn new(
+        client: Client,
+        params: Params,
+        shared: SharedSnapshot,
+        health: Arc<Health>,
+    ) -> (Self, mpsc::UnboundedReceiver<Msg>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let this = ConfigLoop {
             client,
@@ -167,7 +184,11 @@ impl ConfigLoop {
 
     fn start_core_watchers(&mut self) {
         let class = self.params.class_name.clone();
-        let scope = Scope { kind: Kind::IngressClass, namespace: String::new(), name: Some(class.clone()) };
+        let scope = Scope {
+            kind: Kind::IngressClass,
+            namespace: String::new(),
+            name: Some(class.clone()),
+        };
         self.pending.insert(scope.clone());
         spawn_watch(
             Api::<IngressClass>::all(self.client.clone()),
@@ -177,11 +198,31 @@ impl ConfigLoop {
             Object::IngressClass,
         );
         for ns in self.params.namespaces.clone() {
-            let scope = |kind| Scope { kind, namespace: ns.clone(), name: None };
-            self.pending.extend([scope(Kind::Ingress), scope(Kind::Service), scope(Kind::EndpointSlice)]);
+            let scope = |kind| Scope {
+                kind,
+                namespace: ns.clone(),
+                name: None,
+            };
+            self.pending.extend([
+                scope(Kind::Ingress),
+                scope(Kind::Service),
+                scope(Kind::EndpointSlice),
+            ]);
             let cfg = watcher::Config::default().any_semantic();
-            spawn_watch(Api::<Ingress>::namespaced(self.client.clone(), &ns), cfg.clone(), scope(Kind::Ingress), self.tx.clone(), Object::Ingress);
-            spawn_watch(Api::<Service>::namespaced(self.client.clone(), &ns), cfg.clone(), scope(Kind::Service), self.tx.clone(), Object::Service);
+            spawn_watch(
+                Api::<Ingress>::namespaced(self.client.clone(), &ns),
+                cfg.clone(),
+                scope(Kind::Ingress),
+                self.tx.clone(),
+                Object::Ingress,
+            );
+            spawn_watch(
+                Api::<Service>::namespaced(self.client.clone(), &ns),
+                cfg.clone(),
+                scope(Kind::Service),
+                self.tx.clone(),
+                Object::Service,
+            );
             spawn_watch(
                 Api::<EndpointSlice>::namespaced(self.client.clone(), &ns),
                 cfg,
@@ -205,19 +246,33 @@ impl ConfigLoop {
             keep
         });
         if dropped {
-            let stale: Vec<ObjectKey> =
-                self.store.secrets.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+            let stale: Vec<ObjectKey> = self
+                .store
+                .secrets
+                .keys()
+                .filter(|k| !wanted.contains(*k))
+                .cloned()
+                .collect();
             for key in stale {
                 self.store.delete(Kind::Secret, &key);
             }
-            self.pending.retain(|s| s.kind != Kind::Secret || s.name.as_ref().is_some_and(|n| wanted.contains(&ObjectKey::new(&s.namespace, n))));
+            self.pending.retain(|s| {
+                s.kind != Kind::Secret
+                    || s.name
+                        .as_ref()
+                        .is_some_and(|n| wanted.contains(&ObjectKey::new(&s.namespace, n)))
+            });
         }
         for key in wanted {
             if self.secret_watchers.contains_key(&key) {
                 continue;
             }
             debug!(secret = %key, "watching Secret");
-            let scope = Scope { kind: Kind::Secret, namespace: key.namespace.clone(), name: Some(key.name.clone()) };
+            let scope = Scope {
+                kind: Kind::Secret,
+                namespace: key.namespace.clone(),
+                name: Some(key.name.clone()),
+            };
             if !self.health.is_ready() {
                 self.pending.insert(scope.clone());
             }
@@ -252,7 +307,10 @@ impl ConfigLoop {
             }
             WatchEvent::InitDone => {
                 let seen = self.relisting.remove(&scope).unwrap_or_default();
-                for key in self.store.keys_in_scope(scope.kind, &scope.namespace, scope.name.as_deref()) {
+                for key in
+                    self.store
+                        .keys_in_scope(scope.kind, &scope.namespace, scope.name.as_deref())
+                {
                     if !seen.contains(&key) {
                         match self.store.delete(scope.kind, &key) {
                             Change::Endpoints(svc) => {
@@ -306,11 +364,19 @@ impl ConfigLoop {
             }
         };
         let elapsed = started.elapsed();
-        METRICS.config_rebuild_duration.observe(elapsed.as_secs_f64());
+        METRICS
+            .config_rebuild_duration
+            .observe(elapsed.as_secs_f64());
         METRICS.config_rebuilds.with_label_values(&["ok"]).inc();
         METRICS.config_generation.set(generation as i64);
-        METRICS.ingresses.with_label_values(&["served"]).set(out.snapshot.ingresses_served as i64);
-        METRICS.ingresses.with_label_values(&["skipped"]).set(out.snapshot.ingresses_skipped as i64);
+        METRICS
+            .ingresses
+            .with_label_values(&["served"])
+            .set(out.snapshot.ingresses_served as i64);
+        METRICS
+            .ingresses
+            .with_label_values(&["skipped"])
+            .set(out.snapshot.ingresses_skipped as i64);
         self.pending_warnings = out.warnings.into_iter().collect();
         // Before the first full sync (Secrets still loading) warnings would be noise.
         if self.health.is_ready() {
@@ -341,11 +407,20 @@ impl ConfigLoop {
         if self.health.is_ready() || !self.built_once || self.core_pending() {
             return;
         }
-        let secrets_pending = self.pending.iter().filter(|s| s.kind == Kind::Secret).count();
-        let grace_over = self.core_synced_at.is_some_and(|t| t.elapsed() >= SECRET_SYNC_GRACE);
+        let secrets_pending = self
+            .pending
+            .iter()
+            .filter(|s| s.kind == Kind::Secret)
+            .count();
+        let grace_over = self
+            .core_synced_at
+            .is_some_and(|t| t.elapsed() >= SECRET_SYNC_GRACE);
         if secrets_pending == 0 || grace_over {
             if secrets_pending > 0 {
-                warn!(secrets_pending, "ready although some Secret watchers have not synced (check the Role's resourceNames)");
+                warn!(
+                    secrets_pending,
+                    "ready although some Secret watchers have not synced (check the Role's resourceNames)"
+                );
             }
             self.health.set_ready();
             info!(generation = self.generation, "first full sync done; ready");

@@ -75,11 +75,14 @@ impl Client {
     }
 
     /// A connection to `addr` that is ready for one request.
-    pub async fn checkout(&self, addr: SocketAddr, proto: UpstreamProtocol, fresh: bool) -> Result<Checkout, ConnectError> {
-        if !fresh {
-            if let Some(c) = self.take_idle(addr, proto).await {
-                return Ok(c);
-            }
+    pub async fn checkout(
+        &self,
+        addr: SocketAddr,
+        proto: UpstreamProtocol,
+        fresh: bool,
+    ) -> Result<Checkout, ConnectError> {
+        if !fresh && let Some(c) = self.take_idle(addr, proto).await {
+            return Ok(c);
         }
         self.connect(addr, proto).await
     }
@@ -92,7 +95,10 @@ impl Client {
                 self.forget_h2(addr);
                 return None;
             }
-            return Some(Checkout { conn: Conn::H2(sender), reused: true });
+            return Some(Checkout {
+                conn: Conn::H2(sender),
+                reused: true,
+            });
         }
         loop {
             let idle = {
@@ -106,7 +112,12 @@ impl Client {
             let mut sender = idle.sender;
             // After a clean body end the connection becomes ready at once; do not wait long.
             match tokio::time::timeout(Duration::from_millis(20), sender.ready()).await {
-                Ok(Ok(())) => return Some(Checkout { conn: Conn::H1(sender), reused: true }),
+                Ok(Ok(())) => {
+                    return Some(Checkout {
+                        conn: Conn::H1(sender),
+                        reused: true,
+                    });
+                }
                 _ => continue,
             }
         }
@@ -119,14 +130,22 @@ impl Client {
     }
 
     /// Returns an HTTP/1.1 connection whose response was read to the end.
-    pub fn checkin(&self, addr: SocketAddr, proto: UpstreamProtocol, sender: http1::SendRequest<Incoming>) {
+    pub fn checkin(
+        &self,
+        addr: SocketAddr,
+        proto: UpstreamProtocol,
+        sender: http1::SendRequest<Incoming>,
+    ) {
         if sender.is_closed() {
             return;
         }
         if let Ok(mut map) = self.idle.lock() {
             let stack = map.entry((addr, proto)).or_default();
             if stack.len() < MAX_IDLE_PER_ENDPOINT {
-                stack.push(Idle { sender, since: Instant::now() });
+                stack.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
             }
         }
     }
@@ -145,7 +164,11 @@ impl Client {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr, proto: UpstreamProtocol) -> Result<Checkout, ConnectError> {
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        proto: UpstreamProtocol,
+    ) -> Result<Checkout, ConnectError> {
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(r) => r?,
             Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
@@ -153,18 +176,29 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         debug!(%addr, ?proto, "upstream connected");
         match proto {
-            UpstreamProtocol::Http1 => Ok(Checkout { conn: Conn::H1(h1_handshake(TokioIo::new(tcp)).await?), reused: false }),
+            UpstreamProtocol::Http1 => Ok(Checkout {
+                conn: Conn::H1(h1_handshake(TokioIo::new(tcp)).await?),
+                reused: false,
+            }),
             UpstreamProtocol::Https => {
                 let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                let tls = match tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp)).await {
-                    Ok(r) => r.map_err(ConnectError::Tls)?,
-                    Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
-                };
-                Ok(Checkout { conn: Conn::H1(h1_handshake(TokioIo::new(tls)).await?), reused: false })
+                let tls =
+                    match tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
+                        .await
+                    {
+                        Ok(r) => r.map_err(ConnectError::Tls)?,
+                        Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
+                    };
+                Ok(Checkout {
+                    conn: Conn::H1(h1_handshake(TokioIo::new(tls)).await?),
+                    reused: false,
+                })
             }
             UpstreamProtocol::H2c => {
                 let mut builder = http2::Builder::new(TokioExecutor::new());
-                builder.timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+                builder
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(Duration::from_secs(30));
                 let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -174,7 +208,10 @@ impl Client {
                 if let Ok(mut m) = self.h2.lock() {
                     m.insert(addr, sender.clone());
                 }
-                Ok(Checkout { conn: Conn::H2(sender), reused: false })
+                Ok(Checkout {
+                    conn: Conn::H2(sender),
+                    reused: false,
+                })
             }
         }
     }
@@ -201,11 +238,17 @@ fn backend_tls_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map(|b| b.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))).with_no_client_auth())
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                .with_no_client_auth()
+        })
         .unwrap_or_else(|_| {
             rustls::ClientConfig::builder()
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(Arc::new(rustls::crypto::ring::default_provider()))))
+                .with_custom_certificate_verifier(Arc::new(NoVerify(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))))
                 .with_no_client_auth()
         });
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -233,7 +276,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -242,7 +290,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -28,7 +28,9 @@ impl ProxyError {
         match self {
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
-            ProxyError::NoEndpoints(_) | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoints(_) | ProxyError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -48,12 +50,20 @@ impl ProxyError {
     /// A short plain-text body; details stay in the logs.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        let text = format!(
+            "{} {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
         let mut resp = Response::new(full(Bytes::from(text)));
         *resp.status_mut() = status;
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -66,9 +76,18 @@ mod tests {
     #[test]
     fn statuses() {
         assert_eq!(ProxyError::NotFound.into_response().status(), 404);
-        assert_eq!(ProxyError::NoEndpoints("x".into()).into_response().status(), 503);
-        assert_eq!(ProxyError::Connect("x".into()).into_response().status(), 502);
-        assert_eq!(ProxyError::Upstream("x".into()).into_response().status(), 502);
+        assert_eq!(
+            ProxyError::NoEndpoints("x".into()).into_response().status(),
+            503
+        );
+        assert_eq!(
+            ProxyError::Connect("x".into()).into_response().status(),
+            502
+        );
+        assert_eq!(
+            ProxyError::Upstream("x".into()).into_response().status(),
+            502
+        );
         assert_eq!(ProxyError::Timeout.into_response().status(), 504);
     }
 }

@@ -51,12 +51,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .filter(|n| !protected(n))
         .collect();
-    let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     for name in named {
         headers.remove(&name);
     }
@@ -79,7 +86,10 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -105,11 +115,22 @@ pub struct Forwarded {
 }
 
 /// Client-sent `X-Forwarded-*` are believed only when the peer is in `trusted`.
-pub fn forwarded(headers: &HeaderMap, peer: IpAddr, tls: bool, host: Option<&str>, trusted: &[IpNet]) -> Forwarded {
+pub fn forwarded(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    tls: bool,
+    host: Option<&str>,
+    trusted: &[IpNet],
+) -> Forwarded {
     let peer = canonical(peer);
     let own_proto = if tls { "https" } else { "http" };
     if !is_trusted(peer, trusted) {
-        return Forwarded { client_ip: peer, xff: peer.to_string(), proto: own_proto.into(), host: host.map(str::to_string) };
+        return Forwarded {
+            client_ip: peer,
+            xff: peer.to_string(),
+            proto: own_proto.into(),
+            host: host.map(str::to_string),
+        };
     }
     let prior: Vec<String> = headers
         .get_all(&X_FORWARDED_FOR)
@@ -133,11 +154,23 @@ pub fn forwarded(headers: &HeaderMap, peer: IpAddr, tls: bool, host: Option<&str
     }
     xff.push_str(&peer.to_string());
     let first = |name: &HeaderName| {
-        headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
     };
-    let proto = first(&X_FORWARDED_PROTO).filter(|p| p == "http" || p == "https").unwrap_or_else(|| own_proto.into());
-    let fwd_host = first(&X_FORWARDED_HOST).filter(|h| !h.is_empty()).or_else(|| host.map(str::to_string));
-    Forwarded { client_ip, xff, proto, host: fwd_host }
+    let proto = first(&X_FORWARDED_PROTO)
+        .filter(|p| p == "http" || p == "https")
+        .unwrap_or_else(|| own_proto.into());
+    let fwd_host = first(&X_FORWARDED_HOST)
+        .filter(|h| !h.is_empty())
+        .or_else(|| host.map(str::to_string));
+    Forwarded {
+        client_ip,
+        xff,
+        proto,
+        host: fwd_host,
+    }
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP`, replacing whatever the client sent.
@@ -178,7 +211,10 @@ mod tests {
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
         }
         m
     }
@@ -209,7 +245,13 @@ mod tests {
     #[test]
     fn connection_header_cannot_remove_proxy_set_headers() {
         let peer: IpAddr = "10.244.0.9".parse().expect("ip");
-        let mut m = h(&[("connection", "x-forwarded-for, x-real-ip, x-forwarded-proto, x-forwarded-host"), ("host", "a.com")]);
+        let mut m = h(&[
+            (
+                "connection",
+                "x-forwarded-for, x-real-ip, x-forwarded-proto, x-forwarded-host",
+            ),
+            ("host", "a.com"),
+        ]);
         let f = forwarded(&m, peer, false, Some("a.com"), &[]);
         strip_hop_by_hop(&mut m, false);
         apply_forwarded(&mut m, &f);
@@ -221,7 +263,11 @@ mod tests {
 
     #[test]
     fn upgrade_is_kept_for_websocket() {
-        let mut m = h(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")]);
+        let mut m = h(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
         assert!(is_upgrade_request(&m));
         strip_hop_by_hop(&mut m, true);
         assert_eq!(m.get("connection").expect("connection"), "upgrade");
@@ -231,8 +277,18 @@ mod tests {
 
     #[test]
     fn untrusted_peer_cannot_spoof() {
-        let m = h(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil.com")]);
-        let f = forwarded(&m, "10.244.0.9".parse().expect("ip"), false, Some("a.com"), &[]);
+        let m = h(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.com"),
+        ]);
+        let f = forwarded(
+            &m,
+            "10.244.0.9".parse().expect("ip"),
+            false,
+            Some("a.com"),
+            &[],
+        );
         assert_eq!(f.client_ip.to_string(), "10.244.0.9");
         assert_eq!(f.xff, "10.244.0.9");
         assert_eq!(f.proto, "http");
@@ -242,8 +298,18 @@ mod tests {
     #[test]
     fn trusted_peer_is_believed_and_appended() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
-        let m = h(&[("x-forwarded-for", "1.2.3.4, 10.1.1.1"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "orig.com")]);
-        let f = forwarded(&m, "10.244.0.9".parse().expect("ip"), false, Some("a.com"), &trusted);
+        let m = h(&[
+            ("x-forwarded-for", "1.2.3.4, 10.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "orig.com"),
+        ]);
+        let f = forwarded(
+            &m,
+            "10.244.0.9".parse().expect("ip"),
+            false,
+            Some("a.com"),
+            &trusted,
+        );
         assert_eq!(f.client_ip.to_string(), "1.2.3.4", "right-most untrusted");
         assert_eq!(f.xff, "1.2.3.4, 10.1.1.1, 10.244.0.9");
         assert_eq!(f.proto, "https");

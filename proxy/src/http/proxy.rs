@@ -73,8 +73,14 @@ const HSTS_VALUE: &str = "max-age=31536000";
 
 impl Proxy {
     pub async fn handle(self: Arc<Self>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
-        let mut ctx =
-            Ctx { start: Instant::now(), conn, snapshot: self.snapshot.load_full(), route: None, endpoint: None, attempts: 0 };
+        let mut ctx = Ctx {
+            start: Instant::now(),
+            conn,
+            snapshot: self.snapshot.load_full(),
+            route: None,
+            endpoint: None,
+            attempts: 0,
+        };
         let method = req.method().clone();
         let resp = match self.proxy(&mut ctx, req).await {
             Ok(resp) => resp,
@@ -96,17 +102,30 @@ impl Proxy {
         resp
     }
 
-    async fn proxy(&self, ctx: &mut Ctx, mut req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    async fn proxy(
+        &self,
+        ctx: &mut Ctx,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, ProxyError> {
         // 1 request_filter
         let authority = req
             .uri()
             .authority()
             .map(|a| a.as_str().to_string())
-            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
         let host = normalize_request_host(authority.as_deref().unwrap_or(""));
 
         // 2 route
-        let route = match ctx.snapshot.routes.find(&host, req.uri().path(), req.headers()) {
+        let route = match ctx
+            .snapshot
+            .routes
+            .find(&host, req.uri().path(), req.headers())
+        {
             RouteMatch::Rule(r) | RouteMatch::Default(r) => r.clone(),
             RouteMatch::NotFound => return Err(ProxyError::NotFound),
         };
@@ -118,20 +137,48 @@ impl Proxy {
         }
 
         // 4 upstream_peer (the endpoint set is loaded once: pick and retries see one set)
-        let rb = route.pick_backend().ok_or_else(|| ProxyError::NoEndpoints(route.service.clone()))?;
+        let rb = route
+            .pick_backend()
+            .ok_or_else(|| ProxyError::NoEndpoints(route.service.clone()))?;
         let set = rb.backend.endpoints();
         if set.is_empty() {
             return Err(ProxyError::NoEndpoints(rb.backend.key.to_string()));
         }
-        let fwd = forwarded(req.headers(), ctx.conn.peer.ip(), ctx.conn.tls, authority.as_deref(), &self.settings.trusted_proxies);
+        let fwd = forwarded(
+            req.headers(),
+            ctx.conn.peer.ip(),
+            ctx.conn.tls,
+            authority.as_deref(),
+            &self.settings.trusted_proxies,
+        );
         let affinity = cookie(req.headers(), AFFINITY_COOKIE).map(str::to_string);
         let hash_header = match &route.policy {
-            Policy::Header(name) => req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string),
+            Policy::Header(name) => req
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             _ => None,
         };
-        let key = PickKey { cookie: affinity.as_deref(), header: hash_header.as_deref(), client_ip: Some(fwd.client_ip) };
-        let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
-        let max_attempts = if idempotent { 1 + self.settings.retries } else { 1 };
+        let key = PickKey {
+            cookie: affinity.as_deref(),
+            header: hash_header.as_deref(),
+            client_ip: Some(fwd.client_ip),
+        };
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        let max_attempts = if idempotent {
+            1 + self.settings.retries
+        } else {
+            1
+        };
 
         // 5 upstream_request (the protocol is the backend's, the same for every endpoint)
         let upgrade = is_upgrade_request(req.headers());
@@ -139,7 +186,11 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
         apply_forwarded(&mut parts.headers, &fwd);
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
         match rb.protocol {
             UpstreamProtocol::H2c => {
                 parts.headers.remove(header::HOST);
@@ -155,7 +206,10 @@ impl Proxy {
             UpstreamProtocol::Http1 | UpstreamProtocol::Https => {
                 if !parts.headers.contains_key(header::HOST) {
                     let h = authority.clone().ok_or(ProxyError::BadRequest)?;
-                    parts.headers.insert(header::HOST, HeaderValue::from_str(&h).map_err(|_| ProxyError::BadRequest)?);
+                    parts.headers.insert(
+                        header::HOST,
+                        HeaderValue::from_str(&h).map_err(|_| ProxyError::BadRequest)?,
+                    );
                 }
                 parts.uri = path_and_query.parse().map_err(|_| ProxyError::BadRequest)?;
                 parts.version = Version::HTTP_11;
@@ -193,19 +247,27 @@ impl Proxy {
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             if !parts.headers.contains_key(header::UPGRADE) {
-                parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                parts
+                    .headers
+                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             }
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             return Ok(Response::from_parts(parts, empty()));
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         parts.version = Version::default();
         if ctx.conn.tls && self.settings.hsts {
-            parts.headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS_VALUE));
+            parts.headers.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static(HSTS_VALUE),
+            );
         }
         if let Some(token) = &pick.set_cookie
-            && let Ok(v) = HeaderValue::from_str(&format!("{AFFINITY_COOKIE}={token}; Path=/; HttpOnly"))
+            && let Ok(v) =
+                HeaderValue::from_str(&format!("{AFFINITY_COOKIE}={token}; Path=/; HttpOnly"))
         {
             parts.headers.append(header::SET_COOKIE, v);
         }
@@ -218,7 +280,10 @@ impl Proxy {
                 client.checkin(addr, proto, sender);
             }
         });
-        Ok(Response::from_parts(parts, UpstreamBody::new(body, on_end).boxed_unsync()))
+        Ok(Response::from_parts(
+            parts,
+            UpstreamBody::new(body, on_end).boxed_unsync(),
+        ))
     }
 
     /// Picks an endpoint, connects (failed connects eject the endpoint and move on to
@@ -235,7 +300,15 @@ impl Proxy {
         key: &PickKey<'_>,
         max_attempts: u32,
         req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>, Pick, InFlight), ProxyError> {
+    ) -> Result<
+        (
+            Response<Incoming>,
+            Option<http1::SendRequest<Incoming>>,
+            Pick,
+            InFlight,
+        ),
+        ProxyError,
+    > {
         let mut req = Some(req);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut redial: Option<Pick> = None;
@@ -244,7 +317,12 @@ impl Proxy {
                 Some(p) => (p, true),
                 None => match route.policy.pick(&rb.backend, set, key, &tried) {
                     Some(p) => (p, false),
-                    None => return Err(ProxyError::Connect(format!("all {} endpoint(s) tried failed", tried.len()))),
+                    None => {
+                        return Err(ProxyError::Connect(format!(
+                            "all {} endpoint(s) tried failed",
+                            tried.len()
+                        )));
+                    }
                 },
             };
             let addr = pick.endpoint.addr;
@@ -256,7 +334,10 @@ impl Proxy {
                 Ok(c) => c,
                 Err(e) => {
                     pick.endpoint.eject(EJECTION_TIME);
-                    METRICS.upstream_errors.with_label_values(&["connect"]).inc();
+                    METRICS
+                        .upstream_errors
+                        .with_label_values(&["connect"])
+                        .inc();
                     debug!(endpoint = %addr, error = %e, "connect failed; endpoint ejected");
                     tried.push(addr);
                     if tried.len() as u32 >= max_attempts {
@@ -302,7 +383,11 @@ impl Proxy {
     }
 
     fn redirect(&self, host: &str, uri: &Uri) -> Response<Body> {
-        let port = if self.settings.https_port == 443 { String::new() } else { format!(":{}", self.settings.https_port) };
+        let port = if self.settings.https_port == 443 {
+            String::new()
+        } else {
+            format!(":{}", self.settings.https_port)
+        };
         let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut resp = Response::new(empty());
         *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
@@ -315,12 +400,22 @@ impl Proxy {
     // 8 logging
     fn logging(&self, ctx: &Ctx, method: &Method, status: StatusCode) {
         let (ns, ing, svc) = match &ctx.route {
-            Some(r) => (r.ingress.namespace.as_str(), r.ingress.name.as_str(), r.service.as_str()),
+            Some(r) => (
+                r.ingress.namespace.as_str(),
+                r.ingress.name.as_str(),
+                r.service.as_str(),
+            ),
             None => ("", "", ""),
         };
-        METRICS.requests.with_label_values(&[ns, ing, svc, code_class(status.as_u16())]).inc();
+        METRICS
+            .requests
+            .with_label_values(&[ns, ing, svc, code_class(status.as_u16())])
+            .inc();
         let elapsed = ctx.start.elapsed();
-        METRICS.request_duration.with_label_values(&[ns, ing]).observe(elapsed.as_secs_f64());
+        METRICS
+            .request_duration
+            .with_label_values(&[ns, ing])
+            .observe(elapsed.as_secs_f64());
         debug!(
             %method,
             status = status.as_u16(),

@@ -83,30 +83,38 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             gauge.inc();
-            let info = ConnInfo { peer, tls: tls.is_some() };
+            let info = ConnInfo {
+                peer,
+                tls: tls.is_some(),
+            };
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(info, req).await) }
             });
             let result = match tls {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                        watcher.watch(conn.into_owned()).await
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
                     }
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "TLS handshake failed");
-                        Ok(())
-                    }
-                    Err(_) => {
-                        debug!(%peer, "TLS handshake timed out");
-                        Ok(())
-                    }
-                },
+                }
             };
             if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with error");
@@ -115,7 +123,11 @@ pub async fn serve(
         });
     }
     drop(listener);
-    info!(listener = name, open = graceful.count(), "stopped accepting; draining connections");
+    info!(
+        listener = name,
+        open = graceful.count(),
+        "stopped accepting; draining connections"
+    );
     tokio::select! {
         _ = graceful.shutdown() => info!(listener = name, "all connections closed"),
         _ = tokio::time::sleep(drain) => warn!(listener = name, "drain timed out; closing remaining connections"),
@@ -124,7 +136,11 @@ pub async fn serve(
 
 /// Binds with SO_REUSEADDR (quick restarts) on the given address.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -35,7 +35,11 @@ pub struct BackendKey {
 
 impl BackendKey {
     pub fn new(namespace: &str, service: &str, port_name: &str) -> Self {
-        BackendKey { namespace: namespace.into(), service: service.into(), port_name: port_name.into() }
+        BackendKey {
+            namespace: namespace.into(),
+            service: service.into(),
+            port_name: port_name.into(),
+        }
     }
 }
 
@@ -54,12 +58,19 @@ pub struct Endpoint {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Endpoint {
     pub fn new(addr: SocketAddr) -> Self {
-        Endpoint { addr, in_flight: AtomicU32::new(0), ejected_until_ms: AtomicU64::new(0) }
+        Endpoint {
+            addr,
+            in_flight: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+        }
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -74,7 +85,10 @@ impl Endpoint {
 
     /// Passive ejection after a failed connect.
     pub fn eject(&self, for_how_long: Duration) {
-        self.ejected_until_ms.store(now_ms() + for_how_long.as_millis() as u64, Ordering::Relaxed);
+        self.ejected_until_ms.store(
+            now_ms() + for_how_long.as_millis() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     pub fn is_ejected(&self) -> bool {
@@ -124,7 +138,11 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(key: BackendKey) -> Self {
-        Backend { key, endpoints: ArcSwap::from_pointee(EndpointSet::default()), rr: AtomicUsize::new(0) }
+        Backend {
+            key,
+            endpoints: ArcSwap::from_pointee(EndpointSet::default()),
+            rr: AtomicUsize::new(0),
+        }
     }
 
     /// The current set; load once per request.
@@ -147,12 +165,17 @@ impl Backend {
         }
         let endpoints = addrs
             .into_iter()
-            .map(|a| match old.endpoints.binary_search_by(|e| e.addr.cmp(&a)) {
-                Ok(i) => old.endpoints[i].clone(),
-                Err(_) => Arc::new(Endpoint::new(a)),
-            })
+            .map(
+                |a| match old.endpoints.binary_search_by(|e| e.addr.cmp(&a)) {
+                    Ok(i) => old.endpoints[i].clone(),
+                    Err(_) => Arc::new(Endpoint::new(a)),
+                },
+            )
             .collect();
-        self.endpoints.store(Arc::new(EndpointSet { endpoints, terminating_fallback }));
+        self.endpoints.store(Arc::new(EndpointSet {
+            endpoints,
+            terminating_fallback,
+        }));
         true
     }
 
@@ -175,7 +198,10 @@ mod tests {
         assert!(b.update(vec![addr(2), addr(1)], false));
         let first = b.endpoints();
         let _guard = first.endpoints[0].start_request();
-        assert!(!b.update(vec![addr(1), addr(2)], false), "same set is no change");
+        assert!(
+            !b.update(vec![addr(1), addr(2)], false),
+            "same set is no change"
+        );
         assert!(b.update(vec![addr(1), addr(3)], false));
         let second = b.endpoints();
         assert!(Arc::ptr_eq(&first.endpoints[0], &second.endpoints[0]));

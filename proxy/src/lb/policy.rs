@@ -68,7 +68,13 @@ pub struct Pick {
 impl Policy {
     /// Picks an endpoint of `set` (loaded once by the caller), skipping `exclude` (endpoints
     /// already tried by this request) and ejected endpoints, unless that leaves nothing.
-    pub fn pick(&self, backend: &Backend, set: &EndpointSet, key: &PickKey<'_>, exclude: &[SocketAddr]) -> Option<Pick> {
+    pub fn pick(
+        &self,
+        backend: &Backend,
+        set: &EndpointSet,
+        key: &PickKey<'_>,
+        exclude: &[SocketAddr],
+    ) -> Option<Pick> {
         let eps = &set.endpoints;
         if eps.is_empty() {
             return None;
@@ -82,7 +88,12 @@ impl Policy {
         } else {
             return None;
         };
-        let plain = |endpoint: Arc<Endpoint>| Some(Pick { endpoint, set_cookie: None });
+        let plain = |endpoint: Arc<Endpoint>| {
+            Some(Pick {
+                endpoint,
+                set_cookie: None,
+            })
+        };
         match self {
             Policy::RoundRobin => plain(round_robin(backend, eps, usable)?),
             Policy::LeastRequest => plain(least_request(eps, usable)?),
@@ -99,20 +110,33 @@ impl Policy {
                 None => {
                     let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
                     let endpoint = rendezvous(token.as_bytes(), eps, usable)?;
-                    Some(Pick { endpoint, set_cookie: Some(token) })
+                    Some(Pick {
+                        endpoint,
+                        set_cookie: Some(token),
+                    })
                 }
             },
         }
     }
 }
 
-fn round_robin(backend: &Backend, eps: &[Arc<Endpoint>], usable: &dyn Fn(&Arc<Endpoint>) -> bool) -> Option<Arc<Endpoint>> {
+fn round_robin(
+    backend: &Backend,
+    eps: &[Arc<Endpoint>],
+    usable: &dyn Fn(&Arc<Endpoint>) -> bool,
+) -> Option<Arc<Endpoint>> {
     let n = eps.len();
     let start = backend.next_rr();
-    (0..n).map(|i| &eps[(start + i) % n]).find(|e| usable(e)).cloned()
+    (0..n)
+        .map(|i| &eps[(start + i) % n])
+        .find(|e| usable(e))
+        .cloned()
 }
 
-fn least_request(eps: &[Arc<Endpoint>], usable: &dyn Fn(&Arc<Endpoint>) -> bool) -> Option<Arc<Endpoint>> {
+fn least_request(
+    eps: &[Arc<Endpoint>],
+    usable: &dyn Fn(&Arc<Endpoint>) -> bool,
+) -> Option<Arc<Endpoint>> {
     let n = eps.len();
     // Two distinct random usable endpoints; the one with fewer requests in flight wins.
     let start = fastrand::usize(..n);
@@ -121,14 +145,20 @@ fn least_request(eps: &[Arc<Endpoint>], usable: &dyn Fn(&Arc<Endpoint>) -> bool)
         return Some(eps[a].clone());
     }
     let offset = 1 + fastrand::usize(..n - 1);
-    let b = (0..n).map(|i| (a + offset + i) % n).find(|i| *i != a && usable(&eps[*i]));
+    let b = (0..n)
+        .map(|i| (a + offset + i) % n)
+        .find(|i| *i != a && usable(&eps[*i]));
     Some(match b {
         Some(b) if eps[b].in_flight() < eps[a].in_flight() => eps[b].clone(),
         _ => eps[a].clone(),
     })
 }
 
-fn rendezvous(key: &[u8], eps: &[Arc<Endpoint>], usable: &dyn Fn(&Arc<Endpoint>) -> bool) -> Option<Arc<Endpoint>> {
+fn rendezvous(
+    key: &[u8],
+    eps: &[Arc<Endpoint>],
+    usable: &dyn Fn(&Arc<Endpoint>) -> bool,
+) -> Option<Arc<Endpoint>> {
     let key_hash = fnv1a(FNV_OFFSET, key);
     eps.iter()
         .filter(|e| usable(e))
@@ -162,7 +192,12 @@ mod tests {
 
     fn backend(n: u8) -> Backend {
         let b = Backend::new(BackendKey::new("ns", "svc", ""));
-        b.update((1..=n).map(|i| SocketAddr::from(([10, 244, 0, i], 80))).collect(), false);
+        b.update(
+            (1..=n)
+                .map(|i| SocketAddr::from(([10, 244, 0, i], 80)))
+                .collect(),
+            false,
+        );
         b
     }
 
@@ -176,7 +211,10 @@ mod tests {
         assert_eq!("least-request".parse(), Ok(Policy::LeastRequest));
         assert_eq!("cookie".parse(), Ok(Policy::Cookie));
         assert_eq!("client-ip".parse(), Ok(Policy::ClientIp));
-        assert_eq!("header:X-User".parse(), Ok(Policy::Header(HeaderName::from_static("x-user"))));
+        assert_eq!(
+            "header:X-User".parse(),
+            Ok(Policy::Header(HeaderName::from_static("x-user")))
+        );
         assert!("header:".parse::<Policy>().is_err());
         assert!("header:bad header".parse::<Policy>().is_err());
         assert!("random".parse::<Policy>().is_err());
@@ -185,7 +223,13 @@ mod tests {
     #[test]
     fn round_robin_reaches_all() {
         let b = backend(10);
-        let seen: HashSet<_> = (0..10).map(|_| pick(&Policy::RoundRobin, &b, &PickKey::default()).endpoint.addr).collect();
+        let seen: HashSet<_> = (0..10)
+            .map(|_| {
+                pick(&Policy::RoundRobin, &b, &PickKey::default())
+                    .endpoint
+                    .addr
+            })
+            .collect();
         assert_eq!(seen.len(), 10);
     }
 
@@ -196,17 +240,27 @@ mod tests {
         set.endpoints[0].eject(Duration::from_secs(60));
         let exclude = [set.endpoints[1].addr];
         for _ in 0..10 {
-            let p = Policy::RoundRobin.pick(&b, &set, &PickKey::default(), &exclude).expect("pick");
+            let p = Policy::RoundRobin
+                .pick(&b, &set, &PickKey::default(), &exclude)
+                .expect("pick");
             assert_eq!(p.endpoint.addr, set.endpoints[2].addr);
         }
         // Everything ejected: still pick (better than a certain 503).
         for e in &set.endpoints {
             e.eject(Duration::from_secs(60));
         }
-        assert!(Policy::RoundRobin.pick(&b, &set, &PickKey::default(), &[]).is_some());
+        assert!(
+            Policy::RoundRobin
+                .pick(&b, &set, &PickKey::default(), &[])
+                .is_some()
+        );
         // Everything tried: nothing left.
         let all: Vec<_> = set.endpoints.iter().map(|e| e.addr).collect();
-        assert!(Policy::RoundRobin.pick(&b, &set, &PickKey::default(), &all).is_none());
+        assert!(
+            Policy::RoundRobin
+                .pick(&b, &set, &PickKey::default(), &all)
+                .is_none()
+        );
     }
 
     #[test]
@@ -216,7 +270,13 @@ mod tests {
         let _busy: Vec<_> = (0..5).map(|_| set.endpoints[0].start_request()).collect();
         let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
         for _ in 0..200 {
-            *counts.entry(pick(&Policy::LeastRequest, &b, &PickKey::default()).endpoint.addr).or_default() += 1;
+            *counts
+                .entry(
+                    pick(&Policy::LeastRequest, &b, &PickKey::default())
+                        .endpoint
+                        .addr,
+                )
+                .or_default() += 1;
         }
         // Two distinct choices: with two endpoints the idle one always wins.
         let idle = counts.get(&set.endpoints[1].addr).copied().unwrap_or(0);
@@ -229,7 +289,14 @@ mod tests {
         let first = pick(&Policy::Cookie, &b, &PickKey::default());
         let token = first.set_cookie.expect("cookie set");
         for _ in 0..20 {
-            let p = pick(&Policy::Cookie, &b, &PickKey { cookie: Some(&token), ..Default::default() });
+            let p = pick(
+                &Policy::Cookie,
+                &b,
+                &PickKey {
+                    cookie: Some(&token),
+                    ..Default::default()
+                },
+            );
             assert_eq!(p.endpoint.addr, first.endpoint.addr);
             assert!(p.set_cookie.is_none());
         }
@@ -240,12 +307,40 @@ mod tests {
         let b = backend(10);
         let keys: Vec<String> = (0..500).map(|i| format!("user-{i}")).collect();
         let policy = Policy::Header(HeaderName::from_static("x-user"));
-        let before: Vec<_> =
-            keys.iter().map(|k| pick(&policy, &b, &PickKey { header: Some(k), ..Default::default() }).endpoint.addr).collect();
+        let before: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                pick(
+                    &policy,
+                    &b,
+                    &PickKey {
+                        header: Some(k),
+                        ..Default::default()
+                    },
+                )
+                .endpoint
+                .addr
+            })
+            .collect();
         let removed = SocketAddr::from(([10, 244, 0, 3], 80));
-        b.update((1..=10u8).filter(|i| *i != 3).map(|i| SocketAddr::from(([10, 244, 0, i], 80))).collect(), false);
+        b.update(
+            (1..=10u8)
+                .filter(|i| *i != 3)
+                .map(|i| SocketAddr::from(([10, 244, 0, i], 80)))
+                .collect(),
+            false,
+        );
         for (k, old) in keys.iter().zip(&before) {
-            let new = pick(&policy, &b, &PickKey { header: Some(k), ..Default::default() }).endpoint.addr;
+            let new = pick(
+                &policy,
+                &b,
+                &PickKey {
+                    header: Some(k),
+                    ..Default::default()
+                },
+            )
+            .endpoint
+            .addr;
             if *old != removed {
                 assert_eq!(new, *old, "key {k} moved although its endpoint stayed");
             }
@@ -259,9 +354,30 @@ mod tests {
     fn client_ip_hash_is_stable() {
         let b = backend(5);
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");
-        let a = pick(&Policy::ClientIp, &b, &PickKey { client_ip: Some(ip), ..Default::default() }).endpoint.addr;
+        let a = pick(
+            &Policy::ClientIp,
+            &b,
+            &PickKey {
+                client_ip: Some(ip),
+                ..Default::default()
+            },
+        )
+        .endpoint
+        .addr;
         for _ in 0..10 {
-            assert_eq!(pick(&Policy::ClientIp, &b, &PickKey { client_ip: Some(ip), ..Default::default() }).endpoint.addr, a);
+            assert_eq!(
+                pick(
+                    &Policy::ClientIp,
+                    &b,
+                    &PickKey {
+                        client_ip: Some(ip),
+                        ..Default::default()
+                    }
+                )
+                .endpoint
+                .addr,
+                a
+            );
         }
     }
 }

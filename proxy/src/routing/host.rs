@@ -25,12 +25,18 @@ impl HostPattern {
             && rest.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
         if !valid {
             return Err(format!("invalid host {host:?}"));
         }
-        Ok(if wild { HostPattern::Wildcard(rest) } else { HostPattern::Exact(rest) })
+        Ok(if wild {
+            HostPattern::Wildcard(rest)
+        } else {
+            HostPattern::Exact(rest)
+        })
     }
 
     /// Whether a normalized request host falls under this pattern.
@@ -78,7 +84,10 @@ mod tests {
     #[test]
     fn parse_and_match() {
         assert_eq!(HostPattern::parse(""), Ok(HostPattern::Any));
-        assert_eq!(HostPattern::parse("Foo.COM."), Ok(HostPattern::Exact("foo.com".into())));
+        assert_eq!(
+            HostPattern::parse("Foo.COM."),
+            Ok(HostPattern::Exact("foo.com".into()))
+        );
         let w = HostPattern::parse("*.foo.com").expect("wildcard");
         assert!(w.matches("bar.foo.com"));
         assert!(!w.matches("baz.bar.foo.com"));

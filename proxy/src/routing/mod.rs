@@ -109,10 +109,9 @@ pub struct PathRule {
 impl PathRule {
     fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
         self.path.matches(path)
-            && self
-                .headers
-                .iter()
-                .all(|h| headers.get(&h.name).and_then(|v| v.to_str().ok()) == Some(h.value.as_str()))
+            && self.headers.iter().all(|h| {
+                headers.get(&h.name).and_then(|v| v.to_str().ok()) == Some(h.value.as_str())
+            })
     }
 }
 
@@ -151,7 +150,10 @@ impl HostRules {
     }
 
     pub fn find(&self, path: &str, headers: &HeaderMap) -> Option<&Arc<Route>> {
-        self.rules.iter().find(|r| r.matches(path, headers)).map(|r| &r.route)
+        self.rules
+            .iter()
+            .find(|r| r.matches(path, headers))
+            .map(|r| &r.route)
     }
 
     pub fn len(&self) -> usize {
@@ -164,7 +166,10 @@ impl HostRules {
 }
 
 fn same_headers(a: &[HeaderMatch], b: &[HeaderMatch]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name && x.value == y.value)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.name == y.name && x.value == y.value)
 }
 
 /// The whole routing table of one snapshot.
@@ -221,7 +226,10 @@ impl RouteTable {
         let rules = self
             .exact
             .get(host)
-            .or_else(|| host.split_once('.').and_then(|(_, suffix)| self.wildcard.get(suffix)))
+            .or_else(|| {
+                host.split_once('.')
+                    .and_then(|(_, suffix)| self.wildcard.get(suffix))
+            })
             .unwrap_or(&self.any_host);
         if let Some(route) = rules.find(path, headers) {
             return RouteMatch::Rule(route);
@@ -233,7 +241,12 @@ impl RouteTable {
     }
 
     pub fn rule_count(&self) -> usize {
-        self.exact.values().chain(self.wildcard.values()).map(HostRules::len).sum::<usize>() + self.any_host.len()
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .map(HostRules::len)
+            .sum::<usize>()
+            + self.any_host.len()
     }
 }
 
@@ -260,7 +273,11 @@ mod tests {
         let mut t = RouteTable::default();
         for (host, kind, path, name) in rules {
             let host = HostPattern::parse(host).expect("host");
-            let rule = PathRule { path: PathMatch::new(*kind, path).expect("path"), headers: vec![], route: route(name) };
+            let rule = PathRule {
+                path: PathMatch::new(*kind, path).expect("path"),
+                headers: vec![],
+                route: route(name),
+            };
             let _ = t.host_rules_mut(&host).insert(rule);
         }
         if let Some(d) = default {
@@ -302,7 +319,10 @@ mod tests {
 
     #[test]
     fn longest_prefix_element_wise() {
-        let t = table(&[("", Prefix, "/aaa", "aaa"), ("", Prefix, "/aaa/bbb", "bbb")], None);
+        let t = table(
+            &[("", Prefix, "/aaa", "aaa"), ("", Prefix, "/aaa/bbb", "bbb")],
+            None,
+        );
         assert_eq!(hit(&t, "x", "/aaa/bbb/ccc").as_deref(), Some("bbb"));
         assert_eq!(hit(&t, "x", "/aaa/ccc").as_deref(), Some("aaa"));
         assert_eq!(hit(&t, "x", "/aaaccc"), None);
@@ -310,14 +330,23 @@ mod tests {
 
     #[test]
     fn exact_beats_prefix_on_same_path() {
-        let t = table(&[("", Prefix, "/foo", "prefix"), ("", Exact, "/foo", "exact")], None);
+        let t = table(
+            &[("", Prefix, "/foo", "prefix"), ("", Exact, "/foo", "exact")],
+            None,
+        );
         assert_eq!(hit(&t, "x", "/foo").as_deref(), Some("exact"));
         assert_eq!(hit(&t, "x", "/foo/x").as_deref(), Some("prefix"));
     }
 
     #[test]
     fn trailing_slashes() {
-        let t = table(&[("", Prefix, "/aaa/bbb/", "prefix"), ("", Exact, "/foo/", "exact")], None);
+        let t = table(
+            &[
+                ("", Prefix, "/aaa/bbb/", "prefix"),
+                ("", Exact, "/foo/", "exact"),
+            ],
+            None,
+        );
         assert_eq!(hit(&t, "x", "/aaa/bbb").as_deref(), Some("prefix"));
         assert_eq!(hit(&t, "x", "/aaa/bbb/").as_deref(), Some("prefix"));
         assert_eq!(hit(&t, "x", "/foo/").as_deref(), Some("exact"));
@@ -348,14 +377,23 @@ mod tests {
 
     #[test]
     fn exact_host_beats_wildcard_and_ignores_case_and_port() {
-        let t = table(&[("*.foo.com", Prefix, "/", "wild"), ("bar.foo.com", Prefix, "/", "exact")], None);
+        let t = table(
+            &[
+                ("*.foo.com", Prefix, "/", "wild"),
+                ("bar.foo.com", Prefix, "/", "exact"),
+            ],
+            None,
+        );
         assert_eq!(hit(&t, "BAR.Foo.com:8080", "/").as_deref(), Some("exact"));
         assert_eq!(hit(&t, "qux.foo.com", "/").as_deref(), Some("wild"));
     }
 
     #[test]
     fn hostless_rules_match_any_host() {
-        let t = table(&[("", Prefix, "/", "any"), ("a.com", Prefix, "/", "a")], None);
+        let t = table(
+            &[("", Prefix, "/", "any"), ("a.com", Prefix, "/", "a")],
+            None,
+        );
         assert_eq!(hit(&t, "a.com", "/").as_deref(), Some("a"));
         assert_eq!(hit(&t, "b.com", "/").as_deref(), Some("any"));
         assert_eq!(hit(&t, "", "/").as_deref(), Some("any"));
@@ -374,7 +412,10 @@ mod tests {
     #[test]
     fn first_inserted_wins_conflict() {
         // The builder inserts the oldest Ingress first.
-        let t = table(&[("a.com", Prefix, "/", "old"), ("a.com", Prefix, "/", "new")], None);
+        let t = table(
+            &[("a.com", Prefix, "/", "old"), ("a.com", Prefix, "/", "new")],
+            None,
+        );
         assert_eq!(hit(&t, "a.com", "/").as_deref(), Some("old"));
     }
 
@@ -382,10 +423,17 @@ mod tests {
     fn header_match_is_more_specific() {
         let mut t = RouteTable::default();
         let rules = t.host_rules_mut(&HostPattern::Any);
-        let _ = rules.insert(PathRule { path: PathMatch::new(Prefix, "/").expect("p"), headers: vec![], route: route("plain") });
         let _ = rules.insert(PathRule {
             path: PathMatch::new(Prefix, "/").expect("p"),
-            headers: vec![HeaderMatch { name: http::HeaderName::from_static("x-canary"), value: "1".into() }],
+            headers: vec![],
+            route: route("plain"),
+        });
+        let _ = rules.insert(PathRule {
+            path: PathMatch::new(Prefix, "/").expect("p"),
+            headers: vec![HeaderMatch {
+                name: http::HeaderName::from_static("x-canary"),
+                value: "1".into(),
+            }],
             route: route("canary"),
         });
         t.finish();

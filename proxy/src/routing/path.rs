@@ -46,11 +46,19 @@ impl PathMatch {
             PathKind::Exact => path.to_string(),
             PathKind::Prefix | PathKind::ImplementationSpecific => {
                 let trimmed = path.trim_end_matches('/');
-                if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() }
+                if trimmed.is_empty() {
+                    "/".to_string()
+                } else {
+                    trimmed.to_string()
+                }
             }
         };
         // Prefix and ImplementationSpecific are the same match: compare them as equal.
-        let kind = if kind == PathKind::ImplementationSpecific { PathKind::Prefix } else { kind };
+        let kind = if kind == PathKind::ImplementationSpecific {
+            PathKind::Prefix
+        } else {
+            kind
+        };
         Ok(PathMatch { kind, path })
     }
 
@@ -90,8 +98,15 @@ fn validate(path: &str) -> Result<(), String> {
     if let Some(c) = path.chars().find(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!("path {path:?} contains {c:?}"));
     }
-    if let Some(c) = path.chars().find(|c| matches!(c, '(' | ')' | '[' | ']' | '{' | '}' | '^' | '$' | '|' | '\\' | '*' | '?' | '#')) {
-        return Err(format!("path {path:?} contains {c:?}: regular expressions are not supported"));
+    if let Some(c) = path.chars().find(|c| {
+        matches!(
+            c,
+            '(' | ')' | '[' | ']' | '{' | '}' | '^' | '$' | '|' | '\\' | '*' | '?' | '#'
+        )
+    }) {
+        return Err(format!(
+            "path {path:?} contains {c:?}: regular expressions are not supported"
+        ));
     }
     Ok(())
 }
@@ -105,15 +120,30 @@ mod tests {
         assert!(PathMatch::new(PathKind::Prefix, "foo").is_err());
         assert!(PathMatch::new(PathKind::ImplementationSpecific, "/api/(.*)").is_err());
         assert!(PathMatch::new(PathKind::Prefix, "/a b").is_err());
-        assert!(PathMatch::new(PathKind::Prefix, &format!("/{}", "a".repeat(MAX_PATH_LEN))).is_err());
+        assert!(
+            PathMatch::new(PathKind::Prefix, &format!("/{}", "a".repeat(MAX_PATH_LEN))).is_err()
+        );
         assert!(PathMatch::new(PathKind::Prefix, "/a-b_c.d~e/%20/@:+,;=").is_ok());
     }
 
     #[test]
     fn prefix_normalization() {
-        assert_eq!(PathMatch::new(PathKind::Prefix, "/aaa/bbb/").expect("p").as_str(), "/aaa/bbb");
-        assert_eq!(PathMatch::new(PathKind::Prefix, "//").expect("p").as_str(), "/");
-        assert_eq!(PathMatch::new(PathKind::Exact, "/foo/").expect("p").as_str(), "/foo/");
+        assert_eq!(
+            PathMatch::new(PathKind::Prefix, "/aaa/bbb/")
+                .expect("p")
+                .as_str(),
+            "/aaa/bbb"
+        );
+        assert_eq!(
+            PathMatch::new(PathKind::Prefix, "//").expect("p").as_str(),
+            "/"
+        );
+        assert_eq!(
+            PathMatch::new(PathKind::Exact, "/foo/")
+                .expect("p")
+                .as_str(),
+            "/foo/"
+        );
         assert_eq!(
             PathMatch::new(PathKind::ImplementationSpecific, "/x").expect("p"),
             PathMatch::new(PathKind::Prefix, "/x/").expect("p")

@@ -73,9 +73,11 @@ pub fn parse_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, S
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("tls.key: {e}"))?;
     let provider = rustls::crypto::ring::default_provider();
-    let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| format!("certificate and key: {e}"))?;
+    let ck = CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| format!("certificate and key: {e}"))?;
     // from_der accepts "unknown" consistency; we want a certain match.
-    ck.keys_match().map_err(|e| format!("certificate and key: {e}"))?;
+    ck.keys_match()
+        .map_err(|e| format!("certificate and key: {e}"))?;
     Ok(Arc::new(ck))
 }
 
@@ -118,19 +120,32 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let cert = self.snapshot.load().certs.resolve(client_hello.server_name());
+        let cert = self
+            .snapshot
+            .load()
+            .certs
+            .resolve(client_hello.server_name());
         if cert.is_none() {
-            tracing::debug!(sni = client_hello.server_name(), "no certificate for SNI and no default certificate");
+            tracing::debug!(
+                sni = client_hello.server_name(),
+                "no certificate for SNI and no default certificate"
+            );
         }
         cert
     }
 }
 
 /// The server config for the HTTPS listener.
-pub fn server_config(snapshot: SharedSnapshot, min_tls13: bool) -> Result<rustls::ServerConfig, rustls::Error> {
+pub fn server_config(
+    snapshot: SharedSnapshot,
+    min_tls13: bool,
+) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&'static rustls::SupportedProtocolVersion] =
-        if min_tls13 { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if min_tls13 {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)?
         .with_no_client_auth()
@@ -146,7 +161,10 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     pub(crate) fn self_signed(names: &[&str]) -> (String, String) {
-        let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("rcgen");
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .expect("rcgen");
         (ck.cert.pem(), ck.signing_key.serialize_pem())
     }
 
@@ -191,7 +209,9 @@ pub(crate) mod tests {
         let mut t = CertTable::default();
         t.exact.insert("a.foo.com".into(), a.clone());
         t.wildcard.insert("foo.com".into(), w.clone());
-        let same = |x: Option<Arc<CertifiedKey>>, y: &Arc<CertifiedKey>| x.is_some_and(|x| Arc::ptr_eq(&x, y));
+        let same = |x: Option<Arc<CertifiedKey>>, y: &Arc<CertifiedKey>| {
+            x.is_some_and(|x| Arc::ptr_eq(&x, y))
+        };
         assert!(same(t.resolve(Some("A.foo.com")), &a));
         assert!(same(t.resolve(Some("b.foo.com")), &w));
         assert!(t.resolve(Some("c.b.foo.com")).is_none());

@@ -51,24 +51,48 @@ pub struct Instance {
 
 async fn apply_ns<K>(client: &kube::Client, obj: &K) -> Result<()>
 where
-    K: Resource<Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K: Resource<Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let ns = obj.namespace().context("namespaced object without namespace")?;
+    let ns = obj
+        .namespace()
+        .context("namespaced object without namespace")?;
     Api::<K>::namespaced(client.clone(), &ns)
-        .patch(&obj.name_any(), &PatchParams::apply(resources::FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .patch(
+            &obj.name_any(),
+            &PatchParams::apply(resources::FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
         .await
-        .with_context(|| format!("apply {} {ns}/{}", K::kind(&Default::default()), obj.name_any()))?;
+        .with_context(|| {
+            format!(
+                "apply {} {ns}/{}",
+                K::kind(&Default::default()),
+                obj.name_any()
+            )
+        })?;
     Ok(())
 }
 
 async fn apply_cluster<K>(client: &kube::Client, obj: &K) -> Result<()>
 where
-    K: Resource<Scope = ClusterResourceScope> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K: Resource<Scope = ClusterResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     Api::<K>::all(client.clone())
-        .patch(&obj.name_any(), &PatchParams::apply(resources::FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .patch(
+            &obj.name_any(),
+            &PatchParams::apply(resources::FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
         .await
         .with_context(|| format!("apply {} {}", K::kind(&Default::default()), obj.name_any()))?;
     Ok(())
@@ -98,20 +122,39 @@ impl Instance {
             "spec": spec_obj,
         }))?;
         let ic = Api::<IngressController>::namespaced(client.clone(), &ns)
-            .patch(&name, &PatchParams::apply("portico-tests").force(), &Patch::Apply(&ic))
+            .patch(
+                &name,
+                &PatchParams::apply("portico-tests").force(),
+                &Patch::Apply(&ic),
+            )
             .await
             .context("create the IngressController")?;
         let mut served = vec![ns.clone()];
         served.extend(extra_served.iter().map(|s| s.to_string()));
-        let settings = Settings { drain_period: Duration::from_secs(1), ..Settings::default() };
-        let instance = Instance { cp, client, ns, name, class, served, ic, settings };
+        let settings = Settings {
+            drain_period: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        let instance = Instance {
+            cp,
+            client,
+            ns,
+            name,
+            class,
+            served,
+            ic,
+            settings,
+        };
         instance.apply_children(BTreeMap::new()).await?;
         Ok(instance)
     }
 
     /// (Re)applies the children as the operator would, with the proxy allowed to read the
     /// named TLS Secrets (namespace → names).
-    pub async fn apply_children(&self, tls_secrets: BTreeMap<String, BTreeSet<String>>) -> Result<()> {
+    pub async fn apply_children(
+        &self,
+        tls_secrets: BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<()> {
         let inputs = Inputs::new(&self.ic, self.served.clone(), tls_secrets, &self.settings)?;
         let c = &self.client;
         apply_ns(c, &resources::service_account::build(&inputs)).await?;
@@ -129,7 +172,13 @@ impl Instance {
     /// Runs one proxy pod of the generated Deployment on a fresh pod address.
     pub async fn start_proxy(&self) -> Result<ProxyPod> {
         let ip = portico_tests::netns::pod_ip();
-        portico_tests::pod::run_proxy_from_deployment(self.cp, &self.ns, &resources::proxy_name(&self.name), ip).await
+        portico_tests::pod::run_proxy_from_deployment(
+            self.cp,
+            &self.ns,
+            &resources::proxy_name(&self.name),
+            ip,
+        )
+        .await
     }
 }
 
@@ -144,7 +193,12 @@ pub async fn backends(prefix: &str, n: usize) -> Result<Vec<portico_tests::backe
 }
 
 /// Service `name` (port `http` 80 → 8080) with an EndpointSlice listing `backends`.
-pub async fn publish(client: &kube::Client, ns: &str, name: &str, backends: &[portico_tests::backend::Backend]) -> Result<()> {
+pub async fn publish(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    backends: &[portico_tests::backend::Backend],
+) -> Result<()> {
     portico_tests::fixtures::apply_service(client, ns, name, "http", 80, 8080).await?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     portico_tests::fixtures::apply_endpoints(client, ns, name, "slice", "http", &addrs).await?;
@@ -157,8 +211,15 @@ pub async fn apply_ingress(client: &kube::Client, ingress: Value) -> Result<()> 
 }
 
 /// An Ingress of `class` with one rule: `host` and `(path, pathType, service)` on port `http`.
-pub fn ingress(ns: &str, name: &str, class: &str, host: &str, paths: &[(&str, &str, &str)]) -> Value {
-    let paths: Vec<(&str, &str, &str, &str)> = paths.iter().map(|(p, k, s)| (*p, *k, *s, "http")).collect();
+pub fn ingress(
+    ns: &str,
+    name: &str,
+    class: &str,
+    host: &str,
+    paths: &[(&str, &str, &str)],
+) -> Value {
+    let paths: Vec<(&str, &str, &str, &str)> =
+        paths.iter().map(|(p, k, s)| (*p, *k, *s, "http")).collect();
     portico_tests::fixtures::ingress(ns, name, class, host, &paths)
 }
 
@@ -190,14 +251,22 @@ pub struct Http {
 
 impl Http {
     pub fn new(base: &str) -> Http {
-        Http { base: base.to_string(), client: Client::builder(TokioExecutor::new()).build_http() }
+        Http {
+            base: base.to_string(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 
     pub async fn get(&self, host: &str, path: &str) -> Result<Reply> {
         self.get_with(host, path, &[]).await
     }
 
-    pub async fn get_with(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    pub async fn get_with(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply> {
         let mut req = http::Request::get(format!("{}{path}", self.base)).header("host", host);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -210,7 +279,12 @@ impl Http {
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await?.to_bytes();
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        Ok(Reply { status, headers, body, json })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+            json,
+        })
     }
 }
 

@@ -21,7 +21,13 @@ fn ingress(ns: &str, name: &str, created: &str, spec: serde_json::Value) -> Obje
     ingress_with(ns, name, created, json!({}), spec)
 }
 
-fn ingress_with(ns: &str, name: &str, created: &str, annotations: serde_json::Value, spec: serde_json::Value) -> Object {
+fn ingress_with(
+    ns: &str,
+    name: &str,
+    created: &str,
+    annotations: serde_json::Value,
+    spec: serde_json::Value,
+) -> Object {
     Object::Ingress(
         serde_json::from_value(json!({
             "metadata": {"namespace": ns, "name": name, "creationTimestamp": created, "annotations": annotations},
@@ -49,7 +55,14 @@ fn service(ns: &str, name: &str) -> Object {
     )
 }
 
-fn slice(ns: &str, name: &str, svc: &str, port_name: &str, port: u16, eps: &[(&str, bool, bool, bool)]) -> Object {
+fn slice(
+    ns: &str,
+    name: &str,
+    svc: &str,
+    port_name: &str,
+    port: u16,
+    eps: &[(&str, bool, bool, bool)],
+) -> Object {
     let endpoints: Vec<_> = eps
         .iter()
         .map(|(ip, ready, serving, terminating)| {
@@ -76,7 +89,9 @@ fn build_now(store: &Store, caches: &mut Caches) -> Output {
 
 fn lookup(snap: &Snapshot, host: &str, path: &str) -> Option<String> {
     match snap.routes.find(host, path, &HeaderMap::new()) {
-        RouteMatch::Rule(r) | RouteMatch::Default(r) => Some(format!("{}:{}", r.ingress.name, r.service)),
+        RouteMatch::Rule(r) | RouteMatch::Default(r) => {
+            Some(format!("{}:{}", r.ingress.name, r.service))
+        }
         RouteMatch::NotFound => None,
     }
 }
@@ -94,10 +109,31 @@ fn base_store() -> Store {
 fn class_selection() {
     let mut s = base_store();
     let rule = json!([simple_rule("x.com", "Prefix", "/", "web")]);
-    s.apply(ingress("a", "by-spec", T0, json!({"ingressClassName": "portico", "rules": rule})));
-    s.apply(ingress("a", "other-class", T0, json!({"ingressClassName": "nginx", "rules": [simple_rule("y.com", "Prefix", "/", "web")]})));
-    s.apply(ingress_with("a", "legacy", T0, json!({"kubernetes.io/ingress.class": "portico"}), json!({"rules": [simple_rule("z.com", "Prefix", "/", "web")]})));
-    s.apply(ingress("a", "classless", T0, json!({"rules": [simple_rule("w.com", "Prefix", "/", "web")]})));
+    s.apply(ingress(
+        "a",
+        "by-spec",
+        T0,
+        json!({"ingressClassName": "portico", "rules": rule}),
+    ));
+    s.apply(ingress(
+        "a",
+        "other-class",
+        T0,
+        json!({"ingressClassName": "nginx", "rules": [simple_rule("y.com", "Prefix", "/", "web")]}),
+    ));
+    s.apply(ingress_with(
+        "a",
+        "legacy",
+        T0,
+        json!({"kubernetes.io/ingress.class": "portico"}),
+        json!({"rules": [simple_rule("z.com", "Prefix", "/", "web")]}),
+    ));
+    s.apply(ingress(
+        "a",
+        "classless",
+        T0,
+        json!({"rules": [simple_rule("w.com", "Prefix", "/", "web")]}),
+    ));
     s.apply(ingress("c", "unserved-ns", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("v.com", "Prefix", "/", "web")]})));
     let mut c = Caches::default();
     let out = build_now(&s, &mut c);
@@ -105,7 +141,11 @@ fn class_selection() {
     assert_eq!(lookup(snap, "x.com", "/").as_deref(), Some("by-spec:web"));
     assert_eq!(lookup(snap, "y.com", "/"), None);
     assert_eq!(lookup(snap, "z.com", "/").as_deref(), Some("legacy:web"));
-    assert_eq!(lookup(snap, "w.com", "/"), None, "class-less only when we are the default class");
+    assert_eq!(
+        lookup(snap, "w.com", "/"),
+        None,
+        "class-less only when we are the default class"
+    );
     assert_eq!(lookup(snap, "v.com", "/"), None);
     assert_eq!(snap.ingresses_served, 2);
 
@@ -117,7 +157,10 @@ fn class_selection() {
         .expect("class"),
     ));
     let out = build_now(&s, &mut c);
-    assert_eq!(lookup(&out.snapshot, "w.com", "/").as_deref(), Some("classless:web"));
+    assert_eq!(
+        lookup(&out.snapshot, "w.com", "/").as_deref(),
+        Some("classless:web")
+    );
 }
 
 #[test]
@@ -128,9 +171,21 @@ fn oldest_ingress_wins_conflict_and_newer_rest_still_served() {
         simple_rule("x.com", "Prefix", "/", "api"), simple_rule("x.com", "Prefix", "/new", "api")]})));
     s.apply(ingress("b", "zzz-old", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]})));
     let out = build_now(&s, &mut Caches::default());
-    assert_eq!(lookup(&out.snapshot, "x.com", "/").as_deref(), Some("zzz-old:web"));
-    assert_eq!(lookup(&out.snapshot, "x.com", "/new/1").as_deref(), Some("aaa-new:api"));
-    assert!(out.warnings.iter().any(|w| w.contains("a/aaa-new") && w.contains("conflicts") && w.contains("b/zzz-old")), "{:?}", out.warnings);
+    assert_eq!(
+        lookup(&out.snapshot, "x.com", "/").as_deref(),
+        Some("zzz-old:web")
+    );
+    assert_eq!(
+        lookup(&out.snapshot, "x.com", "/new/1").as_deref(),
+        Some("aaa-new:api")
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("a/aaa-new") && w.contains("conflicts") && w.contains("b/zzz-old")),
+        "{:?}",
+        out.warnings
+    );
 }
 
 #[test]
@@ -150,13 +205,22 @@ fn bad_ingresses_are_skipped_alone() {
     s.apply(ingress("a", "bad-port", T0, json!({"ingressClassName": "portico", "rules": [{"host": "p.com", "http": {"paths": [
         {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "api", "port": {"number": 81}}}}]}}]})));
     let out = build_now(&s, &mut Caches::default());
-    assert_eq!(lookup(&out.snapshot, "good.com", "/").as_deref(), Some("good:web"));
+    assert_eq!(
+        lookup(&out.snapshot, "good.com", "/").as_deref(),
+        Some("good:web")
+    );
     for host in ["m.com", "r.com", "h.com", "p.com", "q.com"] {
         assert_eq!(lookup(&out.snapshot, host, "/"), None, "{host}");
     }
     assert_eq!(out.snapshot.ingresses_skipped, 5);
     for name in ["missing-svc", "regex", "huge", "bad-port", "bad-annotation"] {
-        assert!(out.warnings.iter().any(|w| w.contains(&format!("a/{name} skipped"))), "{name}: {:?}", out.warnings);
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains(&format!("a/{name} skipped"))),
+            "{name}: {:?}",
+            out.warnings
+        );
     }
 }
 
@@ -168,8 +232,22 @@ fn named_ports_default_backend_and_app_protocol() {
         "rules": [{"host": "x.com", "http": {"paths": [
             {"path": "/grpc", "pathType": "Prefix", "backend": {"service": {"name": "api", "port": {"name": "grpc"}}}},
             {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "api", "port": {"name": "http"}}}}]}}]})));
-    s.apply(slice("a", "api-1", "api", "grpc", 9090, &[("10.244.1.1", true, true, false)]));
-    s.apply(slice("a", "api-2", "api", "http", 8080, &[("10.244.1.2", true, true, false)]));
+    s.apply(slice(
+        "a",
+        "api-1",
+        "api",
+        "grpc",
+        9090,
+        &[("10.244.1.1", true, true, false)],
+    ));
+    s.apply(slice(
+        "a",
+        "api-2",
+        "api",
+        "http",
+        8080,
+        &[("10.244.1.2", true, true, false)],
+    ));
     let out = build_now(&s, &mut Caches::default());
     let find = |path| match out.snapshot.routes.find("x.com", path, &HeaderMap::new()) {
         RouteMatch::Rule(r) => r.clone(),
@@ -178,11 +256,25 @@ fn named_ports_default_backend_and_app_protocol() {
     let grpc = find("/grpc/svc");
     assert_eq!(grpc.backends[0].protocol, UpstreamProtocol::H2c);
     let eps = grpc.backends[0].backend.endpoints();
-    assert_eq!(eps.endpoints.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>(), vec!["10.244.1.1:9090"]);
+    assert_eq!(
+        eps.endpoints
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect::<Vec<_>>(),
+        vec!["10.244.1.1:9090"]
+    );
     let http = find("/");
     assert_eq!(http.backends[0].protocol, UpstreamProtocol::Http1);
-    assert_eq!(http.backends[0].backend.endpoints().endpoints[0].addr.to_string(), "10.244.1.2:8080");
-    assert_eq!(lookup(&out.snapshot, "y.com", "/").as_deref(), Some("i:other"));
+    assert_eq!(
+        http.backends[0].backend.endpoints().endpoints[0]
+            .addr
+            .to_string(),
+        "10.244.1.2:8080"
+    );
+    assert_eq!(
+        lookup(&out.snapshot, "y.com", "/").as_deref(),
+        Some("i:other")
+    );
 }
 
 #[test]
@@ -190,32 +282,84 @@ fn endpoint_churn_updates_shared_backend_without_rebuild() {
     let mut s = base_store();
     let mut c = Caches::default();
     s.apply(ingress("a", "i", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]})));
-    s.apply(slice("a", "web-1", "web", "http", 8080, &[("10.244.0.10", true, true, false), ("10.244.0.11", true, true, false)]));
+    s.apply(slice(
+        "a",
+        "web-1",
+        "web",
+        "http",
+        8080,
+        &[
+            ("10.244.0.10", true, true, false),
+            ("10.244.0.11", true, true, false),
+        ],
+    ));
     let out = build_now(&s, &mut c);
-    let RouteMatch::Rule(route) = out.snapshot.routes.find("x.com", "/", &HeaderMap::new()) else { panic!("no route") };
+    let RouteMatch::Rule(route) = out.snapshot.routes.find("x.com", "/", &HeaderMap::new()) else {
+        panic!("no route")
+    };
     let backend = route.backends[0].backend.clone();
     let before = backend.endpoints();
     assert_eq!(before.endpoints.len(), 2);
 
     // One endpoint becomes not ready: the store says Endpoints(svc), not Routes.
-    let change = s.apply(slice("a", "web-1", "web", "http", 8080, &[("10.244.0.10", true, true, false), ("10.244.0.11", false, false, false)]));
+    let change = s.apply(slice(
+        "a",
+        "web-1",
+        "web",
+        "http",
+        8080,
+        &[
+            ("10.244.0.10", true, true, false),
+            ("10.244.0.11", false, false, false),
+        ],
+    ));
     assert_eq!(change, Change::Endpoints(ObjectKey::new("a", "web")));
     assert!(c.backends.refresh(&s, &ObjectKey::new("a", "web")));
-    assert_eq!(backend.endpoints().endpoints.len(), 1, "the route's backend sees the new set");
-    assert_eq!(before.endpoints.len(), 2, "a request that loaded the old set keeps it whole");
+    assert_eq!(
+        backend.endpoints().endpoints.len(),
+        1,
+        "the route's backend sees the new set"
+    );
+    assert_eq!(
+        before.endpoints.len(),
+        2,
+        "a request that loaded the old set keeps it whole"
+    );
 
     // A rebuild reuses the same Backend.
     let out2 = build_now(&s, &mut c);
-    let RouteMatch::Rule(route2) = out2.snapshot.routes.find("x.com", "/", &HeaderMap::new()) else { panic!("no route") };
+    let RouteMatch::Rule(route2) = out2.snapshot.routes.find("x.com", "/", &HeaderMap::new())
+    else {
+        panic!("no route")
+    };
     assert!(Arc::ptr_eq(&route2.backends[0].backend, &backend));
 
     // No ready endpoints: fall back to serving+terminating ones; nothing at all: empty.
-    s.apply(slice("a", "web-1", "web", "http", 8080, &[("10.244.0.10", false, true, true), ("10.244.0.11", false, false, true)]));
+    s.apply(slice(
+        "a",
+        "web-1",
+        "web",
+        "http",
+        8080,
+        &[
+            ("10.244.0.10", false, true, true),
+            ("10.244.0.11", false, false, true),
+        ],
+    ));
     c.backends.refresh(&s, &ObjectKey::new("a", "web"));
     let set = backend.endpoints();
     assert!(set.terminating_fallback);
-    assert_eq!(set.endpoints.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>(), vec!["10.244.0.10:8080"]);
-    assert_eq!(s.delete(Kind::EndpointSlice, &ObjectKey::new("a", "web-1")), Change::Endpoints(ObjectKey::new("a", "web")));
+    assert_eq!(
+        set.endpoints
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect::<Vec<_>>(),
+        vec!["10.244.0.10:8080"]
+    );
+    assert_eq!(
+        s.delete(Kind::EndpointSlice, &ObjectKey::new("a", "web-1")),
+        Change::Endpoints(ObjectKey::new("a", "web"))
+    );
     c.backends.refresh(&s, &ObjectKey::new("a", "web"));
     assert!(backend.endpoints().is_empty());
 }
@@ -223,10 +367,20 @@ fn endpoint_churn_updates_shared_backend_without_rebuild() {
 #[test]
 fn status_only_updates_do_not_rebuild() {
     let mut s = base_store();
-    let obj = ingress("a", "i", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]}));
+    let obj = ingress(
+        "a",
+        "i",
+        T0,
+        json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]}),
+    );
     assert_eq!(s.apply(obj.clone()), Change::Routes);
-    let Object::Ingress(mut ing) = obj else { unreachable!() };
-    ing.status = Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}})).expect("status"));
+    let Object::Ingress(mut ing) = obj else {
+        unreachable!()
+    };
+    ing.status = Some(
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}))
+            .expect("status"),
+    );
     assert_eq!(s.apply(Object::Ingress(ing)), Change::None);
 }
 
@@ -244,22 +398,55 @@ fn tls_certs_redirect_and_namespace_isolation() {
                 {"hosts": ["broken.com"], "secretName": "broken"}],
         "rules": [simple_rule("x.com", "Prefix", "/", "web"), simple_rule("plain.com", "Prefix", "/", "web"),
                   simple_rule("a.wild.com", "Prefix", "/", "web")]})));
-    s.apply(ingress_with("a", "no-redirect", T0, json!({"portico.dev/ssl-redirect": "false"}), json!({"ingressClassName": "portico",
+    s.apply(ingress_with(
+        "a",
+        "no-redirect",
+        T0,
+        json!({"portico.dev/ssl-redirect": "false"}),
+        json!({"ingressClassName": "portico",
         "tls": [{"hosts": ["n.com"], "secretName": "x-cert"}],
-        "rules": [simple_rule("n.com", "Prefix", "/", "web")]})));
+        "rules": [simple_rule("n.com", "Prefix", "/", "web")]}),
+    ));
     // Namespace b names a Secret that exists only in a.
-    s.apply(ingress("b", "steal", T0, json!({"ingressClassName": "portico",
+    s.apply(ingress(
+        "b",
+        "steal",
+        T0,
+        json!({"ingressClassName": "portico",
         "tls": [{"hosts": ["steal.com"], "secretName": "x-cert"}],
-        "rules": [simple_rule("steal.com", "Prefix", "/", "web")]})));
+        "rules": [simple_rule("steal.com", "Prefix", "/", "web")]}),
+    ));
     let out = build_now(&s, &mut Caches::default());
     let certs = &out.snapshot.certs;
     assert!(certs.exact.contains_key("x.com"));
     assert!(certs.wildcard.contains_key("wild.com"));
-    assert!(!certs.exact.contains_key("broken.com"), "malformed Secret gives no certificate");
-    assert!(!certs.exact.contains_key("steal.com"), "Secrets only from the Ingress's own namespace");
-    assert!(out.warnings.iter().any(|w| w.contains("a/broken is invalid")), "{:?}", out.warnings);
-    assert!(out.warnings.iter().any(|w| w.contains("b/x-cert not found")), "{:?}", out.warnings);
-    assert!(out.snapshot.referenced_secrets.contains(&ObjectKey::new("b", "x-cert")));
+    assert!(
+        !certs.exact.contains_key("broken.com"),
+        "malformed Secret gives no certificate"
+    );
+    assert!(
+        !certs.exact.contains_key("steal.com"),
+        "Secrets only from the Ingress's own namespace"
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("a/broken is invalid")),
+        "{:?}",
+        out.warnings
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("b/x-cert not found")),
+        "{:?}",
+        out.warnings
+    );
+    assert!(
+        out.snapshot
+            .referenced_secrets
+            .contains(&ObjectKey::new("b", "x-cert"))
+    );
     let redirect = |host: &str| match out.snapshot.routes.find(host, "/", &HeaderMap::new()) {
         RouteMatch::Rule(r) => r.https_redirect,
         other => panic!("{host}: {other:?}"),

@@ -543,12 +543,23 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         bail!("{e:#}\noperator log:\n{}", operator.log_tail(60));
     }
 
-    // The operator led through the chart's Lease, and released it on the way out.
-    let lease = Api::<Lease>::namespaced(client.clone(), &release_ns).get(RELEASE).await?;
-    assert!(
-        lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0) >= 1,
-        "the operator never took the chart's Lease: {lease:?}"
-    );
+    // The operator leads through the chart's Lease; a `helm upgrade` leaves the holder alone
+    // (three-way merge: the chart's manifest never had those fields).
+    let leases = Api::<Lease>::namespaced(client.clone(), &release_ns);
+    let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    let before = holder(&leases.get(RELEASE).await?);
+    assert!(before.is_some(), "the operator never took the chart's Lease");
+    let upgraded = helm(&["upgrade", RELEASE, &chart, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--reuse-values", "--set", "logLevel=debug"]);
+    assert!(upgraded.status.success(), "helm upgrade failed:\n{}", text(&upgraded.stderr));
+    assert_eq!(holder(&leases.get(RELEASE).await?), before, "helm upgrade reset the operator's Lease");
+    let args = Api::<Deployment>::namespaced(client.clone(), &release_ns)
+        .get(RELEASE)
+        .await?
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
+        .unwrap_or_default();
+    assert!(args.contains(&"--log-level=debug".to_string()), "upgrade did not reach the Deployment: {args:?}");
     operator.terminate();
     let status = operator.wait_timeout(Duration::from_secs(15)).await?;
     assert!(status.success(), "the operator did not exit cleanly on SIGTERM ({status}):\n{}", operator.log_tail(40));

@@ -217,6 +217,51 @@ fn check_leaves(path: &str, value: &Value, schema: &Value, problems: &mut Vec<St
     }
 }
 
+/// Every key the chart defines (the schema's properties, down to Kubernetes-typed values
+/// such as securityContext, whose inner keys are Kubernetes' own) has a comment line
+/// right above it in values.yaml.
+#[test]
+fn every_values_key_has_a_comment() {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).expect("read schema"))
+        .expect("values.schema.json parses");
+    let mut chart_keys = std::collections::BTreeSet::new();
+    fn collect(prefix: &str, schema: &Value, out: &mut std::collections::BTreeSet<String>) {
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
+        for (key, child) in props {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            out.insert(path.clone());
+            if child.get("default").is_none() {
+                collect(&path, child, out);
+            }
+        }
+    }
+    collect("", &schema, &mut chart_keys);
+
+    let values = std::fs::read_to_string(chart_dir().join("values.yaml")).expect("read values.yaml");
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut previous = "";
+    let mut uncommented = Vec::new();
+    for line in values.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let key = trimmed.split_once(':').map(|(k, _)| k).filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric()));
+        if let (false, Some(key)) = (trimmed.starts_with('#') || trimmed.starts_with('-'), key) {
+            while stack.last().is_some_and(|(i, _)| *i >= indent) {
+                stack.pop();
+            }
+            let path = stack.last().map_or_else(|| key.to_string(), |(_, p)| format!("{p}.{key}"));
+            if chart_keys.contains(&path) && !previous.trim_start().starts_with('#') {
+                uncommented.push(path.clone());
+            }
+            stack.push((indent, path));
+        }
+        if !trimmed.is_empty() {
+            previous = line;
+        }
+    }
+    assert!(uncommented.is_empty(), "keys in values.yaml without a comment line above them: {uncommented:?}");
+}
+
 /// The chart ships the CRDs byte for byte as `crds/` has them (generated from the Rust types).
 #[test]
 fn chart_crds_are_identical_to_crds_dir() {

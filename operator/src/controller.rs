@@ -33,6 +33,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Error as FinalizerError, Event as Finalized, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
+use kube::core::Selector;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -46,7 +47,7 @@ use crate::resources::{
     self, Inputs, MANAGED_SELECTOR, Settings, deployment, hpa, pdb, rbac, service, service_account,
 };
 use crate::status::{self, Observed};
-use crate::tenancy::{self, ClassIngresses};
+use crate::tenancy::{self, ClassIngresses, InvalidSelector};
 
 /// Finalizer that removes what owner references cannot: cluster-scoped objects and RBAC in
 /// other namespaces.
@@ -246,7 +247,7 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let previous = instance.status.clone().unwrap_or_default();
 
     // 1. Which namespaces, which Ingresses.
-    let namespaces = Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let namespaces = candidate_namespaces(client, instance, &namespace).await?;
     let served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
     let ingresses = Api::<Ingress>::all(client.clone()).list(&ListParams::default()).await?.items;
     let split = ClassIngresses::split(&ingresses, &class, instance.spec.is_default_class(), &served);
@@ -354,6 +355,19 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     };
     write_status(instance, ctx, status).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// The Namespaces that could be served: the own one without a selector, else those the
+/// selector matches (asked of the API server, so we do not read every Namespace).
+async fn candidate_namespaces(client: &Client, instance: &IngressController, own: &str) -> Result<Vec<Namespace>> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    match &instance.spec.namespace_selector {
+        None => Ok(api.get_opt(own).await?.into_iter().collect()),
+        Some(selector) => {
+            let selector = Selector::try_from(selector.clone()).map_err(|e| InvalidSelector::new(e.to_string()))?;
+            Ok(api.list(&ListParams::default().labels_from(&selector)).await?.items)
+        }
+    }
 }
 
 /// Writes the status subresource when it changed (an unchanged write would only wake the

@@ -26,6 +26,12 @@ pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 #[error("invalid spec.namespaceSelector: {0}")]
 pub struct InvalidSelector(String);
 
+impl InvalidSelector {
+    pub fn new(reason: impl Into<String>) -> Self {
+        InvalidSelector(reason.into())
+    }
+}
+
 /// Does `namespace` consent to being served by `<instance_ns>/<instance_name>`?
 pub fn consents(namespace: &Namespace, instance_ns: &str, instance_name: &str) -> bool {
     let wanted = format!("{instance_ns}/{instance_name}");

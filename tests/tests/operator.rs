@@ -447,6 +447,19 @@ async fn tenants_are_isolated_and_a_taken_class_is_a_conflict() {
         "the thief gets no RBAC"
     );
 
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns_b);
+    eventually("a ClassConflict Event on the thief", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("ClassConflict")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("thief")
+            })
+            .then_some(())
+    })
+    .await;
+
     // Deleting the thief leaves A's class alone.
     instances(&client, &ns_b).delete("thief", &DeleteParams::default()).await.expect("delete thief");
     eventually("the thief to be gone", || async { get_opt(&instances(&client, &ns_b), "thief").await.is_none().then_some(()) }).await;
@@ -616,4 +629,36 @@ async fn status_follows_the_deployment_and_is_published_on_ingresses() {
         let lb = ingress.status.and_then(|s| s.load_balancer).and_then(|lb| lb.ingress).unwrap_or_default();
         assert!(lb.is_empty(), "Ingress {name} of another class was touched: {lb:?}");
     }
+}
+
+#[tokio::test]
+async fn a_spec_the_operator_cannot_use_is_a_condition_and_an_event() {
+    let (cp, client) = cluster().await;
+    let ns = cp.new_namespace("permanent").await;
+    // Valid for the schema, but not a label selector the operator can evaluate.
+    let selector = json!({ "matchExpressions": [{ "key": "team", "operator": "Resembles", "values": ["a"] }] });
+    apply_instance(&client, &ns, "web", json!({ "ingressClassName": format!("{ns}-class"), "namespaceSelector": selector })).await;
+    let ic = eventually("Degraded=True, reason ReconcileFailed", || async {
+        let ic = get_opt(&instances(&client, &ns), "web").await?;
+        (condition(&ic, "Degraded")? == ("True".to_owned(), "ReconcileFailed".to_owned())).then_some(ic)
+    })
+    .await;
+    let message = ic.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded")).map(|c| c.message.clone());
+    assert!(message.as_deref().is_some_and(|m| m.contains("namespaceSelector")), "{message:?}");
+    assert_eq!(condition(&ic, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a ReconcileFailed Event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("ReconcileFailed")).then_some(())
+    })
+    .await;
+
+    // Fixing the spec recovers.
+    let fixed = json!({ "matchExpressions": [{ "key": "team", "operator": "In", "values": ["a"] }] });
+    apply_instance(&client, &ns, "web", json!({ "ingressClassName": format!("{ns}-class"), "namespaceSelector": fixed })).await;
+    eventually("Degraded=False after the fix", || async {
+        let ic = get_opt(&instances(&client, &ns), "web").await?;
+        (condition(&ic, "Degraded")?.0 == "False").then_some(())
+    })
+    .await;
 }

@@ -52,3 +52,9 @@ generate:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks (not part of `just test`): Portico's proxy against nginx and HAProxy, reconfiguration
+# under load, 10,000 Ingresses. Installs nginx, HAProxy, wrk and h2load when missing. Results in
+# target/bench/results.md. Extra arguments go to `portico-bench run` (see its --help).
+bench *ARGS: control-plane
+    @bash bench/bench.sh {{ARGS}}

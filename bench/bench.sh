@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `just bench`: installs the peers and load generators when missing, builds release binaries,
+# then runs portico-bench inside a private network namespace (tests/netns.sh), pinned to CPU 0
+# (it starts the proxy under test on CPU 1). Results: target/bench/results.md.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+start=$(date +%s)
+
+# Debian/Ubuntu package → the command it provides.
+declare -A needs=([nginx-light]=nginx [haproxy]=haproxy [wrk]=wrk [nghttp2-client]=h2load)
+missing=()
+for pkg in "${!needs[@]}"; do
+  cmd=${needs[$pkg]}
+  command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]} (apt-get)"
+  sudo=""
+  [[ $(id -u) == 0 ]] || sudo="sudo"
+  if ! command -v apt-get >/dev/null; then
+    echo "bench: install ${missing[*]} with your package manager (nginx, haproxy, wrk, h2load)" >&2
+    exit 1
+  fi
+  $sudo apt-get update
+  # Keep Debian's service scripts from starting the system nginx/haproxy.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+for cmd in taskset unshare; do
+  command -v "$cmd" >/dev/null || { echo "bench: $cmd is missing (util-linux)" >&2; exit 1; }
+done
+if (($(nproc) < 2)); then
+  echo "bench: needs at least 2 CPUs (the proxy alone on CPU 1, the load on CPU 0)" >&2
+  exit 1
+fi
+
+echo "==> cargo build --release (portico-proxy, portico-tests binaries, portico-bench)"
+cargo build --release -p portico-proxy -p portico-tests -p portico-bench --bins
+
+echo "==> benchmarks inside a private network namespace (tests/netns.sh); about 15 minutes"
+CARGO_NET_OFFLINE=true tests/netns.sh taskset -c 0 "$root/target/release/portico-bench" run "$@"
+echo "==> just bench took $(( $(date +%s) - start )) s"

@@ -1,0 +1,342 @@
+//! The three contenders, each started on the proxy CPU alone (`taskset -c 1`), each on its
+//! own pod-like address with the same ports, and each checked to route every benchmark
+//! request to the right Service before it is measured.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use portico_tests::process::Process;
+
+use crate::client::{Conn, Tls, format_get};
+use crate::sys;
+use crate::table::{BACKEND_PORT, Listen, Table, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Kind {
+    Portico,
+    Nginx,
+    Haproxy,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Portico => "Portico",
+            Kind::Nginx => "nginx",
+            Kind::Haproxy => "HAProxy",
+        }
+    }
+}
+
+pub struct Contender {
+    pub kind: Kind,
+    pub listen: Listen,
+    pub process: Process,
+    /// Where its configuration lives (nginx reloads rewrite it).
+    pub dir: PathBuf,
+}
+
+impl Contender {
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.listen.ip, self.listen.http_port))
+    }
+    pub fn https_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.listen.ip, self.listen.https_port))
+    }
+}
+
+/// How to run `portico-proxy`.
+pub struct PorticoOptions<'a> {
+    pub binary: &'a Path,
+    pub kubeconfig: &'a Path,
+    pub class: &'a str,
+    pub namespaces: &'a str,
+    pub listen: Listen,
+    pub admin_port: u16,
+    pub default_certificate: Option<&'a str>,
+    pub name: &'a str,
+}
+
+/// Starts `portico-proxy` pinned to the proxy CPU. Returns once the process is spawned; see
+/// [`wait_ready`].
+pub fn spawn_portico(o: &PorticoOptions<'_>, dir: &Path) -> Result<Contender> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", sys::PROXY_CPU]).arg(o.binary);
+    cmd.args([
+        format!("--ingress-class={}", o.class),
+        format!("--namespaces={}", o.namespaces),
+        format!("--http-port={}", o.listen.http_port),
+        format!("--https-port={}", o.listen.https_port),
+        format!("--admin-port={}", o.admin_port),
+        format!("--bind-address={}", o.listen.ip),
+        "--ssl-redirect=false".into(),
+        "--log-format=text".into(),
+        "--log-level=warn".into(),
+    ]);
+    if let Some(cert) = o.default_certificate {
+        cmd.arg(format!("--default-certificate={cert}"));
+    }
+    cmd.env("KUBECONFIG", o.kubeconfig)
+        .env("POD_IP", o.listen.ip.to_string());
+    let process = Process::spawn(o.name, cmd)?;
+    Ok(Contender {
+        kind: Kind::Portico,
+        listen: o.listen,
+        process,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Waits until Portico's `/readyz` answers 200 and returns how long that took from `since`.
+pub async fn wait_ready(
+    c: &mut Contender,
+    admin_port: u16,
+    since: Instant,
+    timeout: Duration,
+) -> Result<Duration> {
+    let admin = SocketAddr::from((c.listen.ip, admin_port));
+    let request = format_get(&admin.to_string(), "/readyz", false);
+    let deadline = since + timeout;
+    loop {
+        c.process.check_running()?;
+        if let Ok(mut conn) = Conn::connect(admin, None, Duration::from_millis(200)).await
+            && let Ok(r) = conn.request(&request, Duration::from_secs(1)).await
+            && r.status == 200
+        {
+            return Ok(since.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not ready within {timeout:?}; its log:\n{}",
+                c.process.name(),
+                c.process.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Writes the nginx configuration for `table` and starts nginx (master + one worker) on
+/// the proxy CPU.
+pub async fn start_nginx(
+    table: &Table,
+    dir: &Path,
+    listen: Listen,
+    cert: &Path,
+    key: &Path,
+) -> Result<Contender> {
+    std::fs::create_dir_all(dir)?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        crate::table::nginx_conf(table, dir, listen, cert, key),
+    )?;
+    let nginx = sys::which("nginx")?;
+    let check = Command::new(&nginx)
+        .arg("-t")
+        .arg("-q")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-e", "stderr"])
+        .output()?;
+    if !check.status.success() {
+        bail!(
+            "nginx -t refused {}: {}",
+            conf.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", sys::PROXY_CPU])
+        .arg(&nginx)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-e", "stderr"]);
+    let process = Process::spawn("nginx", cmd)?;
+    let mut c = Contender {
+        kind: Kind::Nginx,
+        listen,
+        process,
+        dir: dir.to_path_buf(),
+    };
+    wait_listening(&mut c).await?;
+    Ok(c)
+}
+
+/// Rewrites nginx.conf for `table` and reloads nginx (SIGHUP to the master), as an nginx
+/// based ingress controller does on a configuration change.
+pub fn reload_nginx(c: &Contender, table: &Table, cert: &Path, key: &Path) -> Result<()> {
+    let conf = c.dir.join("nginx.conf");
+    let tmp = c.dir.join("nginx.conf.new");
+    std::fs::write(
+        &tmp,
+        crate::table::nginx_conf(table, &c.dir, c.listen, cert, key),
+    )?;
+    std::fs::rename(&tmp, &conf)?;
+    c.process.signal(libc::SIGHUP);
+    Ok(())
+}
+
+/// Writes haproxy.cfg and its maps for `table` and starts HAProxy (one thread) on the
+/// proxy CPU.
+pub async fn start_haproxy(
+    table: &Table,
+    dir: &Path,
+    listen: Listen,
+    pem: &Path,
+) -> Result<Contender> {
+    std::fs::create_dir_all(dir)?;
+    let (cfg, exact, prefix) = crate::table::haproxy_cfg(table, dir, listen, pem);
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    std::fs::write(dir.join("exact.map"), exact)?;
+    std::fs::write(dir.join("prefix.map"), prefix)?;
+    let haproxy = sys::which("haproxy")?;
+    let check = Command::new(&haproxy)
+        .arg("-c")
+        .arg("-q")
+        .arg("-f")
+        .arg(&path)
+        .output()?;
+    if !check.status.success() {
+        bail!(
+            "haproxy -c refused {}: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", sys::PROXY_CPU])
+        .arg(&haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&path);
+    let process = Process::spawn("haproxy", cmd)?;
+    let mut c = Contender {
+        kind: Kind::Haproxy,
+        listen,
+        process,
+        dir: dir.to_path_buf(),
+    };
+    wait_listening(&mut c).await?;
+    Ok(c)
+}
+
+async fn wait_listening(c: &mut Contender) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.process.check_running()?;
+        if tokio::net::TcpStream::connect(c.http_addr()).await.is_ok()
+            && tokio::net::TcpStream::connect(c.https_addr()).await.is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not listen on {} within 10s:\n{}",
+                c.kind.name(),
+                c.http_addr(),
+                c.process.log_tail(20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a response came from an endpoint of `service`.
+pub fn served_by(table: &Table, service: &str, backend: Option<&str>) -> bool {
+    let Some(b) = backend else { return false };
+    table
+        .endpoints(service)
+        .iter()
+        .any(|ip| b == format!("{ip}:{BACKEND_PORT}"))
+}
+
+/// Sends every target (twice, to see both endpoints) over HTTP and once over HTTPS, and
+/// fails unless each is answered 200 by an endpoint of the Service the Ingress rules pick.
+/// Retries for up to `timeout` (Portico may still be applying its first sync).
+pub async fn verify_routes(
+    c: &Contender,
+    table: &Table,
+    targets: &[Target],
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let tls = Tls::new(&c.listen.ip.to_string(), true)?;
+    loop {
+        let result = async {
+            let mut conn = Conn::connect(c.http_addr(), None, Duration::from_secs(2)).await?;
+            for t in targets.iter().chain(targets.iter()) {
+                let r = conn
+                    .request(&format_get(&t.host, &t.path, false), Duration::from_secs(2))
+                    .await?;
+                if r.status != 200 || !served_by(table, &t.service, r.backend.as_deref()) {
+                    bail!(
+                        "{}{} answered {} from {:?}, expected 200 from {}",
+                        t.host,
+                        t.path,
+                        r.status,
+                        r.backend,
+                        t.service
+                    );
+                }
+                if r.close {
+                    conn = Conn::connect(c.http_addr(), None, Duration::from_secs(2)).await?;
+                }
+            }
+            let mut tls_conn = Conn::connect(c.https_addr(), Some(&tls), Duration::from_secs(2))
+                .await
+                .context("TLS")?;
+            let t = &targets[0];
+            let r = tls_conn
+                .request(&format_get(&t.host, &t.path, false), Duration::from_secs(2))
+                .await?;
+            if r.status != 200 || !served_by(table, &t.service, r.backend.as_deref()) {
+                bail!(
+                    "HTTPS {}{} answered {} from {:?}",
+                    t.host,
+                    t.path,
+                    r.status,
+                    r.backend
+                );
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                bail!(
+                    "{} does not route the benchmark table correctly: {e:#}",
+                    c.kind.name()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The pod-like address of each contender.
+pub fn listen_for(kind: Kind) -> Listen {
+    let ip = match kind {
+        Kind::Portico => Ipv4Addr::new(10, 244, 0, 10),
+        Kind::Nginx => Ipv4Addr::new(10, 244, 0, 11),
+        Kind::Haproxy => Ipv4Addr::new(10, 244, 0, 12),
+    };
+    Listen {
+        ip,
+        http_port: 8080,
+        https_port: 8443,
+    }
+}

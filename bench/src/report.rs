@@ -1,0 +1,591 @@
+//! The results: one Markdown table per phase, the targets of issue 7 with where Portico
+//! stands against each (never hidden), and the machine and versions. Written to
+//! `target/bench/results.md` (and the raw samples to `results.json`) after every phase, so
+//! a run cut short still leaves what it measured.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::churn::{ChurnResult, ChurnRun};
+use crate::compare::{Case, CaseResult, Sample};
+use crate::contenders::Kind;
+use crate::run::Bench;
+use crate::scale::ScaleResult;
+use crate::sys::{self, Machine};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub commit: String,
+    pub command: String,
+    pub machine: Machine,
+    pub versions: BTreeMap<String, String>,
+    pub duration_s: u64,
+    pub reps: usize,
+    pub compare: Vec<CaseResult>,
+    pub idle_rss: BTreeMap<Kind, f64>,
+    pub loaded_rss: BTreeMap<Kind, f64>,
+    pub churn: Option<ChurnResult>,
+    pub scale: Option<ScaleResult>,
+    pub failures: Vec<String>,
+    pub total_seconds: f64,
+}
+
+fn cmd_out(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Report {
+    pub fn new(bench: &Bench) -> Report {
+        let mut versions = BTreeMap::new();
+        versions.insert(
+            "nginx".into(),
+            sys::version("nginx", "-v").replace("nginx version: nginx/", ""),
+        );
+        versions.insert(
+            "HAProxy".into(),
+            sys::version("haproxy", "-v")
+                .split(" - ")
+                .next()
+                .unwrap_or("?")
+                .replace("HAProxy version ", ""),
+        );
+        versions.insert(
+            "wrk".into(),
+            sys::version("wrk", "-v")
+                .split(" [")
+                .next()
+                .unwrap_or("?")
+                .replace("wrk ", ""),
+        );
+        versions.insert(
+            "h2load".into(),
+            sys::version("h2load", "--version").replace("h2load nghttp2/", ""),
+        );
+        versions.insert(
+            "kube-apiserver".into(),
+            portico_tests::cluster::KUBERNETES_VERSION.into(),
+        );
+        let root = portico_tests::workspace_root();
+        let root = root.display().to_string();
+        let commit = cmd_out("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+        let dirty = !cmd_out(
+            "git",
+            &["-C", &root, "status", "--porcelain", "--", "proxy"],
+        )
+        .is_empty();
+        Report {
+            date: cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            commit: if dirty {
+                format!("{commit} (proxy/ with uncommitted changes)")
+            } else {
+                commit
+            },
+            command: "just bench".into(),
+            machine: sys::machine(),
+            versions,
+            duration_s: bench.args.duration,
+            reps: bench.args.reps,
+            compare: Vec::new(),
+            idle_rss: BTreeMap::new(),
+            loaded_rss: BTreeMap::new(),
+            churn: None,
+            scale: None,
+            failures: Vec::new(),
+            total_seconds: 0.0,
+        }
+    }
+
+    pub fn write(&self, out: &Path) -> Result<()> {
+        std::fs::write(out.join("results.md"), self.markdown())?;
+        std::fs::write(
+            out.join("results.json"),
+            serde_json::to_string_pretty(self)?,
+        )?;
+        Ok(())
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(s, "# Portico benchmarks\n");
+        let _ = writeln!(
+            s,
+            "`{}` on {} ({} cores, {:.0} GiB, Linux {}), {}, commit {}; {} s runs, {} repetitions, total {:.0} s.\n",
+            self.command,
+            m.cpu_model,
+            m.cores,
+            m.memory_gib,
+            m.kernel,
+            self.date,
+            self.commit,
+            self.duration_s,
+            self.reps,
+            self.total_seconds
+        );
+        let _ = writeln!(
+            s,
+            "Versions: {}. Pinning: the proxy under test alone on CPU {}; wrk / h2load / the fixed-rate generator, \
+             the backend (2-byte body), etcd, kube-apiserver and the driver on CPU {}. Contenders interleaved, order \
+             rotated each repetition; figures are medians, ratios are medians of per-repetition pairs.\n",
+            self.versions
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            sys::PROXY_CPU,
+            sys::LOAD_CPU
+        );
+        self.targets_md(&mut s);
+        if !self.compare.is_empty() {
+            self.compare_md(&mut s);
+        }
+        if let Some(c) = &self.churn {
+            churn_md(&mut s, c);
+        }
+        if let Some(sc) = &self.scale {
+            scale_md(&mut s, sc);
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(s, "## Failures\n");
+            for f in &self.failures {
+                let _ = writeln!(s, "- {}", f.lines().next().unwrap_or(""));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    fn case(&self, pred: impl Fn(&Case) -> bool) -> Option<&CaseResult> {
+        self.compare.iter().find(|c| pred(&c.case))
+    }
+
+    /// Issue 7's targets with Portico's standing.
+    fn targets_md(&self, s: &mut String) {
+        let _ = writeln!(s, "## Targets (issue 7)\n");
+        let _ = writeln!(s, "| target | measured | status |\n| --- | --- | --- |");
+        let verdict = |ok: Option<bool>| match ok {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        };
+        let rps = |s: &Sample| Some(s.rps);
+        let p99 = |s: &Sample| s.p99_us;
+        for (label, pred, need) in [
+            (
+                "req/s ≥ 1.1× nginx and HAProxy, p99 no worse (HTTP/1.1, 50 conns)",
+                Box::new(|c: &Case| *c == Case::Http1 { conns: 50 }) as Box<dyn Fn(&Case) -> bool>,
+                1.1,
+            ),
+            (
+                "req/s ≥ 1.1× nginx and HAProxy, p99 no worse (HTTP/1.1, 200 conns)",
+                Box::new(|c: &Case| *c == Case::Http1 { conns: 200 }),
+                1.1,
+            ),
+            (
+                "HTTPS req/s ≥ 1.2× nginx and HAProxy",
+                Box::new(|c: &Case| matches!(c, Case::Https { .. })),
+                1.2,
+            ),
+        ] {
+            let Some(c) = self.case(pred) else {
+                let _ = writeln!(s, "| {label} | – | not measured |");
+                continue;
+            };
+            let rn = c.paired_ratio(Kind::Nginx, rps);
+            let rh = c.paired_ratio(Kind::Haproxy, rps);
+            let pn = c.paired_ratio(Kind::Nginx, p99);
+            let ph = c.paired_ratio(Kind::Haproxy, p99);
+            let rps_ok = match (rn, rh) {
+                (Some(a), Some(b)) => Some(a >= need && b >= need),
+                _ => None,
+            };
+            let p99_ok = if need > 1.15 {
+                Some(true)
+            } else {
+                match (pn, ph) {
+                    (Some(a), Some(b)) => Some(a <= 1.0 && b <= 1.0),
+                    _ => None,
+                }
+            };
+            let ok = match (rps_ok, p99_ok) {
+                (Some(a), Some(b)) => Some(a && b),
+                _ => None,
+            };
+            let p99_text = if need > 1.15 {
+                String::new()
+            } else {
+                format!("; p99 {} / {}", fx(pn), fx(ph))
+            };
+            let _ = writeln!(
+                s,
+                "| {label} | {} / {} × nginx / HAProxy{p99_text} | {} |",
+                fx(rn),
+                fx(rh),
+                verdict(ok)
+            );
+        }
+        match self
+            .churn
+            .as_ref()
+            .and_then(|c| c.portico.as_ref().map(|p| (c, p)))
+        {
+            Some((_, portico)) => {
+                let failed = portico.failed_requests();
+                let _ = writeln!(
+                    s,
+                    "| zero failed requests under {} changes | {} failed of {} | {} |",
+                    portico.applied,
+                    failed,
+                    portico.total_requests(),
+                    verdict(Some(failed == 0 && portico.applied > 0))
+                );
+                let p99 = portico.overall().p99;
+                let _ = writeln!(
+                    s,
+                    "| propagation p99 < 100 ms | {:.1} ms ({} changes not seen within {} s) | {} |",
+                    p99,
+                    portico.not_propagated,
+                    crate::churn::PROPAGATION_TIMEOUT.as_secs(),
+                    verdict(Some(p99 < 100.0 && portico.not_propagated == 0))
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| zero failed requests under churn | – | not measured |");
+                let _ = writeln!(s, "| propagation p99 < 100 ms | – | not measured |");
+            }
+        }
+        match &self.scale {
+            Some(sc) => {
+                let _ = writeln!(
+                    s,
+                    "| {} Ingresses: RSS < 150 MB | {:.1} MiB | {} |",
+                    sc.ingresses,
+                    sc.rss_peak_mib,
+                    verdict(Some(sc.rss_peak_mib * 1.048_576 < 150.0))
+                );
+                let _ = writeln!(
+                    s,
+                    "| {} Ingresses: ready < 10 s | {:.2} s | {} |",
+                    sc.ingresses,
+                    sc.ready_ms / 1e3,
+                    verdict(Some(sc.ready_ms < 10_000.0))
+                );
+                let _ = writeln!(
+                    s,
+                    "| latency at {} Ingresses within 10% of 10 | p50 {} ×, p99 {} × | {} |",
+                    sc.ingresses,
+                    fx(sc.p50_ratio),
+                    fx(sc.p99_ratio),
+                    verdict(
+                        sc.p50_ratio
+                            .zip(sc.p99_ratio)
+                            .map(|(a, b)| a <= 1.1 && b <= 1.1)
+                    )
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "| 10,000 Ingresses: RSS < 150 MB, ready < 10 s, latency within 10% | – | not measured |"
+                );
+            }
+        }
+        s.push('\n');
+    }
+
+    fn compare_md(&self, s: &mut String) {
+        let _ = writeln!(s, "## Portico against nginx and HAProxy (one core each)\n");
+        let _ = writeln!(
+            s,
+            "| case | metric | Portico | nginx | HAProxy | Portico/nginx | Portico/HAProxy |"
+        );
+        let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        type Metric = (&'static str, fn(&Sample) -> Option<f64>, fn(f64) -> String);
+        for c in &self.compare {
+            let metrics: Vec<Metric> = match c.case {
+                Case::FixedRate { .. } => vec![
+                    ("achieved req/s", |x| x.achieved_rate, |v| format!("{v:.0}")),
+                    (
+                        "CPU µs/request",
+                        |x| Some(x.cpu_us()),
+                        |v| format!("{v:.2}"),
+                    ),
+                    (
+                        "  of which user",
+                        |x| Some(x.cpu_user_us),
+                        |v| format!("{v:.2}"),
+                    ),
+                    ("p50 µs", |x| Some(x.p50_us), |v| format!("{v:.0}")),
+                    ("p99 µs", |x| x.p99_us, |v| format!("{v:.0}")),
+                    (
+                        "failed requests",
+                        |x| Some(x.errors as f64),
+                        |v| format!("{v:.0}"),
+                    ),
+                ],
+                Case::Http2 { .. } => vec![
+                    ("req/s", |x| Some(x.rps), |v| format!("{v:.0}")),
+                    ("mean latency µs", |x| Some(x.p50_us), |v| format!("{v:.0}")),
+                    (
+                        "CPU µs/request",
+                        |x| Some(x.cpu_us()),
+                        |v| format!("{v:.2}"),
+                    ),
+                    (
+                        "failed requests",
+                        |x| Some(x.errors as f64),
+                        |v| format!("{v:.0}"),
+                    ),
+                ],
+                _ => vec![
+                    ("req/s", |x| Some(x.rps), |v| format!("{v:.0}")),
+                    ("p50 µs", |x| Some(x.p50_us), |v| format!("{v:.0}")),
+                    ("p99 µs", |x| x.p99_us, |v| format!("{v:.0}")),
+                    (
+                        "CPU µs/request",
+                        |x| Some(x.cpu_us()),
+                        |v| format!("{v:.2}"),
+                    ),
+                    (
+                        "failed requests",
+                        |x| Some(x.errors as f64),
+                        |v| format!("{v:.0}"),
+                    ),
+                ],
+            };
+            for (i, (name, f, fmt)) in metrics.iter().enumerate() {
+                let title = if i == 0 {
+                    c.case.title()
+                } else {
+                    String::new()
+                };
+                let cell = |k: Kind| c.median_of(k, f).map(fmt).unwrap_or_else(|| "–".into());
+                let ratio = |k: Kind| {
+                    if name.starts_with("failed") {
+                        "".into()
+                    } else {
+                        fx(c.paired_ratio(k, f))
+                    }
+                };
+                let _ = writeln!(
+                    s,
+                    "| {title} | {name} | {} | {} | {} | {} | {} |",
+                    cell(Kind::Portico),
+                    cell(Kind::Nginx),
+                    cell(Kind::Haproxy),
+                    ratio(Kind::Nginx),
+                    ratio(Kind::Haproxy)
+                );
+            }
+        }
+        let rss = |m: &BTreeMap<Kind, f64>, k: Kind| {
+            m.get(&k)
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "–".into())
+        };
+        let _ = writeln!(
+            s,
+            "| resident memory | idle MiB | {} | {} | {} | | |",
+            rss(&self.idle_rss, Kind::Portico),
+            rss(&self.idle_rss, Kind::Nginx),
+            rss(&self.idle_rss, Kind::Haproxy)
+        );
+        let _ = writeln!(
+            s,
+            "| | after the runs MiB | {} | {} | {} | | |",
+            rss(&self.loaded_rss, Kind::Portico),
+            rss(&self.loaded_rss, Kind::Nginx),
+            rss(&self.loaded_rss, Kind::Haproxy)
+        );
+        let _ = writeln!(
+            s,
+            "\nRouting table: 101 hosts, 251 routes (Ingresses through the apiserver for Portico; the equivalent \
+             nginx.conf and haproxy.cfg + maps for the peers); the HTTP/1.1 cases rotate over 40 host/path pairs, \
+             HTTP/2 over 10 paths of one host. Every contender was checked to route each of them to the right \
+             Service first. nginx: 1 worker, upstream `keepalive 1024`, `keepalive_requests 1000000`, \
+             `proxy_buffering off`, access log off. HAProxy: `nbthread 1`, `http-reuse always`, no log. TLS: \
+             ECDSA P-256, TLS 1.3; nginx and HAProxy use Debian's OpenSSL 3.0, slow per call, which favours \
+             rustls in the HTTPS ratios. CPU per request is the proxy's utime+stime (/proc/<pid>/stat) over the \
+             requests served; latency under saturation is mostly queueing: compare it as \"no worse than\".\n"
+        );
+    }
+}
+
+fn fx(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into())
+}
+
+fn churn_run_md(s: &mut String, name: &str, r: &ChurnRun) {
+    for (kind, st) in r.summaries() {
+        let _ = writeln!(
+            s,
+            "| {name} | {kind} | {} | {:.1} | {:.1} | {:.1} |",
+            st.count, st.p50, st.p99, st.max
+        );
+    }
+}
+
+fn churn_md(s: &mut String, c: &ChurnResult) {
+    let _ = writeln!(s, "## Reconfiguration under load\n");
+    let _ = writeln!(s, "{}\n", c.method);
+    let _ = writeln!(
+        s,
+        "| contender | changes applied | not propagated | HTTP requests (failed) | HTTPS new-connection requests (failed) | duration |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, r) in [
+        ("Portico", c.portico.as_ref()),
+        ("nginx + reload", c.nginx.as_ref()),
+    ] {
+        if let Some(r) = r {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {} | {} ({}) | {} ({}) | {:.0} s |",
+                r.applied,
+                r.not_propagated,
+                r.http.sent,
+                r.http.failed(),
+                r.https.sent,
+                r.https.failed(),
+                r.duration_s
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nPropagation, from the API write (nginx: from the config write) to the first request routed by the new configuration, ms:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| contender | change | count | p50 | p99 | max |\n| --- | --- | ---: | ---: | ---: | ---: |"
+    );
+    if let Some(p) = &c.portico {
+        churn_run_md(s, "Portico", p);
+    }
+    if let Some(n) = &c.nginx {
+        churn_run_md(s, "nginx + reload", n);
+    }
+    for (name, r) in [
+        ("Portico", c.portico.as_ref()),
+        ("nginx + reload", c.nginx.as_ref()),
+    ] {
+        if let Some(r) = r
+            && (!r.http.sample_errors.is_empty()
+                || !r.https.sample_errors.is_empty()
+                || !r.http.non_2xx.is_empty())
+        {
+            let _ = writeln!(
+                s,
+                "\n{name} failures: HTTP non-2xx {:?}, errors {:?}; HTTPS non-2xx {:?}, errors {:?}",
+                r.http.non_2xx, r.http.sample_errors, r.https.non_2xx, r.https.sample_errors
+            );
+        }
+    }
+    if let Some(e) = &c.nginx_error {
+        let _ = writeln!(s, "\nnginx churn: {e}");
+    }
+    s.push('\n');
+}
+
+fn scale_md(s: &mut String, sc: &ScaleResult) {
+    let _ = writeln!(s, "## Scale\n");
+    let _ = writeln!(s, "| measure | value |\n| --- | ---: |");
+    let _ = writeln!(
+        s,
+        "| objects in the apiserver | {} Ingresses, {} Services, {} EndpointSlices, {} endpoints |",
+        sc.ingresses, sc.services, sc.services, sc.endpoints
+    );
+    let _ = writeln!(
+        s,
+        "| time to create them ({} in flight) | {:.1} s |",
+        sc.concurrency, sc.create_s
+    );
+    let _ = writeln!(
+        s,
+        "| proxy start → ready (/readyz 200) | {:.0} ms |",
+        sc.ready_ms
+    );
+    let _ = writeln!(
+        s,
+        "| proxy start → last Ingress routed | {:.0} ms |",
+        sc.first_route_ms
+    );
+    let _ = writeln!(
+        s,
+        "| resident memory when ready | {:.1} MiB |",
+        sc.rss_ready_mib
+    );
+    let _ = writeln!(
+        s,
+        "| resident memory, peak seen (after the load) | {:.1} MiB |",
+        sc.rss_peak_mib
+    );
+    let _ = writeln!(
+        s,
+        "| same proxy with 10 Ingresses: resident memory | {:.1} MiB |",
+        sc.small_rss_mib
+    );
+    let ch = crate::compare::median(sc.change_ms.clone());
+    let max = sc.change_ms.iter().copied().fold(0.0, f64::max);
+    let _ = writeln!(
+        s,
+        "| one Ingress change → routed ({} changes) | median {:.1} ms, max {:.1} ms |",
+        sc.change_ms.len(),
+        ch,
+        max
+    );
+    let _ = writeln!(
+        s,
+        "| latency at {} req/s, 10 Ingresses | p50 {} µs, p99 {} µs |",
+        sc.rate,
+        sc.small
+            .iter()
+            .map(|r| r.p50_us.to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        sc.small
+            .iter()
+            .map(|r| r.p99_us.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    let _ = writeln!(
+        s,
+        "| latency at {} req/s, {} Ingresses | p50 {} µs, p99 {} µs |",
+        sc.rate,
+        sc.ingresses,
+        sc.big
+            .iter()
+            .map(|r| r.p50_us.to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        sc.big
+            .iter()
+            .map(|r| r.p99_us.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    let _ = writeln!(
+        s,
+        "| latency ratio {}/10 (median of pairs) | p50 {}, p99 {} |",
+        sc.ingresses,
+        fx(sc.p50_ratio),
+        fx(sc.p99_ratio)
+    );
+    let _ = writeln!(
+        s,
+        "| CPU µs/request, 10 → {} Ingresses | {:.2} → {:.2} |",
+        sc.ingresses, sc.small_cpu_us, sc.big_cpu_us
+    );
+    let _ = writeln!(s, "| failed requests in the latency runs | {} |", sc.failed);
+    let _ = writeln!(s, "\n{}\n", sc.method);
+}

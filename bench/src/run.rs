@@ -1,0 +1,535 @@
+//! `portico-bench run`: sets the stage (pinning, backend, control plane, routing table,
+//! contenders), runs the phases and writes the report.
+
+use std::fmt::Debug;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use portico_tests::cluster::{ControlPlane, Options};
+use portico_tests::process::Process;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::compare::{self, Case, CaseResult};
+use crate::contenders::{self, Contender, Kind, PorticoOptions};
+use crate::report::Report;
+use crate::table::{self, BACKEND_PORT, Table, pod_ip};
+use crate::{churn, load, scale, sys};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 8)]
+    pub duration: u64,
+    /// Seconds of unmeasured warm-up per contender before each case.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u64,
+    /// Repetitions of every case (interleaved, order rotated).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Which phases to run.
+    #[arg(long, value_delimiter = ',', default_value = "compare,churn,scale")]
+    pub phases: Vec<String>,
+    /// Which contenders (portico, nginx, haproxy).
+    #[arg(long, value_delimiter = ',', default_value = "portico,nginx,haproxy")]
+    pub contenders: Vec<String>,
+    /// Which comparison cases: h1-50, h1-200, rate, https, h2, newconn.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "h1-50,h1-200,rate,https,h2,newconn"
+    )]
+    pub cases: Vec<String>,
+    /// Requests per second of the fixed-rate case (CPU per request).
+    #[arg(long, default_value_t = 30000)]
+    pub rate: u32,
+    /// Configuration changes applied under load in the churn phase.
+    #[arg(long, default_value_t = 1000)]
+    pub changes: usize,
+    /// Run the same churn against nginx, reloading it for every change.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub nginx_churn: bool,
+    /// Ingresses in the scale phase.
+    #[arg(long, default_value_t = 10000)]
+    pub scale_ingresses: usize,
+    /// Endpoints per Service in the scale phase (10,000 × 5 = 50,000).
+    #[arg(long, default_value_t = 5)]
+    pub scale_endpoints_per_service: usize,
+    /// Where results.md and results.json go.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+}
+
+/// Everything the phases share.
+pub struct Bench {
+    pub args: Args,
+    pub dir: PathBuf,
+    pub release_dir: PathBuf,
+    pub cp: Option<ControlPlane>,
+    pub kubeconfig: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+    pub combined_pem: PathBuf,
+    pub ca: portico_tests::certs::Ca,
+    pub started: Instant,
+}
+
+pub const NAMESPACE: &str = "bench";
+pub const CLASS: &str = "portico-bench";
+pub const TLS_SECRET: &str = "bench-tls";
+pub const ADMIN_PORT: u16 = 9090;
+
+/// Addresses the backend listens on: the comparison table's endpoints (10.244.1.x), the
+/// churn pool (10.244.2.x) and the scale pool (10.244.3.x).
+pub const CHURN_POOL: usize = 60;
+pub const SCALE_POOL: usize = 250;
+
+impl Bench {
+    pub fn client(&self) -> Result<Client> {
+        Ok(self
+            .cp
+            .as_ref()
+            .context("no control plane in this run")?
+            .client())
+    }
+    pub fn has_phase(&self, p: &str) -> bool {
+        self.args.phases.iter().any(|x| x == p)
+    }
+    pub fn portico_binary(&self) -> PathBuf {
+        self.release_dir.join("portico-proxy")
+    }
+    pub fn elapsed(&self) -> String {
+        format!("{:>4.0}s", self.started.elapsed().as_secs_f64())
+    }
+}
+
+pub fn main(args: Args) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+fn preflight(args: &Args) -> Result<()> {
+    if std::env::var(portico_tests::netns::ENV).as_deref() != Ok("1") {
+        bail!(
+            "portico-bench run sends traffic to 10.244.x.y and must run inside tests/netns.sh (use `just bench`)"
+        );
+    }
+    std::net::TcpListener::bind((Ipv4Addr::new(10, 244, 0, 1), 0))
+        .context("10.244.0.1 is not local: tests/netns.sh did not set up lo")?;
+    for tool in ["taskset", "wrk", "h2load", "nginx", "haproxy"] {
+        sys::which(tool)?;
+    }
+    if args.reps < 1 {
+        bail!("--reps must be at least 1");
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<()> {
+    preflight(&args)?;
+    let started = Instant::now();
+    // This driver and everything it starts run on the load CPU unless told otherwise.
+    sys::set_affinity(std::process::id(), sys::LOAD_CPU)?;
+    // The run owns this network namespace: widen the ephemeral port range for the
+    // new-connection case and let connections reuse TIME_WAIT ports.
+    sys::netns_sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+    sys::netns_sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    sys::netns_sysctl("net.core.somaxconn", "65535")?;
+
+    let release_dir = std::env::current_exe()?
+        .parent()
+        .context("executable directory")?
+        .to_path_buf();
+    let dir = portico_tests::scratch_dir("bench");
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        portico_tests::workspace_root().join(&args.out)
+    };
+    std::fs::create_dir_all(&out)?;
+
+    // One wildcard certificate for every contender (ECDSA P-256).
+    let ca = portico_tests::certs::Ca::new("portico-bench-ca")?;
+    let leaf = ca.server(&["*.bench.test", "bench.test"])?;
+    let cert_pem = dir.join("cert.pem");
+    let key_pem = dir.join("key.pem");
+    let combined_pem = dir.join("combined.pem");
+    std::fs::write(&cert_pem, &leaf.cert_pem)?;
+    std::fs::write(&key_pem, &leaf.key_pem)?;
+    std::fs::write(&combined_pem, format!("{}{}", leaf.cert_pem, leaf.key_pem))?;
+
+    let mut bench = Bench {
+        args: args.clone(),
+        dir: dir.clone(),
+        release_dir,
+        cp: None,
+        kubeconfig: dir.join("admin.kubeconfig"),
+        cert_pem,
+        key_pem,
+        combined_pem,
+        ca,
+        started,
+    };
+    let mut report = Report::new(&bench);
+    println!(
+        "==> portico-bench: work files in {}, logs in {}",
+        dir.display(),
+        portico_tests::process::log_dir().display()
+    );
+
+    // The backend, on the load CPU.
+    let mut listen: Vec<SocketAddr> = Vec::new();
+    for n in 0..table::COMPARISON_SERVICES * table::COMPARISON_ENDPOINTS_PER_SERVICE {
+        listen.push(SocketAddr::from((pod_ip(1, n), BACKEND_PORT)));
+    }
+    for n in 0..CHURN_POOL {
+        listen.push(SocketAddr::from((pod_ip(2, n), BACKEND_PORT)));
+    }
+    for n in 0..SCALE_POOL {
+        listen.push(SocketAddr::from((pod_ip(3, n), BACKEND_PORT)));
+    }
+    let _backend = start_backend(&bench, &listen).await?;
+
+    let want_portico = args.contenders.iter().any(|c| c == "portico");
+    if want_portico || bench.has_phase("churn") || bench.has_phase("scale") {
+        println!(
+            "[{}] starting etcd and kube-apiserver on 127.0.0.1 (CPU {})",
+            bench.elapsed(),
+            sys::LOAD_CPU
+        );
+        let cp_dir = dir.join("control-plane");
+        let cp = tokio::task::spawn_blocking(move || {
+            ControlPlane::start(&Options {
+                dir: cp_dir,
+                controller_manager: false,
+                port: 0,
+            })
+        })
+        .await??;
+        cp.write_kubeconfig(cp.admin_token(), &bench.kubeconfig)?;
+        bench.cp = Some(cp);
+    }
+
+    let table = Table::comparison(NAMESPACE, CLASS, TLS_SECRET);
+    if bench.cp.is_some() {
+        let client = bench.client()?;
+        create_namespace(&client, NAMESPACE).await?;
+        apply(
+            &Api::<IngressClass>::all(client.clone()),
+            &table::ingress_class(CLASS),
+        )
+        .await?;
+        let secret = table::tls_secret(
+            NAMESPACE,
+            TLS_SECRET,
+            &std::fs::read_to_string(&bench.cert_pem)?,
+            &std::fs::read_to_string(&bench.key_pem)?,
+        );
+        apply(
+            &Api::<Secret>::namespaced(client.clone(), NAMESPACE),
+            &secret,
+        )
+        .await?;
+        publish_table(&client, &table, 16).await?;
+        println!(
+            "[{}] published the comparison table: {} Ingresses, {} routes, {} Services",
+            bench.elapsed(),
+            table.ingresses.len(),
+            table.ingresses.iter().map(|i| i.paths.len()).sum::<usize>(),
+            table.services.len()
+        );
+    }
+
+    if bench.has_phase("compare") {
+        let results = compare_phase(&bench, &table, &mut report).await;
+        match results {
+            Ok(r) => report.compare = r,
+            Err(e) => {
+                println!("!! comparison failed: {e:#}");
+                report.failures.push(format!("comparison: {e:#}"));
+            }
+        }
+        report.write(&out)?;
+    }
+    if bench.has_phase("churn") {
+        println!("[{}] == reconfiguration under load ==", bench.elapsed());
+        match churn::run(&bench).await {
+            Ok(r) => report.churn = Some(r),
+            Err(e) => {
+                println!("!! churn failed: {e:#}");
+                report.failures.push(format!("churn: {e:#}"));
+            }
+        }
+        report.write(&out)?;
+    }
+    if bench.has_phase("scale") {
+        println!("[{}] == scale ==", bench.elapsed());
+        match scale::run(&bench).await {
+            Ok(r) => report.scale = Some(r),
+            Err(e) => {
+                println!("!! scale failed: {e:#}");
+                report.failures.push(format!("scale: {e:#}"));
+            }
+        }
+    }
+    report.total_seconds = started.elapsed().as_secs_f64();
+    report.write(&out)?;
+    println!("\n{}", report.markdown());
+    println!("written to {}", out.join("results.md").display());
+    if let Some(cp) = bench.cp.take() {
+        cp.stop();
+    }
+    Ok(())
+}
+
+async fn start_backend(bench: &Bench, listen: &[SocketAddr]) -> Result<Process> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", sys::LOAD_CPU])
+        .arg(std::env::current_exe()?)
+        .arg("backend")
+        .arg(format!(
+            "--listen={}",
+            listen
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    let mut p = Process::spawn("backend", cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(listen[listen.len() - 1])
+        .await
+        .is_err()
+    {
+        p.check_running()?;
+        if Instant::now() > deadline {
+            bail!("the backend did not listen within 10s:\n{}", p.log_tail(20));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "[{}] backend listening on {} addresses (CPU {})",
+        bench.elapsed(),
+        listen.len(),
+        sys::affinity(p.id())
+    );
+    Ok(p)
+}
+
+async fn compare_phase(
+    bench: &Bench,
+    table: &Table,
+    report: &mut Report,
+) -> Result<Vec<CaseResult>> {
+    println!(
+        "[{}] == Portico against nginx and HAProxy ==",
+        bench.elapsed()
+    );
+    let mut contenders: Vec<Contender> = Vec::new();
+    for name in &bench.args.contenders {
+        let c = match name.as_str() {
+            "portico" => {
+                let dir = bench.dir.join("portico");
+                std::fs::create_dir_all(&dir)?;
+                let listen = contenders::listen_for(Kind::Portico);
+                let default_cert = format!("{NAMESPACE}/{TLS_SECRET}");
+                let opts = PorticoOptions {
+                    binary: &bench.portico_binary(),
+                    kubeconfig: &bench.kubeconfig,
+                    class: CLASS,
+                    namespaces: NAMESPACE,
+                    listen,
+                    admin_port: ADMIN_PORT,
+                    default_certificate: Some(&default_cert),
+                    name: "portico",
+                };
+                let started = Instant::now();
+                let mut c = contenders::spawn_portico(&opts, &dir)?;
+                let ready =
+                    contenders::wait_ready(&mut c, ADMIN_PORT, started, Duration::from_secs(60))
+                        .await?;
+                println!(
+                    "[{}] Portico ready in {:.0} ms",
+                    bench.elapsed(),
+                    ready.as_secs_f64() * 1e3
+                );
+                c
+            }
+            "nginx" => {
+                contenders::start_nginx(
+                    table,
+                    &bench.dir.join("nginx"),
+                    contenders::listen_for(Kind::Nginx),
+                    &bench.cert_pem,
+                    &bench.key_pem,
+                )
+                .await?
+            }
+            "haproxy" => {
+                contenders::start_haproxy(
+                    table,
+                    &bench.dir.join("haproxy"),
+                    contenders::listen_for(Kind::Haproxy),
+                    &bench.combined_pem,
+                )
+                .await?
+            }
+            other => bail!("unknown contender {other:?} (portico, nginx, haproxy)"),
+        };
+        contenders.push(c);
+    }
+    let targets = table.comparison_targets();
+    let h2_targets = table.h2_targets();
+    for c in &contenders {
+        contenders::verify_routes(c, table, &targets, Duration::from_secs(30)).await?;
+        let rss = sys::rss_mib(c.pid());
+        println!(
+            "[{}] {} routes all {} benchmark requests correctly; CPUs {}; idle RSS {:.1} MiB",
+            bench.elapsed(),
+            c.kind.name(),
+            targets.len(),
+            sys::affinity(c.pid()),
+            rss
+        );
+        report.idle_rss.insert(c.kind, rss);
+    }
+    let wrk_script = bench.dir.join("targets.lua");
+    let wrk_close_script = bench.dir.join("targets-close.lua");
+    std::fs::write(&wrk_script, load::wrk_script(&targets, false))?;
+    std::fs::write(&wrk_close_script, load::wrk_script(&targets, true))?;
+    let setup = compare::Setup {
+        contenders: &contenders,
+        targets: &targets,
+        h2_targets: &h2_targets,
+        wrk_script: &wrk_script,
+        wrk_close_script: &wrk_close_script,
+        duration: Duration::from_secs(bench.args.duration),
+        warmup: Duration::from_secs(bench.args.warmup),
+        reps: bench.args.reps,
+    };
+    let mut results = Vec::new();
+    for name in &bench.args.cases {
+        let case = match name.as_str() {
+            "h1-50" => Case::Http1 { conns: 50 },
+            "h1-200" => Case::Http1 { conns: 200 },
+            "rate" => Case::FixedRate {
+                conns: 50,
+                rate: bench.args.rate,
+            },
+            "https" => Case::Https { conns: 200 },
+            "h2" => Case::Http2 {
+                conns: 50,
+                streams: 10,
+            },
+            "newconn" => Case::NewConnection { conns: 50 },
+            other => bail!("unknown case {other:?}"),
+        };
+        println!("[{}] {}", bench.elapsed(), case.title());
+        results.push(compare::run_case(&setup, case).await?);
+    }
+    for c in &contenders {
+        report.loaded_rss.insert(c.kind, sys::rss_mib(c.pid()));
+    }
+    Ok(results)
+}
+
+pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    apply(&Api::<Namespace>::all(client.clone()), &ns).await?;
+    Ok(())
+}
+
+/// Server-side apply with the benchmark's field manager.
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let name = obj.meta().name.clone().context("object without a name")?;
+    api.patch(
+        &name,
+        &PatchParams::apply("portico-bench").force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .with_context(|| format!("apply {name}"))
+}
+
+/// Creates objects with at most `concurrency` requests in flight.
+pub async fn create_all<K>(api: &Api<K>, objects: Vec<K>, concurrency: usize) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    futures::stream::iter(objects.into_iter().map(|o| {
+        let api = api.clone();
+        async move {
+            match api.create(&PostParams::default(), &o).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(e) => {
+                    Err(anyhow::Error::from(e).context(format!("create {:?}", o.meta().name)))
+                }
+            }
+        }
+    }))
+    .buffer_unordered(concurrency)
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok(())
+}
+
+/// Services, then EndpointSlices, then Ingresses of `table`.
+pub async fn publish_table(client: &Client, table: &Table, concurrency: usize) -> Result<()> {
+    let ns = &table.namespace;
+    let services = table
+        .services
+        .keys()
+        .map(|s| table::service_object(ns, s))
+        .collect();
+    create_all(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        services,
+        concurrency,
+    )
+    .await?;
+    let slices = table
+        .services
+        .iter()
+        .map(|(s, eps)| table::slice_object(ns, s, eps))
+        .collect();
+    create_all(
+        &Api::<EndpointSlice>::namespaced(client.clone(), ns),
+        slices,
+        concurrency,
+    )
+    .await?;
+    let ingresses = table
+        .ingresses
+        .iter()
+        .map(|r| table::ingress_object(ns, &table.class, r))
+        .collect();
+    create_all(
+        &Api::<Ingress>::namespaced(client.clone(), ns),
+        ingresses,
+        concurrency,
+    )
+    .await?;
+    Ok(())
+}

@@ -602,3 +602,141 @@ async fn hostile_ingresses_do_not_disturb_the_others() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_timeouts_forwarded_headers_and_metrics() -> Result<()> {
+    let inst = Instance::create(
+        "errors",
+        json!({ "timeouts": { "connect": "500ms", "request": "1s" } }),
+        &[],
+    )
+    .await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let b = backends("echo", 1).await?;
+    publish(c, ns, "echo", &b).await?;
+    // A Service whose only endpoint has nothing listening, and one with no endpoints.
+    let nobody = SocketAddr::new(portico_tests::netns::pod_ip(), 8080);
+    portico_tests::fixtures::apply_service(c, ns, "dead", "http", 80, 8080).await?;
+    portico_tests::fixtures::apply_endpoints(c, ns, "dead", "slice", "http", &[nobody]).await?;
+    portico_tests::fixtures::apply_service(c, ns, "empty", "http", 80, 8080).await?;
+    portico_tests::fixtures::apply_endpoints(c, ns, "empty", "slice", "http", &[]).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "errors",
+            class,
+            "err.example.com",
+            &[
+                ("/", "Prefix", "echo"),
+                ("/dead", "Prefix", "dead"),
+                ("/empty", "Prefix", "empty"),
+            ],
+        ),
+    )
+    .await?;
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+
+    // Request timeout → 504, promptly.
+    let started = Instant::now();
+    let r = http.get("err.example.com", "/slow?delay_ms=3000").await?;
+    assert_eq!(r.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "504 after {:?}",
+        started.elapsed()
+    );
+    // Connect failure → 502; no endpoints → 503.
+    assert_eq!(http.get("err.example.com", "/dead").await?.status, 502);
+    assert_eq!(http.get("err.example.com", "/empty").await?.status, 503);
+
+    // Oversized request headers are refused (431), and the proxy keeps serving.
+    let huge = "x".repeat(100 * 1024);
+    let r = http
+        .get_with("err.example.com", "/", &[("x-huge", &huge)])
+        .await;
+    assert!(
+        matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
+        "oversized headers: {:?}",
+        r.map(|r| r.status)
+    );
+    assert_eq!(http.get("err.example.com", "/").await?.status, 200);
+
+    // X-Forwarded-*: client-sent values are not trusted (no --trusted-proxy-cidrs), and a
+    // Connection header cannot remove what the proxy sets, only hop-by-hop extras.
+    let r = http
+        .get_with(
+            "err.example.com",
+            "/headers",
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil.example.com"),
+                ("connection", "x-forwarded-for, x-real-ip, x-hop"),
+                ("x-hop", "1"),
+            ],
+        )
+        .await?;
+    assert_eq!(r.status, 200);
+    let h = &r.json["headers"];
+    let xff = h["x-forwarded-for"].as_str().unwrap_or_default();
+    assert!(
+        !xff.is_empty() && !xff.contains("1.2.3.4"),
+        "x-forwarded-for {xff:?}"
+    );
+    assert!(
+        xff.starts_with("10.244."),
+        "x-forwarded-for is the client's pod-network address: {xff:?}"
+    );
+    assert_eq!(h["x-real-ip"].as_str(), Some(xff));
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "err.example.com");
+    assert!(
+        h.get("x-hop").is_none(),
+        "header named by Connection is stripped"
+    );
+    assert!(
+        h.get("connection")
+            .is_none_or(|v| v != "x-forwarded-for, x-real-ip, x-hop")
+    );
+
+    // Metrics: low-cardinality labels, upstream errors by kind, config generation.
+    let metrics = {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let resp = client
+            .get(format!("{}/metrics", proxy.admin_base()).parse()?)
+            .await?;
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await?
+            .to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    for needle in [
+        format!(
+            r#"portico_requests_total{{code="5xx",ingress="errors",namespace="{ns}",service="echo"}}"#
+        ),
+        format!(
+            r#"portico_requests_total{{code="2xx",ingress="errors",namespace="{ns}",service="echo"}}"#
+        ),
+        r#"portico_upstream_errors_total{kind="timeout"}"#.to_string(),
+        r#"portico_upstream_errors_total{kind="connect"}"#.to_string(),
+        r#"portico_upstream_errors_total{kind="no_endpoints"}"#.to_string(),
+        format!(r#"portico_backend_endpoints{{namespace="{ns}",port="http",service="echo"}} 1"#),
+        "portico_config_generation ".to_string(),
+        "portico_config_rebuild_duration_seconds_bucket".to_string(),
+        "portico_request_duration_seconds_bucket".to_string(),
+    ] {
+        assert!(
+            metrics.contains(&needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("err.example.com"),
+        "no host label in metrics"
+    );
+    Ok(())
+}

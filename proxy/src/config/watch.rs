@@ -465,3 +465,127 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lb::Policy;
+    use arc_swap::ArcSwap;
+    use serde_json::json;
+
+    fn ingress(name: &str) -> Object {
+        Object::Ingress(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "a", "name": name},
+                "spec": {"ingressClassName": "c", "rules": [{"host": format!("{name}.com"), "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"number": 80}}}}]}}]},
+            }))
+            .expect("ingress"),
+        )
+    }
+
+    fn service() -> Object {
+        Object::Service(
+            serde_json::from_value(json!({"metadata": {"namespace": "a", "name": "svc"}, "spec": {"ports": [{"port": 80}]}}))
+                .expect("service"),
+        )
+    }
+
+    /// A loop whose client points nowhere: these tests drive `handle` directly.
+    fn config_loop() -> ConfigLoop {
+        let client = Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let params = Params {
+            class_name: "c".into(),
+            namespaces: ["a".to_string()].into(),
+            default_policy: Policy::RoundRobin,
+            ssl_redirect: true,
+            default_certificate: None,
+        };
+        let shared = Arc::new(ArcSwap::from_pointee(super::super::Snapshot::default()));
+        ConfigLoop::new(client, params, shared, Arc::new(Health::default())).0
+    }
+
+    fn scope(kind: Kind) -> Scope {
+        Scope {
+            kind,
+            namespace: "a".into(),
+            name: None,
+        }
+    }
+
+    fn send(l: &mut ConfigLoop, kind: Kind, event: WatchEvent) -> bool {
+        l.handle(Msg {
+            scope: scope(kind),
+            event,
+        })
+    }
+
+    #[tokio::test]
+    async fn relist_drops_objects_missing_from_the_new_list() {
+        let mut l = config_loop();
+        send(&mut l, Kind::Ingress, WatchEvent::Init);
+        send(&mut l, Kind::Ingress, WatchEvent::InitApply(ingress("one")));
+        send(&mut l, Kind::Ingress, WatchEvent::InitApply(ingress("two")));
+        assert!(send(&mut l, Kind::Ingress, WatchEvent::InitDone));
+        assert_eq!(l.store.ingresses.len(), 2);
+        // The watch restarts (e.g. after a 410 Gone); "two" was deleted meanwhile.
+        send(&mut l, Kind::Ingress, WatchEvent::Init);
+        send(&mut l, Kind::Ingress, WatchEvent::InitApply(ingress("one")));
+        assert!(send(&mut l, Kind::Ingress, WatchEvent::InitDone));
+        assert_eq!(
+            l.store
+                .ingresses
+                .keys()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["one"]
+        );
+    }
+
+    #[tokio::test]
+    async fn ready_only_after_every_watcher_synced_and_a_build() {
+        let mut l = config_loop();
+        l.pending
+            .extend([scope(Kind::Ingress), scope(Kind::Service)]);
+        send(&mut l, Kind::Ingress, WatchEvent::Init);
+        send(&mut l, Kind::Ingress, WatchEvent::InitApply(ingress("one")));
+        send(&mut l, Kind::Ingress, WatchEvent::InitDone);
+        l.maybe_ready();
+        assert!(!l.health.is_ready(), "Services not listed yet");
+        send(&mut l, Kind::Service, WatchEvent::Init);
+        send(&mut l, Kind::Service, WatchEvent::InitApply(service()));
+        send(&mut l, Kind::Service, WatchEvent::InitDone);
+        l.maybe_ready();
+        assert!(!l.health.is_ready(), "no snapshot built yet");
+        l.rebuild();
+        l.maybe_ready();
+        assert!(l.health.is_ready());
+        assert_eq!(l.shared.load().ingresses_served, 1);
+        assert_eq!(l.shared.load().generation, 1);
+        l.health.start_draining();
+        assert!(!l.health.is_ready(), "draining fails readiness");
+    }
+
+    #[tokio::test]
+    async fn status_only_and_endpoint_events_do_not_ask_for_a_rebuild() {
+        let mut l = config_loop();
+        assert!(send(
+            &mut l,
+            Kind::Ingress,
+            WatchEvent::Apply(ingress("one"))
+        ));
+        assert!(
+            !send(&mut l, Kind::Ingress, WatchEvent::Apply(ingress("one"))),
+            "unchanged spec"
+        );
+        let slice = Object::EndpointSlice(
+            serde_json::from_value(json!({"metadata": {"namespace": "a", "name": "svc-1",
+                "labels": {"kubernetes.io/service-name": "svc"}}, "addressType": "IPv4", "endpoints": []}))
+            .expect("slice"),
+        );
+        assert!(!send(&mut l, Kind::EndpointSlice, WatchEvent::Apply(slice)));
+    }
+}

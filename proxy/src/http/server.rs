@@ -24,8 +24,12 @@ use crate::metrics::METRICS;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to finish a TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (HTTP/1.1 read buffer; HTTP/2 header list).
+/// Largest request head for HTTP/2 (header list). For HTTP/1.1 the limit is the read
+/// buffer, `MAX_HEADER_BYTES / 2`: hyper checks it between reads, so a head is refused
+/// (431) somewhere between 32 and 64 KiB.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// At most this many request header fields (HTTP/1.1).
+pub const MAX_HEADERS: usize = 128;
 /// Open downstream connections per listener; beyond it, accept waits.
 pub const MAX_CONNECTIONS: usize = 16_384;
 
@@ -34,7 +38,8 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES)
+        .max_buf_size(MAX_HEADER_BYTES / 2)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())

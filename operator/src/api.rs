@@ -122,6 +122,13 @@ pub struct IngressControllerSpec {
     #[schemars(range(min = 0, max = 10))]
     pub retries: Option<i32>,
 
+    /// Peers whose `X-Forwarded-*` headers the proxy keeps (for example the cloud load
+    /// balancer's range); everyone else's are replaced. Default: none.
+    #[serde(default, rename = "trustedProxyCIDRs", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), inner(length(min = 3, max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("trustedProxyCIDRs must be CIDRs such as 10.0.0.0/8 or fd00::/8"))]
+    pub trusted_proxy_cidrs: Option<Vec<String>>,
+
     /// Scale the fleet with a HorizontalPodAutoscaler on CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
@@ -450,6 +457,24 @@ impl IngressControllerSpec {
     }
 }
 
+/// A duration in the one-unit form the proxy parses (`250ms`, `90s`, `2m`, `1h`): the
+/// largest unit that represents it exactly.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// Re-spells a schema-valid duration (possibly compound, `1h30m`) in one unit.
+pub fn normalize_duration(s: &str) -> String {
+    parse_duration(s).map_or_else(|| s.to_owned(), format_duration)
+}
+
 /// Parses a duration of the [`DURATION_PATTERN`] form; `None` when malformed.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let mut total = std::time::Duration::ZERO;
@@ -492,6 +517,15 @@ mod tests {
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn durations_are_respelled_in_one_unit() {
+        assert_eq!(normalize_duration("1h30m"), "90m");
+        assert_eq!(normalize_duration("1m30s"), "90s");
+        assert_eq!(normalize_duration("1s500ms"), "1500ms");
+        assert_eq!(normalize_duration("120s"), "2m");
+        assert_eq!(normalize_duration("0ms"), "0s");
     }
 
     #[test]

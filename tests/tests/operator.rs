@@ -175,6 +175,7 @@ async fn invalid_specs_are_refused_by_the_apiserver() {
         ("node-ports-on-cluster-ip", json!({ "service": { "type": "ClusterIP", "nodePorts": { "http": 30080 } } }), "nodePorts"),
         ("both-disruption-fields", json!({ "disruption": { "minAvailable": 1, "maxUnavailable": 1 } }), "not both"),
         ("bad-class-name", json!({ "ingressClassName": "Not_A_Name" }), "ingressClassName"),
+        ("bad-cidr", json!({ "trustedProxyCIDRs": ["10.0.0.0/33"] }), "must be CIDRs"),
     ];
     for (name, spec, hint) in cases {
         match create(name, spec.clone()).await {
@@ -194,7 +195,8 @@ async fn invalid_specs_are_refused_by_the_apiserver() {
         "ports": { "http": 8080, "https": 8443, "admin": 9901 },
         "loadBalancing": { "algorithm": "ConsistentHash", "hashOn": "Header", "headerName": "X-User" },
         "tls": { "defaultCertificateSecret": "wildcard-cert", "redirect": false, "hsts": true, "minVersion": "1.3" },
-        "timeouts": { "connect": "250ms", "request": "2m", "idle": "90s" },
+        "timeouts": { "connect": "250ms", "request": "1h30m", "idle": "90s" },
+        "trustedProxyCIDRs": ["10.0.0.0/8", "fd00::/8"],
         "retries": 1,
         "autoscaling": { "minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 70 },
         "disruption": { "minAvailable": "50%" },

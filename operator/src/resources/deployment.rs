@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Inputs;
-use crate::api::{TlsVersion, parse_duration};
+use crate::api::{TlsVersion, normalize_duration, parse_duration};
 
 /// The unprivileged user of the distroless proxy image.
 pub const PROXY_UID: i64 = 65532;
@@ -30,11 +30,15 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
         format!("--https-port={}", ports.https),
         format!("--admin-port={}", ports.admin),
         format!("--load-balance={}", spec.load_balance_arg()),
-        format!("--connect-timeout={}", spec.connect_timeout()),
-        format!("--request-timeout={}", spec.request_timeout()),
-        format!("--idle-timeout={}", spec.idle_timeout()),
+        // The CRD accepts compound durations (`1h30m`); the proxy takes one unit.
+        format!("--connect-timeout={}", normalize_duration(spec.connect_timeout())),
+        format!("--request-timeout={}", normalize_duration(spec.request_timeout())),
+        format!("--idle-timeout={}", normalize_duration(spec.idle_timeout())),
         format!("--retries={}", spec.retries()),
     ];
+    if let Some(cidrs) = spec.trusted_proxy_cidrs.as_ref().filter(|c| !c.is_empty()) {
+        args.push(format!("--trusted-proxy-cidrs={}", cidrs.join(",")));
+    }
     if let Some(secret) = spec.default_certificate_secret() {
         args.push(format!("--default-certificate={}/{secret}", inputs.namespace));
     }
@@ -48,7 +52,7 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
                 TlsVersion::V1_3 => "1.3",
             }
         ),
-        format!("--drain-period={}s", inputs.settings.drain_period.as_secs()),
+        format!("--drain-period={}", crate::api::format_duration(inputs.settings.drain_period)),
         "--log-format=json".to_owned(),
     ]);
     args

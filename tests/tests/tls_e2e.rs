@@ -241,7 +241,7 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
         }),
     )
     .await?;
-    // The Secrets each namespace's Ingresses reference, as the operator lists them in the Roles.
+    // The operator lists the Secrets each namespace's Ingresses reference in its Roles.
     let secrets = BTreeMap::from([
         (
             ns.to_string(),
@@ -253,7 +253,7 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
         ),
         (ns_b.clone(), BTreeSet::from(["exact-cert".to_string()])),
     ]);
-    inst.apply_children(secrets).await?;
+    inst.await_secret_access(secrets).await?;
 
     let proxy = inst.start_proxy().await?;
     let https = SocketAddr::new(proxy.ip, proxy.https_port);

@@ -1,22 +1,21 @@
 //! Shared setup of the proxy traffic tests (`proxy_e2e.rs`, `tls_e2e.rs`).
 //!
 //! ```text
-//! IngressController (real object, via the API) ─▶ portico_operator::resources builders
+//! portico-operator (one process per test binary, admin kubeconfig)
+//! IngressController (per test, own namespace and class) ─▶ operator reconcile
 //!   ─▶ ServiceAccount, Roles/RoleBindings per served namespace (Secrets by resourceNames),
-//!      ClusterRole for the own IngressClass, IngressClass, Deployment   (applied as the operator would)
+//!      ClusterRole for the own IngressClass, IngressClass, Deployment
 //!   ─▶ portico_tests::pod::run_proxy_from_deployment: the Deployment's args, its
 //!      ServiceAccount's real token, on a 10.244.x.y pod address
 //! backends: portico-backend processes on pod addresses, published in EndpointSlices
 //! ```
-//! The operator's own reconcile loop is not used here: the children come from the
-//! operator's pure builders, so the proxy still runs with exactly the args and RBAC the
-//! operator generates.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -25,18 +24,58 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
 use portico_operator::api::IngressController;
-use portico_operator::resources::{self, Inputs, Settings};
 use portico_tests::ControlPlane;
-use portico_tests::pod::ProxyPod;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use portico_tests::pod::{ProxyPod, flag_value};
+use portico_tests::process::Process;
 use serde_json::{Value, json};
 
-/// An IngressController with its operator-built children, ready to run proxy pods.
+/// How long the operator may take to produce or update an instance's children.
+pub const OPERATOR_WAIT: Duration = Duration::from_secs(30);
+
+static OPERATOR: tokio::sync::OnceCell<std::sync::Mutex<Process>> =
+    tokio::sync::OnceCell::const_new();
+
+/// The control plane with CRDs installed and one `portico-operator` reconciling.
+async fn cluster() -> Result<&'static ControlPlane> {
+    portico_tests::netns::require();
+    let cp = portico_tests::control_plane().await;
+    OPERATOR
+        .get_or_try_init(|| async {
+            portico_tests::install_crds(&cp.client()).await?;
+            let port = portico_tests::cluster::free_port()?;
+            let mut cmd = Command::new(portico_tests::bin_path("portico-operator"));
+            cmd.env("KUBECONFIG", cp.kubeconfig())
+                .args([
+                    "--leader-election=false",
+                    "--admin-address=127.0.0.1",
+                    "--log-format=text",
+                ])
+                .arg(format!("--admin-port={port}"))
+                .arg("--proxy-image=portico-proxy:test")
+                // Short drains keep the SIGTERM test quick; the proxy reads it from its args.
+                .arg("--proxy-drain-seconds=1");
+            anyhow::Ok(std::sync::Mutex::new(Process::spawn(
+                "portico-operator-for-proxy-tests",
+                cmd,
+            )?))
+        })
+        .await?;
+    Ok(cp)
+}
+
+fn operator_log() -> String {
+    OPERATOR
+        .get()
+        .and_then(|p| p.lock().ok().map(|p| p.log_tail(30)))
+        .unwrap_or_default()
+}
+
+/// An IngressController `edge` in a fresh namespace, reconciled by the real operator.
 pub struct Instance {
     pub cp: &'static ControlPlane,
     pub client: kube::Client,
@@ -44,73 +83,45 @@ pub struct Instance {
     pub ns: String,
     pub name: String,
     pub class: String,
+    /// Served namespaces, sorted (as in `--namespaces`).
     pub served: Vec<String>,
-    pub ic: IngressController,
-    pub settings: Settings,
-}
-
-async fn apply_ns<K>(client: &kube::Client, obj: &K) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let ns = obj
-        .namespace()
-        .context("namespaced object without namespace")?;
-    Api::<K>::namespaced(client.clone(), &ns)
-        .patch(
-            &obj.name_any(),
-            &PatchParams::apply(resources::FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "apply {} {ns}/{}",
-                K::kind(&Default::default()),
-                obj.name_any()
-            )
-        })?;
-    Ok(())
-}
-
-async fn apply_cluster<K>(client: &kube::Client, obj: &K) -> Result<()>
-where
-    K: Resource<Scope = ClusterResourceScope>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    Api::<K>::all(client.clone())
-        .patch(
-            &obj.name_any(),
-            &PatchParams::apply(resources::FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await
-        .with_context(|| format!("apply {} {}", K::kind(&Default::default()), obj.name_any()))?;
-    Ok(())
 }
 
 impl Instance {
     /// A fresh namespace with an IngressController `edge` of class `<namespace>` (so tests
-    /// never share a class), extra `spec` fields merged in, serving its own namespace plus
-    /// `extra_served` (namespaces the test created; the operator would require consent).
+    /// never share a class), extra `spec` fields merged in. `extra_served` namespaces are
+    /// selected by the instance and consent to it by annotation, as docs/contracts.md says.
+    /// Returns once the operator's Deployment serves exactly these namespaces.
     pub async fn create(prefix: &str, spec: Value, extra_served: &[&str]) -> Result<Instance> {
-        portico_tests::netns::require();
-        let cp = portico_tests::control_plane().await;
+        let cp = cluster().await?;
         let client = cp.client();
-        portico_tests::install_crds(&client).await?;
         let ns = cp.new_namespace(prefix).await;
         let name = "edge".to_string();
         let class = ns.clone();
+        let mut served: Vec<String> = std::iter::once(ns.clone())
+            .chain(extra_served.iter().map(|s| s.to_string()))
+            .collect();
+        served.sort();
+        for other in extra_served {
+            let consent: Namespace = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": other, "annotations": { "portico.dev/allowed-ingress-controllers": format!("{ns}/{name}") } }
+            }))?;
+            Api::<Namespace>::all(client.clone())
+                .patch(
+                    other,
+                    &PatchParams::apply("portico-tests"),
+                    &Patch::Apply(&consent),
+                )
+                .await
+                .with_context(|| format!("consent annotation on {other}"))?;
+        }
         let mut spec_obj = json!({ "ingressClassName": class });
+        if !extra_served.is_empty() {
+            spec_obj["namespaceSelector"] = json!({ "matchExpressions": [
+                { "key": "kubernetes.io/metadata.name", "operator": "In", "values": served }
+            ] });
+        }
         if let (Some(base), Some(extra)) = (spec_obj.as_object_mut(), spec.as_object()) {
             for (k, v) in extra {
                 base.insert(k.clone(), v.clone());
@@ -121,7 +132,7 @@ impl Instance {
             "metadata": { "name": name, "namespace": ns },
             "spec": spec_obj,
         }))?;
-        let ic = Api::<IngressController>::namespaced(client.clone(), &ns)
+        Api::<IngressController>::namespaced(client.clone(), &ns)
             .patch(
                 &name,
                 &PatchParams::apply("portico-tests").force(),
@@ -129,12 +140,6 @@ impl Instance {
             )
             .await
             .context("create the IngressController")?;
-        let mut served = vec![ns.clone()];
-        served.extend(extra_served.iter().map(|s| s.to_string()));
-        let settings = Settings {
-            drain_period: Duration::from_secs(1),
-            ..Settings::default()
-        };
         let instance = Instance {
             cp,
             client,
@@ -142,30 +147,78 @@ impl Instance {
             name,
             class,
             served,
-            ic,
-            settings,
         };
-        instance.apply_children(BTreeMap::new()).await?;
+        let want = instance.served.join(",");
+        let deployments = Api::<Deployment>::namespaced(instance.client.clone(), &instance.ns);
+        let deployment_name = instance.deployment_name();
+        eventually(
+            OPERATOR_WAIT,
+            "the operator generates the proxy Deployment",
+            || {
+                let deployments = deployments.clone();
+                let deployment_name = deployment_name.clone();
+                let want = want.clone();
+                async move {
+                    let Ok(Some(d)) = deployments.get_opt(&deployment_name).await else {
+                        return false;
+                    };
+                    let args = d
+                        .spec
+                        .and_then(|s| s.template.spec)
+                        .and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
+                        .unwrap_or_default();
+                    flag_value(&args, "namespaces").as_deref() == Some(want.as_str())
+                }
+            },
+        )
+        .await
+        .with_context(operator_log)?;
         Ok(instance)
     }
 
-    /// (Re)applies the children as the operator would, with the proxy allowed to read the
-    /// named TLS Secrets (namespace → names).
-    pub async fn apply_children(
+    pub fn deployment_name(&self) -> String {
+        format!("portico-{}", self.name)
+    }
+
+    /// Waits until the operator's Roles let the proxy read the given Secrets (namespace →
+    /// names), which it derives from the Ingresses' `spec.tls`.
+    pub async fn await_secret_access(
         &self,
-        tls_secrets: BTreeMap<String, BTreeSet<String>>,
+        secrets: BTreeMap<String, BTreeSet<String>>,
     ) -> Result<()> {
-        let inputs = Inputs::new(&self.ic, self.served.clone(), tls_secrets, &self.settings)?;
-        let c = &self.client;
-        apply_ns(c, &resources::service_account::build(&inputs)).await?;
-        for ns in resources::rbac::role_namespaces(&inputs) {
-            apply_ns(c, &resources::rbac::role(&inputs, &ns)).await?;
-            apply_ns(c, &resources::rbac::role_binding(&inputs, &ns)).await?;
+        let role_name = format!("portico-{}-{}", self.ns, self.name);
+        for (ns, names) in secrets {
+            let roles = Api::<Role>::namespaced(self.client.clone(), &ns);
+            let role_name = role_name.clone();
+            eventually(
+                OPERATOR_WAIT,
+                &format!("Role {ns}/{role_name} lists Secrets {names:?}"),
+                || {
+                    let roles = roles.clone();
+                    let role_name = role_name.clone();
+                    let names = names.clone();
+                    async move {
+                        let Ok(Some(role)) = roles.get_opt(&role_name).await else {
+                            return false;
+                        };
+                        let listed: BTreeSet<String> = role
+                            .rules
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|r| {
+                                r.resources
+                                    .as_ref()
+                                    .is_some_and(|rs| rs.iter().any(|x| x == "secrets"))
+                            })
+                            .flat_map(|r| r.resource_names.unwrap_or_default())
+                            .collect();
+                        names.is_subset(&listed)
+                    }
+                },
+            )
+            .await
+            .with_context(operator_log)?;
         }
-        apply_cluster(c, &resources::rbac::cluster_role(&inputs)).await?;
-        apply_cluster(c, &resources::rbac::cluster_role_binding(&inputs)).await?;
-        apply_cluster(c, &resources::ingress_class::build(&inputs)).await?;
-        apply_ns(c, &resources::deployment::build(&inputs)).await?;
         Ok(())
     }
 
@@ -175,7 +228,7 @@ impl Instance {
         portico_tests::pod::run_proxy_from_deployment(
             self.cp,
             &self.ns,
-            &resources::proxy_name(&self.name),
+            &self.deployment_name(),
             ip,
         )
         .await

@@ -464,7 +464,8 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     assert!(text(&refused.stderr).contains("/replicas"), "{}", text(&refused.stderr));
     assert!(Api::<Deployment>::namespaced(client.clone(), &release_ns).get_opt(RELEASE).await?.is_none());
 
-    let installed = install(&[]);
+    // Debug logs, so that a `forbidden` anywhere in the operator shows in its log.
+    let installed = install(&["--set", "logLevel=debug"]);
     assert!(installed.status.success(), "helm install failed:\n{}{}", text(&installed.stdout), text(&installed.stderr));
     assert!(text(&installed.stdout).contains("kind: IngressController"), "NOTES.txt should show the next step:\n{}", text(&installed.stdout));
 
@@ -543,6 +544,13 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         }
     }))?;
     instances.create(&PostParams::default(), &instance).await.context("create IngressController")?;
+    // An Ingress of the class in the consenting namespace: the operator writes its status.
+    let ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
+        "metadata": { "name": "shop", "namespace": shop },
+        "spec": { "ingressClassName": "web", "defaultBackend": { "service": { "name": "shop", "port": { "number": 80 } } } }
+    }))?;
+    let ingresses = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), &shop);
+    ingresses.create(&PostParams::default(), &ingress).await.context("create Ingress")?;
 
     let children = Duration::from_secs(60);
     let rbac_name = format!("portico-{tenant}-web");
@@ -558,6 +566,20 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         wait_for(&Api::<Service>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
         wait_for(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
         wait_for(&Api::<IngressClass>::all(client.clone()), "web", children).await?;
+        // Status writes need ingresscontrollers/status and ingresses/status.
+        let deadline = Instant::now() + children;
+        loop {
+            let ic = instances.get("web").await?;
+            let observed = ic.data.pointer("/status/conditions/0/observedGeneration").and_then(Value::as_i64);
+            let lb = ingresses.get("shop").await?.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).unwrap_or_default();
+            if observed == ic.metadata.generation && !lb.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("status not written within {children:?}: instance {:?}, Ingress loadBalancer {lb:?}", ic.data.get("status"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         anyhow::Ok(())
     };
     if let Err(e) = check.await {
@@ -594,7 +616,7 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
     let before = holder(&leases.get(RELEASE).await?);
     assert!(before.is_some(), "the operator never took the chart's Lease");
-    let upgraded = helm(&["upgrade", RELEASE, &chart, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--reuse-values", "--set", "logLevel=debug"]);
+    let upgraded = helm(&["upgrade", RELEASE, &chart, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--reuse-values", "--set", "logFormat=text"]);
     assert!(upgraded.status.success(), "helm upgrade failed:\n{}", text(&upgraded.stderr));
     assert_eq!(holder(&leases.get(RELEASE).await?), before, "helm upgrade reset the operator's Lease");
     let args = Api::<Deployment>::namespaced(client.clone(), &release_ns)
@@ -604,7 +626,7 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         .and_then(|s| s.template.spec)
         .and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
         .unwrap_or_default();
-    assert!(args.contains(&"--log-level=debug".to_string()), "upgrade did not reach the Deployment: {args:?}");
+    assert!(args.contains(&"--log-format=text".to_string()), "upgrade did not reach the Deployment: {args:?}");
     operator.terminate();
     let status = operator.wait_timeout(Duration::from_secs(15)).await?;
     assert!(status.success(), "the operator did not exit cleanly on SIGTERM ({status}):\n{}", operator.log_tail(40));

@@ -509,11 +509,34 @@ async fn consent_and_trust_decide_served_namespaces() {
     })
     .await;
 
-    // Withdrawn: the RBAC disappears.
+    // An Ingress of the class in the guest is served and gets the address.
+    let guest_ingresses: Api<Ingress> = Api::namespaced(client.clone(), &guest);
+    let ingress = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": { "name": "guest-site", "namespace": guest },
+        "spec": { "ingressClassName": format!("{home}-class"),
+                  "defaultBackend": { "service": { "name": "site", "port": { "number": 80 } } } },
+    });
+    guest_ingresses.patch("guest-site", &PatchParams::apply("portico-tests"), &Patch::Apply(&ingress)).await.expect("Ingress");
+    let has_address = |i: &Ingress| i.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref()).is_some_and(|l| !l.is_empty());
+    eventually("the guest's Ingress to get the address", || async {
+        get_opt(&guest_ingresses, "guest-site").await.filter(has_address)
+    })
+    .await;
+
+    // Withdrawn: the RBAC disappears, and the Ingress no longer advertises the address.
     let withdraw = json!({ "metadata": { "annotations": { "portico.dev/allowed-ingress-controllers": null } } });
     namespaces.patch(&guest, &PatchParams::default(), &Patch::Merge(&withdraw)).await.expect("withdraw");
     eventually("the guest's Role and RoleBinding to go", || async {
         (get_opt(&roles_guest, &rbac_name).await.is_none() && get_opt(&bindings_guest, &rbac_name).await.is_none()).then_some(())
+    })
+    .await;
+    eventually("the rejected Ingress to lose the address", || async {
+        get_opt(&guest_ingresses, "guest-site").await.filter(|i| !has_address(i))
+    })
+    .await;
+    eventually("ingressesRejected = 1", || async {
+        (get_opt(&instances(&client, &home), "web").await?.status?.ingresses_rejected == 1).then_some(())
     })
     .await;
     eventually("--namespaces back to home only", || async {

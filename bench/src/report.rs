@@ -53,18 +53,21 @@ impl Report {
         versions.insert(
             "HAProxy".into(),
             sys::version("haproxy", "-v")
-                .split(" - ")
+                .replace("HAProxy version ", "")
+                .split_whitespace()
                 .next()
                 .unwrap_or("?")
-                .replace("HAProxy version ", ""),
+                .to_string(),
         );
         versions.insert(
             "wrk".into(),
             sys::version("wrk", "-v")
-                .split(" [")
+                .replace("wrk debian/", "")
+                .replace("wrk ", "")
+                .split_whitespace()
                 .next()
                 .unwrap_or("?")
-                .replace("wrk ", ""),
+                .to_string(),
         );
         versions.insert(
             "h2load".into(),

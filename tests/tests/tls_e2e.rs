@@ -395,3 +395,82 @@ async fn without_any_matching_or_default_certificate_the_handshake_fails() -> Re
     .await?;
     Ok(())
 }
+
+/// A TLS-only HTTP/1.1 backend (a pod serving its own certificate) that names itself.
+async fn tls_backend(addr: SocketAddr, leaf: &Leaf) -> Result<tokio::task::JoinHandle<()>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes())?];
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    let body = http_body_util::Full::new(Bytes::from_static(
+                        br#"{"backend":"tls-backend"}"#,
+                    ));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backend_by_app_protocol() -> Result<()> {
+    let inst = Instance::create("tls-up", json!({}), &[]).await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let addr = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
+    let ca = Ca::new("backend-ca")?;
+    let server = tls_backend(addr, &ca.server(&[&addr.ip().to_string()])?).await?;
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "secure-backend", "namespace": ns },
+        "spec": { "ports": [{ "name": "https", "port": 443, "targetPort": 8443, "appProtocol": "https" }] }
+    }))?;
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(c.clone(), ns)
+        .patch(
+            "secure-backend",
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&svc),
+        )
+        .await?;
+    portico_tests::fixtures::apply_endpoints(c, ns, "secure-backend", "slice", "https", &[addr])
+        .await?;
+    apply_ingress(
+        c,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": { "name": "up", "namespace": ns },
+            "spec": { "ingressClassName": class, "rules": [{ "host": "up.example.com", "http": { "paths": [
+                { "path": "/", "pathType": "Prefix",
+                  "backend": { "service": { "name": "secure-backend", "port": { "name": "https" } } } }
+            ] } }] }
+        }),
+    )
+    .await?;
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+    for _ in 0..3 {
+        let r = http.get("up.example.com", "/").await?;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.backend(),
+            Some("tls-backend"),
+            "TLS to the backend (appProtocol https)"
+        );
+    }
+    server.abort();
+    Ok(())
+}

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -63,7 +63,7 @@ pub struct Context {
     pub metrics: Metrics,
     recorder: Recorder,
     /// Consecutive failures per instance, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<IngressController>, (u32, Instant)>>,
+    failures: Mutex<HashMap<ObjectRef<IngressController>, u32>>,
 }
 
 impl Context {
@@ -87,11 +87,10 @@ impl Context {
 
     fn backoff(&self, obj: &ObjectRef<IngressController>) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = failures.entry(obj.clone()).or_insert((0, Instant::now()));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now();
-        // 1s, 2s, 4s ... capped at 5 minutes.
-        Duration::from_secs(1u64 << entry.0.min(9).saturating_sub(1)).min(RESYNC)
+        let count = failures.entry(obj.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        // 1s, 2s, 4s ... capped at the resync period.
+        Duration::from_secs(1u64 << (*count).clamp(1, 9).saturating_sub(1)).min(RESYNC)
     }
 
     fn reset_backoff(&self, obj: &ObjectRef<IngressController>) {
@@ -327,6 +326,15 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         if current != load_balancer {
             let api: Api<Ingress> = Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
             let patch = json!({ "status": { "loadBalancer": load_balancer } });
+            api.patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+    }
+    // A rejected Ingress must not keep advertising an address it is no longer served on.
+    for ingress in &split.rejected {
+        let current = ingress.status.as_ref().and_then(|s| s.load_balancer.clone()).unwrap_or_default();
+        if current == load_balancer && current.ingress.is_some() {
+            let api: Api<Ingress> = Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
+            let patch = json!({ "status": { "loadBalancer": { "ingress": null } } });
             api.patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         }
     }

@@ -140,6 +140,42 @@ async fn missing_crd_is_a_clear_error_and_only_the_leader_reconciles() {
     assert_eq!(metric(follower, "portico_operator_leader").await, Some(0.0));
     assert_eq!(metric(follower, "portico_operator_reconciles_total").await, Some(0.0), "the follower never reconciles");
 
+    // Losing the Lease stops reconciling: another holder takes it, as a partition would.
+    loop {
+        let mut lease = leases.get("portico-operator").await.expect("Lease");
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = Some("intruder".into());
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        spec.lease_duration_seconds = Some(15);
+        match leases.replace("portico-operator", &PostParams::default(), &lease).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => panic!("take the Lease: {e}"),
+        }
+    }
+    eventually("the leader to step down", || async { (metric(leader, "portico_operator_leader").await? == 0.0).then_some(()) })
+        .await;
+    services.delete("portico-web", &DeleteParams::default()).await.expect("delete the Service");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        services.get_opt("portico-web").await.expect("get").is_none(),
+        "nobody may reconcile while another identity holds the Lease"
+    );
+    // The intruder never renews: after its lease duration one of the two takes over again.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let holder = loop {
+        if let Some(h) = lease_holder(&leases).await.filter(|h| h != "intruder") {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "nobody took the abandoned Lease over");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    eventually("the Service to be repaired after the takeover", || async {
+        services.get_opt("portico-web").await.ok()?.filter(|s| s.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+    let (leader, follower) = if pid_of(&holder) == Some(leader.process.id()) { (leader, follower) } else { (follower, leader) };
+
     // SIGTERM: the leader stops, releases the Lease, and the follower takes over.
     leader.process.terminate();
     let status = leader.process.wait_timeout(WAIT).await.expect("leader exits on SIGTERM");

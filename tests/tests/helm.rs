@@ -26,7 +26,9 @@ use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+};
 use kube::core::NamespaceResourceScope;
 use portico_tests::cluster::{KUBERNETES_VERSION, free_port};
 use portico_tests::pod::PodTemplate;
@@ -101,12 +103,18 @@ fn ci_values() -> Vec<PathBuf> {
         .filter(|p| p.to_string_lossy().ends_with("-values.yaml"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "charts/portico/ci has no *-values.yaml cases");
+    assert!(
+        !files.is_empty(),
+        "charts/portico/ci has no *-values.yaml cases"
+    );
     files
 }
 
 fn case_name(values: &Path) -> String {
-    let file = values.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = values
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     file.trim_end_matches("-values.yaml").to_string()
 }
 
@@ -114,7 +122,15 @@ fn case_name(values: &Path) -> String {
 fn template(extra: &[&str]) -> Output {
     let chart = chart_dir();
     let kube_version = KUBERNETES_VERSION.trim_start_matches('v');
-    let mut args = vec!["template", RELEASE, chart.to_str().expect("utf-8 path"), "--namespace", "portico-system", "--kube-version", kube_version];
+    let mut args = vec![
+        "template",
+        RELEASE,
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        "portico-system",
+        "--kube-version",
+        kube_version,
+    ];
     args.extend_from_slice(extra);
     helm(&args)
 }
@@ -126,14 +142,24 @@ fn first_difference(want: &str, got: &str) -> String {
             return format!("line {}:\n  golden:   {w}\n  rendered: {g}", i + 1);
         }
     }
-    format!("lengths differ: golden {} lines, rendered {} lines", want.lines().count(), got.lines().count())
+    format!(
+        "lengths differ: golden {} lines, rendered {} lines",
+        want.lines().count(),
+        got.lines().count()
+    )
 }
 
 #[test]
 fn lint_passes_with_every_ci_values_file() {
     let chart = chart_dir();
     for values in ci_values() {
-        let out = helm(&["lint", "--strict", chart.to_str().expect("utf-8"), "--values", values.to_str().expect("utf-8")]);
+        let out = helm(&[
+            "lint",
+            "--strict",
+            chart.to_str().expect("utf-8"),
+            "--values",
+            values.to_str().expect("utf-8"),
+        ]);
         assert!(
             out.status.success(),
             "helm lint --strict with {} failed:\n{}{}",
@@ -149,7 +175,12 @@ fn templates_match_golden_files() {
     let mut stale = Vec::new();
     for values in ci_values() {
         let out = template(&["--values", values.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "helm template with {} failed:\n{}", values.display(), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "helm template with {} failed:\n{}",
+            values.display(),
+            text(&out.stderr)
+        );
         let rendered = text(&out.stdout);
         let golden = golden_dir().join(format!("{}.yaml", case_name(&values)));
         if updating() {
@@ -159,27 +190,46 @@ fn templates_match_golden_files() {
         }
         let want = std::fs::read_to_string(&golden).unwrap_or_default();
         if want != rendered {
-            stale.push(format!("{}: {}", golden.display(), first_difference(&want, &rendered)));
+            stale.push(format!(
+                "{}: {}",
+                golden.display(),
+                first_difference(&want, &rendered)
+            ));
         }
     }
-    assert!(stale.is_empty(), "rendered templates differ from the golden files; if the change is intended run `{UPDATE}=1 cargo test -p portico-tests --test helm` and review the diff:\n{}", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "rendered templates differ from the golden files; if the change is intended run `{UPDATE}=1 cargo test -p portico-tests --test helm` and review the diff:\n{}",
+        stale.join("\n")
+    );
 }
 
 /// Every leaf of values.yaml has a schema entry whose `default` is that value, and every
 /// schema leaf has a description: values.yaml, the schema and docs/configuration.md agree.
 #[test]
 fn schema_defaults_equal_values_yaml() {
-    let values: Value = serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).expect("read values.yaml"))
-        .expect("values.yaml parses");
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).expect("read schema"))
-        .expect("values.schema.json parses");
+    let values: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.yaml")).expect("read values.yaml"),
+    )
+    .expect("values.yaml parses");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).expect("read schema"),
+    )
+    .expect("values.schema.json parses");
     let mut problems = Vec::new();
     check_leaves("", &values, &schema, &mut problems);
-    assert!(problems.is_empty(), "values.yaml and values.schema.json disagree:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "values.yaml and values.schema.json disagree:\n{}",
+        problems.join("\n")
+    );
 }
 
 fn check_leaves(path: &str, value: &Value, schema: &Value, problems: &mut Vec<String>) {
-    let described = schema.get("description").and_then(Value::as_str).is_some_and(|d| !d.is_empty());
+    let described = schema
+        .get("description")
+        .and_then(Value::as_str)
+        .is_some_and(|d| !d.is_empty());
     if !described {
         problems.push(format!("{path}: no description in the schema"));
     }
@@ -188,30 +238,44 @@ fn check_leaves(path: &str, value: &Value, schema: &Value, problems: &mut Vec<St
     let has_properties = schema.get("properties").is_some() && schema.get("default").is_none();
     if has_properties {
         if schema.get("additionalProperties") != Some(&Value::Bool(false)) {
-            problems.push(format!("{path}: schema object without additionalProperties: false"));
+            problems.push(format!(
+                "{path}: schema object without additionalProperties: false"
+            ));
         }
         let Some(map) = value.as_object() else {
-            problems.push(format!("{path}: schema has properties but values.yaml has {value}"));
+            problems.push(format!(
+                "{path}: schema has properties but values.yaml has {value}"
+            ));
             return;
         };
         for (key, child) in map {
-            let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            let child_path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
             match schema.pointer(&format!("/properties/{key}")) {
                 Some(child_schema) => check_leaves(&child_path, child, child_schema, problems),
-                None => problems.push(format!("{child_path}: in values.yaml but not in the schema")),
+                None => problems.push(format!(
+                    "{child_path}: in values.yaml but not in the schema"
+                )),
             }
         }
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             for key in props.keys() {
                 if key != "global" && !map.contains_key(key) {
-                    problems.push(format!("{path}.{key}: in the schema but not in values.yaml"));
+                    problems.push(format!(
+                        "{path}.{key}: in the schema but not in values.yaml"
+                    ));
                 }
             }
         }
     } else {
         match schema.get("default") {
             Some(default) if default == value => {}
-            Some(default) => problems.push(format!("{path}: schema default {default} but values.yaml has {value}")),
+            Some(default) => problems.push(format!(
+                "{path}: schema default {default} but values.yaml has {value}"
+            )),
             None => problems.push(format!("{path}: no default in the schema")),
         }
     }
@@ -222,13 +286,21 @@ fn check_leaves(path: &str, value: &Value, schema: &Value, problems: &mut Vec<St
 /// right above it in values.yaml.
 #[test]
 fn every_values_key_has_a_comment() {
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).expect("read schema"))
-        .expect("values.schema.json parses");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).expect("read schema"),
+    )
+    .expect("values.schema.json parses");
     let mut chart_keys = std::collections::BTreeSet::new();
     fn collect(prefix: &str, schema: &Value, out: &mut std::collections::BTreeSet<String>) {
-        let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
         for (key, child) in props {
-            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             out.insert(path.clone());
             if child.get("default").is_none() {
                 collect(&path, child, out);
@@ -237,19 +309,25 @@ fn every_values_key_has_a_comment() {
     }
     collect("", &schema, &mut chart_keys);
 
-    let values = std::fs::read_to_string(chart_dir().join("values.yaml")).expect("read values.yaml");
+    let values =
+        std::fs::read_to_string(chart_dir().join("values.yaml")).expect("read values.yaml");
     let mut stack: Vec<(usize, String)> = Vec::new();
     let mut previous = "";
     let mut uncommented = Vec::new();
     for line in values.lines() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
-        let key = trimmed.split_once(':').map(|(k, _)| k).filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric()));
+        let key = trimmed
+            .split_once(':')
+            .map(|(k, _)| k)
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric()));
         if let (false, Some(key)) = (trimmed.starts_with('#') || trimmed.starts_with('-'), key) {
             while stack.last().is_some_and(|(i, _)| *i >= indent) {
                 stack.pop();
             }
-            let path = stack.last().map_or_else(|| key.to_string(), |(_, p)| format!("{p}.{key}"));
+            let path = stack
+                .last()
+                .map_or_else(|| key.to_string(), |(_, p)| format!("{p}.{key}"));
             if chart_keys.contains(&path) && !previous.trim_start().starts_with('#') {
                 uncommented.push(path.clone());
             }
@@ -259,7 +337,10 @@ fn every_values_key_has_a_comment() {
             previous = line;
         }
     }
-    assert!(uncommented.is_empty(), "keys in values.yaml without a comment line above them: {uncommented:?}");
+    assert!(
+        uncommented.is_empty(),
+        "keys in values.yaml without a comment line above them: {uncommented:?}"
+    );
 }
 
 /// The chart ships the CRDs byte for byte as `crds/` has them (generated from the Rust types).
@@ -269,13 +350,21 @@ fn chart_crds_are_identical_to_crds_dir() {
     let chart = chart_dir().join("crds");
     let yaml_files = |dir: &Path| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".yaml")).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".yaml"))
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names
     };
     let want = yaml_files(&source);
-    assert!(!want.is_empty(), "crds/ has no CRD yet: run `cargo run -p portico-operator --bin crdgen`");
+    assert!(
+        !want.is_empty(),
+        "crds/ has no CRD yet: run `cargo run -p portico-operator --bin crdgen`"
+    );
     if updating() {
         for stale in yaml_files(&chart) {
             if !want.contains(&stale) {
@@ -286,11 +375,18 @@ fn chart_crds_are_identical_to_crds_dir() {
             std::fs::copy(source.join(name), chart.join(name)).expect("copy CRD into the chart");
         }
     }
-    assert_eq!(yaml_files(&chart), want, "charts/portico/crds/ and crds/ hold different files; run `{UPDATE}=1 cargo test -p portico-tests --test helm`");
+    assert_eq!(
+        yaml_files(&chart),
+        want,
+        "charts/portico/crds/ and crds/ hold different files; run `{UPDATE}=1 cargo test -p portico-tests --test helm`"
+    );
     for name in &want {
         let a = std::fs::read(source.join(name)).expect("read crds/");
         let b = std::fs::read(chart.join(name)).expect("read chart crds/");
-        assert!(a == b, "charts/portico/crds/{name} differs from crds/{name}; run `{UPDATE}=1 cargo test -p portico-tests --test helm`");
+        assert!(
+            a == b,
+            "charts/portico/crds/{name} differs from crds/{name}; run `{UPDATE}=1 cargo test -p portico-tests --test helm`"
+        );
     }
 }
 
@@ -302,19 +398,40 @@ fn typos_and_wrong_types_in_values_are_refused() {
         ("image.tga=v1", "tga"),
         ("logLevel=verbose", "/logLevel"),
         ("adminPort=80", "/adminPort"),
-        ("securityContext.readOnlyRootFileSystem=true", "readOnlyRootFileSystem"),
+        (
+            "securityContext.readOnlyRootFileSystem=true",
+            "readOnlyRootFileSystem",
+        ),
         ("tolerations[0].efect=NoSchedule", "efect"),
-        ("trustedNamespaces[0]=Not_A_Namespace", "/trustedNamespaces/0"),
-        ("metrics.serviceMonitor.enabled=true,metrics.service.enabled=false", "/metrics/service/enabled"),
+        (
+            "trustedNamespaces[0]=Not_A_Namespace",
+            "/trustedNamespaces/0",
+        ),
+        (
+            "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false",
+            "/metrics/service/enabled",
+        ),
     ];
     for (set, mention) in refused {
         let out = template(&["--set", set]);
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "--set {set} was accepted");
-        assert!(stderr.contains(mention), "--set {set} was refused without naming {mention}:\n{stderr}");
+        assert!(
+            stderr.contains(mention),
+            "--set {set} was refused without naming {mention}:\n{stderr}"
+        );
     }
-    let out = template(&["--set", "replicas=2", "--set", "trustedNamespaces={platform,edge}"]);
-    assert!(out.status.success(), "valid --set refused:\n{}", text(&out.stderr));
+    let out = template(&[
+        "--set",
+        "replicas=2",
+        "--set",
+        "trustedNamespaces={platform,edge}",
+    ]);
+    assert!(
+        out.status.success(),
+        "valid --set refused:\n{}",
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("--trusted-namespaces=platform,edge"));
 }
 
@@ -323,7 +440,12 @@ fn typos_and_wrong_types_in_values_are_refused() {
 /// the exact rules; this says which properties must survive any change to them.)
 #[test]
 fn operator_rbac_has_no_wildcards_or_escalation() {
-    let out = template(&["--show-only", "templates/clusterrole.yaml", "--show-only", "templates/role.yaml"]);
+    let out = template(&[
+        "--show-only",
+        "templates/clusterrole.yaml",
+        "--show-only",
+        "templates/role.yaml",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rendered = text(&out.stdout);
     let mut rules = Vec::new();
@@ -335,25 +457,56 @@ fn operator_rbac_has_no_wildcards_or_escalation() {
     }
     assert!(rules.len() > 5, "no rules found in:\n{rendered}");
     let strings = |rule: &Value, key: &str| -> Vec<String> {
-        rule.get(key).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        rule.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     for rule in &rules {
-        let (groups, resources, verbs) = (strings(rule, "apiGroups"), strings(rule, "resources"), strings(rule, "verbs"));
+        let (groups, resources, verbs) = (
+            strings(rule, "apiGroups"),
+            strings(rule, "resources"),
+            strings(rule, "verbs"),
+        );
         for field in [&groups, &resources, &verbs] {
             assert!(!field.iter().any(|v| v.contains('*')), "wildcard in {rule}");
         }
         for verb in ["escalate", "bind", "impersonate", "deletecollection"] {
             assert!(!verbs.iter().any(|v| v == verb), "verb {verb} in {rule}");
         }
-        for resource in ["pods", "pods/exec", "configmaps", "nodes", "customresourcedefinitions", "serviceaccounts/token"] {
-            assert!(!resources.iter().any(|r| r == resource), "{resource} in {rule}");
+        for resource in [
+            "pods",
+            "pods/exec",
+            "configmaps",
+            "nodes",
+            "customresourcedefinitions",
+            "serviceaccounts/token",
+        ] {
+            assert!(
+                !resources.iter().any(|r| r == resource),
+                "{resource} in {rule}"
+            );
         }
-        if resources.iter().any(|r| r == "secrets" || r == "endpointslices") {
-            assert!(verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str())), "more than read on {resources:?}: {rule}");
+        if resources
+            .iter()
+            .any(|r| r == "secrets" || r == "endpointslices")
+        {
+            assert!(
+                verbs
+                    .iter()
+                    .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+                "more than read on {resources:?}: {rule}"
+            );
         }
         if verbs.iter().any(|v| v == "update") {
             assert!(
-                resources.iter().all(|r| r == "ingresscontrollers/finalizers" || r == "leases"),
+                resources
+                    .iter()
+                    .all(|r| r == "ingresscontrollers/finalizers" || r == "leases"),
                 "update is only for finalizers and the Lease (everything else is an apply patch): {rule}"
             );
         }
@@ -402,8 +555,22 @@ where
     K::DynamicType: Default,
 {
     let api = Api::<K>::namespaced(client.clone(), namespace);
-    let list = api.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE},helm.sh/chart"))).await?;
-    Ok(list.items.iter().map(|o| format!("{}/{}", K::kind(&K::DynamicType::default()), o.meta().name.clone().unwrap_or_default())).collect())
+    let list = api
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={RELEASE},helm.sh/chart"
+        )))
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                K::kind(&K::DynamicType::default()),
+                o.meta().name.clone().unwrap_or_default()
+            )
+        })
+        .collect())
 }
 
 /// Runs the chart's operator pod as a local process, as the kubelet would: the container's
@@ -411,14 +578,32 @@ where
 /// Only `--admin-port` moves to a free port of this machine.
 async fn run_operator_from_chart(namespace: &str) -> Result<(Process, String)> {
     let cp = control_plane().await;
-    let pod = PodTemplate::from_deployment(cp, namespace, RELEASE, IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
-    assert_eq!(pod.service_account, RELEASE, "the chart's Deployment runs as the chart's ServiceAccount");
+    let pod = PodTemplate::from_deployment(cp, namespace, RELEASE, IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .await?;
+    assert_eq!(
+        pod.service_account, RELEASE,
+        "the chart's Deployment runs as the chart's ServiceAccount"
+    );
     let admin_port = free_port()?;
-    let args: Vec<String> =
-        pod.args.iter().map(|a| if a.starts_with("--admin-port=") { format!("--admin-port={admin_port}") } else { a.clone() }).collect();
-    assert!(!args.iter().any(|a| a.contains("$(")), "unexpanded variable in the chart's args: {args:?}");
+    let args: Vec<String> = pod
+        .args
+        .iter()
+        .map(|a| {
+            if a.starts_with("--admin-port=") {
+                format!("--admin-port={admin_port}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    assert!(
+        !args.iter().any(|a| a.contains("$(")),
+        "unexpanded variable in the chart's args: {args:?}"
+    );
 
-    let token = cp.service_account_token(namespace, &pod.service_account).await?;
+    let token = cp
+        .service_account_token(namespace, &pod.service_account)
+        .await?;
     let dir = scratch_dir("helm-operator");
     let kubeconfig = cp.write_kubeconfig(&token, &dir.join("kubeconfig"))?;
     let mut cmd = Command::new(bin_path("portico-operator"));
@@ -431,9 +616,14 @@ async fn run_operator_from_chart(namespace: &str) -> Result<(Process, String)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = format!("http://127.0.0.1:{admin_port}/healthz");
     while portico_tests::pod::http_status(&url).await != Some(200) {
-        process.check_running().with_context(|| format!("portico-operator {} exited", args.join(" ")))?;
+        process
+            .check_running()
+            .with_context(|| format!("portico-operator {} exited", args.join(" ")))?;
         if Instant::now() > deadline {
-            bail!("portico-operator not healthy within 30s:\n{}", process.log_tail(40));
+            bail!(
+                "portico-operator not healthy within 30s:\n{}",
+                process.log_tail(40)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -441,7 +631,10 @@ async fn run_operator_from_chart(namespace: &str) -> Result<(Process, String)> {
 }
 
 fn ingress_controller_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("portico.dev", "v1alpha1", "IngressController"), "ingresscontrollers");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("portico.dev", "v1alpha1", "IngressController"),
+        "ingresscontrollers",
+    );
     Api::namespaced_with(client, namespace, &resource)
 }
 
@@ -453,21 +646,50 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     let kubeconfig = cp.kubeconfig().to_str().expect("utf-8 path").to_string();
     let chart = chart_dir().to_str().expect("utf-8 path").to_string();
     let install = |extra: &[&str]| {
-        let mut args = vec!["install", RELEASE, chart.as_str(), "--namespace", release_ns.as_str(), "--kubeconfig", kubeconfig.as_str()];
+        let mut args = vec![
+            "install",
+            RELEASE,
+            chart.as_str(),
+            "--namespace",
+            release_ns.as_str(),
+            "--kubeconfig",
+            kubeconfig.as_str(),
+        ];
         args.extend_from_slice(extra);
         helm(&args)
     };
 
     // The schema guards the real install too: a typo installs nothing.
     let refused = install(&["--set", "replicas=two"]);
-    assert!(!refused.status.success(), "helm install --set replicas=two was accepted");
-    assert!(text(&refused.stderr).contains("/replicas"), "{}", text(&refused.stderr));
-    assert!(Api::<Deployment>::namespaced(client.clone(), &release_ns).get_opt(RELEASE).await?.is_none());
+    assert!(
+        !refused.status.success(),
+        "helm install --set replicas=two was accepted"
+    );
+    assert!(
+        text(&refused.stderr).contains("/replicas"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &release_ns)
+            .get_opt(RELEASE)
+            .await?
+            .is_none()
+    );
 
     // Debug logs, so that a `forbidden` anywhere in the operator shows in its log.
     let installed = install(&["--set", "logLevel=debug"]);
-    assert!(installed.status.success(), "helm install failed:\n{}{}", text(&installed.stdout), text(&installed.stderr));
-    assert!(text(&installed.stdout).contains("kind: IngressController"), "NOTES.txt should show the next step:\n{}", text(&installed.stdout));
+    assert!(
+        installed.status.success(),
+        "helm install failed:\n{}{}",
+        text(&installed.stdout),
+        text(&installed.stderr)
+    );
+    assert!(
+        text(&installed.stdout).contains("kind: IngressController"),
+        "NOTES.txt should show the next step:\n{}",
+        text(&installed.stdout)
+    );
 
     // What the chart installed.
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
@@ -493,12 +715,25 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
             "ServiceAccount/portico"
         ]
     );
-    Api::<ClusterRole>::all(client.clone()).get(RELEASE).await.context("chart ClusterRole")?;
-    Api::<ClusterRoleBinding>::all(client.clone()).get(RELEASE).await.context("chart ClusterRoleBinding")?;
+    Api::<ClusterRole>::all(client.clone())
+        .get(RELEASE)
+        .await
+        .context("chart ClusterRole")?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .get(RELEASE)
+        .await
+        .context("chart ClusterRoleBinding")?;
     // The CRD may take a moment to be served after helm created it.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ingress_controller_api(client.clone(), &release_ns).list(&ListParams::default()).await.is_err() {
-        assert!(Instant::now() < deadline, "the chart's CRD is not served within 20s");
+    while ingress_controller_api(client.clone(), &release_ns)
+        .list(&ListParams::default())
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the chart's CRD is not served within 20s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -509,8 +744,20 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     let as_operator = cp.client_with_token(&token);
     let tenant = cp.new_namespace("team").await;
     for (what, result) in [
-        ("list configmaps", Api::<ConfigMap>::namespaced(as_operator.clone(), &tenant).list(&ListParams::default()).await.map(|_| ())),
-        ("list pods", Api::<Pod>::namespaced(as_operator.clone(), &tenant).list(&ListParams::default()).await.map(|_| ())),
+        (
+            "list configmaps",
+            Api::<ConfigMap>::namespaced(as_operator.clone(), &tenant)
+                .list(&ListParams::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "list pods",
+            Api::<Pod>::namespaced(as_operator.clone(), &tenant)
+                .list(&ListParams::default())
+                .await
+                .map(|_| ()),
+        ),
     ] {
         match result {
             Err(kube::Error::Api(e)) if e.code == 403 => {}
@@ -528,9 +775,16 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     for ns in [&tenant, &shop] {
         let mut patch = json!({ "metadata": { "labels": { team_label.as_str(): "yes" } } });
         if ns == &shop {
-            patch["metadata"]["annotations"] = json!({ "portico.dev/allowed-ingress-controllers": format!("{tenant}/web") });
+            patch["metadata"]["annotations"] =
+                json!({ "portico.dev/allowed-ingress-controllers": format!("{tenant}/web") });
         }
-        namespaces.patch(ns, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+        namespaces
+            .patch(
+                ns,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
     }
     let instances = ingress_controller_api(client.clone(), &tenant);
     let instance: DynamicObject = serde_json::from_value(json!({
@@ -543,40 +797,109 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
             "tls": { "defaultCertificateSecret": "web-default-cert" }
         }
     }))?;
-    instances.create(&PostParams::default(), &instance).await.context("create IngressController")?;
+    instances
+        .create(&PostParams::default(), &instance)
+        .await
+        .context("create IngressController")?;
     // An Ingress of the class in the consenting namespace: the operator writes its status.
     let ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
         "metadata": { "name": "shop", "namespace": shop },
         "spec": { "ingressClassName": "web", "defaultBackend": { "service": { "name": "shop", "port": { "number": 80 } } } }
     }))?;
-    let ingresses = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), &shop);
-    ingresses.create(&PostParams::default(), &ingress).await.context("create Ingress")?;
+    let ingresses =
+        Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), &shop);
+    ingresses
+        .create(&PostParams::default(), &ingress)
+        .await
+        .context("create Ingress")?;
 
     let children = Duration::from_secs(60);
     let rbac_name = format!("portico-{tenant}-web");
     let check = async {
-        wait_for(&Api::<ServiceAccount>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
-        wait_for(&Api::<Role>::namespaced(client.clone(), &tenant), &rbac_name, children).await?;
-        wait_for(&Api::<RoleBinding>::namespaced(client.clone(), &tenant), &rbac_name, children).await?;
-        wait_for(&Api::<Role>::namespaced(client.clone(), &shop), &rbac_name, children).await?;
-        wait_for(&Api::<RoleBinding>::namespaced(client.clone(), &shop), &rbac_name, children).await?;
-        wait_for(&Api::<ClusterRole>::all(client.clone()), &rbac_name, children).await?;
-        wait_for(&Api::<ClusterRoleBinding>::all(client.clone()), &rbac_name, children).await?;
-        wait_for(&Api::<Deployment>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
-        wait_for(&Api::<Service>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
-        wait_for(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &tenant), "portico-web", children).await?;
+        wait_for(
+            &Api::<ServiceAccount>::namespaced(client.clone(), &tenant),
+            "portico-web",
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<Role>::namespaced(client.clone(), &tenant),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<RoleBinding>::namespaced(client.clone(), &tenant),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<Role>::namespaced(client.clone(), &shop),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<RoleBinding>::namespaced(client.clone(), &shop),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<ClusterRole>::all(client.clone()),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<ClusterRoleBinding>::all(client.clone()),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<Deployment>::namespaced(client.clone(), &tenant),
+            "portico-web",
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<Service>::namespaced(client.clone(), &tenant),
+            "portico-web",
+            children,
+        )
+        .await?;
+        wait_for(
+            &Api::<PodDisruptionBudget>::namespaced(client.clone(), &tenant),
+            "portico-web",
+            children,
+        )
+        .await?;
         wait_for(&Api::<IngressClass>::all(client.clone()), "web", children).await?;
         // Status writes need ingresscontrollers/status and ingresses/status.
         let deadline = Instant::now() + children;
         loop {
             let ic = instances.get("web").await?;
-            let observed = ic.data.pointer("/status/conditions/0/observedGeneration").and_then(Value::as_i64);
-            let lb = ingresses.get("shop").await?.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).unwrap_or_default();
+            let observed = ic
+                .data
+                .pointer("/status/conditions/0/observedGeneration")
+                .and_then(Value::as_i64);
+            let lb = ingresses
+                .get("shop")
+                .await?
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .unwrap_or_default();
             if observed == ic.metadata.generation && !lb.is_empty() {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("status not written within {children:?}: instance {:?}, Ingress loadBalancer {lb:?}", ic.data.get("status"));
+                bail!(
+                    "status not written within {children:?}: instance {:?}, Ingress loadBalancer {lb:?}",
+                    ic.data.get("status")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -585,24 +908,53 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     if let Err(e) = check.await {
         bail!("{e:#}\noperator log:\n{}", operator.log_tail(60));
     }
-    let role = Api::<Role>::namespaced(client.clone(), &tenant).get(&rbac_name).await?;
-    let secrets_rule = role.rules.iter().flatten().find(|r| r.resources.iter().flatten().any(|res| res == "secrets"));
+    let role = Api::<Role>::namespaced(client.clone(), &tenant)
+        .get(&rbac_name)
+        .await?;
+    let secrets_rule = role
+        .rules
+        .iter()
+        .flatten()
+        .find(|r| r.resources.iter().flatten().any(|res| res == "secrets"));
     assert_eq!(
         secrets_rule.and_then(|r| r.resource_names.clone()),
         Some(vec!["web-default-cert".to_string()]),
         "the proxy Role should name exactly the default certificate: {role:?}"
     );
     let log = operator.log_tail(400);
-    assert!(!log.contains("forbidden"), "the operator hit a permission the chart does not grant:\n{log}");
+    assert!(
+        !log.contains("forbidden"),
+        "the operator hit a permission the chart does not grant:\n{log}"
+    );
 
     // Deleting the instance removes its cluster-scoped children too (the operator's job).
     instances.delete("web", &DeleteParams::default()).await?;
     let cleanup = async {
         wait_gone(&Api::<IngressClass>::all(client.clone()), "web", children).await?;
-        wait_gone(&Api::<ClusterRoleBinding>::all(client.clone()), &rbac_name, children).await?;
-        wait_gone(&Api::<ClusterRole>::all(client.clone()), &rbac_name, children).await?;
-        wait_gone(&Api::<RoleBinding>::namespaced(client.clone(), &shop), &rbac_name, children).await?;
-        wait_gone(&Api::<Role>::namespaced(client.clone(), &shop), &rbac_name, children).await?;
+        wait_gone(
+            &Api::<ClusterRoleBinding>::all(client.clone()),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_gone(
+            &Api::<ClusterRole>::all(client.clone()),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_gone(
+            &Api::<RoleBinding>::namespaced(client.clone(), &shop),
+            &rbac_name,
+            children,
+        )
+        .await?;
+        wait_gone(
+            &Api::<Role>::namespaced(client.clone(), &shop),
+            &rbac_name,
+            children,
+        )
+        .await?;
         wait_gone(&instances, "web", children).await?;
         anyhow::Ok(())
     };
@@ -615,10 +967,32 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     let leases = Api::<Lease>::namespaced(client.clone(), &release_ns);
     let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
     let before = holder(&leases.get(RELEASE).await?);
-    assert!(before.is_some(), "the operator never took the chart's Lease");
-    let upgraded = helm(&["upgrade", RELEASE, &chart, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--reuse-values", "--set", "logFormat=text"]);
-    assert!(upgraded.status.success(), "helm upgrade failed:\n{}", text(&upgraded.stderr));
-    assert_eq!(holder(&leases.get(RELEASE).await?), before, "helm upgrade reset the operator's Lease");
+    assert!(
+        before.is_some(),
+        "the operator never took the chart's Lease"
+    );
+    let upgraded = helm(&[
+        "upgrade",
+        RELEASE,
+        &chart,
+        "--namespace",
+        &release_ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "--reuse-values",
+        "--set",
+        "logFormat=text",
+    ]);
+    assert!(
+        upgraded.status.success(),
+        "helm upgrade failed:\n{}",
+        text(&upgraded.stderr)
+    );
+    assert_eq!(
+        holder(&leases.get(RELEASE).await?),
+        before,
+        "helm upgrade reset the operator's Lease"
+    );
     let args = Api::<Deployment>::namespaced(client.clone(), &release_ns)
         .get(RELEASE)
         .await?
@@ -626,15 +1000,36 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         .and_then(|s| s.template.spec)
         .and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
         .unwrap_or_default();
-    assert!(args.contains(&"--log-format=text".to_string()), "upgrade did not reach the Deployment: {args:?}");
+    assert!(
+        args.contains(&"--log-format=text".to_string()),
+        "upgrade did not reach the Deployment: {args:?}"
+    );
     operator.terminate();
     let status = operator.wait_timeout(Duration::from_secs(15)).await?;
-    assert!(status.success(), "the operator did not exit cleanly on SIGTERM ({status}):\n{}", operator.log_tail(40));
+    assert!(
+        status.success(),
+        "the operator did not exit cleanly on SIGTERM ({status}):\n{}",
+        operator.log_tail(40)
+    );
 
     // Uninstall: nothing of the chart is left. The CRD stays, as Helm keeps crds/ on
     // purpose (deleting it would delete every team's IngressController).
-    let uninstalled = helm(&["uninstall", RELEASE, "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--wait", "--timeout", "60s"]);
-    assert!(uninstalled.status.success(), "helm uninstall failed:\n{}", text(&uninstalled.stderr));
+    let uninstalled = helm(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        &release_ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(
+        uninstalled.status.success(),
+        "helm uninstall failed:\n{}",
+        text(&uninstalled.stderr)
+    );
     let mut left = Vec::new();
     left.extend(chart_objects::<Deployment>(&client, &release_ns).await?);
     left.extend(chart_objects::<ServiceAccount>(&client, &release_ns).await?);
@@ -644,10 +1039,37 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     left.extend(chart_objects::<RoleBinding>(&client, &release_ns).await?);
     left.extend(chart_objects::<Lease>(&client, &release_ns).await?);
     assert!(left.is_empty(), "helm uninstall left {left:?}");
-    assert!(Api::<ClusterRole>::all(client.clone()).get_opt(RELEASE).await?.is_none(), "ClusterRole left behind");
-    assert!(Api::<ClusterRoleBinding>::all(client.clone()).get_opt(RELEASE).await?.is_none(), "ClusterRoleBinding left behind");
-    let releases = helm(&["list", "--all", "--namespace", &release_ns, "--kubeconfig", &kubeconfig, "--short"]);
-    assert_eq!(text(&releases.stdout).trim(), "", "helm still lists a release");
-    assert!(crds.get_opt(CRD_NAME).await?.is_some(), "the CRD is kept by design (Helm's crds/ policy)");
+    assert!(
+        Api::<ClusterRole>::all(client.clone())
+            .get_opt(RELEASE)
+            .await?
+            .is_none(),
+        "ClusterRole left behind"
+    );
+    assert!(
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .get_opt(RELEASE)
+            .await?
+            .is_none(),
+        "ClusterRoleBinding left behind"
+    );
+    let releases = helm(&[
+        "list",
+        "--all",
+        "--namespace",
+        &release_ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "--short",
+    ]);
+    assert_eq!(
+        text(&releases.stdout).trim(),
+        "",
+        "helm still lists a release"
+    );
+    assert!(
+        crds.get_opt(CRD_NAME).await?.is_some(),
+        "the CRD is kept by design (Helm's crds/ policy)"
+    );
     Ok(())
 }

@@ -64,3 +64,29 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> Error {
+        Error::Kube(kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: reason.into(),
+            ..kube::core::Status::default()
+        })))
+    }
+
+    #[test]
+    fn transient_and_permanent_are_told_apart() {
+        assert!(!api_error(409, "Conflict").is_permanent(), "conflicts retry");
+        assert!(!api_error(500, "InternalError").is_permanent());
+        assert!(!api_error(429, "TooManyRequests").is_permanent());
+        assert!(!api_error(404, "NotFound").is_permanent(), "a namespace may appear");
+        assert!(api_error(422, "Invalid").is_permanent());
+        assert!(api_error(403, "Forbidden").is_permanent());
+        assert!(Error::InvalidSelector(InvalidSelector::new("bad")).is_permanent());
+        assert_eq!(api_error(500, "x").metric_label(), "kube");
+        assert_eq!(Error::InvalidSelector(InvalidSelector::new("bad")).metric_label(), "invalid_selector");
+    }
+}

@@ -23,23 +23,39 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
 }
 
-fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {
-        response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
     }
     response
 }
 
 pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        );
     }
     match req.uri().path() {
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            state.metrics.render(),
+        ),
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" if state.ready.load(Ordering::Relaxed) => respond(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" if state.ready.load(Ordering::Relaxed) => {
+            respond(StatusCode::OK, "text/plain", "ok\n")
+        }
         "/readyz" => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n"),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }

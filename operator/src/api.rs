@@ -14,7 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
@@ -49,7 +51,10 @@ pub struct IngressControllerSpec {
     /// The IngressClass this instance owns (default: the resource's name). Class names are
     /// cluster-wide; a class owned by another instance is never taken over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub ingress_class_name: Option<String>,
 
     /// Mark the IngressClass as the cluster default, so class-less Ingresses are served.
@@ -124,7 +129,11 @@ pub struct IngressControllerSpec {
 
     /// Peers whose `X-Forwarded-*` headers the proxy keeps (for example the cloud load
     /// balancer's range); everyone else's are replaced. Default: none.
-    #[serde(default, rename = "trustedProxyCIDRs", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "trustedProxyCIDRs",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(length(max = 32), inner(length(min = 3, max = 64)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("trustedProxyCIDRs must be CIDRs such as 10.0.0.0/8 or fd00::/8"))]
     pub trusted_proxy_cidrs: Option<Vec<String>>,
@@ -233,7 +242,11 @@ fn default_admin_port() -> i32 {
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports { http: default_http_port(), https: default_https_port(), admin: default_admin_port() }
+        Ports {
+            http: default_http_port(),
+            https: default_https_port(),
+            admin: default_admin_port(),
+        }
     }
 }
 
@@ -273,7 +286,10 @@ pub struct LoadBalancing {
     pub hash_on: Option<HashOn>,
     /// The request header hashed when `hashOn` is Header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
     pub header_name: Option<String>,
 }
 
@@ -294,7 +310,10 @@ pub struct Tls {
     /// Name of a `kubernetes.io/tls` Secret in the instance's namespace, served when SNI
     /// matches no Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub default_certificate_secret: Option<String>,
     /// Redirect HTTP to HTTPS (308) for hosts that have TLS (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,7 +356,11 @@ pub struct Autoscaling {
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
     /// Default 80.
-    #[serde(default, rename = "targetCPUUtilizationPercentage", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: Option<i32>,
 }
@@ -424,7 +447,10 @@ impl IngressControllerSpec {
         self.ports.clone().unwrap_or_default()
     }
     pub fn service_type(&self) -> ServiceType {
-        self.service.as_ref().and_then(|s| s.type_).unwrap_or_default()
+        self.service
+            .as_ref()
+            .and_then(|s| s.type_)
+            .unwrap_or_default()
     }
     /// The `--load-balance` argument of the proxy (docs/contracts.md).
     pub fn load_balance_arg(&self) -> String {
@@ -434,26 +460,40 @@ impl IngressControllerSpec {
             (Algorithm::LeastRequest, _) => "least-request".into(),
             (Algorithm::ConsistentHash, Some(HashOn::ClientIp)) => "client-ip".into(),
             (Algorithm::ConsistentHash, Some(HashOn::Header)) => {
-                format!("header:{}", lb.header_name.as_deref().unwrap_or("X-Portico-Hash"))
+                format!(
+                    "header:{}",
+                    lb.header_name.as_deref().unwrap_or("X-Portico-Hash")
+                )
             }
             // The schema requires hashOn with ConsistentHash; a cookie is the safe default.
             (Algorithm::ConsistentHash, Some(HashOn::Cookie) | None) => "cookie".into(),
         }
     }
     pub fn connect_timeout(&self) -> &str {
-        self.timeouts.as_ref().and_then(|t| t.connect.as_deref()).unwrap_or("5s")
+        self.timeouts
+            .as_ref()
+            .and_then(|t| t.connect.as_deref())
+            .unwrap_or("5s")
     }
     pub fn request_timeout(&self) -> &str {
-        self.timeouts.as_ref().and_then(|t| t.request.as_deref()).unwrap_or("60s")
+        self.timeouts
+            .as_ref()
+            .and_then(|t| t.request.as_deref())
+            .unwrap_or("60s")
     }
     pub fn idle_timeout(&self) -> &str {
-        self.timeouts.as_ref().and_then(|t| t.idle.as_deref()).unwrap_or("60s")
+        self.timeouts
+            .as_ref()
+            .and_then(|t| t.idle.as_deref())
+            .unwrap_or("60s")
     }
     pub fn retries(&self) -> i32 {
         self.retries.unwrap_or(2)
     }
     pub fn default_certificate_secret(&self) -> Option<&str> {
-        self.tls.as_ref().and_then(|t| t.default_certificate_secret.as_deref())
+        self.tls
+            .as_ref()
+            .and_then(|t| t.default_certificate_secret.as_deref())
     }
 }
 
@@ -512,8 +552,14 @@ mod tests {
 
     #[test]
     fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Some(std::time::Duration::from_millis(250)));
-        assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("250ms"),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_duration("1h30m"),
+            Some(std::time::Duration::from_secs(5400))
+        );
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("s"), None);

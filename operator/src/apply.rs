@@ -19,31 +19,51 @@ fn params() -> PatchParams {
 /// Applies a namespaced object (its metadata names the namespace).
 pub async fn namespaced<K>(client: &Client, obj: &K) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    Ok(api.patch(&obj.name_any(), &params(), &Patch::Apply(obj)).await?)
+    Ok(api
+        .patch(&obj.name_any(), &params(), &Patch::Apply(obj))
+        .await?)
 }
 
 /// Applies a cluster-scoped object.
 pub async fn cluster<K>(client: &Client, obj: &K) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = ClusterResourceScope> + Serialize + DeserializeOwned + Clone + Debug,
+    K: Resource<DynamicType = (), Scope = ClusterResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let api: Api<K> = Api::all(client.clone());
-    Ok(api.patch(&obj.name_any(), &params(), &Patch::Apply(obj)).await?)
+    Ok(api
+        .patch(&obj.name_any(), &params(), &Patch::Apply(obj))
+        .await?)
 }
 
 /// Deletes `name` through `api` if it exists and carries our labels for the instance;
 /// anything else under that name is not ours to delete.
-pub async fn delete_if_labelled<K>(api: &Api<K>, name: &str, instance: &(String, String)) -> Result<bool>
+pub async fn delete_if_labelled<K>(
+    api: &Api<K>,
+    name: &str,
+    instance: &(String, String),
+) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
 {
     match api.get_opt(name).await? {
         Some(obj) if crate::resources::instance_of(obj.meta()).as_ref() == Some(instance) => {
-            ignore_not_found(api.delete(name, &DeleteParams::background()).await.map(|_| ()))?;
+            ignore_not_found(
+                api.delete(name, &DeleteParams::background())
+                    .await
+                    .map(|_| ()),
+            )?;
             Ok(true)
         }
         _ => Ok(false),
@@ -52,9 +72,16 @@ where
 
 /// Deletes, in every namespace, each namespaced object matching `selector` for which
 /// `keep` is false. Returns the `namespace/name`s deleted.
-pub async fn delete_labelled<K>(client: &Client, selector: &str, keep: impl Fn(&K) -> bool) -> Result<Vec<String>>
+pub async fn delete_labelled<K>(
+    client: &Client,
+    selector: &str,
+    keep: impl Fn(&K) -> bool,
+) -> Result<Vec<String>>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + DeserializeOwned + Clone + Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
 {
     let mut deleted = Vec::new();
     let all: Api<K> = Api::all(client.clone());
@@ -64,7 +91,11 @@ where
         }
         let namespace = obj.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-        ignore_not_found(api.delete(&obj.name_any(), &DeleteParams::background()).await.map(|_| ()))?;
+        ignore_not_found(
+            api.delete(&obj.name_any(), &DeleteParams::background())
+                .await
+                .map(|_| ()),
+        )?;
         deleted.push(format!("{namespace}/{}", obj.name_any()));
     }
     Ok(deleted)

@@ -28,12 +28,12 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::Selector;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Error as FinalizerError, Event as Finalized, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
-use kube::core::Selector;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -67,8 +67,16 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Metrics, reporter_instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: "portico-operator".into(), instance: reporter_instance };
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Metrics,
+        reporter_instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "portico-operator".into(),
+            instance: reporter_instance,
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -78,8 +86,20 @@ impl Context {
         }
     }
 
-    async fn event(&self, on: &impl Resource<DynamicType = ()>, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    async fn event(
+        &self,
+        on: &impl Resource<DynamicType = ()>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&event, &on.object_ref(&())).await {
             warn!(error = %e, reason, "could not publish event");
         }
@@ -94,15 +114,25 @@ impl Context {
     }
 
     fn reset_backoff(&self, obj: &ObjectRef<IngressController>) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(obj);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(obj);
     }
 }
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let managed = || watcher::Config::default().labels(MANAGED_SELECTOR).any_semantic();
-    let controller = Controller::new(Api::<IngressController>::all(client.clone()), watcher::Config::default().any_semantic());
+    let managed = || {
+        watcher::Config::default()
+            .labels(MANAGED_SELECTOR)
+            .any_semantic()
+    };
+    let controller = Controller::new(
+        Api::<IngressController>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
     let store = controller.store();
 
     controller
@@ -110,23 +140,48 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns(Api::<Service>::all(client.clone()), managed())
         .owns(Api::<ServiceAccount>::all(client.clone()), managed())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed())
-        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), managed())
-        .watches(Api::<Role>::all(client.clone()), managed(), |o| labelled_instance(o.meta()))
-        .watches(Api::<RoleBinding>::all(client.clone()), managed(), |o| labelled_instance(o.meta()))
-        .watches(Api::<ClusterRole>::all(client.clone()), managed(), |o| labelled_instance(o.meta()))
-        .watches(Api::<ClusterRoleBinding>::all(client.clone()), managed(), |o| labelled_instance(o.meta()))
-        .watches(Api::<IngressClass>::all(client.clone()), watcher::Config::default().any_semantic(), {
-            let store = store.clone();
-            move |class| instances_for_class(&store, &class)
+        .owns(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            managed(),
+        )
+        .watches(Api::<Role>::all(client.clone()), managed(), |o| {
+            labelled_instance(o.meta())
         })
-        .watches(Api::<Namespace>::all(client.clone()), watcher::Config::default().any_semantic(), {
-            let store = store.clone();
-            move |ns| instances_for_namespace(&store, &ns)
+        .watches(Api::<RoleBinding>::all(client.clone()), managed(), |o| {
+            labelled_instance(o.meta())
         })
-        .watches(Api::<Ingress>::all(client.clone()), watcher::Config::default().any_semantic(), {
-            let store = store.clone();
-            move |ingress| instances_for_ingress(&store, &ingress)
+        .watches(Api::<ClusterRole>::all(client.clone()), managed(), |o| {
+            labelled_instance(o.meta())
         })
+        .watches(
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            managed(),
+            |o| labelled_instance(o.meta()),
+        )
+        .watches(
+            Api::<IngressClass>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            {
+                let store = store.clone();
+                move |class| instances_for_class(&store, &class)
+            },
+        )
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            {
+                let store = store.clone();
+                move |ns| instances_for_namespace(&store, &ns)
+            },
+        )
+        .watches(
+            Api::<Ingress>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            {
+                let store = store.clone();
+                move |ingress| instances_for_ingress(&store, &ingress)
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -144,7 +199,10 @@ fn labelled_instance(meta: &kube::api::ObjectMeta) -> Option<ObjectRef<IngressCo
 }
 
 /// Instances whose class is `class`, or that the class's parameters name.
-fn instances_for_class(store: &Store<IngressController>, class: &IngressClass) -> Vec<ObjectRef<IngressController>> {
+fn instances_for_class(
+    store: &Store<IngressController>,
+    class: &IngressClass,
+) -> Vec<ObjectRef<IngressController>> {
     let name = class.name_any();
     let mut refs: Vec<_> = store
         .state()
@@ -162,22 +220,36 @@ fn instances_for_class(store: &Store<IngressController>, class: &IngressClass) -
 }
 
 /// Instances that may serve `namespace` or live in it.
-fn instances_for_namespace(store: &Store<IngressController>, namespace: &Namespace) -> Vec<ObjectRef<IngressController>> {
+fn instances_for_namespace(
+    store: &Store<IngressController>,
+    namespace: &Namespace,
+) -> Vec<ObjectRef<IngressController>> {
     let name = namespace.name_any();
     store
         .state()
         .iter()
-        .filter(|ic| ic.spec.namespace_selector.is_some() || ic.namespace().as_deref() == Some(name.as_str()))
+        .filter(|ic| {
+            ic.spec.namespace_selector.is_some() || ic.namespace().as_deref() == Some(name.as_str())
+        })
         .map(|ic| ObjectRef::from_obj(ic.as_ref()))
         .collect()
 }
 
 /// Instances whose class the Ingress asks for.
-fn instances_for_ingress(store: &Store<IngressController>, ingress: &Ingress) -> Vec<ObjectRef<IngressController>> {
+fn instances_for_ingress(
+    store: &Store<IngressController>,
+    ingress: &Ingress,
+) -> Vec<ObjectRef<IngressController>> {
     store
         .state()
         .iter()
-        .filter(|ic| tenancy::ingress_matches_class(ingress, ic.spec.class_name(&ic.name_any()), ic.spec.is_default_class()))
+        .filter(|ic| {
+            tenancy::ingress_matches_class(
+                ingress,
+                ic.spec.class_name(&ic.name_any()),
+                ic.spec.is_default_class(),
+            )
+        })
         .map(|ic| ObjectRef::from_obj(ic.as_ref()))
         .collect()
 }
@@ -197,7 +269,9 @@ fn error_policy(obj: Arc<IngressController>, error: &Error, ctx: Arc<Context>) -
 async fn reconcile(instance: Arc<IngressController>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.duration.start_timer();
     ctx.metrics.reconciles.inc();
-    let namespace = instance.namespace().ok_or(resources::MissingMetadata("namespace"))?;
+    let namespace = instance
+        .namespace()
+        .ok_or(resources::MissingMetadata("namespace"))?;
     let object = ObjectRef::from_obj(instance.as_ref());
     let api: Api<IngressController> = Api::namespaced(ctx.client.clone(), &namespace);
     let action = finalizer(&api, FINALIZER, instance, |event| async {
@@ -210,11 +284,10 @@ async fn reconcile(instance: Arc<IngressController>, ctx: Arc<Context>) -> Resul
     let action = match action {
         Ok(action) => action,
         // Deleted while we worked: nothing left to add a finalizer to or remove it from.
-        Err(FinalizerError::AddFinalizer(kube::Error::Api(s)) | FinalizerError::RemoveFinalizer(kube::Error::Api(s)))
-            if s.code == 404 =>
-        {
-            Action::await_change()
-        }
+        Err(
+            FinalizerError::AddFinalizer(kube::Error::Api(s))
+            | FinalizerError::RemoveFinalizer(kube::Error::Api(s)),
+        ) if s.code == 404 => Action::await_change(),
         Err(e) => return Err(Error::Finalizer(Box::new(e))),
     };
     ctx.reset_backoff(&object);
@@ -226,8 +299,18 @@ async fn apply(instance: &IngressController, ctx: &Context) -> Result<Action> {
     match apply_inner(instance, ctx).await {
         Err(error) if error.is_permanent() => {
             ctx.metrics.record_error(&error);
-            ctx.event(instance, EventType::Warning, "ReconcileFailed", error.to_string()).await;
-            let observed = Observed { generation: instance.metadata.generation, error: Some(error.to_string()), ..Default::default() };
+            ctx.event(
+                instance,
+                EventType::Warning,
+                "ReconcileFailed",
+                error.to_string(),
+            )
+            .await;
+            let observed = Observed {
+                generation: instance.metadata.generation,
+                error: Some(error.to_string()),
+                ..Default::default()
+            };
             let mut status = instance.status.clone().unwrap_or_default();
             status.conditions = status::conditions(&status.conditions, &observed, Timestamp::now());
             status.observed_generation = instance.metadata.generation;
@@ -248,8 +331,16 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     // 1. Which namespaces, which Ingresses.
     let namespaces = candidate_namespaces(client, instance, &namespace).await?;
     let served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
-    let ingresses = Api::<Ingress>::all(client.clone()).list(&ListParams::default()).await?.items;
-    let split = ClassIngresses::split(&ingresses, &class, instance.spec.is_default_class(), &served);
+    let ingresses = Api::<Ingress>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let split = ClassIngresses::split(
+        &ingresses,
+        &class,
+        instance.spec.is_default_class(),
+        &served,
+    );
 
     // 2. The class: ours, free (claim it atomically), or someone else's.
     let classes: Api<IngressClass> = Api::all(client.clone());
@@ -257,18 +348,45 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     match ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name) {
         Claim::Ours => {}
         Claim::Free => {
-            match classes.create(&PostParams { field_manager: Some(resources::FIELD_MANAGER.into()), ..Default::default() }, &ingress_class::build(&inputs)).await {
-                Ok(_) => info!(%class, instance = %format!("{namespace}/{name}"), "claimed IngressClass"),
+            match classes
+                .create(
+                    &PostParams {
+                        field_manager: Some(resources::FIELD_MANAGER.into()),
+                        ..Default::default()
+                    },
+                    &ingress_class::build(&inputs),
+                )
+                .await
+            {
+                Ok(_) => {
+                    info!(%class, instance = %format!("{namespace}/{name}"), "claimed IngressClass")
+                }
                 // Lost a race: the next reconcile sees the winner.
-                Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Action::requeue(Duration::from_secs(1))),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         Claim::Conflict(message) => {
-            if !previous.conditions.iter().any(|c| c.type_ == "ClassConflict" && c.status == "True") {
-                ctx.event(instance, EventType::Warning, "ClassConflict", message.clone()).await;
+            if !previous
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "ClassConflict" && c.status == "True")
+            {
+                ctx.event(
+                    instance,
+                    EventType::Warning,
+                    "ClassConflict",
+                    message.clone(),
+                )
+                .await;
             }
-            let observed = Observed { generation: instance.metadata.generation, class_conflict: Some(message), ..Default::default() };
+            let observed = Observed {
+                generation: instance.metadata.generation,
+                class_conflict: Some(message),
+                ..Default::default()
+            };
             let status = IngressControllerStatus {
                 conditions: status::conditions(&previous.conditions, &observed, Timestamp::now()),
                 ingress_class_name: Some(class),
@@ -292,17 +410,27 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     // Access to namespaces no longer served goes away (bindings first).
     let selector = resources::instance_selector(&namespace, &name);
     let keep = |ns: Option<String>| ns.is_some_and(|ns| role_namespaces.contains(&ns));
-    let mut revoked = apply::delete_labelled::<RoleBinding>(client, &selector, |o| keep(o.namespace())).await?;
-    revoked.extend(apply::delete_labelled::<Role>(client, &selector, |o| keep(o.namespace())).await?);
+    let mut revoked =
+        apply::delete_labelled::<RoleBinding>(client, &selector, |o| keep(o.namespace())).await?;
+    revoked
+        .extend(apply::delete_labelled::<Role>(client, &selector, |o| keep(o.namespace())).await?);
     if !revoked.is_empty() {
         info!(instance = %format!("{namespace}/{name}"), ?revoked, "revoked RBAC in namespaces no longer served");
     }
 
     // 4. The rest; a class renamed away from is released.
     apply::cluster(client, &ingress_class::build(&inputs)).await?;
-    for old in classes.list(&ListParams::default().labels(&selector)).await? {
+    for old in classes
+        .list(&ListParams::default().labels(&selector))
+        .await?
+    {
         if old.name_any() != class {
-            apply::delete_if_labelled(&classes, &old.name_any(), &(namespace.clone(), name.clone())).await?;
+            apply::delete_if_labelled(
+                &classes,
+                &old.name_any(),
+                &(namespace.clone(), name.clone()),
+            )
+            .await?;
         }
     }
     let deployment = apply::namespaced(client, &deployment::build(&inputs)).await?;
@@ -314,7 +442,12 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         }
         None => {
             let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &namespace);
-            apply::delete_if_labelled(&api, &inputs.proxy_name(), &(namespace.clone(), name.clone())).await?;
+            apply::delete_if_labelled(
+                &api,
+                &inputs.proxy_name(),
+                &(namespace.clone(), name.clone()),
+            )
+            .await?;
         }
     }
 
@@ -322,20 +455,40 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let addresses = status::addresses(&service);
     let load_balancer = status::ingress_load_balancer(&addresses);
     for ingress in &split.served {
-        let current = ingress.status.as_ref().and_then(|s| s.load_balancer.clone()).unwrap_or_default();
+        let current = ingress
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.clone())
+            .unwrap_or_default();
         if current != load_balancer {
-            let api: Api<Ingress> = Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
+            let api: Api<Ingress> =
+                Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
             let patch = json!({ "status": { "loadBalancer": load_balancer } });
-            api.patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            api.patch_status(
+                &ingress.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
         }
     }
     // A rejected Ingress must not keep advertising an address it is no longer served on.
     for ingress in &split.rejected {
-        let current = ingress.status.as_ref().and_then(|s| s.load_balancer.clone()).unwrap_or_default();
+        let current = ingress
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.clone())
+            .unwrap_or_default();
         if current == load_balancer && current.ingress.is_some() {
-            let api: Api<Ingress> = Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
+            let api: Api<Ingress> =
+                Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
             let patch = json!({ "status": { "loadBalancer": { "ingress": null } } });
-            api.patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            api.patch_status(
+                &ingress.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
         }
     }
     let rejected = i32::try_from(split.rejected.len()).unwrap_or(i32::MAX);
@@ -347,10 +500,15 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
                 ingress.namespace().unwrap_or_default(),
                 resources::CONSENT_ANNOTATION,
             );
-            ctx.event(*ingress, EventType::Warning, "NamespaceNotServed", note).await;
+            ctx.event(*ingress, EventType::Warning, "NamespaceNotServed", note)
+                .await;
         }
     }
-    let observed = Observed { generation: instance.metadata.generation, deployment: Some(&deployment), ..Default::default() };
+    let observed = Observed {
+        generation: instance.metadata.generation,
+        deployment: Some(&deployment),
+        ..Default::default()
+    };
     let status = IngressControllerStatus {
         conditions: status::conditions(&previous.conditions, &observed, Timestamp::now()),
         ingress_class_name: Some(class),
@@ -367,26 +525,46 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
 
 /// The Namespaces that could be served: the own one without a selector, else those the
 /// selector matches (asked of the API server, so we do not read every Namespace).
-async fn candidate_namespaces(client: &Client, instance: &IngressController, own: &str) -> Result<Vec<Namespace>> {
+async fn candidate_namespaces(
+    client: &Client,
+    instance: &IngressController,
+    own: &str,
+) -> Result<Vec<Namespace>> {
     let api: Api<Namespace> = Api::all(client.clone());
     match &instance.spec.namespace_selector {
         None => Ok(api.get_opt(own).await?.into_iter().collect()),
         Some(selector) => {
-            let selector = Selector::try_from(selector.clone()).map_err(|e| InvalidSelector::new(e.to_string()))?;
-            Ok(api.list(&ListParams::default().labels_from(&selector)).await?.items)
+            let selector = Selector::try_from(selector.clone())
+                .map_err(|e| InvalidSelector::new(e.to_string()))?;
+            Ok(api
+                .list(&ListParams::default().labels_from(&selector))
+                .await?
+                .items)
         }
     }
 }
 
 /// Writes the status subresource when it changed (an unchanged write would only wake the
 /// controller again).
-async fn write_status(instance: &IngressController, ctx: &Context, status: IngressControllerStatus) -> Result<()> {
+async fn write_status(
+    instance: &IngressController,
+    ctx: &Context,
+    status: IngressControllerStatus,
+) -> Result<()> {
     if !status::differs(instance.status.as_ref(), &status) {
         return Ok(());
     }
-    let api: Api<IngressController> = Api::namespaced(ctx.client.clone(), &instance.namespace().unwrap_or_default());
+    let api: Api<IngressController> = Api::namespaced(
+        ctx.client.clone(),
+        &instance.namespace().unwrap_or_default(),
+    );
     let patch = json!({ "status": status });
-    api.patch_status(&instance.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch_status(
+        &instance.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -402,21 +580,53 @@ async fn cleanup(instance: &IngressController, ctx: &Context) -> Result<Action> 
     let selector = resources::instance_selector(&namespace, &name);
 
     let classes: Api<IngressClass> = Api::all(client.clone());
-    if ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name) == Claim::Ours {
+    if ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name)
+        == Claim::Ours
+    {
         apply::delete_if_labelled(&classes, &class, &owner).await?;
     }
     let rbac_name = resources::rbac_name(&namespace, &name);
-    apply::delete_if_labelled(&Api::<ClusterRoleBinding>::all(client.clone()), &rbac_name, &owner).await?;
+    apply::delete_if_labelled(
+        &Api::<ClusterRoleBinding>::all(client.clone()),
+        &rbac_name,
+        &owner,
+    )
+    .await?;
     apply::delete_if_labelled(&Api::<ClusterRole>::all(client.clone()), &rbac_name, &owner).await?;
     apply::delete_labelled::<RoleBinding>(client, &selector, |_| false).await?;
     apply::delete_labelled::<Role>(client, &selector, |_| false).await?;
 
     let proxy = resources::proxy_name(&name);
-    apply::delete_if_labelled(&Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
-    apply::delete_if_labelled(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
-    apply::delete_if_labelled(&Api::<Service>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
-    apply::delete_if_labelled(&Api::<Deployment>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
-    apply::delete_if_labelled(&Api::<ServiceAccount>::namespaced(client.clone(), &namespace), &proxy, &owner).await?;
+    apply::delete_if_labelled(
+        &Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &namespace),
+        &proxy,
+        &owner,
+    )
+    .await?;
+    apply::delete_if_labelled(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace),
+        &proxy,
+        &owner,
+    )
+    .await?;
+    apply::delete_if_labelled(
+        &Api::<Service>::namespaced(client.clone(), &namespace),
+        &proxy,
+        &owner,
+    )
+    .await?;
+    apply::delete_if_labelled(
+        &Api::<Deployment>::namespaced(client.clone(), &namespace),
+        &proxy,
+        &owner,
+    )
+    .await?;
+    apply::delete_if_labelled(
+        &Api::<ServiceAccount>::namespaced(client.clone(), &namespace),
+        &proxy,
+        &owner,
+    )
+    .await?;
     info!(instance = %format!("{namespace}/{name}"), "cleaned up");
     Ok(Action::await_change())
 }

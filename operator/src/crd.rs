@@ -22,7 +22,9 @@ mod tests {
     /// Fails when `crds/` is stale: regenerate with `cargo run -p portico-operator --bin crdgen`.
     #[test]
     fn committed_crd_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(CRD_FILE);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(CRD_FILE);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         let generated = crd_yaml().expect("CRD serializes");
         assert!(

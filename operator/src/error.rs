@@ -35,9 +35,8 @@ impl Error {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::InvalidSelector(_) => "invalid_selector",
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e.metric_label()
-                }
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
                 _ => "finalizer",
             },
             Error::Serialize(..) => "serialize",
@@ -54,9 +53,8 @@ impl Error {
             }
             Error::Kube(_) => false,
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e.is_permanent()
-                }
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
                 _ => false,
             },
         }
@@ -79,14 +77,23 @@ mod tests {
 
     #[test]
     fn transient_and_permanent_are_told_apart() {
-        assert!(!api_error(409, "Conflict").is_permanent(), "conflicts retry");
+        assert!(
+            !api_error(409, "Conflict").is_permanent(),
+            "conflicts retry"
+        );
         assert!(!api_error(500, "InternalError").is_permanent());
         assert!(!api_error(429, "TooManyRequests").is_permanent());
-        assert!(!api_error(404, "NotFound").is_permanent(), "a namespace may appear");
+        assert!(
+            !api_error(404, "NotFound").is_permanent(),
+            "a namespace may appear"
+        );
         assert!(api_error(422, "Invalid").is_permanent());
         assert!(api_error(403, "Forbidden").is_permanent());
         assert!(Error::InvalidSelector(InvalidSelector::new("bad")).is_permanent());
         assert_eq!(api_error(500, "x").metric_label(), "kube");
-        assert_eq!(Error::InvalidSelector(InvalidSelector::new("bad")).metric_label(), "invalid_selector");
+        assert_eq!(
+            Error::InvalidSelector(InvalidSelector::new("bad")).metric_label(),
+            "invalid_selector"
+        );
     }
 }

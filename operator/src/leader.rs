@@ -76,7 +76,11 @@ pub struct LeaderElector {
 
 impl LeaderElector {
     pub fn new(client: Client, config: LeaseConfig) -> Self {
-        LeaderElector { api: Api::namespaced(client, &config.namespace), config, observed: Mutex::new(None) }
+        LeaderElector {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            observed: Mutex::new(None),
+        }
     }
 
     pub fn config(&self) -> &LeaseConfig {
@@ -92,7 +96,10 @@ impl LeaderElector {
         let now = MicroTime(Timestamp::now());
         let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.config.name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.config.name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.config.identity.clone()),
                     lease_duration_seconds: Some(self.duration_secs()),
@@ -128,7 +135,11 @@ impl LeaderElector {
         }
         lease.spec = Some(next);
         // `replace` sends the resourceVersion we read: a concurrent writer makes this a 409.
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(updated) => {
                 if !ours {
                     info!(lease = %self.config.name, identity = %self.config.identity, previous = ?holder, "acquired leader Lease");
@@ -142,10 +153,15 @@ impl LeaderElector {
     }
 
     fn observe(&self, spec: Option<&LeaseSpec>) {
-        let record = spec.map(|s| (s.holder_identity.clone(), s.renew_time.clone())).unwrap_or_default();
+        let record = spec
+            .map(|s| (s.holder_identity.clone(), s.renew_time.clone()))
+            .unwrap_or_default();
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         if observed.as_ref().is_none_or(|o| o.record != record) {
-            *observed = Some(Observation { record, at: Instant::now() });
+            *observed = Some(Observation {
+                record,
+                at: Instant::now(),
+            });
         }
     }
 
@@ -162,8 +178,12 @@ impl LeaderElector {
 
     /// Gives the Lease up (if still ours) so a standby takes over without waiting for expiry.
     pub async fn release(&self) -> Result<(), kube::Error> {
-        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else { return Ok(()) };
-        let Some(spec) = lease.spec.as_mut() else { return Ok(()) };
+        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
             return Ok(());
         }
@@ -172,7 +192,9 @@ impl LeaderElector {
         // A one-second duration lets the next candidate take over on its next round.
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        self.api.replace(&self.config.name, &PostParams::default(), &lease).await?;
+        self.api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await?;
         info!(lease = %self.config.name, "released leader Lease");
         Ok(())
     }

@@ -9,15 +9,15 @@
 //!                                                     └─▶ status (instance + Ingress loadBalancer)
 //! ```
 
-pub mod api;
-pub mod crd;
-pub mod resources;
 pub mod admin;
+pub mod api;
 pub mod apply;
 pub mod controller;
+pub mod crd;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod resources;
 pub mod status;
 pub mod tenancy;
 

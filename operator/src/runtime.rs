@@ -27,7 +27,11 @@ use crate::resources::Settings;
 
 /// Command line of `portico-operator`; every flag also reads `PORTICO_<FLAG>`.
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "portico-operator", version, about = "Reconciles IngressController resources into isolated proxy fleets")]
+#[command(
+    name = "portico-operator",
+    version,
+    about = "Reconciles IngressController resources into isolated proxy fleets"
+)]
 pub struct Options {
     /// Image of portico-proxy for instances that do not set spec.image.
     #[arg(long, env = "PORTICO_PROXY_IMAGE", default_value = concat!("ghcr.io/portico-dev/portico-proxy:", env!("CARGO_PKG_VERSION")))]
@@ -75,7 +79,12 @@ impl Options {
     pub fn settings(&self) -> Settings {
         Settings {
             proxy_image: self.proxy_image.clone(),
-            trusted_namespaces: self.trusted_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect::<BTreeSet<_>>(),
+            trusted_namespaces: self
+                .trusted_namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect::<BTreeSet<_>>(),
             drain_period: std::time::Duration::from_secs(self.proxy_drain_seconds),
         }
     }
@@ -85,11 +94,17 @@ impl Options {
 pub fn init_logging(options: &Options) {
     let filter = tracing_subscriber::EnvFilter::try_new(&options.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if options.log_format == "text" {
         builder.init();
     } else {
-        builder.json().flatten_event(true).with_current_span(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     }
 }
 
@@ -116,18 +131,33 @@ async fn until_true(mut rx: watch::Receiver<bool>) {
 
 /// Runs the operator until `stop` turns true.
 pub async fn run(options: Options, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context("cannot build a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let client = Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (in-cluster or KUBECONFIG)")?;
     check_crd(&client).await?;
 
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     let addr = SocketAddr::new(options.admin_address, options.admin_port);
-    let listener = admin::bind(addr).await.with_context(|| format!("cannot bind the admin server to {addr}"))?;
+    let listener = admin::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the admin server to {addr}"))?;
     info!(%addr, "admin server listening");
-    let admin = tokio::spawn(admin::serve(listener, AdminState { metrics: metrics.clone(), ready: ready.clone() }));
+    let admin = tokio::spawn(admin::serve(
+        listener,
+        AdminState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+    ));
 
     let identity = default_identity();
-    let ctx = Arc::new(Context::new(client.clone(), options.settings(), metrics.clone(), Some(identity.clone())));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        options.settings(),
+        metrics.clone(),
+        Some(identity.clone()),
+    ));
     ready.store(true, Ordering::Relaxed);
 
     if !options.leader_election {
@@ -137,7 +167,11 @@ pub async fn run(options: Options, stop: watch::Receiver<bool>) -> anyhow::Resul
         return Ok(());
     }
 
-    let config = LeaseConfig::new(options.leader_election_namespace.clone(), options.lease_name.clone(), identity);
+    let config = LeaseConfig::new(
+        options.leader_election_namespace.clone(),
+        options.lease_name.clone(),
+        identity,
+    );
     let elector = LeaderElector::new(client, config);
     info!(lease = %format!("{}/{}", options.leader_election_namespace, options.lease_name), identity = %elector.config().identity, "waiting for leadership");
     loop {

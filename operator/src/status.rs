@@ -29,14 +29,18 @@ pub fn addresses(service: &Service) -> Vec<Address> {
         .flatten()
         .filter_map(|ingress| match (&ingress.ip, &ingress.hostname) {
             (Some(ip), _) if !ip.is_empty() => Some(address("LoadBalancerIP", ip, BTreeMap::new())),
-            (_, Some(host)) if !host.is_empty() => Some(address("LoadBalancerHostname", host, BTreeMap::new())),
+            (_, Some(host)) if !host.is_empty() => {
+                Some(address("LoadBalancerHostname", host, BTreeMap::new()))
+            }
             _ => None,
         })
         .collect();
     if !lb.is_empty() {
         return lb;
     }
-    let Some(spec) = &service.spec else { return Vec::new() };
+    let Some(spec) = &service.spec else {
+        return Vec::new();
+    };
     let node_ports: BTreeMap<String, i32> = spec
         .ports
         .iter()
@@ -50,7 +54,11 @@ pub fn addresses(service: &Service) -> Vec<Address> {
 }
 
 fn address(type_: &str, value: &str, node_ports: BTreeMap<String, i32>) -> Address {
-    Address { type_: type_.into(), value: value.into(), node_ports }
+    Address {
+        type_: type_.into(),
+        value: value.into(),
+        node_ports,
+    }
 }
 
 /// The `status.loadBalancer` of a served Ingress.
@@ -58,11 +66,19 @@ pub fn ingress_load_balancer(addresses: &[Address]) -> IngressLoadBalancerStatus
     let ingress: Vec<IngressLoadBalancerIngress> = addresses
         .iter()
         .map(|a| match a.type_.as_str() {
-            "LoadBalancerHostname" => IngressLoadBalancerIngress { hostname: Some(a.value.clone()), ..Default::default() },
-            _ => IngressLoadBalancerIngress { ip: Some(a.value.clone()), ..Default::default() },
+            "LoadBalancerHostname" => IngressLoadBalancerIngress {
+                hostname: Some(a.value.clone()),
+                ..Default::default()
+            },
+            _ => IngressLoadBalancerIngress {
+                ip: Some(a.value.clone()),
+                ..Default::default()
+            },
         })
         .collect();
-    IngressLoadBalancerStatus { ingress: (!ingress.is_empty()).then_some(ingress) }
+    IngressLoadBalancerStatus {
+        ingress: (!ingress.is_empty()).then_some(ingress),
+    }
 }
 
 /// What one reconcile observed, reduced to what the conditions need.
@@ -83,8 +99,18 @@ struct Cond {
     message: String,
 }
 
-fn cond(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Cond {
-    Cond { type_, status, reason, message: message.into() }
+fn cond(
+    type_: &'static str,
+    status: bool,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> Cond {
+    Cond {
+        type_,
+        status,
+        reason,
+        message: message.into(),
+    }
 }
 
 /// The four conditions, in a fixed order.
@@ -92,16 +118,41 @@ fn compute(observed: &Observed) -> Vec<Cond> {
     if let Some(conflict) = &observed.class_conflict {
         return vec![
             cond(conditions::READY, false, "ClassConflict", conflict.clone()),
-            cond(conditions::PROGRESSING, false, "ClassConflict", "nothing is deployed while the class is owned elsewhere"),
-            cond(conditions::DEGRADED, true, "ClassConflict", conflict.clone()),
-            cond(conditions::CLASS_CONFLICT, true, "ClassOwnedElsewhere", conflict.clone()),
+            cond(
+                conditions::PROGRESSING,
+                false,
+                "ClassConflict",
+                "nothing is deployed while the class is owned elsewhere",
+            ),
+            cond(
+                conditions::DEGRADED,
+                true,
+                "ClassConflict",
+                conflict.clone(),
+            ),
+            cond(
+                conditions::CLASS_CONFLICT,
+                true,
+                "ClassOwnedElsewhere",
+                conflict.clone(),
+            ),
         ];
     }
-    let class = cond(conditions::CLASS_CONFLICT, false, "ClassOwned", "the IngressClass belongs to this instance");
+    let class = cond(
+        conditions::CLASS_CONFLICT,
+        false,
+        "ClassOwned",
+        "the IngressClass belongs to this instance",
+    );
     if let Some(error) = &observed.error {
         return vec![
             cond(conditions::READY, false, "ReconcileFailed", error.clone()),
-            cond(conditions::PROGRESSING, false, "ReconcileFailed", error.clone()),
+            cond(
+                conditions::PROGRESSING,
+                false,
+                "ReconcileFailed",
+                error.clone(),
+            ),
             cond(conditions::DEGRADED, true, "ReconcileFailed", error.clone()),
             class,
         ];
@@ -110,25 +161,61 @@ fn compute(observed: &Observed) -> Vec<Cond> {
         Some(d) => {
             let status = d.status.clone().unwrap_or_default();
             let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let stale = status.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0);
-            (desired, status.available_replicas.unwrap_or(0), status.updated_replicas.unwrap_or(0), stale)
+            let stale =
+                status.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0);
+            (
+                desired,
+                status.available_replicas.unwrap_or(0),
+                status.updated_replicas.unwrap_or(0),
+                stale,
+            )
         }
         None => (1, 0, 0, true),
     };
     let ready = if desired == 0 {
-        cond(conditions::READY, false, "ScaledToZero", "the Deployment has 0 replicas")
+        cond(
+            conditions::READY,
+            false,
+            "ScaledToZero",
+            "the Deployment has 0 replicas",
+        )
     } else if available >= desired {
-        cond(conditions::READY, true, "Available", format!("{available}/{desired} proxy pods available"))
+        cond(
+            conditions::READY,
+            true,
+            "Available",
+            format!("{available}/{desired} proxy pods available"),
+        )
     } else {
-        cond(conditions::READY, false, "Unavailable", format!("{available}/{desired} proxy pods available"))
+        cond(
+            conditions::READY,
+            false,
+            "Unavailable",
+            format!("{available}/{desired} proxy pods available"),
+        )
     };
     let progressing = if stale || updated < desired || available < desired {
-        cond(conditions::PROGRESSING, true, "RollingOut", format!("{updated}/{desired} proxy pods updated"))
+        cond(
+            conditions::PROGRESSING,
+            true,
+            "RollingOut",
+            format!("{updated}/{desired} proxy pods updated"),
+        )
     } else {
-        cond(conditions::PROGRESSING, false, "Complete", "the Deployment is up to date")
+        cond(
+            conditions::PROGRESSING,
+            false,
+            "Complete",
+            "the Deployment is up to date",
+        )
     };
     let degraded = if desired > 0 && available > 0 && available < desired {
-        cond(conditions::DEGRADED, true, "PartiallyAvailable", format!("{available}/{desired} proxy pods available"))
+        cond(
+            conditions::DEGRADED,
+            true,
+            "PartiallyAvailable",
+            format!("{available}/{desired} proxy pods available"),
+        )
     } else {
         cond(conditions::DEGRADED, false, "AsExpected", "")
     };
@@ -161,11 +248,17 @@ pub fn conditions(previous: &[Condition], observed: &Observed, now: Timestamp) -
 
 /// Ready replicas as the Deployment reports them.
 pub fn ready_replicas(deployment: Option<&Deployment>) -> i32 {
-    deployment.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0)
+    deployment
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
 }
 
 /// Is `status` worth writing over `current`?
-pub fn differs(current: Option<&IngressControllerStatus>, status: &IngressControllerStatus) -> bool {
+pub fn differs(
+    current: Option<&IngressControllerStatus>,
+    status: &IngressControllerStatus,
+) -> bool {
     current != Some(status)
 }
 
@@ -173,13 +266,21 @@ pub fn differs(current: Option<&IngressControllerStatus>, status: &IngressContro
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
-    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus};
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn deployment(replicas: i32, available: i32) -> Deployment {
         Deployment {
-            metadata: ObjectMeta { generation: Some(3), ..Default::default() },
-            spec: Some(DeploymentSpec { replicas: Some(replicas), ..Default::default() }),
+            metadata: ObjectMeta {
+                generation: Some(3),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
             status: Some(DeploymentStatus {
                 observed_generation: Some(3),
                 available_replicas: Some(available),
@@ -191,14 +292,21 @@ mod tests {
     }
 
     fn get<'a>(conds: &'a [Condition], t: &str) -> &'a Condition {
-        conds.iter().find(|c| c.type_ == t).expect("condition present")
+        conds
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition present")
     }
 
     #[test]
     fn ready_follows_available_replicas() {
         let now = Timestamp::UNIX_EPOCH;
         let d = deployment(2, 1);
-        let obs = Observed { generation: Some(7), deployment: Some(&d), ..Default::default() };
+        let obs = Observed {
+            generation: Some(7),
+            deployment: Some(&d),
+            ..Default::default()
+        };
         let c = conditions(&[], &obs, now);
         assert_eq!(get(&c, "Ready").status, "False");
         assert_eq!(get(&c, "Degraded").status, "True");
@@ -206,16 +314,27 @@ mod tests {
 
         let d = deployment(2, 2);
         let later = Timestamp::from_second(60).expect("valid");
-        let obs = Observed { generation: Some(7), deployment: Some(&d), ..Default::default() };
+        let obs = Observed {
+            generation: Some(7),
+            deployment: Some(&d),
+            ..Default::default()
+        };
         let c2 = conditions(&c, &obs, later);
         assert_eq!(get(&c2, "Ready").status, "True");
         assert_eq!(get(&c2, "Ready").last_transition_time, Time(later));
-        assert_eq!(get(&c2, "ClassConflict").last_transition_time, Time(now), "unchanged status keeps its time");
+        assert_eq!(
+            get(&c2, "ClassConflict").last_transition_time,
+            Time(now),
+            "unchanged status keeps its time"
+        );
     }
 
     #[test]
     fn conflict_wins() {
-        let obs = Observed { class_conflict: Some("owned by x/y".into()), ..Default::default() };
+        let obs = Observed {
+            class_conflict: Some("owned by x/y".into()),
+            ..Default::default()
+        };
         let c = conditions(&[], &obs, Timestamp::UNIX_EPOCH);
         assert_eq!(get(&c, "ClassConflict").status, "True");
         assert_eq!(get(&c, "Ready").status, "False");
@@ -226,23 +345,55 @@ mod tests {
         let mut svc = Service {
             spec: Some(ServiceSpec {
                 cluster_ip: Some("10.96.0.10".into()),
-                ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, node_port: Some(30080), ..Default::default() }]),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    node_port: Some(30080),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
         };
         let a = addresses(&svc);
-        assert_eq!(a, vec![address("ClusterIP", "10.96.0.10", [("http".to_owned(), 30080)].into())]);
-        assert_eq!(ingress_load_balancer(&a).ingress.expect("one")[0].ip.as_deref(), Some("10.96.0.10"));
+        assert_eq!(
+            a,
+            vec![address(
+                "ClusterIP",
+                "10.96.0.10",
+                [("http".to_owned(), 30080)].into()
+            )]
+        );
+        assert_eq!(
+            ingress_load_balancer(&a).ingress.expect("one")[0]
+                .ip
+                .as_deref(),
+            Some("10.96.0.10")
+        );
 
         svc.status = Some(ServiceStatus {
             load_balancer: Some(LoadBalancerStatus {
-                ingress: Some(vec![LoadBalancerIngress { hostname: Some("lb.example.com".into()), ..Default::default() }]),
+                ingress: Some(vec![LoadBalancerIngress {
+                    hostname: Some("lb.example.com".into()),
+                    ..Default::default()
+                }]),
             }),
             ..Default::default()
         });
         let a = addresses(&svc);
-        assert_eq!(a, vec![address("LoadBalancerHostname", "lb.example.com", BTreeMap::new())]);
-        assert_eq!(ingress_load_balancer(&a).ingress.expect("one")[0].hostname.as_deref(), Some("lb.example.com"));
+        assert_eq!(
+            a,
+            vec![address(
+                "LoadBalancerHostname",
+                "lb.example.com",
+                BTreeMap::new()
+            )]
+        );
+        assert_eq!(
+            ingress_load_balancer(&a).ingress.expect("one")[0]
+                .hostname
+                .as_deref(),
+            Some("lb.example.com")
+        );
     }
 }

@@ -51,9 +51,14 @@ pub fn served_namespaces(
     let name = instance.name_any();
     let exists = |ns: &Namespace| ns.metadata.deletion_timestamp.is_none();
     let Some(selector) = &instance.spec.namespace_selector else {
-        return Ok(namespaces.iter().filter(|ns| ns.name_any() == own && exists(ns)).map(|_| own.clone()).collect());
+        return Ok(namespaces
+            .iter()
+            .filter(|ns| ns.name_any() == own && exists(ns))
+            .map(|_| own.clone())
+            .collect());
     };
-    let selector = Selector::try_from(selector.clone()).map_err(|e| InvalidSelector(e.to_string()))?;
+    let selector =
+        Selector::try_from(selector.clone()).map_err(|e| InvalidSelector(e.to_string()))?;
     let trusted = settings.trusted_namespaces.contains(&own);
     let mut served: Vec<String> = namespaces
         .iter()
@@ -71,7 +76,14 @@ pub fn ingress_class_of(ingress: &Ingress) -> Option<&str> {
         .spec
         .as_ref()
         .and_then(|s| s.ingress_class_name.as_deref())
-        .or_else(|| ingress.metadata.annotations.as_ref()?.get(LEGACY_CLASS_ANNOTATION).map(String::as_str))
+        .or_else(|| {
+            ingress
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(LEGACY_CLASS_ANNOTATION)
+                .map(String::as_str)
+        })
 }
 
 /// Does `ingress` belong to `class`? Class-less Ingresses belong to the default class.
@@ -90,9 +102,17 @@ pub struct ClassIngresses<'a> {
 }
 
 impl<'a> ClassIngresses<'a> {
-    pub fn split(ingresses: &'a [Ingress], class: &str, is_default: bool, served_namespaces: &[String]) -> Self {
+    pub fn split(
+        ingresses: &'a [Ingress],
+        class: &str,
+        is_default: bool,
+        served_namespaces: &[String],
+    ) -> Self {
         let mut out = ClassIngresses::default();
-        for ingress in ingresses.iter().filter(|i| ingress_matches_class(i, class, is_default)) {
+        for ingress in ingresses
+            .iter()
+            .filter(|i| ingress_matches_class(i, class, is_default))
+        {
             let ns = ingress.namespace().unwrap_or_default();
             if served_namespaces.contains(&ns) {
                 out.served.push(ingress);
@@ -132,8 +152,14 @@ mod tests {
         Namespace {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()),
-                annotations: consent.map(|c| [(CONSENT_ANNOTATION.to_owned(), c.to_owned())].into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).into(), (*v).into()))
+                        .collect(),
+                ),
+                annotations: consent
+                    .map(|c| [(CONSENT_ANNOTATION.to_owned(), c.to_owned())].into()),
                 ..ObjectMeta::default()
             },
             ..Namespace::default()
@@ -141,18 +167,30 @@ mod tests {
     }
 
     fn instance(selector: Option<LabelSelector>) -> IngressController {
-        let mut ic = IngressController::new("web", IngressControllerSpec { namespace_selector: selector, ..Default::default() });
+        let mut ic = IngressController::new(
+            "web",
+            IngressControllerSpec {
+                namespace_selector: selector,
+                ..Default::default()
+            },
+        );
         ic.metadata.namespace = Some("team-a".into());
         ic
     }
 
     fn tenant_selector() -> Option<LabelSelector> {
-        Some(LabelSelector { match_labels: Some([("tenant".into(), "yes".into())].into()), ..Default::default() })
+        Some(LabelSelector {
+            match_labels: Some([("tenant".into(), "yes".into())].into()),
+            ..Default::default()
+        })
     }
 
     #[test]
     fn default_serves_only_own_namespace() {
-        let all = [ns("team-a", &[], None), ns("team-b", &[], Some("team-a/web"))];
+        let all = [
+            ns("team-a", &[], None),
+            ns("team-b", &[], Some("team-a/web")),
+        ];
         let served = served_namespaces(&instance(None), &all, &Settings::default()).expect("valid");
         assert_eq!(served, ["team-a"]);
     }
@@ -165,31 +203,55 @@ mod tests {
             ns("team-c", &[("tenant", "yes")], Some("other/x, team-a/web")),
             ns("team-d", &[], Some("team-a/web")),
         ];
-        let served = served_namespaces(&instance(tenant_selector()), &all, &Settings::default()).expect("valid");
-        assert_eq!(served, ["team-a", "team-c"], "team-b has no consent, team-d is not selected");
+        let served = served_namespaces(&instance(tenant_selector()), &all, &Settings::default())
+            .expect("valid");
+        assert_eq!(
+            served,
+            ["team-a", "team-c"],
+            "team-b has no consent, team-d is not selected"
+        );
 
-        let trusted = Settings { trusted_namespaces: ["team-a".to_owned()].into(), ..Settings::default() };
-        let served = served_namespaces(&instance(tenant_selector()), &all, &trusted).expect("valid");
+        let trusted = Settings {
+            trusted_namespaces: ["team-a".to_owned()].into(),
+            ..Settings::default()
+        };
+        let served =
+            served_namespaces(&instance(tenant_selector()), &all, &trusted).expect("valid");
         assert_eq!(served, ["team-a", "team-b", "team-c"]);
     }
 
     #[test]
     fn consent_for_another_instance_is_not_consent() {
-        assert!(!consents(&ns("b", &[], Some("team-a/webx")), "team-a", "web"));
+        assert!(!consents(
+            &ns("b", &[], Some("team-a/webx")),
+            "team-a",
+            "web"
+        ));
         assert!(consents(&ns("b", &[], Some("team-a/web")), "team-a", "web"));
     }
 
-    fn ingress(ns: &str, class: Option<&str>, legacy: Option<&str>, secret: Option<&str>) -> Ingress {
+    fn ingress(
+        ns: &str,
+        class: Option<&str>,
+        legacy: Option<&str>,
+        secret: Option<&str>,
+    ) -> Ingress {
         Ingress {
             metadata: ObjectMeta {
                 name: Some("i".into()),
                 namespace: Some(ns.into()),
-                annotations: legacy.map(|c| [(LEGACY_CLASS_ANNOTATION.to_owned(), c.to_owned())].into()),
+                annotations: legacy
+                    .map(|c| [(LEGACY_CLASS_ANNOTATION.to_owned(), c.to_owned())].into()),
                 ..ObjectMeta::default()
             },
             spec: Some(IngressSpec {
                 ingress_class_name: class.map(Into::into),
-                tls: secret.map(|s| vec![IngressTLS { secret_name: Some(s.into()), hosts: None }]),
+                tls: secret.map(|s| {
+                    vec![IngressTLS {
+                        secret_name: Some(s.into()),
+                        hosts: None,
+                    }]
+                }),
                 ..IngressSpec::default()
             }),
             status: None,
@@ -207,8 +269,15 @@ mod tests {
         ];
         let split = ClassIngresses::split(&all, "web", false, &["a".into()]);
         assert_eq!((split.served.len(), split.rejected.len()), (2, 1));
-        assert_eq!(split.tls_secrets(), [("a".to_owned(), ["a-tls".to_owned()].into())].into());
+        assert_eq!(
+            split.tls_secrets(),
+            [("a".to_owned(), ["a-tls".to_owned()].into())].into()
+        );
         let split = ClassIngresses::split(&all, "web", true, &["a".into()]);
-        assert_eq!(split.served.len(), 3, "class-less Ingresses belong to the default class");
+        assert_eq!(
+            split.served.len(),
+            3,
+            "class-less Ingresses belong to the default class"
+        );
     }
 }

@@ -44,9 +44,20 @@ async fn cluster() -> (&'static ControlPlane, Client) {
     STARTED
         .get_or_init(|| async {
             let client = cp.client();
-            portico_tests::install_crds(&client).await.expect("install crds/");
-            let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(TRUSTED_NS.into()), ..Default::default() }, ..Default::default() };
-            match Api::<Namespace>::all(client).create(&PostParams::default(), &ns).await {
+            portico_tests::install_crds(&client)
+                .await
+                .expect("install crds/");
+            let ns = Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(TRUSTED_NS.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match Api::<Namespace>::all(client)
+                .create(&PostParams::default(), &ns)
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => panic!("create {TRUSTED_NS}: {e}"),
@@ -55,7 +66,11 @@ async fn cluster() -> (&'static ControlPlane, Client) {
             let mut cmd = Command::new(portico_tests::bin_path("portico-operator"));
             cmd.env("KUBECONFIG", cp.kubeconfig())
                 .env("RUST_LOG", "info")
-                .args(["--leader-election=false", "--admin-address=127.0.0.1", "--log-format=text"])
+                .args([
+                    "--leader-election=false",
+                    "--admin-address=127.0.0.1",
+                    "--log-format=text",
+                ])
                 .arg(format!("--admin-port={port}"))
                 .arg(format!("--trusted-namespaces={TRUSTED_NS}"))
                 .arg("--proxy-image=portico-proxy:test")
@@ -70,7 +85,9 @@ async fn cluster() -> (&'static ControlPlane, Client) {
 }
 
 fn operator_log_tail() -> String {
-    let Some(path) = STARTED.get() else { return String::new() };
+    let Some(path) = STARTED.get() else {
+        return String::new();
+    };
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
@@ -94,7 +111,10 @@ where
             {
                 panic!("timed out waiting for {what}; {e}");
             }
-            panic!("timed out after {WAIT:?} waiting for {what}; operator log tail:\n{}", operator_log_tail());
+            panic!(
+                "timed out after {WAIT:?} waiting for {what}; operator log tail:\n{}",
+                operator_log_tail()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -113,7 +133,11 @@ async fn apply_instance(client: &Client, ns: &str, name: &str, spec: Value) -> I
         "spec": spec,
     });
     instances(client, ns)
-        .patch(name, &PatchParams::apply("portico-tests").force(), &Patch::Apply(&body))
+        .patch(
+            name,
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&body),
+        )
         .await
         .unwrap_or_else(|e| panic!("apply IngressController {ns}/{name}: {e}"))
 }
@@ -136,7 +160,12 @@ fn args_of(deployment: &Deployment) -> Vec<String> {
 }
 
 fn condition(ic: &IngressController, type_: &str) -> Option<(String, String)> {
-    ic.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
+    ic.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 fn is_403<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
@@ -158,30 +187,86 @@ async fn invalid_specs_are_refused_by_the_apiserver() {
 
     let cases = [
         ("negative-replicas", json!({ "replicas": -1 }), "replicas"),
-        ("unknown-service-type", json!({ "service": { "type": "Magic" } }), "Unsupported value"),
-        ("port-out-of-range", json!({ "ports": { "http": 70000 } }), "ports.http"),
-        ("same-ports", json!({ "ports": { "http": 8080, "https": 8080 } }), "must all differ"),
-        ("hash-without-key", json!({ "loadBalancing": { "algorithm": "ConsistentHash" } }), "needs loadBalancing.hashOn"),
+        (
+            "unknown-service-type",
+            json!({ "service": { "type": "Magic" } }),
+            "Unsupported value",
+        ),
+        (
+            "port-out-of-range",
+            json!({ "ports": { "http": 70000 } }),
+            "ports.http",
+        ),
+        (
+            "same-ports",
+            json!({ "ports": { "http": 8080, "https": 8080 } }),
+            "must all differ",
+        ),
+        (
+            "hash-without-key",
+            json!({ "loadBalancing": { "algorithm": "ConsistentHash" } }),
+            "needs loadBalancing.hashOn",
+        ),
         (
             "header-without-name",
             json!({ "loadBalancing": { "algorithm": "ConsistentHash", "hashOn": "Header" } }),
             "needs loadBalancing.headerName",
         ),
-        ("bad-algorithm", json!({ "loadBalancing": { "algorithm": "Random" } }), "Unsupported value"),
-        ("autoscaling-min-over-max", json!({ "autoscaling": { "minReplicas": 5, "maxReplicas": 2 } }), "must not exceed"),
-        ("replicas-and-autoscaling", json!({ "replicas": 2, "autoscaling": { "maxReplicas": 4 } }), "not both"),
-        ("bad-duration", json!({ "timeouts": { "connect": "5 seconds" } }), "timeouts.connect"),
-        ("bad-tls-version", json!({ "tls": { "minVersion": "1.1" } }), "Unsupported value"),
-        ("node-ports-on-cluster-ip", json!({ "service": { "type": "ClusterIP", "nodePorts": { "http": 30080 } } }), "nodePorts"),
-        ("both-disruption-fields", json!({ "disruption": { "minAvailable": 1, "maxUnavailable": 1 } }), "not both"),
-        ("bad-class-name", json!({ "ingressClassName": "Not_A_Name" }), "ingressClassName"),
-        ("bad-cidr", json!({ "trustedProxyCIDRs": ["10.0.0.0/33"] }), "must be CIDRs"),
+        (
+            "bad-algorithm",
+            json!({ "loadBalancing": { "algorithm": "Random" } }),
+            "Unsupported value",
+        ),
+        (
+            "autoscaling-min-over-max",
+            json!({ "autoscaling": { "minReplicas": 5, "maxReplicas": 2 } }),
+            "must not exceed",
+        ),
+        (
+            "replicas-and-autoscaling",
+            json!({ "replicas": 2, "autoscaling": { "maxReplicas": 4 } }),
+            "not both",
+        ),
+        (
+            "bad-duration",
+            json!({ "timeouts": { "connect": "5 seconds" } }),
+            "timeouts.connect",
+        ),
+        (
+            "bad-tls-version",
+            json!({ "tls": { "minVersion": "1.1" } }),
+            "Unsupported value",
+        ),
+        (
+            "node-ports-on-cluster-ip",
+            json!({ "service": { "type": "ClusterIP", "nodePorts": { "http": 30080 } } }),
+            "nodePorts",
+        ),
+        (
+            "both-disruption-fields",
+            json!({ "disruption": { "minAvailable": 1, "maxUnavailable": 1 } }),
+            "not both",
+        ),
+        (
+            "bad-class-name",
+            json!({ "ingressClassName": "Not_A_Name" }),
+            "ingressClassName",
+        ),
+        (
+            "bad-cidr",
+            json!({ "trustedProxyCIDRs": ["10.0.0.0/33"] }),
+            "must be CIDRs",
+        ),
     ];
     for (name, spec, hint) in cases {
         match create(name, spec.clone()).await {
             Err(kube::Error::Api(status)) => {
                 assert_eq!(status.code, 422, "{name}: {spec} refused with {status:?}");
-                assert!(status.message.contains(hint), "{name}: message {:?} should mention {hint:?}", status.message);
+                assert!(
+                    status.message.contains(hint),
+                    "{name}: message {:?} should mention {hint:?}",
+                    status.message
+                );
             }
             other => panic!("{name}: {spec} should be refused by the apiserver, got {other:?}"),
         }
@@ -201,13 +286,26 @@ async fn invalid_specs_are_refused_by_the_apiserver() {
         "autoscaling": { "minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 70 },
         "disruption": { "minAvailable": "50%" },
     });
-    let created = create("full", full).await.expect("a valid spec is accepted");
+    let created = create("full", full)
+        .await
+        .expect("a valid spec is accepted");
     // Defaults come from the schema.
     assert_eq!(created.data["spec"]["ports"]["admin"], 9901);
-    instances(&client, &ns).delete("full", &DeleteParams::default()).await.expect("delete");
-    let defaulted = create("ports-default", json!({ "ports": { "http": 8080 } })).await.expect("valid");
-    assert_eq!(defaulted.data["spec"]["ports"], json!({ "http": 8080, "https": 443, "admin": 9090 }));
-    instances(&client, &ns).delete("ports-default", &DeleteParams::default()).await.expect("delete");
+    instances(&client, &ns)
+        .delete("full", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let defaulted = create("ports-default", json!({ "ports": { "http": 8080 } }))
+        .await
+        .expect("valid");
+    assert_eq!(
+        defaulted.data["spec"]["ports"],
+        json!({ "http": 8080, "https": 443, "admin": 9090 })
+    );
+    instances(&client, &ns)
+        .delete("ports-default", &DeleteParams::default())
+        .await
+        .expect("delete");
 }
 
 #[tokio::test]
@@ -219,10 +317,16 @@ async fn instance_children_follow_spec_are_repaired_and_removed_with_it() {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for n in [&ns, &other] {
         let patch = json!({ "metadata": { "labels": { "portico-test": &ns } } });
-        namespaces.patch(n, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("label namespace");
+        namespaces
+            .patch(n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("label namespace");
     }
     let consent = json!({ "metadata": { "annotations": { "portico.dev/allowed-ingress-controllers": format!("{ns}/web") } } });
-    namespaces.patch(&other, &PatchParams::default(), &Patch::Merge(&consent)).await.expect("consent");
+    namespaces
+        .patch(&other, &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .expect("consent");
 
     let class = format!("{ns}-class");
     let spec = json!({ "ingressClassName": class, "namespaceSelector": { "matchLabels": { "portico-test": &ns } } });
@@ -241,31 +345,94 @@ async fn instance_children_follow_spec_are_repaired_and_removed_with_it() {
     let bindings_other: Api<RoleBinding> = Api::namespaced(client.clone(), &other);
     let rbac_name = format!("portico-{ns}-web");
 
-    let deployment = eventually("the Deployment", || async { get_opt(&deployments, "portico-web").await }).await;
+    let deployment = eventually("the Deployment", || async {
+        get_opt(&deployments, "portico-web").await
+    })
+    .await;
     let args = args_of(&deployment);
-    assert!(args.contains(&format!("--ingress-class={class}")), "{args:?}");
+    assert!(
+        args.contains(&format!("--ingress-class={class}")),
+        "{args:?}"
+    );
     let mut served = [ns.clone(), other.clone()];
     served.sort();
-    assert!(args.contains(&format!("--namespaces={}", served.join(","))), "{args:?}");
+    assert!(
+        args.contains(&format!("--namespaces={}", served.join(","))),
+        "{args:?}"
+    );
     assert_eq!(deployment.spec.as_ref().and_then(|s| s.replicas), Some(2));
-    let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
+    let pod = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
     assert_eq!(pod.service_account_name.as_deref(), Some("portico-web"));
-    let owner = deployment.owner_references().first().cloned().expect("owner reference");
-    assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("IngressController", uid.as_str(), Some(true)));
+    let owner = deployment
+        .owner_references()
+        .first()
+        .cloned()
+        .expect("owner reference");
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("IngressController", uid.as_str(), Some(true))
+    );
 
-    let service = eventually("the Service", || async { get_opt(&services, "portico-web").await }).await;
-    assert_eq!(service.spec.as_ref().and_then(|s| s.type_.as_deref()), Some("LoadBalancer"));
-    eventually("the ServiceAccount", || async { get_opt(&accounts, "portico-web").await }).await;
-    eventually("the PodDisruptionBudget", || async { get_opt(&pdbs, "portico-web").await }).await;
-    let ingress_class = eventually("the IngressClass", || async { get_opt(&classes, &class).await }).await;
-    let params = ingress_class.spec.as_ref().and_then(|s| s.parameters.clone()).expect("parameters");
-    assert_eq!((params.namespace.as_deref(), params.name.as_str()), (Some(ns.as_str()), "web"));
-    assert_eq!(ingress_class.spec.as_ref().and_then(|s| s.controller.as_deref()), Some("portico.dev/ingress-controller"));
-    eventually("the ClusterRole", || async { get_opt(&cluster_roles, &rbac_name).await }).await;
-    eventually("the ClusterRoleBinding", || async { get_opt(&cluster_bindings, &rbac_name).await }).await;
-    eventually("the Role in the consenting namespace", || async { get_opt(&roles_other, &rbac_name).await }).await;
-    eventually("the RoleBinding in the consenting namespace", || async { get_opt(&bindings_other, &rbac_name).await }).await;
-    assert!(get_opt(&hpas, "portico-web").await.is_none(), "no HPA without autoscaling");
+    let service = eventually("the Service", || async {
+        get_opt(&services, "portico-web").await
+    })
+    .await;
+    assert_eq!(
+        service.spec.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("LoadBalancer")
+    );
+    eventually("the ServiceAccount", || async {
+        get_opt(&accounts, "portico-web").await
+    })
+    .await;
+    eventually("the PodDisruptionBudget", || async {
+        get_opt(&pdbs, "portico-web").await
+    })
+    .await;
+    let ingress_class = eventually("the IngressClass", || async {
+        get_opt(&classes, &class).await
+    })
+    .await;
+    let params = ingress_class
+        .spec
+        .as_ref()
+        .and_then(|s| s.parameters.clone())
+        .expect("parameters");
+    assert_eq!(
+        (params.namespace.as_deref(), params.name.as_str()),
+        (Some(ns.as_str()), "web")
+    );
+    assert_eq!(
+        ingress_class
+            .spec
+            .as_ref()
+            .and_then(|s| s.controller.as_deref()),
+        Some("portico.dev/ingress-controller")
+    );
+    eventually("the ClusterRole", || async {
+        get_opt(&cluster_roles, &rbac_name).await
+    })
+    .await;
+    eventually("the ClusterRoleBinding", || async {
+        get_opt(&cluster_bindings, &rbac_name).await
+    })
+    .await;
+    eventually("the Role in the consenting namespace", || async {
+        get_opt(&roles_other, &rbac_name).await
+    })
+    .await;
+    eventually("the RoleBinding in the consenting namespace", || async {
+        get_opt(&bindings_other, &rbac_name).await
+    })
+    .await;
+    assert!(
+        get_opt(&hpas, "portico-web").await.is_none(),
+        "no HPA without autoscaling"
+    );
 
     // Changing the spec updates the children.
     let spec = json!({
@@ -278,13 +445,16 @@ async fn instance_children_follow_spec_are_repaired_and_removed_with_it() {
     apply_instance(&client, &ns, "web", spec).await;
     eventually("replicas 3 and --http-port=8080", || async {
         let d = get_opt(&deployments, "portico-web").await?;
-        (d.spec.as_ref()?.replicas == Some(3) && args_of(&d).contains(&"--http-port=8080".to_owned())).then_some(())
+        (d.spec.as_ref()?.replicas == Some(3)
+            && args_of(&d).contains(&"--http-port=8080".to_owned()))
+        .then_some(())
     })
     .await;
     eventually("a ClusterIP Service on port 8080", || async {
         let s = get_opt(&services, "portico-web").await?;
         let spec = s.spec?;
-        (spec.type_.as_deref() == Some("ClusterIP") && spec.ports?.iter().any(|p| p.port == 8080)).then_some(())
+        (spec.type_.as_deref() == Some("ClusterIP") && spec.ports?.iter().any(|p| p.port == 8080))
+            .then_some(())
     })
     .await;
     let spec = json!({
@@ -297,9 +467,14 @@ async fn instance_children_follow_spec_are_repaired_and_removed_with_it() {
     assert_eq!(hpa.spec.as_ref().map(|s| s.max_replicas), Some(5));
 
     // Deleting a child or editing it by hand is repaired.
-    services.delete("portico-web", &DeleteParams::default()).await.expect("delete Service");
+    services
+        .delete("portico-web", &DeleteParams::default())
+        .await
+        .expect("delete Service");
     eventually("the Service to come back", || async {
-        get_opt(&services, "portico-web").await.filter(|s| s.metadata.deletion_timestamp.is_none())
+        get_opt(&services, "portico-web")
+            .await
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
     })
     .await;
     let tamper = json!({
@@ -308,20 +483,30 @@ async fn instance_children_follow_spec_are_repaired_and_removed_with_it() {
         "rules": [{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "create"] }],
     });
     roles_other
-        .patch(&rbac_name, &PatchParams::apply("intruder").force(), &Patch::Apply(&tamper))
+        .patch(
+            &rbac_name,
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&tamper),
+        )
         .await
         .expect("tamper with the Role");
     eventually("the Role to be repaired", || async {
         let role = get_opt(&roles_other, &rbac_name).await?;
         let rules = role.rules.unwrap_or_default();
         let clean = rules.iter().all(|r| !r.verbs.iter().any(|v| v == "create"))
-            && !rules.iter().any(|r| r.resources.iter().flatten().any(|res| res == "secrets"));
+            && !rules
+                .iter()
+                .any(|r| r.resources.iter().flatten().any(|res| res == "secrets"));
         clean.then_some(())
     })
     .await;
     let tamper = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "proxy", "image": "evil:latest" }] } } } });
     deployments
-        .patch("portico-web", &PatchParams::default(), &Patch::Strategic(&tamper))
+        .patch(
+            "portico-web",
+            &PatchParams::default(),
+            &Patch::Strategic(&tamper),
+        )
         .await
         .expect("tamper with the Deployment");
     eventually("the Deployment image to be repaired", || async {
@@ -332,7 +517,10 @@ async fn instance_children_follow_spec_are_repaired_and_removed_with_it() {
     .await;
 
     // Deleting the instance removes everything, in every namespace and cluster-wide.
-    instances(&client, &ns).delete("web", &DeleteParams::default()).await.expect("delete instance");
+    instances(&client, &ns)
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete instance");
     eventually("everything to be gone", || async {
         let gone = get_opt(&instances(&client, &ns), "web").await.is_none()
             && get_opt(&classes, &class).await.is_none()
@@ -357,30 +545,67 @@ async fn tenants_are_isolated_and_a_taken_class_is_a_conflict() {
     let ns_b = cp.new_namespace("tenant-b").await;
     let class_a = format!("{ns_a}-class");
     let class_b = format!("{ns_b}-class");
-    apply_instance(&client, &ns_a, "web", json!({ "ingressClassName": class_a })).await;
-    apply_instance(&client, &ns_b, "web", json!({ "ingressClassName": class_b })).await;
+    apply_instance(
+        &client,
+        &ns_a,
+        "web",
+        json!({ "ingressClassName": class_a }),
+    )
+    .await;
+    apply_instance(
+        &client,
+        &ns_b,
+        "web",
+        json!({ "ingressClassName": class_b }),
+    )
+    .await;
 
     let deployments_a: Api<Deployment> = Api::namespaced(client.clone(), &ns_a);
     let deployments_b: Api<Deployment> = Api::namespaced(client.clone(), &ns_b);
-    let da = eventually("fleet A", || async { get_opt(&deployments_a, "portico-web").await }).await;
-    let db = eventually("fleet B", || async { get_opt(&deployments_b, "portico-web").await }).await;
+    let da = eventually("fleet A", || async {
+        get_opt(&deployments_a, "portico-web").await
+    })
+    .await;
+    let db = eventually("fleet B", || async {
+        get_opt(&deployments_b, "portico-web").await
+    })
+    .await;
     assert!(args_of(&da).contains(&format!("--ingress-class={class_a}")));
     assert!(args_of(&db).contains(&format!("--ingress-class={class_b}")));
-    assert!(args_of(&da).contains(&format!("--namespaces={ns_a}")), "A serves only its namespace: {:?}", args_of(&da));
+    assert!(
+        args_of(&da).contains(&format!("--namespaces={ns_a}")),
+        "A serves only its namespace: {:?}",
+        args_of(&da)
+    );
 
     // A Secret referenced by an Ingress of class A, and one that is not.
     let secrets_a: Api<Secret> = Api::namespaced(client.clone(), &ns_a);
     for name in ["a-tls", "a-private"] {
         let secret = Secret {
-            metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             string_data: Some(BTreeMap::from([("k".to_owned(), "v".to_owned())])),
             ..Default::default()
         };
-        secrets_a.create(&PostParams::default(), &secret).await.expect("create secret");
+        secrets_a
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
     }
     let secrets_b: Api<Secret> = Api::namespaced(client.clone(), &ns_b);
-    let secret_b = Secret { metadata: kube::api::ObjectMeta { name: Some("b-tls".into()), ..Default::default() }, ..Default::default() };
-    secrets_b.create(&PostParams::default(), &secret_b).await.expect("create secret");
+    let secret_b = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("b-tls".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    secrets_b
+        .create(&PostParams::default(), &secret_b)
+        .await
+        .expect("create secret");
     let ingress = json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
         "metadata": { "name": "site", "namespace": ns_a },
@@ -391,61 +616,165 @@ async fn tenants_are_isolated_and_a_taken_class_is_a_conflict() {
         },
     });
     Api::<Ingress>::namespaced(client.clone(), &ns_a)
-        .patch("site", &PatchParams::apply("portico-tests"), &Patch::Apply(&ingress))
+        .patch(
+            "site",
+            &PatchParams::apply("portico-tests"),
+            &Patch::Apply(&ingress),
+        )
         .await
         .expect("create Ingress");
     let roles_a: Api<Role> = Api::namespaced(client.clone(), &ns_a);
     let role_name = format!("portico-{ns_a}-web");
-    eventually("the Role to allow exactly the referenced Secret", || async {
-        let role = get_opt(&roles_a, &role_name).await?;
-        role.rules?
-            .iter()
-            .any(|r| {
-                r.resources.iter().flatten().any(|res| res == "secrets") && r.resource_names.as_deref() == Some(&["a-tls".to_owned()][..])
-            })
-            .then_some(())
-    })
+    eventually(
+        "the Role to allow exactly the referenced Secret",
+        || async {
+            let role = get_opt(&roles_a, &role_name).await?;
+            role.rules?
+                .iter()
+                .any(|r| {
+                    r.resources.iter().flatten().any(|res| res == "secrets")
+                        && r.resource_names.as_deref() == Some(&["a-tls".to_owned()][..])
+                })
+                .then_some(())
+        },
+    )
     .await;
 
     // Tenant A's proxy, with its real ServiceAccount token.
-    let token = cp.service_account_token(&ns_a, "portico-web").await.expect("token of A's proxy");
+    let token = cp
+        .service_account_token(&ns_a, "portico-web")
+        .await
+        .expect("token of A's proxy");
     let proxy = cp.client_with_token(&token);
-    eventually("A's proxy may list Ingresses, Services and EndpointSlices in A", || async {
-        let ok = Api::<Ingress>::namespaced(proxy.clone(), &ns_a).list(&ListParams::default()).await.is_ok()
-            && Api::<Service>::namespaced(proxy.clone(), &ns_a).list(&ListParams::default()).await.is_ok()
-            && Api::<EndpointSlice>::namespaced(proxy.clone(), &ns_a).list(&ListParams::default()).await.is_ok()
-            && Api::<IngressClass>::all(proxy.clone()).get(&class_a).await.is_ok()
-            && Api::<Secret>::namespaced(proxy.clone(), &ns_a).get("a-tls").await.is_ok();
-        ok.then_some(())
-    })
+    eventually(
+        "A's proxy may list Ingresses, Services and EndpointSlices in A",
+        || async {
+            let ok = Api::<Ingress>::namespaced(proxy.clone(), &ns_a)
+                .list(&ListParams::default())
+                .await
+                .is_ok()
+                && Api::<Service>::namespaced(proxy.clone(), &ns_a)
+                    .list(&ListParams::default())
+                    .await
+                    .is_ok()
+                && Api::<EndpointSlice>::namespaced(proxy.clone(), &ns_a)
+                    .list(&ListParams::default())
+                    .await
+                    .is_ok()
+                && Api::<IngressClass>::all(proxy.clone())
+                    .get(&class_a)
+                    .await
+                    .is_ok()
+                && Api::<Secret>::namespaced(proxy.clone(), &ns_a)
+                    .get("a-tls")
+                    .await
+                    .is_ok();
+            ok.then_some(())
+        },
+    )
     .await;
-    assert!(is_403(Api::<Secret>::namespaced(proxy.clone(), &ns_a).get("a-private").await), "unreferenced Secret in A");
-    assert!(is_403(Api::<Secret>::namespaced(proxy.clone(), &ns_a).list(&ListParams::default()).await), "listing all Secrets in A");
-    assert!(is_403(Api::<Secret>::namespaced(proxy.clone(), &ns_b).get("b-tls").await), "Secret in B");
-    assert!(is_403(Api::<Ingress>::namespaced(proxy.clone(), &ns_b).list(&ListParams::default()).await), "Ingresses in B");
-    assert!(is_403(Api::<EndpointSlice>::namespaced(proxy.clone(), &ns_b).list(&ListParams::default()).await), "EndpointSlices in B");
-    assert!(is_403(Api::<IngressClass>::all(proxy.clone()).get(&class_b).await), "B's IngressClass");
-    assert!(is_403(Api::<IngressClass>::all(proxy.clone()).list(&ListParams::default()).await), "all IngressClasses");
+    assert!(
+        is_403(
+            Api::<Secret>::namespaced(proxy.clone(), &ns_a)
+                .get("a-private")
+                .await
+        ),
+        "unreferenced Secret in A"
+    );
+    assert!(
+        is_403(
+            Api::<Secret>::namespaced(proxy.clone(), &ns_a)
+                .list(&ListParams::default())
+                .await
+        ),
+        "listing all Secrets in A"
+    );
+    assert!(
+        is_403(
+            Api::<Secret>::namespaced(proxy.clone(), &ns_b)
+                .get("b-tls")
+                .await
+        ),
+        "Secret in B"
+    );
+    assert!(
+        is_403(
+            Api::<Ingress>::namespaced(proxy.clone(), &ns_b)
+                .list(&ListParams::default())
+                .await
+        ),
+        "Ingresses in B"
+    );
+    assert!(
+        is_403(
+            Api::<EndpointSlice>::namespaced(proxy.clone(), &ns_b)
+                .list(&ListParams::default())
+                .await
+        ),
+        "EndpointSlices in B"
+    );
+    assert!(
+        is_403(Api::<IngressClass>::all(proxy.clone()).get(&class_b).await),
+        "B's IngressClass"
+    );
+    assert!(
+        is_403(
+            Api::<IngressClass>::all(proxy.clone())
+                .list(&ListParams::default())
+                .await
+        ),
+        "all IngressClasses"
+    );
     let write = json!({ "metadata": { "labels": { "x": "y" } } });
     assert!(
-        is_403(Api::<Ingress>::namespaced(proxy.clone(), &ns_a).patch("site", &PatchParams::default(), &Patch::Merge(&write)).await),
+        is_403(
+            Api::<Ingress>::namespaced(proxy.clone(), &ns_a)
+                .patch("site", &PatchParams::default(), &Patch::Merge(&write))
+                .await
+        ),
         "the proxy cannot write"
     );
 
     // A second instance (in B) claiming A's class gets ClassConflict and deploys nothing.
-    apply_instance(&client, &ns_b, "thief", json!({ "ingressClassName": class_a })).await;
+    apply_instance(
+        &client,
+        &ns_b,
+        "thief",
+        json!({ "ingressClassName": class_a }),
+    )
+    .await;
     let conflict = eventually("ClassConflict on the thief", || async {
         let ic = get_opt(&instances(&client, &ns_b), "thief").await?;
-        condition(&ic, "ClassConflict").filter(|(s, _)| s == "True").map(|_| ic)
+        condition(&ic, "ClassConflict")
+            .filter(|(s, _)| s == "True")
+            .map(|_| ic)
     })
     .await;
-    assert_eq!(condition(&conflict, "Ready").map(|c| c.0).as_deref(), Some("False"));
-    let class = Api::<IngressClass>::all(client.clone()).get(&class_a).await.expect("class A");
+    assert_eq!(
+        condition(&conflict, "Ready").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    let class = Api::<IngressClass>::all(client.clone())
+        .get(&class_a)
+        .await
+        .expect("class A");
     let params = class.spec.and_then(|s| s.parameters).expect("parameters");
-    assert_eq!((params.namespace.as_deref(), params.name.as_str()), (Some(ns_a.as_str()), "web"), "A keeps its class");
-    assert!(get_opt(&deployments_b, "portico-thief").await.is_none(), "the thief deploys nothing");
+    assert_eq!(
+        (params.namespace.as_deref(), params.name.as_str()),
+        (Some(ns_a.as_str()), "web"),
+        "A keeps its class"
+    );
     assert!(
-        get_opt(&Api::<ClusterRole>::all(client.clone()), &format!("portico-{ns_b}-thief")).await.is_none(),
+        get_opt(&deployments_b, "portico-thief").await.is_none(),
+        "the thief deploys nothing"
+    );
+    assert!(
+        get_opt(
+            &Api::<ClusterRole>::all(client.clone()),
+            &format!("portico-{ns_b}-thief")
+        )
+        .await
+        .is_none(),
         "the thief gets no RBAC"
     );
 
@@ -463,9 +792,23 @@ async fn tenants_are_isolated_and_a_taken_class_is_a_conflict() {
     .await;
 
     // Deleting the thief leaves A's class alone.
-    instances(&client, &ns_b).delete("thief", &DeleteParams::default()).await.expect("delete thief");
-    eventually("the thief to be gone", || async { get_opt(&instances(&client, &ns_b), "thief").await.is_none().then_some(()) }).await;
-    assert!(get_opt(&Api::<IngressClass>::all(client.clone()), &class_a).await.is_some(), "A's class survives");
+    instances(&client, &ns_b)
+        .delete("thief", &DeleteParams::default())
+        .await
+        .expect("delete thief");
+    eventually("the thief to be gone", || async {
+        get_opt(&instances(&client, &ns_b), "thief")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        get_opt(&Api::<IngressClass>::all(client.clone()), &class_a)
+            .await
+            .is_some(),
+        "A's class survives"
+    );
 }
 
 #[tokio::test]
@@ -476,10 +819,19 @@ async fn consent_and_trust_decide_served_namespaces() {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let label = json!({ "metadata": { "labels": { "portico-test": &home } } });
     for n in [&home, &guest] {
-        namespaces.patch(n, &PatchParams::default(), &Patch::Merge(&label)).await.expect("label");
+        namespaces
+            .patch(n, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .expect("label");
     }
     let selector = json!({ "matchLabels": { "portico-test": &home } });
-    apply_instance(&client, &home, "web", json!({ "ingressClassName": format!("{home}-class"), "namespaceSelector": selector })).await;
+    apply_instance(
+        &client,
+        &home,
+        "web",
+        json!({ "ingressClassName": format!("{home}-class"), "namespaceSelector": selector }),
+    )
+    .await;
     let rbac_name = format!("portico-{home}-web");
     let roles_guest: Api<Role> = Api::namespaced(client.clone(), &guest);
     let bindings_guest: Api<RoleBinding> = Api::namespaced(client.clone(), &guest);
@@ -490,22 +842,33 @@ async fn consent_and_trust_decide_served_namespaces() {
         (ic.status?.served_namespaces == vec![home.clone()]).then_some(())
     })
     .await;
-    assert!(get_opt(&roles_guest, &rbac_name).await.is_none(), "no Role without consent");
+    assert!(
+        get_opt(&roles_guest, &rbac_name).await.is_none(),
+        "no Role without consent"
+    );
 
     // Consent: served, with RBAC and the proxy's --namespaces.
     let consent = json!({ "metadata": { "annotations": { "portico.dev/allowed-ingress-controllers": format!("other/x,{home}/web") } } });
-    namespaces.patch(&guest, &PatchParams::default(), &Patch::Merge(&consent)).await.expect("consent");
-    eventually("a Role and RoleBinding in the consenting namespace", || async {
-        get_opt(&roles_guest, &rbac_name).await?;
-        get_opt(&bindings_guest, &rbac_name).await
-    })
+    namespaces
+        .patch(&guest, &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .expect("consent");
+    eventually(
+        "a Role and RoleBinding in the consenting namespace",
+        || async {
+            get_opt(&roles_guest, &rbac_name).await?;
+            get_opt(&bindings_guest, &rbac_name).await
+        },
+    )
     .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &home);
     let mut both = [home.clone(), guest.clone()];
     both.sort();
     eventually("--namespaces to include the guest", || async {
         let d = get_opt(&deployments, "portico-web").await?;
-        args_of(&d).contains(&format!("--namespaces={}", both.join(","))).then_some(())
+        args_of(&d)
+            .contains(&format!("--namespaces={}", both.join(",")))
+            .then_some(())
     })
     .await;
 
@@ -517,31 +880,60 @@ async fn consent_and_trust_decide_served_namespaces() {
         "spec": { "ingressClassName": format!("{home}-class"),
                   "defaultBackend": { "service": { "name": "site", "port": { "number": 80 } } } },
     });
-    guest_ingresses.patch("guest-site", &PatchParams::apply("portico-tests"), &Patch::Apply(&ingress)).await.expect("Ingress");
-    let has_address = |i: &Ingress| i.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref()).is_some_and(|l| !l.is_empty());
+    guest_ingresses
+        .patch(
+            "guest-site",
+            &PatchParams::apply("portico-tests"),
+            &Patch::Apply(&ingress),
+        )
+        .await
+        .expect("Ingress");
+    let has_address = |i: &Ingress| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .is_some_and(|l| !l.is_empty())
+    };
     eventually("the guest's Ingress to get the address", || async {
-        get_opt(&guest_ingresses, "guest-site").await.filter(has_address)
+        get_opt(&guest_ingresses, "guest-site")
+            .await
+            .filter(has_address)
     })
     .await;
 
     // Withdrawn: the RBAC disappears, and the Ingress no longer advertises the address.
     let withdraw = json!({ "metadata": { "annotations": { "portico.dev/allowed-ingress-controllers": null } } });
-    namespaces.patch(&guest, &PatchParams::default(), &Patch::Merge(&withdraw)).await.expect("withdraw");
+    namespaces
+        .patch(&guest, &PatchParams::default(), &Patch::Merge(&withdraw))
+        .await
+        .expect("withdraw");
     eventually("the guest's Role and RoleBinding to go", || async {
-        (get_opt(&roles_guest, &rbac_name).await.is_none() && get_opt(&bindings_guest, &rbac_name).await.is_none()).then_some(())
+        (get_opt(&roles_guest, &rbac_name).await.is_none()
+            && get_opt(&bindings_guest, &rbac_name).await.is_none())
+        .then_some(())
     })
     .await;
     eventually("the rejected Ingress to lose the address", || async {
-        get_opt(&guest_ingresses, "guest-site").await.filter(|i| !has_address(i))
+        get_opt(&guest_ingresses, "guest-site")
+            .await
+            .filter(|i| !has_address(i))
     })
     .await;
     eventually("ingressesRejected = 1", || async {
-        (get_opt(&instances(&client, &home), "web").await?.status?.ingresses_rejected == 1).then_some(())
+        (get_opt(&instances(&client, &home), "web")
+            .await?
+            .status?
+            .ingresses_rejected
+            == 1)
+            .then_some(())
     })
     .await;
     eventually("--namespaces back to home only", || async {
         let d = get_opt(&deployments, "portico-web").await?;
-        args_of(&d).contains(&format!("--namespaces={home}")).then_some(())
+        args_of(&d)
+            .contains(&format!("--namespaces={home}"))
+            .then_some(())
     })
     .await;
 
@@ -549,18 +941,42 @@ async fn consent_and_trust_decide_served_namespaces() {
     // without consent, and stops when the label goes.
     let trusted_class = format!("{home}-trusted");
     let trusted_selector = json!({ "matchLabels": { "portico-trusted-test": &home } });
-    apply_instance(&client, TRUSTED_NS, &home, json!({ "ingressClassName": trusted_class, "namespaceSelector": trusted_selector })).await;
+    apply_instance(
+        &client,
+        TRUSTED_NS,
+        &home,
+        json!({ "ingressClassName": trusted_class, "namespaceSelector": trusted_selector }),
+    )
+    .await;
     let trusted_rbac = format!("portico-{TRUSTED_NS}-{home}");
     let label = json!({ "metadata": { "labels": { "portico-trusted-test": &home } } });
-    namespaces.patch(&guest, &PatchParams::default(), &Patch::Merge(&label)).await.expect("label guest");
-    eventually("the trusted instance's Role in the guest", || async { get_opt(&roles_guest, &trusted_rbac).await }).await;
-    let unlabel = json!({ "metadata": { "labels": { "portico-trusted-test": null } } });
-    namespaces.patch(&guest, &PatchParams::default(), &Patch::Merge(&unlabel)).await.expect("unlabel guest");
-    eventually("the trusted instance's Role to go with the label", || async {
-        get_opt(&roles_guest, &trusted_rbac).await.is_none().then_some(())
+    namespaces
+        .patch(&guest, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("label guest");
+    eventually("the trusted instance's Role in the guest", || async {
+        get_opt(&roles_guest, &trusted_rbac).await
     })
     .await;
-    instances(&client, TRUSTED_NS).delete(&home, &DeleteParams::default()).await.expect("delete trusted instance");
+    let unlabel = json!({ "metadata": { "labels": { "portico-trusted-test": null } } });
+    namespaces
+        .patch(&guest, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .expect("unlabel guest");
+    eventually(
+        "the trusted instance's Role to go with the label",
+        || async {
+            get_opt(&roles_guest, &trusted_rbac)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    instances(&client, TRUSTED_NS)
+        .delete(&home, &DeleteParams::default())
+        .await
+        .expect("delete trusted instance");
 }
 
 #[tokio::test]
@@ -568,15 +984,31 @@ async fn status_follows_the_deployment_and_is_published_on_ingresses() {
     let (cp, client) = cluster().await;
     let ns = cp.new_namespace("status").await;
     let class = format!("{ns}-class");
-    let instance = apply_instance(&client, &ns, "web", json!({ "ingressClassName": class, "service": { "type": "ClusterIP" } })).await;
+    let instance = apply_instance(
+        &client,
+        &ns,
+        "web",
+        json!({ "ingressClassName": class, "service": { "type": "ClusterIP" } }),
+    )
+    .await;
     let generation = instance.metadata.generation;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let deployment = eventually("the Deployment", || async { get_opt(&deployments, "portico-web").await }).await;
+    let deployment = eventually("the Deployment", || async {
+        get_opt(&deployments, "portico-web").await
+    })
+    .await;
     let service = eventually("the Service with a cluster IP", || async {
-        Api::<Service>::namespaced(client.clone(), &ns).get_opt("portico-web").await.ok()?.filter(|s| {
-            s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| !ip.is_empty())
-        })
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .get_opt("portico-web")
+            .await
+            .ok()?
+            .filter(|s| {
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ip.as_deref())
+                    .is_some_and(|ip| !ip.is_empty())
+            })
     })
     .await;
     let cluster_ip = service.spec.and_then(|s| s.cluster_ip).expect("cluster IP");
@@ -584,14 +1016,25 @@ async fn status_follows_the_deployment_and_is_published_on_ingresses() {
     let ic = eventually("Ready=False with no pods, and the address", || async {
         let ic = get_opt(&instances(&client, &ns), "web").await?;
         let status = ic.status.clone()?;
-        (condition(&ic, "Ready")?.0 == "False" && status.addresses.first()?.value == cluster_ip).then_some(ic)
+        (condition(&ic, "Ready")?.0 == "False" && status.addresses.first()?.value == cluster_ip)
+            .then_some(ic)
     })
     .await;
     let status = ic.status.clone().expect("status");
     assert_eq!(status.ingress_class_name.as_deref(), Some(class.as_str()));
     assert_eq!(status.ready_replicas, 0);
-    assert!(status.conditions.iter().all(|c| c.observed_generation == generation), "{:?}", status.conditions);
-    assert_eq!(condition(&ic, "ClassConflict").map(|c| c.0).as_deref(), Some("False"));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == generation),
+        "{:?}",
+        status.conditions
+    );
+    assert_eq!(
+        condition(&ic, "ClassConflict").map(|c| c.0).as_deref(),
+        Some("False")
+    );
 
     // The cluster reports the pods available, as the deployment controller would.
     let deployment_generation = deployment.metadata.generation;
@@ -600,7 +1043,11 @@ async fn status_follows_the_deployment_and_is_published_on_ingresses() {
         "readyReplicas": 2, "availableReplicas": 2,
     }});
     deployments
-        .patch_status("portico-web", &PatchParams::default(), &Patch::Merge(&reported))
+        .patch_status(
+            "portico-web",
+            &PatchParams::default(),
+            &Patch::Merge(&reported),
+        )
         .await
         .expect("set Deployment status");
     eventually("Ready=True with 2 ready replicas", || async {
@@ -609,11 +1056,18 @@ async fn status_follows_the_deployment_and_is_published_on_ingresses() {
     })
     .await;
     let lost = json!({ "status": { "readyReplicas": 1, "availableReplicas": 1 } });
-    deployments.patch_status("portico-web", &PatchParams::default(), &Patch::Merge(&lost)).await.expect("lose a pod");
-    eventually("Ready=False and Degraded=True with one pod gone", || async {
-        let ic = get_opt(&instances(&client, &ns), "web").await?;
-        (condition(&ic, "Ready")?.0 == "False" && condition(&ic, "Degraded")?.0 == "True").then_some(())
-    })
+    deployments
+        .patch_status("portico-web", &PatchParams::default(), &Patch::Merge(&lost))
+        .await
+        .expect("lose a pod");
+    eventually(
+        "Ready=False and Degraded=True with one pod gone",
+        || async {
+            let ic = get_opt(&instances(&client, &ns), "web").await?;
+            (condition(&ic, "Ready")?.0 == "False" && condition(&ic, "Degraded")?.0 == "True")
+                .then_some(())
+        },
+    )
     .await;
 
     // Ingresses of the class (by field or legacy annotation) get the address; others do not.
@@ -635,24 +1089,49 @@ async fn status_follows_the_deployment_and_is_published_on_ingresses() {
         ("theirs", make("theirs", Some("someone-else"), None)),
         ("classless", make("classless", None, None)),
     ] {
-        ingresses.patch(name, &PatchParams::apply("portico-tests"), &Patch::Apply(&body)).await.expect("create Ingress");
+        ingresses
+            .patch(
+                name,
+                &PatchParams::apply("portico-tests"),
+                &Patch::Apply(&body),
+            )
+            .await
+            .expect("create Ingress");
     }
     for name in ["ours", "legacy"] {
         eventually(&format!("Ingress {name} to carry the address"), || async {
             let ingress = get_opt(&ingresses, name).await?;
-            let ip = ingress.status?.load_balancer?.ingress?.first()?.ip.clone()?;
+            let ip = ingress
+                .status?
+                .load_balancer?
+                .ingress?
+                .first()?
+                .ip
+                .clone()?;
             (ip == cluster_ip).then_some(())
         })
         .await;
     }
     eventually("ingressesServed = 2", || async {
-        (get_opt(&instances(&client, &ns), "web").await?.status?.ingresses_served == 2).then_some(())
+        (get_opt(&instances(&client, &ns), "web")
+            .await?
+            .status?
+            .ingresses_served
+            == 2)
+            .then_some(())
     })
     .await;
     for name in ["theirs", "classless"] {
         let ingress = ingresses.get(name).await.expect("get Ingress");
-        let lb = ingress.status.and_then(|s| s.load_balancer).and_then(|lb| lb.ingress).unwrap_or_default();
-        assert!(lb.is_empty(), "Ingress {name} of another class was touched: {lb:?}");
+        let lb = ingress
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .unwrap_or_default();
+        assert!(
+            lb.is_empty(),
+            "Ingress {name} of another class was touched: {lb:?}"
+        );
     }
 }
 
@@ -662,25 +1141,54 @@ async fn a_spec_the_operator_cannot_use_is_a_condition_and_an_event() {
     let ns = cp.new_namespace("permanent").await;
     // Valid for the schema, but not a label selector the operator can evaluate.
     let selector = json!({ "matchExpressions": [{ "key": "team", "operator": "Resembles", "values": ["a"] }] });
-    apply_instance(&client, &ns, "web", json!({ "ingressClassName": format!("{ns}-class"), "namespaceSelector": selector })).await;
+    apply_instance(
+        &client,
+        &ns,
+        "web",
+        json!({ "ingressClassName": format!("{ns}-class"), "namespaceSelector": selector }),
+    )
+    .await;
     let ic = eventually("Degraded=True, reason ReconcileFailed", || async {
         let ic = get_opt(&instances(&client, &ns), "web").await?;
-        (condition(&ic, "Degraded")? == ("True".to_owned(), "ReconcileFailed".to_owned())).then_some(ic)
+        (condition(&ic, "Degraded")? == ("True".to_owned(), "ReconcileFailed".to_owned()))
+            .then_some(ic)
     })
     .await;
-    let message = ic.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded")).map(|c| c.message.clone());
-    assert!(message.as_deref().is_some_and(|m| m.contains("namespaceSelector")), "{message:?}");
-    assert_eq!(condition(&ic, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    let message = ic
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+        .map(|c| c.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("namespaceSelector")),
+        "{message:?}"
+    );
+    assert_eq!(
+        condition(&ic, "Ready").map(|c| c.0).as_deref(),
+        Some("False")
+    );
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     eventually("a ReconcileFailed Event", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.iter().any(|e| e.reason.as_deref() == Some("ReconcileFailed")).then_some(())
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ReconcileFailed"))
+            .then_some(())
     })
     .await;
 
     // Fixing the spec recovers.
-    let fixed = json!({ "matchExpressions": [{ "key": "team", "operator": "In", "values": ["a"] }] });
-    apply_instance(&client, &ns, "web", json!({ "ingressClassName": format!("{ns}-class"), "namespaceSelector": fixed })).await;
+    let fixed =
+        json!({ "matchExpressions": [{ "key": "team", "operator": "In", "values": ["a"] }] });
+    apply_instance(
+        &client,
+        &ns,
+        "web",
+        json!({ "ingressClassName": format!("{ns}-class"), "namespaceSelector": fixed }),
+    )
+    .await;
     eventually("Degraded=False after the fix", || async {
         let ic = get_opt(&instances(&client, &ns), "web").await?;
         (condition(&ic, "Degraded")?.0 == "False").then_some(())

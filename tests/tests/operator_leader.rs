@@ -27,7 +27,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -49,18 +52,26 @@ fn start_operator(name: &str, kubeconfig: &std::path::Path, lease_ns: &str) -> O
         .arg(format!("--admin-port={admin_port}"))
         .arg("--log-format=text");
     let process = Process::spawn(name, cmd).expect("start portico-operator");
-    Operator { process, admin_port }
+    Operator {
+        process,
+        admin_port,
+    }
 }
 
 /// GET `path` on 127.0.0.1:`port`; `None` until the server answers.
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let code = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -70,11 +81,18 @@ async fn metric(op: &Operator, name: &str) -> Option<f64> {
     if code != 200 {
         return None;
     }
-    body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
 }
 
 async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
-    leases.get_opt("portico-operator").await.ok()??.spec?.holder_identity.filter(|h| !h.is_empty())
+    leases
+        .get_opt("portico-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
 }
 
 fn pid_of(identity: &str) -> Option<u32> {
@@ -88,7 +106,11 @@ async fn missing_crd_is_a_clear_error_and_only_the_leader_reconciles() {
 
     // Without the CRD the operator refuses to start, and says what to do.
     let mut early = start_operator("operator-no-crd", cp.kubeconfig(), "default");
-    let status = early.process.wait_timeout(WAIT).await.expect("operator exits without the CRD");
+    let status = early
+        .process
+        .wait_timeout(WAIT)
+        .await
+        .expect("operator exits without the CRD");
     assert!(!status.success(), "exit status {status}");
     let log = std::fs::read_to_string(early.process.log_path()).unwrap_or_default();
     assert!(
@@ -98,24 +120,44 @@ async fn missing_crd_is_a_clear_error_and_only_the_leader_reconciles() {
         "startup error should name the CRD and the fix; output:\n{log}"
     );
 
-    portico_tests::install_crds(&client).await.expect("install crds/");
+    portico_tests::install_crds(&client)
+        .await
+        .expect("install crds/");
     let lease_ns = "portico-system";
-    let ns = Namespace { metadata: ObjectMeta { name: Some(lease_ns.into()), ..Default::default() }, ..Default::default() };
-    let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(lease_ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), lease_ns);
 
     let mut first = start_operator("operator-1", cp.kubeconfig(), lease_ns);
     let mut second = start_operator("operator-2", cp.kubeconfig(), lease_ns);
     for op in [&first, &second] {
-        eventually("/readyz = 200", || async { (http_get(op.admin_port, "/readyz").await?.0 == 200).then_some(()) }).await;
-        eventually("/healthz = 200", || async { (http_get(op.admin_port, "/healthz").await?.0 == 200).then_some(()) }).await;
+        eventually("/readyz = 200", || async {
+            (http_get(op.admin_port, "/readyz").await?.0 == 200).then_some(())
+        })
+        .await;
+        eventually("/healthz = 200", || async {
+            (http_get(op.admin_port, "/healthz").await?.0 == 200).then_some(())
+        })
+        .await;
     }
     let holder = eventually("a Lease holder", || lease_holder(&leases)).await;
     let leader_pid = pid_of(&holder).expect("holderIdentity ends in the pid");
     let (leader, follower) = if leader_pid == first.process.id() {
         (&mut first, &mut second)
     } else {
-        assert_eq!(leader_pid, second.process.id(), "the holder is one of the two operators: {holder}");
+        assert_eq!(
+            leader_pid,
+            second.process.id(),
+            "the holder is one of the two operators: {holder}"
+        );
         (&mut second, &mut first)
     };
 
@@ -127,38 +169,63 @@ async fn missing_crd_is_a_clear_error_and_only_the_leader_reconciles() {
         "spec": { "ingressClassName": format!("{ns}-class"), "service": { "type": "ClusterIP" } },
     });
     Api::<portico_operator::api::IngressController>::namespaced(client.clone(), &ns)
-        .patch("web", &PatchParams::apply("portico-tests"), &Patch::Apply(&instance))
+        .patch(
+            "web",
+            &PatchParams::apply("portico-tests"),
+            &Patch::Apply(&instance),
+        )
         .await
         .expect("create instance");
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    eventually("the leader to create the Service", || async { services.get_opt("portico-web").await.ok()? }).await;
+    eventually("the leader to create the Service", || async {
+        services.get_opt("portico-web").await.ok()?
+    })
+    .await;
     eventually("the leader to count reconciles", || async {
         (metric(leader, "portico_operator_reconciles_total").await? > 0.0).then_some(())
     })
     .await;
     assert_eq!(metric(leader, "portico_operator_leader").await, Some(1.0));
     assert_eq!(metric(follower, "portico_operator_leader").await, Some(0.0));
-    assert_eq!(metric(follower, "portico_operator_reconciles_total").await, Some(0.0), "the follower never reconciles");
+    assert_eq!(
+        metric(follower, "portico_operator_reconciles_total").await,
+        Some(0.0),
+        "the follower never reconciles"
+    );
 
     // Losing the Lease stops reconciling: another holder takes it, as a partition would.
     loop {
         let mut lease = leases.get("portico-operator").await.expect("Lease");
         let spec = lease.spec.get_or_insert_with(Default::default);
         spec.holder_identity = Some("intruder".into());
-        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
         spec.lease_duration_seconds = Some(15);
-        match leases.replace("portico-operator", &PostParams::default(), &lease).await {
+        match leases
+            .replace("portico-operator", &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => break,
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => panic!("take the Lease: {e}"),
         }
     }
-    eventually("the leader to step down", || async { (metric(leader, "portico_operator_leader").await? == 0.0).then_some(()) })
-        .await;
-    services.delete("portico-web", &DeleteParams::default()).await.expect("delete the Service");
+    eventually("the leader to step down", || async {
+        (metric(leader, "portico_operator_leader").await? == 0.0).then_some(())
+    })
+    .await;
+    services
+        .delete("portico-web", &DeleteParams::default())
+        .await
+        .expect("delete the Service");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        services.get_opt("portico-web").await.expect("get").is_none(),
+        services
+            .get_opt("portico-web")
+            .await
+            .expect("get")
+            .is_none(),
         "nobody may reconcile while another identity holds the Lease"
     );
     // The intruder never renews: after its lease duration one of the two takes over again.
@@ -167,31 +234,66 @@ async fn missing_crd_is_a_clear_error_and_only_the_leader_reconciles() {
         if let Some(h) = lease_holder(&leases).await.filter(|h| h != "intruder") {
             break h;
         }
-        assert!(Instant::now() < deadline, "nobody took the abandoned Lease over");
+        assert!(
+            Instant::now() < deadline,
+            "nobody took the abandoned Lease over"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     eventually("the Service to be repaired after the takeover", || async {
-        services.get_opt("portico-web").await.ok()?.filter(|s| s.metadata.deletion_timestamp.is_none())
+        services
+            .get_opt("portico-web")
+            .await
+            .ok()?
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
     })
     .await;
-    let (leader, follower) = if pid_of(&holder) == Some(leader.process.id()) { (leader, follower) } else { (follower, leader) };
+    let (leader, follower) = if pid_of(&holder) == Some(leader.process.id()) {
+        (leader, follower)
+    } else {
+        (follower, leader)
+    };
 
     // SIGTERM: the leader stops, releases the Lease, and the follower takes over.
     leader.process.terminate();
-    let status = leader.process.wait_timeout(WAIT).await.expect("leader exits on SIGTERM");
-    assert!(status.success(), "clean exit on SIGTERM: {status}; output:\n{}", leader.process.log_tail(20));
+    let status = leader
+        .process
+        .wait_timeout(WAIT)
+        .await
+        .expect("leader exits on SIGTERM");
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status}; output:\n{}",
+        leader.process.log_tail(20)
+    );
     let follower_pid = follower.process.id();
     eventually("the follower to hold the Lease", || async {
         (pid_of(&lease_holder(&leases).await?)? == follower_pid).then_some(())
     })
     .await;
-    services.delete("portico-web", &DeleteParams::default()).await.expect("delete the Service");
+    services
+        .delete("portico-web", &DeleteParams::default())
+        .await
+        .expect("delete the Service");
     eventually("the new leader to repair the Service", || async {
-        services.get_opt("portico-web").await.ok()?.filter(|s| s.metadata.deletion_timestamp.is_none())
+        services
+            .get_opt("portico-web")
+            .await
+            .ok()?
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
     })
     .await;
-    assert!(metric(follower, "portico_operator_reconciles_total").await.unwrap_or(0.0) > 0.0);
+    assert!(
+        metric(follower, "portico_operator_reconciles_total")
+            .await
+            .unwrap_or(0.0)
+            > 0.0
+    );
     assert_eq!(metric(follower, "portico_operator_leader").await, Some(1.0));
     follower.process.terminate();
-    follower.process.wait_timeout(WAIT).await.expect("follower exits on SIGTERM");
+    follower
+        .process
+        .wait_timeout(WAIT)
+        .await
+        .expect("follower exits on SIGTERM");
 }

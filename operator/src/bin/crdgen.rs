@@ -8,7 +8,9 @@ fn main() -> anyhow::Result<()> {
         Some("-") => print!("{yaml}"),
         Some(path) => std::fs::write(path, yaml)?,
         None => {
-            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(portico_operator::crd::CRD_FILE);
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(portico_operator::crd::CRD_FILE);
             std::fs::write(&path, yaml)?;
             eprintln!("wrote {}", path.display());
         }

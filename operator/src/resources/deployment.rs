@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Sysctl,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecurityContext, Sysctl,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -31,8 +34,14 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
         format!("--admin-port={}", ports.admin),
         format!("--load-balance={}", spec.load_balance_arg()),
         // The CRD accepts compound durations (`1h30m`); the proxy takes one unit.
-        format!("--connect-timeout={}", normalize_duration(spec.connect_timeout())),
-        format!("--request-timeout={}", normalize_duration(spec.request_timeout())),
+        format!(
+            "--connect-timeout={}",
+            normalize_duration(spec.connect_timeout())
+        ),
+        format!(
+            "--request-timeout={}",
+            normalize_duration(spec.request_timeout())
+        ),
         format!("--idle-timeout={}", normalize_duration(spec.idle_timeout())),
         format!("--retries={}", spec.retries()),
     ];
@@ -40,7 +49,10 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
         args.push(format!("--trusted-proxy-cidrs={}", cidrs.join(",")));
     }
     if let Some(secret) = spec.default_certificate_secret() {
-        args.push(format!("--default-certificate={}/{secret}", inputs.namespace));
+        args.push(format!(
+            "--default-certificate={}/{secret}",
+            inputs.namespace
+        ));
     }
     args.extend([
         format!("--ssl-redirect={}", tls.redirect.unwrap_or(true)),
@@ -52,7 +64,10 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
                 TlsVersion::V1_3 => "1.3",
             }
         ),
-        format!("--drain-period={}", crate::api::format_duration(inputs.settings.drain_period)),
+        format!(
+            "--drain-period={}",
+            crate::api::format_duration(inputs.settings.drain_period)
+        ),
         "--log-format=json".to_owned(),
     ]);
     args
@@ -60,13 +75,19 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
 
 /// Long enough for the drain period plus the longest request it lets finish.
 pub fn termination_grace_period(inputs: &Inputs) -> i64 {
-    let request = parse_duration(inputs.instance.spec.request_timeout()).unwrap_or(Duration::from_secs(60));
+    let request =
+        parse_duration(inputs.instance.spec.request_timeout()).unwrap_or(Duration::from_secs(60));
     let total = inputs.settings.drain_period + request + Duration::from_secs(5);
     i64::try_from(total.as_secs()).unwrap_or(i64::MAX).max(30)
 }
 
 fn port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort { name: Some(name.into()), container_port: port, protocol: Some("TCP".into()), ..ContainerPort::default() }
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
 }
 
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -88,7 +109,10 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -103,11 +127,22 @@ pub fn build(inputs: &Inputs) -> Deployment {
 
     let container = Container {
         name: "proxy".into(),
-        image: Some(spec.image.clone().unwrap_or_else(|| inputs.settings.proxy_image.clone())),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| inputs.settings.proxy_image.clone()),
+        ),
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(args(inputs)),
-        env: Some(vec![field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")]),
-        ports: Some(vec![port("http", ports.http), port("https", ports.https), port("admin", ports.admin)]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![
+            port("http", ports.http),
+            port("https", ports.https),
+            port("admin", ports.admin),
+        ]),
         readiness_probe: Some(probe("/readyz", 5, 2)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         resources: spec.resources.clone(),
@@ -117,7 +152,10 @@ pub fn build(inputs: &Inputs) -> Deployment {
             run_as_non_root: Some(true),
             run_as_user: Some(PROXY_UID),
             run_as_group: Some(PROXY_UID),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
             ..SecurityContext::default()
         }),
         ..Container::default()
@@ -130,9 +168,15 @@ pub fn build(inputs: &Inputs) -> Deployment {
         termination_grace_period_seconds: Some(termination_grace_period(inputs)),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
             // A safe, namespaced sysctl: lets the non-root proxy bind 80 and 443.
-            sysctls: Some(vec![Sysctl { name: "net.ipv4.ip_unprivileged_port_start".into(), value: "0".into() }]),
+            sysctls: Some(vec![Sysctl {
+                name: "net.ipv4.ip_unprivileged_port_start".into(),
+                value: "0".into(),
+            }]),
             ..PodSecurityContext::default()
         }),
         node_selector: spec.node_selector.clone(),
@@ -148,9 +192,15 @@ pub fn build(inputs: &Inputs) -> Deployment {
             // Left to the HorizontalPodAutoscaler when autoscaling is on.
             replicas: match spec.autoscaling {
                 Some(_) => None,
-                None => Some(spec.replicas.unwrap_or(crate::api::IngressControllerSpec::DEFAULT_REPLICAS)),
+                None => Some(
+                    spec.replicas
+                        .unwrap_or(crate::api::IngressControllerSpec::DEFAULT_REPLICAS),
+                ),
             },
-            selector: LabelSelector { match_labels: Some(inputs.selector_labels()), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(inputs.selector_labels()),
+                ..LabelSelector::default()
+            },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 // Never go below the desired count: start a new pod before draining an old one.

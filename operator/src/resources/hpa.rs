@@ -1,8 +1,8 @@
 //! The HorizontalPodAutoscaler `portico-<name>` on CPU, only when `spec.autoscaling` is set.
 
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
-    ResourceMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 
 use super::Inputs;
@@ -29,7 +29,9 @@ pub fn build(inputs: &Inputs) -> Option<HorizontalPodAutoscaler> {
                     target: MetricTarget {
                         type_: "Utilization".into(),
                         average_utilization: Some(
-                            autoscaling.target_cpu_utilization_percentage.unwrap_or(DEFAULT_TARGET_CPU),
+                            autoscaling
+                                .target_cpu_utilization_percentage
+                                .unwrap_or(DEFAULT_TARGET_CPU),
                         ),
                         ..MetricTarget::default()
                     },

@@ -1,6 +1,8 @@
 //! The IngressClass the instance owns, pointing back at the instance through `parameters`.
 
-use k8s_openapi::api::networking::v1::{IngressClass, IngressClassParametersReference, IngressClassSpec};
+use k8s_openapi::api::networking::v1::{
+    IngressClass, IngressClassParametersReference, IngressClassSpec,
+};
 
 use super::{CONTROLLER_NAME, Inputs};
 
@@ -11,7 +13,11 @@ pub fn build(inputs: &Inputs) -> IngressClass {
     let mut metadata = inputs.foreign_meta(inputs.class_name().to_owned(), None);
     // Always set, so that turning defaultClass off is applied rather than left behind.
     metadata.annotations = Some(
-        [(DEFAULT_CLASS_ANNOTATION.to_owned(), inputs.instance.spec.is_default_class().to_string())].into(),
+        [(
+            DEFAULT_CLASS_ANNOTATION.to_owned(),
+            inputs.instance.spec.is_default_class().to_string(),
+        )]
+        .into(),
     );
     IngressClass {
         metadata,
@@ -41,7 +47,9 @@ pub enum Claim {
 
 /// Decides whether `existing` may be managed by the instance `<namespace>/<name>`.
 pub fn claim(existing: Option<&IngressClass>, namespace: &str, name: &str) -> Claim {
-    let Some(class) = existing else { return Claim::Free };
+    let Some(class) = existing else {
+        return Claim::Free;
+    };
     let spec = class.spec.clone().unwrap_or_default();
     let class_name = class.metadata.name.clone().unwrap_or_default();
     match spec.controller.as_deref() {
@@ -67,6 +75,8 @@ pub fn claim(existing: Option<&IngressClass>, namespace: &str, name: &str) -> Cl
             p.namespace.unwrap_or_default(),
             p.name
         )),
-        None => Claim::Conflict(format!("IngressClass {class_name} has no parameters naming an IngressController")),
+        None => Claim::Conflict(format!(
+            "IngressClass {class_name} has no parameters naming an IngressController"
+        )),
     }
 }

@@ -88,7 +88,9 @@ impl<'a> Inputs<'a> {
         settings: &'a Settings,
     ) -> Result<Self, MissingMetadata> {
         let namespace = instance.namespace().ok_or(MissingMetadata("namespace"))?;
-        let owner = instance.controller_owner_ref(&()).ok_or(MissingMetadata("uid"))?;
+        let owner = instance
+            .controller_owner_ref(&())
+            .ok_or(MissingMetadata("uid"))?;
         let mut served: Vec<String> = served_namespaces.into_iter().collect();
         served.sort();
         served.dedup();
@@ -148,8 +150,15 @@ impl<'a> Inputs<'a> {
     pub fn foreign_meta(&self, name: String, namespace: Option<String>) -> ObjectMeta {
         // Inside the instance's namespace an owner reference is valid and lets the
         // garbage collector help; anywhere else it would make the collector delete it.
-        let owner_references = (namespace.as_deref() == Some(self.namespace.as_str())).then(|| vec![self.owner.clone()]);
-        ObjectMeta { name: Some(name), namespace, labels: Some(self.labels()), owner_references, ..ObjectMeta::default() }
+        let owner_references = (namespace.as_deref() == Some(self.namespace.as_str()))
+            .then(|| vec![self.owner.clone()]);
+        ObjectMeta {
+            name: Some(name),
+            namespace,
+            labels: Some(self.labels()),
+            owner_references,
+            ..ObjectMeta::default()
+        }
     }
 }
 
@@ -178,7 +187,9 @@ pub fn instance_labels(namespace: &str, name: &str) -> BTreeMap<String, String> 
 
 /// Label selector of the children of `<namespace>/<name>`.
 pub fn instance_selector(namespace: &str, name: &str) -> String {
-    format!("{MANAGED_SELECTOR},{LABEL_INSTANCE_NAMESPACE}={namespace},{LABEL_INSTANCE_NAME}={name}")
+    format!(
+        "{MANAGED_SELECTOR},{LABEL_INSTANCE_NAMESPACE}={namespace},{LABEL_INSTANCE_NAME}={name}"
+    )
 }
 
 /// The instance `(namespace, name)` a labelled child belongs to.
@@ -187,7 +198,10 @@ pub fn instance_of(meta: &ObjectMeta) -> Option<(String, String)> {
     if labels.get(LABEL_MANAGED_BY).map(String::as_str) != Some("portico-operator") {
         return None;
     }
-    Some((labels.get(LABEL_INSTANCE_NAMESPACE)?.clone(), labels.get(LABEL_INSTANCE_NAME)?.clone()))
+    Some((
+        labels.get(LABEL_INSTANCE_NAMESPACE)?.clone(),
+        labels.get(LABEL_INSTANCE_NAME)?.clone(),
+    ))
 }
 
 #[cfg(test)]

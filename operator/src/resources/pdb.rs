@@ -8,14 +8,18 @@ use super::Inputs;
 
 pub fn build(inputs: &Inputs) -> PodDisruptionBudget {
     let disruption = inputs.instance.spec.disruption.clone().unwrap_or_default();
-    let (min_available, max_unavailable) = match (disruption.min_available, disruption.max_unavailable) {
-        (None, None) => (None, Some(IntOrString::Int(1))),
-        (min, max) => (min, max),
-    };
+    let (min_available, max_unavailable) =
+        match (disruption.min_available, disruption.max_unavailable) {
+            (None, None) => (None, Some(IntOrString::Int(1))),
+            (min, max) => (min, max),
+        };
     PodDisruptionBudget {
         metadata: inputs.owned_meta(inputs.proxy_name()),
         spec: Some(PodDisruptionBudgetSpec {
-            selector: Some(LabelSelector { match_labels: Some(inputs.selector_labels()), ..LabelSelector::default() }),
+            selector: Some(LabelSelector {
+                match_labels: Some(inputs.selector_labels()),
+                ..LabelSelector::default()
+            }),
             min_available,
             max_unavailable,
             ..PodDisruptionBudgetSpec::default()

@@ -12,7 +12,9 @@
 //! Ingress references a Secret in that namespace. Nothing here has a write verb: status and
 //! Events are the operator's job, so a compromised proxy pod can change nothing.
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 
 use super::Inputs;
 
@@ -32,7 +34,9 @@ fn rule(group: &str, resource: &str, names: Option<Vec<String>>) -> PolicyRule {
 /// it holds the default certificate but is not served.
 pub fn role_namespaces(inputs: &Inputs) -> Vec<String> {
     let mut namespaces = inputs.served_namespaces.clone();
-    if inputs.instance.spec.default_certificate_secret().is_some() && !namespaces.contains(&inputs.namespace) {
+    if inputs.instance.spec.default_certificate_secret().is_some()
+        && !namespaces.contains(&inputs.namespace)
+    {
         namespaces.push(inputs.namespace.clone());
         namespaces.sort();
     }
@@ -42,7 +46,11 @@ pub fn role_namespaces(inputs: &Inputs) -> Vec<String> {
 /// Secrets the proxy may read in `namespace`: TLS Secrets of served Ingresses there, and
 /// the default certificate in the instance's namespace.
 pub fn secret_names(inputs: &Inputs, namespace: &str) -> Vec<String> {
-    let mut names = inputs.tls_secrets.get(namespace).cloned().unwrap_or_default();
+    let mut names = inputs
+        .tls_secrets
+        .get(namespace)
+        .cloned()
+        .unwrap_or_default();
     if namespace == inputs.namespace
         && let Some(default) = inputs.instance.spec.default_certificate_secret()
     {
@@ -63,7 +71,10 @@ pub fn role(inputs: &Inputs, namespace: &str) -> Role {
     if !secrets.is_empty() {
         rules.push(rule("", "secrets", Some(secrets)));
     }
-    Role { metadata: inputs.foreign_meta(inputs.rbac_name(), Some(namespace.to_owned())), rules: Some(rules) }
+    Role {
+        metadata: inputs.foreign_meta(inputs.rbac_name(), Some(namespace.to_owned())),
+        rules: Some(rules),
+    }
 }
 
 fn subjects(inputs: &Inputs) -> Vec<Subject> {
@@ -79,7 +90,11 @@ fn subjects(inputs: &Inputs) -> Vec<Subject> {
 pub fn role_binding(inputs: &Inputs, namespace: &str) -> RoleBinding {
     RoleBinding {
         metadata: inputs.foreign_meta(inputs.rbac_name(), Some(namespace.to_owned())),
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: inputs.rbac_name() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: inputs.rbac_name(),
+        },
         subjects: Some(subjects(inputs)),
     }
 }
@@ -88,7 +103,11 @@ pub fn role_binding(inputs: &Inputs, namespace: &str) -> RoleBinding {
 pub fn cluster_role(inputs: &Inputs) -> ClusterRole {
     ClusterRole {
         metadata: inputs.foreign_meta(inputs.rbac_name(), None),
-        rules: Some(vec![rule("networking.k8s.io", "ingressclasses", Some(vec![inputs.class_name().to_owned()]))]),
+        rules: Some(vec![rule(
+            "networking.k8s.io",
+            "ingressclasses",
+            Some(vec![inputs.class_name().to_owned()]),
+        )]),
         ..ClusterRole::default()
     }
 }

@@ -29,15 +29,24 @@ pub fn build(inputs: &Inputs) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(type_.as_str().into()),
             selector: Some(inputs.selector_labels()),
-            ports: Some(vec![port("http", ports.http, node_ports.http), port("https", ports.https, node_ports.https)]),
-            load_balancer_class: config.load_balancer_class.clone().filter(|_| type_ == ServiceType::LoadBalancer),
-            external_traffic_policy: config.external_traffic_policy.filter(|_| exposes_nodes).map(|p| {
-                match p {
-                    ExternalTrafficPolicy::Cluster => "Cluster",
-                    ExternalTrafficPolicy::Local => "Local",
-                }
-                .to_owned()
-            }),
+            ports: Some(vec![
+                port("http", ports.http, node_ports.http),
+                port("https", ports.https, node_ports.https),
+            ]),
+            load_balancer_class: config
+                .load_balancer_class
+                .clone()
+                .filter(|_| type_ == ServiceType::LoadBalancer),
+            external_traffic_policy: config
+                .external_traffic_policy
+                .filter(|_| exposes_nodes)
+                .map(|p| {
+                    match p {
+                        ExternalTrafficPolicy::Cluster => "Cluster",
+                        ExternalTrafficPolicy::Local => "Local",
+                    }
+                    .to_owned()
+                }),
             ..ServiceSpec::default()
         }),
         status: None,

@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         None,
         proxy.clone(),
         stop.clone(),
+        args.idle_timeout,
         drain_bound,
     ));
     let https = tokio::spawn(server::serve(
@@ -109,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         Some(acceptor),
         proxy.clone(),
         stop.clone(),
+        args.idle_timeout,
         drain_bound,
     ));
     let admin_stop = CancellationToken::new();

@@ -607,7 +607,7 @@ async fn hostile_ingresses_do_not_disturb_the_others() -> Result<()> {
 async fn errors_timeouts_forwarded_headers_and_metrics() -> Result<()> {
     let inst = Instance::create(
         "errors",
-        json!({ "timeouts": { "connect": "500ms", "request": "1s" } }),
+        json!({ "timeouts": { "connect": "500ms", "request": "1s", "idle": "1s" } }),
         &[],
     )
     .await?;
@@ -650,6 +650,18 @@ async fn errors_timeouts_forwarded_headers_and_metrics() -> Result<()> {
     // Connect failure → 502; no endpoints → 503.
     assert_eq!(http.get("err.example.com", "/dead").await?.status, 502);
     assert_eq!(http.get("err.example.com", "/empty").await?.status, 503);
+
+    // Idle timeout: a connection that sends nothing is closed after about 1 s.
+    let mut idle = tokio::net::TcpStream::connect((proxy.ip, proxy.http_port)).await?;
+    let opened = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await??;
+    assert_eq!(n, 0, "closed without a response");
+    let idle_for = opened.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(900) && idle_for < Duration::from_secs(3),
+        "closed after {idle_for:?}"
+    );
 
     // Oversized request headers are refused (431), and the proxy keeps serving.
     let huge = "x".repeat(100 * 1024);

@@ -172,7 +172,7 @@ impl Instance {
             },
         )
         .await
-        .with_context(operator_log)?;
+        .map_err(|e| anyhow::anyhow!("{e}; the operator's log ends with:\n{}", operator_log()))?;
         Ok(instance)
     }
 
@@ -217,7 +217,9 @@ impl Instance {
                 },
             )
             .await
-            .with_context(operator_log)?;
+            .map_err(|e| {
+                anyhow::anyhow!("{e}; the operator's log ends with:\n{}", operator_log())
+            })?;
         }
         Ok(())
     }

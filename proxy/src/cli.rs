@@ -90,21 +90,38 @@ pub struct Args {
     pub log_level: String,
 }
 
-/// Durations like `250ms`, `5s`, `2m`, `1h`.
+/// Durations like `250ms`, `5s`, `2m`, `1h`, and compound ones like `1m30s` (the CRD's
+/// form); a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 250ms, 5s, 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    let err = || format!("invalid duration {s:?}: expected e.g. 250ms, 5s, 2m, 1h30m");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(err());
     }
+    if rest.bytes().all(|b| b.is_ascii_digit()) {
+        return rest.parse().map(Duration::from_secs).map_err(|_| err());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(err()),
+        };
+        total = total.saturating_add(part);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -129,7 +146,12 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("5 s").is_err());
         assert!(parse_duration("").is_err());
     }
 

@@ -86,7 +86,10 @@ impl Proxy {
             Ok(resp) => resp,
             Err(e) => {
                 if let Some(kind) = e.upstream_kind() {
-                    METRICS.upstream_errors.with_label_values(&[kind]).inc();
+                    // Connect failures are counted per attempt where they happen.
+                    if !matches!(e, ProxyError::Connect(_)) {
+                        METRICS.upstream_errors.with_label_values(&[kind]).inc();
+                    }
                     warn!(
                         ingress = ctx.route.as_ref().map(|r| r.ingress.to_string()),
                         endpoint = ctx.endpoint.map(|e| e.to_string()),

@@ -137,14 +137,46 @@ pub fn remove_backend_endpoints(b: &Backend) {
     ]);
 }
 
-/// `2xx`, `4xx`, ...
-pub fn code_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+/// Per-route metric handles, resolved once when the snapshot is built so that a request
+/// does no label lookup (a lock and a hash per request otherwise).
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    by_class: [prometheus::IntCounter; 5],
+    duration: Histogram,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl RouteMetrics {
+    pub fn new(namespace: &str, ingress: &str, service: &str) -> Self {
+        RouteMetrics {
+            by_class: CLASSES.map(|c| {
+                METRICS
+                    .requests
+                    .with_label_values(&[namespace, ingress, service, c])
+            }),
+            duration: METRICS
+                .request_duration
+                .with_label_values(&[namespace, ingress]),
+        }
+    }
+
+    /// Requests that matched no route.
+    pub fn unrouted() -> &'static RouteMetrics {
+        static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("", "", ""));
+        &UNROUTED
+    }
+
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        self.by_class[class].inc();
+        self.duration.observe(seconds);
     }
 }
 

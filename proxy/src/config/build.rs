@@ -410,6 +410,11 @@ fn compile(
                 }],
                 policy: policy.clone(),
                 https_redirect,
+                metrics: crate::metrics::RouteMetrics::new(
+                    &key.namespace,
+                    &key.name,
+                    &svc_backend.name,
+                ),
             });
             routes.insert(
                 (

@@ -33,7 +33,7 @@ use super::error::ProxyError;
 use super::headers::{apply_forwarded, cookie, forwarded, is_upgrade_request, strip_hop_by_hop};
 use crate::config::{SharedSnapshot, Snapshot};
 use crate::lb::{AFFINITY_COOKIE, EJECTION_TIME, EndpointSet, InFlight, Pick, PickKey, Policy};
-use crate::metrics::{METRICS, code_class};
+use crate::metrics::{METRICS, RouteMetrics};
 use crate::routing::{Route, RouteBackend, RouteMatch, UpstreamProtocol, normalize_request_host};
 
 #[derive(Debug, Clone)]
@@ -402,28 +402,16 @@ impl Proxy {
 
     // 8 logging
     fn logging(&self, ctx: &Ctx, method: &Method, status: StatusCode) {
-        let (ns, ing, svc) = match &ctx.route {
-            Some(r) => (
-                r.ingress.namespace.as_str(),
-                r.ingress.name.as_str(),
-                r.service.as_str(),
-            ),
-            None => ("", "", ""),
-        };
-        METRICS
-            .requests
-            .with_label_values(&[ns, ing, svc, code_class(status.as_u16())])
-            .inc();
         let elapsed = ctx.start.elapsed();
-        METRICS
-            .request_duration
-            .with_label_values(&[ns, ing])
-            .observe(elapsed.as_secs_f64());
+        let metrics = ctx
+            .route
+            .as_ref()
+            .map_or(RouteMetrics::unrouted(), |r| &r.metrics);
+        metrics.observe(status.as_u16(), elapsed.as_secs_f64());
         debug!(
             %method,
             status = status.as_u16(),
-            ingress = ing,
-            namespace = ns,
+            ingress = ctx.route.as_ref().map(|r| r.ingress.to_string()),
             endpoint = ctx.endpoint.map(|e| e.to_string()),
             micros = elapsed.as_micros() as u64,
             "request"

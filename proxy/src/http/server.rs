@@ -251,16 +251,21 @@ impl AsyncWrite for ActivityIo {
     }
 }
 
-/// Binds with SO_REUSEADDR (quick restarts) on the given address.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds a listening socket (SO_REUSEADDR for quick restarts). With `reuse_port`, several
+/// sockets share the port (SO_REUSEPORT) and the kernel spreads connections over them: one
+/// per worker runtime. Returns a std listener; convert it inside the runtime that serves it.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }

@@ -66,6 +66,7 @@ pub struct Route {
     pub policy: Policy,
     /// Plain-HTTP requests get a 308 to HTTPS (the host has TLS and redirect is on).
     pub https_redirect: bool,
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl Route {
@@ -266,6 +267,7 @@ mod tests {
             }],
             policy: Policy::RoundRobin,
             https_redirect: false,
+            metrics: crate::metrics::RouteMetrics::new("ns", name, name),
         })
     }
 

@@ -56,6 +56,16 @@ impl Object {
         }
     }
 
+    fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+        match self {
+            Object::IngressClass(o) => &mut o.metadata,
+            Object::Ingress(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+        }
+    }
+
     pub fn key(&self) -> ObjectKey {
         let (ns, name) = match self {
             Object::IngressClass(o) => (o.namespace(), o.name_any()),
@@ -88,8 +98,10 @@ fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {
 }
 
 impl Store {
-    pub fn apply(&mut self, obj: Object) -> Change {
+    pub fn apply(&mut self, mut obj: Object) -> Change {
         let key = obj.key();
+        // managedFields are often the largest part of an object and never read here.
+        obj.meta_mut().managed_fields = None;
         match obj {
             Object::IngressClass(o) => {
                 self.ingress_classes.insert(key.name, o);

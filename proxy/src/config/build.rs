@@ -39,6 +39,8 @@ pub struct Params {
 pub struct Caches {
     pub backends: Backends,
     pub certs: CertCache,
+    /// Metric handles by (Ingress, Service): resolving labels is most of a build's cost.
+    route_metrics: HashMap<(ObjectKey, String), crate::metrics::RouteMetrics>,
 }
 
 /// The result of one build: the snapshot and the warnings to log.
@@ -298,7 +300,8 @@ fn compile(
     caches: &mut Caches,
     used_backends: &mut BTreeSet<BackendKey>,
 ) -> Result<Compiled, String> {
-    let spec = ing.spec.clone().unwrap_or_default();
+    let empty_spec = Default::default();
+    let spec = ing.spec.as_ref().unwrap_or(&empty_spec);
     let annotations = ing.annotations();
     let policy = match annotations.get(LOAD_BALANCE_ANNOTATION) {
         Some(v) => v
@@ -317,7 +320,8 @@ fn compile(
         }
     };
 
-    let rules = spec.rules.clone().unwrap_or_default();
+    let rules: &[k8s_openapi::api::networking::v1::IngressRule] =
+        spec.rules.as_deref().unwrap_or_default();
     let path_count: usize = rules
         .iter()
         .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
@@ -358,76 +362,79 @@ fn compile(
     };
 
     let mut routes: HashMap<(String, String), Arc<Route>> = HashMap::new();
-    let mut route_for =
-        |backend: &IngressBackend, https_redirect: bool| -> Result<Arc<Route>, String> {
-            let svc_backend = backend
-                .service
-                .as_ref()
-                .ok_or("backend without service (resource backends are not supported)")?;
-            let port = svc_backend
-                .port
-                .as_ref()
-                .ok_or_else(|| format!("backend service {} has no port", svc_backend.name))?;
-            let port_label = match (&port.name, port.number) {
-                (Some(n), _) if !n.is_empty() => n.clone(),
-                (_, Some(n)) => n.to_string(),
-                _ => {
-                    return Err(format!(
-                        "backend service {} port has neither name nor number",
-                        svc_backend.name
-                    ));
-                }
-            };
-            if let Some(r) = routes.get(&(
-                svc_backend.name.clone(),
-                format!("{port_label}/{https_redirect}"),
-            )) {
-                return Ok(r.clone());
-            }
-            let svc_key = ObjectKey::new(&key.namespace, &svc_backend.name);
-            let svc = store
-                .services
-                .get(&svc_key)
-                .ok_or_else(|| format!("Service {svc_key} not found"))?;
-            if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+    let mut route_for = |backend: &IngressBackend,
+                         https_redirect: bool|
+     -> Result<Arc<Route>, String> {
+        let svc_backend = backend
+            .service
+            .as_ref()
+            .ok_or("backend without service (resource backends are not supported)")?;
+        let port = svc_backend
+            .port
+            .as_ref()
+            .ok_or_else(|| format!("backend service {} has no port", svc_backend.name))?;
+        let port_label = match (&port.name, port.number) {
+            (Some(n), _) if !n.is_empty() => n.clone(),
+            (_, Some(n)) => n.to_string(),
+            _ => {
                 return Err(format!(
-                    "Service {svc_key} is of type ExternalName, which is not served"
+                    "backend service {} port has neither name nor number",
+                    svc_backend.name
                 ));
             }
-            let (port_name, app_protocol) =
-                resolve_service_port(svc, port.name.as_deref(), port.number)
-                    .ok_or_else(|| format!("Service {svc_key} has no port {port_label}"))?;
-            let bkey = BackendKey::new(&key.namespace, &svc_backend.name, &port_name);
-            used_backends.insert(bkey.clone());
-            let backend = caches.backends.get_or_create(store, bkey);
-            let route = Arc::new(Route {
-                ingress: key.clone(),
-                service: svc_backend.name.clone(),
-                backends: vec![RouteBackend {
-                    backend,
-                    protocol: UpstreamProtocol::from_app_protocol(app_protocol.as_deref()),
-                    weight: 1,
-                }],
-                policy: policy.clone(),
-                https_redirect,
-                metrics: crate::metrics::RouteMetrics::new(
-                    &key.namespace,
-                    &key.name,
-                    &svc_backend.name,
-                ),
-            });
-            routes.insert(
-                (
-                    svc_backend.name.clone(),
-                    format!("{port_label}/{https_redirect}"),
-                ),
-                route.clone(),
-            );
-            Ok(route)
         };
+        if let Some(r) = routes.get(&(
+            svc_backend.name.clone(),
+            format!("{port_label}/{https_redirect}"),
+        )) {
+            return Ok(r.clone());
+        }
+        let svc_key = ObjectKey::new(&key.namespace, &svc_backend.name);
+        let svc = store
+            .services
+            .get(&svc_key)
+            .ok_or_else(|| format!("Service {svc_key} not found"))?;
+        if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            return Err(format!(
+                "Service {svc_key} is of type ExternalName, which is not served"
+            ));
+        }
+        let (port_name, app_protocol) =
+            resolve_service_port(svc, port.name.as_deref(), port.number)
+                .ok_or_else(|| format!("Service {svc_key} has no port {port_label}"))?;
+        let bkey = BackendKey::new(&key.namespace, &svc_backend.name, &port_name);
+        used_backends.insert(bkey.clone());
+        let backend = caches.backends.get_or_create(store, bkey);
+        let route = Arc::new(Route {
+            ingress: key.clone(),
+            service: svc_backend.name.clone(),
+            backends: vec![RouteBackend {
+                backend,
+                protocol: UpstreamProtocol::from_app_protocol(app_protocol.as_deref()),
+                weight: 1,
+            }],
+            policy: policy.clone(),
+            https_redirect,
+            metrics: caches
+                .route_metrics
+                .entry((key.clone(), svc_backend.name.clone()))
+                .or_insert_with(|| {
+                    crate::metrics::RouteMetrics::new(&key.namespace, &key.name, &svc_backend.name)
+                })
+                .clone(),
+        });
+        routes.insert(
+            (
+                svc_backend.name.clone(),
+                format!("{port_label}/{https_redirect}"),
+            ),
+            route.clone(),
+        );
+        Ok(route)
+    };
 
     let mut compiled_rules = Vec::new();
-    for rule in &rules {
+    for rule in rules {
         let host = HostPattern::parse(rule.host.as_deref().unwrap_or(""))?;
         let redirect = ssl_redirect && has_tls(&host);
         for p in rule.http.iter().flat_map(|h| h.paths.iter()) {

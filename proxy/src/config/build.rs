@@ -278,6 +278,11 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
 
     caches.backends.retain(&used_backends);
     caches.certs.retain(|k| referenced_secrets.contains(k));
+    // Forget handles of Ingresses that are gone (their exported series stay, as counters do).
+    let live: std::collections::HashSet<&ObjectKey> = store.ingresses.keys().collect();
+    caches
+        .route_metrics
+        .retain(|(ing, _), _| live.contains(ing));
 
     Output {
         snapshot: Snapshot {

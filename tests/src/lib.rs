@@ -68,7 +68,11 @@ pub fn scratch_dir(prefix: &str) -> PathBuf {
 pub fn bin_path(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps/; binaries in target/<profile>/.
     let exe = std::env::current_exe().expect("current test executable");
-    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| target_dir().join("debug"));
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_else(|| target_dir().join("debug"));
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    let profile_dir = dir;
     let path = profile_dir.join(name);
     assert!(
         path.exists(),

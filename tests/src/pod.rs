@@ -131,7 +131,11 @@ pub async fn run_operator_from_deployment(cp: &ControlPlane, namespace: &str, na
     let dir = crate::scratch_dir("operator");
     let kubeconfig = cp.write_kubeconfig(&token, &dir.join("kubeconfig"))?;
     let mut cmd = Command::new(crate::bin_path("portico-operator"));
-    cmd.args(&pod.args).env("KUBECONFIG", &kubeconfig).env("PORTICO_LOG_FORMAT", "text");
+    // Like --bind-address for the proxy: in a cluster the pod has an address of its own.
+    cmd.args(&pod.args)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("PORTICO_LOG_FORMAT", "text")
+        .env("PORTICO_ADMIN_ADDRESS", ip.to_string());
     for (k, v) in &pod.env {
         cmd.env(k, v);
     }

@@ -123,6 +123,13 @@ async fn main() -> Result<()> {
         let ip = IpAddr::V4(Ipv4Addr::new(10, 244, 100, 1 + i as u8));
         let proxy = pod::run_proxy_from_deployment(&cp, team, &name, ip).await?;
         println!("    {team}/{name} pod on {ip}: args {}", proxy.args.join(" "));
+        // What the kubelet and the deployment controller would report once the pod is ready.
+        let generation = deployments.get(&name).await?.metadata.generation;
+        let status = json!({ "status": {
+            "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+            "readyReplicas": 1, "availableReplicas": 1,
+        }});
+        deployments.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
         proxies.insert(team, proxy);
     }
 
@@ -147,7 +154,7 @@ async fn main() -> Result<()> {
     step("host and path routing (through team A's proxy)");
     for (host, path) in [("shop.example.com", "/"), ("shop.example.com", "/api/orders"), ("shop.example.com", "/apifoo"), ("unknown.example.com", "/")] {
         let (status, backend) = get(a.clone(), host, path).await?;
-        println!("    GET http://{host}{path:<14} → {status} {backend}");
+        println!("    GET {:<40} → {status} {backend}", format!("http://{host}{path}"));
     }
 
     step("load balancing: 12 requests to shop.example.com (round robin over 3 endpoints)");
@@ -168,20 +175,45 @@ async fn main() -> Result<()> {
     let (s3, _) = get(a.clone(), "sneaky.example.com", "/").await?;
     println!("    team A's proxy, sneaky.example.com → {s3} (team-b/sneaky names class team-a, but team-b is not served by team-a)");
 
-    step("status written by the operator");
+    step("status written by the operator (kubectl get ingresscontrollers -A)");
     for team in ["team-a", "team-b"] {
-        let ic = Api::<DynamicObject>::namespaced_with(client.clone(), team, &resource).get("edge").await?;
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), team, &resource);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ic = api.get("edge").await?;
+        while !is_ready(&ic) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ic = api.get("edge").await?;
+        }
         let status = &ic.data["status"];
         let conditions: Vec<String> = status["conditions"]
             .as_array()
             .map(|cs| cs.iter().map(|c| format!("{}={}", c["type"].as_str().unwrap_or("?"), c["status"].as_str().unwrap_or("?"))).collect())
             .unwrap_or_default();
-        println!("    {team}/edge: served namespaces {}, ingresses served {}, conditions {}", status["servedNamespaces"], status["ingressesServed"], conditions.join(" "));
+        println!(
+            "    {team}/edge: class {}, ready replicas {}, addresses {}, served namespaces {}, ingresses served {}, conditions {}",
+            status["ingressClassName"], status["readyReplicas"], status["addresses"], status["servedNamespaces"], status["ingressesServed"], conditions.join(" ")
+        );
+    }
+    for (ns, name) in [("team-a", "shop"), ("team-b", "blog"), ("team-b", "sneaky")] {
+        let ing = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), ns).get(name).await?;
+        let lb = ing.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).unwrap_or_default();
+        let addrs: Vec<String> = lb.iter().filter_map(|i| i.ip.clone().or(i.hostname.clone())).collect();
+        println!("    Ingress {ns}/{name}: status.loadBalancer {}", if addrs.is_empty() { "(none: not served)".to_string() } else { addrs.join(", ") });
     }
 
+    if let Some(secs) = std::env::var("PORTICO_DEMO_HOLD").ok().and_then(|s| s.parse::<u64>().ok()) {
+        println!("\nholding for {secs}s (PORTICO_DEMO_HOLD); Ctrl-C stops everything");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     println!("\ndemo finished in {:.0}s; logs of every process are in {}", started.elapsed().as_secs_f64(), portico_tests::process::log_dir().display());
     drop(backends);
     drop(proxies);
     cp.stop();
     Ok(())
+}
+
+fn is_ready(ic: &DynamicObject) -> bool {
+    ic.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }

@@ -46,7 +46,6 @@ cluster-down:
 # Regenerate crds/ from the Rust types (and the chart's copy).
 generate:
     cargo run -q -p portico-operator --bin crdgen
-    @if [ -d charts/portico/crds ]; then cp crds/*.yaml charts/portico/crds/; fi
 
 # Formatting and lints.
 lint:

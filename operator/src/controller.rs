@@ -96,7 +96,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(truncate_note(note)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -629,4 +629,31 @@ async fn cleanup(instance: &IngressController, ctx: &Context) -> Result<Action> 
     .await?;
     info!(instance = %format!("{namespace}/{name}"), "cleaned up");
     Ok(Action::await_change())
+}
+
+/// The apiserver refuses Event notes over 1 kB; a long error (an RBAC denial quoting the
+/// rules, say) would otherwise lose the whole Event.
+fn truncate_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() > MAX {
+        let mut end = MAX - '…'.len_utf8();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
+}
+
+#[cfg(test)]
+mod note_tests {
+    #[test]
+    fn long_notes_are_cut_to_the_apiserver_limit_on_a_char_boundary() {
+        let long = "é".repeat(800);
+        let cut = super::truncate_note(long);
+        assert!(cut.len() <= 1024, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::truncate_note("short".into()), "short");
+    }
 }

@@ -52,7 +52,10 @@ pub struct ControlPlane {
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane").field("server", &self.server).field("dir", &self.dir).finish()
+        f.debug_struct("ControlPlane")
+            .field("server", &self.server)
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -94,12 +97,17 @@ fn random_hex(bytes: usize) -> String {
 
 /// A plain-HTTP GET on 127.0.0.1, for etcd's /health.
 fn http_get_ok(port: u16, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     if stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .is_err()
     {
         return false;
@@ -119,7 +127,13 @@ impl ControlPlane {
 
         // Certificates and credentials.
         let ca = Ca::new("portico-test-ca")?;
-        let serving = ca.server(&["localhost", "127.0.0.1", "kubernetes", "kubernetes.default.svc", "10.96.0.1"])?;
+        let serving = ca.server(&[
+            "localhost",
+            "127.0.0.1",
+            "kubernetes",
+            "kubernetes.default.svc",
+            "10.96.0.1",
+        ])?;
         let write = |name: &str, data: &str| -> Result<PathBuf> {
             let path = dir.join(name);
             std::fs::write(&path, data).with_context(|| format!("write {}", path.display()))?;
@@ -132,11 +146,18 @@ impl ControlPlane {
         let sa_key = write("service-account.key", &sa_private)?;
         let sa_pub = write("service-account.pub", &sa_public)?;
         let admin_token = random_hex(24);
-        let tokens = write("tokens.csv", &format!("{admin_token},portico-admin,portico-admin,\"system:masters\"\n"))?;
+        let tokens = write(
+            "tokens.csv",
+            &format!("{admin_token},portico-admin,portico-admin,\"system:masters\"\n"),
+        )?;
 
         let etcd_port = free_port()?;
         let etcd_peer_port = free_port()?;
-        let api_port = if opts.port == 0 { free_port()? } else { opts.port };
+        let api_port = if opts.port == 0 {
+            free_port()?
+        } else {
+            opts.port
+        };
         let server = format!("https://127.0.0.1:{api_port}");
 
         let mut processes = Vec::new();
@@ -164,7 +185,10 @@ impl ControlPlane {
         while !http_get_ok(etcd_port, "/health") {
             etcd.check_running()?;
             if Instant::now() > deadline {
-                bail!("etcd did not become healthy within 30s; output:\n{}", etcd.log_tail(30));
+                bail!(
+                    "etcd did not become healthy within 30s; output:\n{}",
+                    etcd.log_tail(30)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -195,7 +219,10 @@ impl ControlPlane {
         let mut apiserver = Process::spawn("kube-apiserver", apiserver)?;
 
         let kubeconfig = dir.join("admin.kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &ca.cert_pem, &admin_token))?;
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&server, &ca.cert_pem, &admin_token),
+        )?;
 
         let cp = ControlPlane {
             dir: dir.clone(),
@@ -234,9 +261,11 @@ impl ControlPlane {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no answer yet");
         // A thread of its own: this may run on a runtime's blocking pool.
-        let result = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             s.spawn(|| -> Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 rt.block_on(async {
                     let client = kube::Client::try_from(config)?;
                     loop {
@@ -248,7 +277,10 @@ impl ControlPlane {
                             Err(e) => last = e.to_string(),
                         }
                         if Instant::now() > deadline {
-                            bail!("kube-apiserver not ready within {timeout:?}: {last}\noutput:\n{}", apiserver.log_tail(40));
+                            bail!(
+                                "kube-apiserver not ready within {timeout:?}: {last}\noutput:\n{}",
+                                apiserver.log_tail(40)
+                            );
                         }
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
@@ -256,8 +288,7 @@ impl ControlPlane {
             })
             .join()
             .map_err(|_| anyhow!("readiness thread panicked"))?
-        });
-        result
+        })
     }
 
     /// The apiserver URL, `https://127.0.0.1:<port>`.
@@ -304,7 +335,9 @@ impl ControlPlane {
 
     /// A client authenticated with `token` (for example a ServiceAccount's).
     pub fn client_with_token(&self, token: &str) -> kube::Client {
-        let config = self.config_with_token(token).expect("client configuration for the test control plane");
+        let config = self
+            .config_with_token(token)
+            .expect("client configuration for the test control plane");
         kube::Client::try_from(config).expect("kube client for the test control plane")
     }
 
@@ -318,7 +351,13 @@ impl ControlPlane {
     /// Creates a namespace named `<prefix>-<random>` and returns its name.
     pub async fn new_namespace(&self, prefix: &str) -> String {
         let name = format!("{prefix}-{}", random_hex(3));
-        let ns = Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         Api::<Namespace>::all(self.client())
             .create(&PostParams::default(), &ns)
             .await
@@ -330,7 +369,13 @@ impl ControlPlane {
     pub async fn ensure_service_account(&self, namespace: &str, name: &str) -> Result<()> {
         let api = Api::<ServiceAccount>::namespaced(self.client(), namespace);
         if api.get_opt(name).await?.is_none() {
-            let sa = ServiceAccount { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+            let sa = ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
             match api.create(&PostParams::default(), &sa).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -344,14 +389,21 @@ impl ControlPlane {
     pub async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
         let api = Api::<ServiceAccount>::namespaced(self.client(), namespace);
         let request = TokenRequest {
-            spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), bound_object_ref: None },
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                bound_object_ref: None,
+            },
             ..Default::default()
         };
         let response: TokenRequest = api
             .create_subresource("token", name, &PostParams::default(), &request)
             .await
             .with_context(|| format!("TokenRequest for serviceaccount {namespace}/{name}"))?;
-        response.status.map(|s| s.token).ok_or_else(|| anyhow!("TokenRequest for {namespace}/{name} returned no token"))
+        response
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| anyhow!("TokenRequest for {namespace}/{name} returned no token"))
     }
 
     /// Stops every process of this control plane.
@@ -400,7 +452,11 @@ mod base64_lite {
     pub fn encode(input: &[u8]) -> String {
         let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
         for chunk in input.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -435,7 +491,12 @@ pub async fn control_plane() -> &'static ControlPlane {
     let shared = tokio::task::spawn_blocking(|| {
         SHARED.get_or_init(|| {
             let dir = crate::scratch_dir("control-plane");
-            ControlPlane::start(&Options { dir, controller_manager: true, port: 0 }).map_err(|e| format!("{e:#}"))
+            ControlPlane::start(&Options {
+                dir,
+                controller_manager: true,
+                port: 0,
+            })
+            .map_err(|e| format!("{e:#}"))
         })
     })
     .await

@@ -13,14 +13,25 @@ use serde_json::json;
 const MANAGER: &str = "portico-tests";
 
 /// Applies a selector-less ClusterIP Service `name` with one port `port_name` → `target_port`.
-pub async fn apply_service(client: &kube::Client, ns: &str, name: &str, port_name: &str, port: u16, target_port: u16) -> Result<Service> {
+pub async fn apply_service(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    port_name: &str,
+    port: u16,
+    target_port: u16,
+) -> Result<Service> {
     let svc: Service = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": { "name": name, "namespace": ns },
         "spec": { "ports": [{ "name": port_name, "port": port, "targetPort": target_port, "protocol": "TCP" }] }
     }))?;
     Ok(Api::<Service>::namespaced(client.clone(), ns)
-        .patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&svc))
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&svc),
+        )
         .await?)
 }
 
@@ -50,7 +61,11 @@ pub async fn apply_endpoints(
         })).collect::<Vec<_>>(),
     }))?;
     Ok(Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&slice))
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&slice),
+        )
         .await?)
 }
 
@@ -60,12 +75,22 @@ pub async fn apply_ingress(client: &kube::Client, ingress: serde_json::Value) ->
     let name = ingress.metadata.name.clone().unwrap_or_default();
     let ns = ingress.metadata.namespace.clone().unwrap_or_default();
     Ok(Api::<Ingress>::namespaced(client.clone(), &ns)
-        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&ingress))
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&ingress),
+        )
         .await?)
 }
 
 /// A one-rule Ingress of `class`: `host` + each `(path, pathType, service, port name)`.
-pub fn ingress(ns: &str, name: &str, class: &str, host: &str, paths: &[(&str, &str, &str, &str)]) -> serde_json::Value {
+pub fn ingress(
+    ns: &str,
+    name: &str,
+    class: &str,
+    host: &str,
+    paths: &[(&str, &str, &str, &str)],
+) -> serde_json::Value {
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
         "metadata": { "name": name, "namespace": ns },

@@ -17,7 +17,10 @@ pub fn helm_bin() -> Result<PathBuf> {
         .output()
         .with_context(|| format!("run {}", script.display()))?;
     if !out.status.success() {
-        bail!("building helm failed ({}): run `bash tests/helm/build.sh` to see why", out.status);
+        bail!(
+            "building helm failed ({}): run `bash tests/helm/build.sh` to see why",
+            out.status
+        );
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }

@@ -10,9 +10,9 @@
 
 pub mod backend;
 pub mod certs;
+pub mod cluster;
 pub mod fixtures;
 pub mod helm;
-pub mod cluster;
 pub mod netns;
 pub mod pod;
 pub mod process;
@@ -24,12 +24,17 @@ pub use cluster::{ControlPlane, control_plane};
 
 /// The workspace root (where the top Cargo.toml lives).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Cargo's target directory.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// A fresh directory for one run's files, under `/dev/shm/portico-tests/<pid>/` (memory, so
@@ -38,7 +43,8 @@ pub fn target_dir() -> PathBuf {
 pub fn scratch_dir(prefix: &str) -> PathBuf {
     static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let base = BASE.get_or_init(|| {
-        let root = if Path::new("/dev/shm").is_dir() && std::env::var_os("PORTICO_NO_SHM").is_none() {
+        let root = if Path::new("/dev/shm").is_dir() && std::env::var_os("PORTICO_NO_SHM").is_none()
+        {
             PathBuf::from("/dev/shm/portico-tests")
         } else {
             target_dir().join("tmp")
@@ -68,7 +74,10 @@ pub fn scratch_dir(prefix: &str) -> PathBuf {
 pub fn bin_path(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps/; binaries in target/<profile>/.
     let exe = std::env::current_exe().expect("current test executable");
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_else(|| target_dir().join("debug"));
+    let mut dir = exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| target_dir().join("debug"));
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
@@ -90,7 +99,10 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
 
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let dir = workspace_root().join("crds");
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))?.flatten().collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .flatten()
+        .collect();
     entries.sort_by_key(|e| e.path());
     for entry in entries {
         let path = entry.path();
@@ -98,12 +110,21 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
         let name = crd.metadata.name.clone().context("CRD without a name")?;
-        api.patch(&name, &PatchParams::apply("portico-tests").force(), &Patch::Apply(&crd)).await?;
-        tokio::time::timeout(std::time::Duration::from_secs(20), await_condition(api.clone(), &name, conditions::is_crd_established()))
-            .await
-            .with_context(|| format!("CRD {name} not established within 20s"))??;
+        api.patch(
+            &name,
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not established within 20s"))??;
     }
     Ok(())
 }

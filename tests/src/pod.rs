@@ -72,7 +72,12 @@ pub struct PodTemplate {
 
 impl PodTemplate {
     /// Reads Deployment `namespace/name`; `ip` stands for the pod's IP in `status.podIP`.
-    pub async fn from_deployment(cp: &ControlPlane, namespace: &str, name: &str, ip: IpAddr) -> Result<PodTemplate> {
+    pub async fn from_deployment(
+        cp: &ControlPlane,
+        namespace: &str,
+        name: &str,
+        ip: IpAddr,
+    ) -> Result<PodTemplate> {
         let deployment = Api::<Deployment>::namespaced(cp.client(), namespace)
             .get(name)
             .await
@@ -81,11 +86,18 @@ impl PodTemplate {
             .spec
             .and_then(|s| s.template.spec)
             .ok_or_else(|| anyhow!("deployment {namespace}/{name} has no pod spec"))?;
-        let container = pod.containers.first().ok_or_else(|| anyhow!("deployment {namespace}/{name} has no container"))?;
+        let container = pod
+            .containers
+            .first()
+            .ok_or_else(|| anyhow!("deployment {namespace}/{name} has no container"))?;
         let pod_name = format!("{name}-local-{}", ip.to_string().replace(['.', ':'], "-"));
         let mut env: Vec<(String, String)> = Vec::new();
         for var in container.env.clone().unwrap_or_default() {
-            let field = var.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).map(|f| f.field_path.as_str());
+            let field = var
+                .value_from
+                .as_ref()
+                .and_then(|f| f.field_ref.as_ref())
+                .map(|f| f.field_path.as_str());
             let value = match (var.value, field) {
                 (Some(v), _) => v,
                 (None, Some("metadata.namespace")) => namespace.to_string(),
@@ -102,8 +114,17 @@ impl PodTemplate {
         }
         args.extend(container.args.clone().unwrap_or_default());
         let args = args.iter().map(|a| expand(a, &env)).collect();
-        let service_account = pod.service_account_name.clone().unwrap_or_else(|| "default".into());
-        Ok(PodTemplate { namespace: namespace.into(), pod_name, args, env, service_account })
+        let service_account = pod
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        Ok(PodTemplate {
+            namespace: namespace.into(),
+            pod_name,
+            args,
+            env,
+            service_account,
+        })
     }
 }
 
@@ -118,16 +139,28 @@ fn expand(arg: &str, env: &[(String, String)]) -> String {
 
 /// Runs the pod of Deployment `namespace/name` as a local `portico-proxy` on `ip`, and waits
 /// until its `/readyz` answers 200.
-pub async fn run_proxy_from_deployment(cp: &ControlPlane, namespace: &str, name: &str, ip: IpAddr) -> Result<ProxyPod> {
+pub async fn run_proxy_from_deployment(
+    cp: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    ip: IpAddr,
+) -> Result<ProxyPod> {
     let pod = PodTemplate::from_deployment(cp, namespace, name, ip).await?;
     run_proxy(cp, namespace, &pod.service_account, pod.args, pod.env, ip).await
 }
 
 /// Runs the operator Deployment `namespace/name` (for example the Helm chart's) as a local
 /// `portico-operator` process with its args and its ServiceAccount's real token.
-pub async fn run_operator_from_deployment(cp: &ControlPlane, namespace: &str, name: &str, ip: IpAddr) -> Result<Process> {
+pub async fn run_operator_from_deployment(
+    cp: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    ip: IpAddr,
+) -> Result<Process> {
     let pod = PodTemplate::from_deployment(cp, namespace, name, ip).await?;
-    let token = cp.service_account_token(namespace, &pod.service_account).await?;
+    let token = cp
+        .service_account_token(namespace, &pod.service_account)
+        .await?;
     let dir = crate::scratch_dir("operator");
     let kubeconfig = cp.write_kubeconfig(&token, &dir.join("kubeconfig"))?;
     let mut cmd = Command::new(crate::bin_path("portico-operator"));
@@ -168,8 +201,12 @@ pub async fn run_proxy(
     let admin_port = port("admin-port", 9090)?;
 
     let mut cmd = Command::new(crate::bin_path("portico-proxy"));
-    cmd.args(&args).arg(format!("--bind-address={ip}")).env("KUBECONFIG", &kubeconfig);
-    cmd.env("PORTICO_LOG_FORMAT", "text").env("POD_NAMESPACE", namespace).env("POD_IP", ip.to_string());
+    cmd.args(&args)
+        .arg(format!("--bind-address={ip}"))
+        .env("KUBECONFIG", &kubeconfig);
+    cmd.env("PORTICO_LOG_FORMAT", "text")
+        .env("POD_NAMESPACE", namespace)
+        .env("POD_IP", ip.to_string());
     for (k, v) in &env {
         cmd.env(k, v);
     }
@@ -183,11 +220,22 @@ pub async fn run_proxy(
             break;
         }
         if Instant::now() > deadline {
-            bail!("proxy on {ip} not ready within 30s:\n{}", process.log_tail(40));
+            bail!(
+                "proxy on {ip} not ready within 30s:\n{}",
+                process.log_tail(40)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(ProxyPod { ip, http_port, https_port, admin_port, args, service_account: service_account.into(), process })
+    Ok(ProxyPod {
+        ip,
+        http_port,
+        https_port,
+        admin_port,
+        args,
+        service_account: service_account.into(),
+        process,
+    })
 }
 
 /// The status of a plain GET, or None when nothing answers.
@@ -197,7 +245,10 @@ pub async fn http_status(url: &str) -> Option<u16> {
     use hyper_util::rt::TokioExecutor;
     let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let uri: http::Uri = url.parse().ok()?;
-    let response = tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await.ok()?.ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
+        .await
+        .ok()?
+        .ok()?;
     let status = response.status().as_u16();
     let _ = response.into_body().collect().await;
     Some(status)

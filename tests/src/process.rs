@@ -68,7 +68,9 @@ pub fn log_dir() -> &'static Path {
             .and_then(|p| p.file_stem())
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "test".into());
-        let dir = crate::target_dir().join("test-logs").join(format!("{name}-{}", std::process::id()));
+        let dir = crate::target_dir()
+            .join("test-logs")
+            .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         dir
     })
@@ -87,7 +89,9 @@ impl Process {
     pub fn spawn(name: &str, mut cmd: Command) -> Result<Process> {
         let log = log_dir().join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
         die_with_parent(&mut cmd);
         let program = format!("{:?}", cmd.get_program());
         let (tx, rx) = mpsc::channel();
@@ -100,7 +104,11 @@ impl Process {
             .recv()
             .context("process keeper did not answer")?
             .with_context(|| format!("start {name} ({program})"))?;
-        Ok(Process { name: name.to_string(), child: Some(child), log })
+        Ok(Process {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -124,13 +132,19 @@ impl Process {
 
     /// `Some(status)` once the process has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Fails with the process's output when it has exited.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.try_wait() {
-            bail!("{} exited ({status}); its output:\n{}", self.name, self.log_tail(40));
+            bail!(
+                "{} exited ({status}); its output:\n{}",
+                self.name,
+                self.log_tail(40)
+            );
         }
         Ok(())
     }
@@ -158,7 +172,11 @@ impl Process {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("{} did not exit within {timeout:?}; output:\n{}", self.name, self.log_tail(30));
+                bail!(
+                    "{} did not exit within {timeout:?}; output:\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,4 +1,5 @@
-//! Writes the `IngressController` CRD to `crds/ingresscontroller.yaml` (or stdout with `-`).
+//! Writes the `IngressController` CRD to `crds/ingresscontroller.yaml` and the Helm chart's
+//! copy in `charts/portico/crds/` (or to stdout with `-`, or to a path given).
 
 use std::path::PathBuf;
 
@@ -8,11 +9,14 @@ fn main() -> anyhow::Result<()> {
         Some("-") => print!("{yaml}"),
         Some(path) => std::fs::write(path, yaml)?,
         None => {
-            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(portico_operator::crd::CRD_FILE);
-            std::fs::write(&path, yaml)?;
-            eprintln!("wrote {}", path.display());
+            // crds/ and the chart's copy, which Helm installs; a test checks they are equal.
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let file = PathBuf::from(portico_operator::crd::CRD_FILE);
+            let chart = root.join("charts/portico").join(&file);
+            for path in [root.join(&file), chart] {
+                std::fs::write(&path, &yaml)?;
+                eprintln!("wrote {}", path.display());
+            }
         }
     }
     Ok(())

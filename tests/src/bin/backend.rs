@@ -40,7 +40,9 @@ async fn main() -> Result<()> {
     let name: Arc<str> = args.name.into();
     let mut tasks = Vec::new();
     for addr in args.listen {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
         eprintln!("portico-backend {name} listening on {addr}");
         tasks.push(tokio::spawn(serve(listener, name.clone())));
     }
@@ -64,7 +66,11 @@ async fn serve(listener: TcpListener, name: Arc<str>) -> Result<()> {
     }
 }
 
-async fn handle(req: Request<Incoming>, name: Arc<str>, peer: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    name: Arc<str>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if is_websocket(&req) {
         return Ok(websocket(req));
     }
@@ -79,12 +85,22 @@ async fn handle(req: Request<Incoming>, name: Arc<str>, peer: SocketAddr) -> Res
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
         .collect();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let version = format!("{:?}", req.version());
-    let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let doc = serde_json::json!({
         "backend": &*name,
         "method": method,
@@ -112,12 +128,20 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
 /// Accepts the upgrade and echoes every message until the client closes.
 fn websocket(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return Response::builder().status(StatusCode::BAD_REQUEST).body(Full::new(Bytes::new())).unwrap_or_default();
+        return Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default();
     };
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
                 break;
@@ -131,7 +155,10 @@ fn websocket(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
         .body(Full::new(Bytes::new()))
         .unwrap_or_default()
 }

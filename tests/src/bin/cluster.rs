@@ -31,11 +31,17 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
-    let Cli { command: Cmd::Up { dir, port } } = Cli::parse();
+    let Cli {
+        command: Cmd::Up { dir, port },
+    } = Cli::parse();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     eprintln!("starting etcd, kube-apiserver {KUBERNETES_VERSION} and kube-controller-manager...");
-    let cp = ControlPlane::start(&Options { dir: dir.clone(), controller_manager: true, port })?;
+    let cp = ControlPlane::start(&Options {
+        dir: dir.clone(),
+        controller_manager: true,
+        port,
+    })?;
     let env = format!(
         "export KUBECONFIG={kc}\nexport PORTICO_API_SERVER={server}\nexport PORTICO_CA={ca}\nexport PORTICO_ADMIN_TOKEN={token}\n",
         kc = cp.kubeconfig().display(),
@@ -53,9 +59,14 @@ fn main() -> Result<()> {
         cp.admin_token(),
         cp.server()
     );
-    println!("  (all of this is in {}; `just cluster-down` stops it)", dir.join("env").display());
+    println!(
+        "  (all of this is in {}; `just cluster-down` stops it)",
+        dir.join("env").display()
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut check = tokio::time::interval(std::time::Duration::from_secs(2));

@@ -37,18 +37,39 @@ async fn main() -> Result<()> {
     portico_tests::netns::require();
     let started = Instant::now();
 
-    step(&format!("starting a local control plane (etcd, kube-apiserver {KUBERNETES_VERSION}, kube-controller-manager)"));
+    step(&format!(
+        "starting a local control plane (etcd, kube-apiserver {KUBERNETES_VERSION}, kube-controller-manager)"
+    ));
     let dir = portico_tests::target_dir().join("demo");
     let _ = std::fs::remove_dir_all(&dir);
-    let opts = Options { dir, controller_manager: true, port: 0 };
+    let opts = Options {
+        dir,
+        controller_manager: true,
+        port: 0,
+    };
     let cp = tokio::task::spawn_blocking(move || ControlPlane::start(&opts)).await??;
-    println!("    apiserver {} (admin kubeconfig {})", cp.server(), cp.kubeconfig().display());
+    println!(
+        "    apiserver {} (admin kubeconfig {})",
+        cp.server(),
+        cp.kubeconfig().display()
+    );
     let client = cp.client();
 
     step("helm install portico charts/portico --namespace portico-system --create-namespace");
     let chart = portico_tests::workspace_root().join("charts/portico");
     let chart = chart.to_string_lossy();
-    let out = helm::helm(cp.kubeconfig(), &["install", "portico", &chart, "--namespace", "portico-system", "--create-namespace", "--wait=false"])?;
+    let out = helm::helm(
+        cp.kubeconfig(),
+        &[
+            "install",
+            "portico",
+            &chart,
+            "--namespace",
+            "portico-system",
+            "--create-namespace",
+            "--wait=false",
+        ],
+    )?;
     for line in String::from_utf8_lossy(&out.stdout).lines().take(6) {
         println!("    {line}");
     }
@@ -61,21 +82,42 @@ async fn main() -> Result<()> {
         .into_iter()
         .find_map(|d| d.metadata.name)
         .context("the chart installed no Deployment in portico-system")?;
-    let _operator = pod::run_operator_from_deployment(&cp, "portico-system", &operator_deployment, IpAddr::V4(Ipv4Addr::new(10, 244, 99, 1))).await?;
+    let _operator = pod::run_operator_from_deployment(
+        &cp,
+        "portico-system",
+        &operator_deployment,
+        IpAddr::V4(Ipv4Addr::new(10, 244, 99, 1)),
+    )
+    .await?;
     println!("    portico-operator running ({operator_deployment})");
 
     step("two teams: namespaces team-a and team-b, each with its own IngressController");
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("portico.dev", "v1alpha1", "IngressController"), "ingresscontrollers");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("portico.dev", "v1alpha1", "IngressController"),
+        "ingresscontrollers",
+    );
     for team in ["team-a", "team-b"] {
-        let ns: Namespace = serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": team } }))?;
-        Api::<Namespace>::all(client.clone()).patch(team, &PatchParams::apply("portico-demo"), &Patch::Apply(&ns)).await?;
+        let ns: Namespace = serde_json::from_value(
+            json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": team } }),
+        )?;
+        Api::<Namespace>::all(client.clone())
+            .patch(
+                team,
+                &PatchParams::apply("portico-demo"),
+                &Patch::Apply(&ns),
+            )
+            .await?;
         let ic: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "portico.dev/v1alpha1", "kind": "IngressController",
             "metadata": { "name": "edge", "namespace": team },
             "spec": { "ingressClassName": team, "replicas": 1 }
         }))?;
         Api::<DynamicObject>::namespaced_with(client.clone(), team, &resource)
-            .patch("edge", &PatchParams::apply("portico-demo"), &Patch::Apply(&ic))
+            .patch(
+                "edge",
+                &PatchParams::apply("portico-demo"),
+                &Patch::Apply(&ic),
+            )
             .await?;
         println!("    {team}/edge  → IngressClass {team}");
     }
@@ -84,7 +126,11 @@ async fn main() -> Result<()> {
     let mut backends = Vec::new();
     let mut plan: Vec<(&str, &str, Vec<SocketAddr>)> = Vec::new();
     let addr = |c: u8, d: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 244, c, d)), 8080);
-    plan.push(("team-a", "shop", vec![addr(10, 1), addr(10, 2), addr(10, 3)]));
+    plan.push((
+        "team-a",
+        "shop",
+        vec![addr(10, 1), addr(10, 2), addr(10, 3)],
+    ));
     plan.push(("team-a", "api", vec![addr(11, 1), addr(11, 2)]));
     plan.push(("team-b", "blog", vec![addr(20, 1), addr(20, 2)]));
     for (ns, svc, addrs) in &plan {
@@ -93,17 +139,59 @@ async fn main() -> Result<()> {
         }
         apply_service(&client, ns, svc, "http", 80, 8080).await?;
         apply_endpoints(&client, ns, svc, "slice", "http", addrs).await?;
-        println!("    {ns}/{svc}: {}", addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+        println!(
+            "    {ns}/{svc}: {}",
+            addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     step("Ingresses");
-    apply_ingress(&client, ingress("team-a", "shop", "team-a", "shop.example.com", &[("/", "Prefix", "shop", "http"), ("/api", "Prefix", "api", "http")])).await?;
-    apply_ingress(&client, ingress("team-b", "blog", "team-b", "blog.example.com", &[("/", "Prefix", "blog", "http")])).await?;
+    apply_ingress(
+        &client,
+        ingress(
+            "team-a",
+            "shop",
+            "team-a",
+            "shop.example.com",
+            &[
+                ("/", "Prefix", "shop", "http"),
+                ("/api", "Prefix", "api", "http"),
+            ],
+        ),
+    )
+    .await?;
+    apply_ingress(
+        &client,
+        ingress(
+            "team-b",
+            "blog",
+            "team-b",
+            "blog.example.com",
+            &[("/", "Prefix", "blog", "http")],
+        ),
+    )
+    .await?;
     // Team B tries to get its Ingress served by team A's class; team-b has not consented.
-    apply_ingress(&client, ingress("team-b", "sneaky", "team-a", "sneaky.example.com", &[("/", "Prefix", "blog", "http")])).await?;
+    apply_ingress(
+        &client,
+        ingress(
+            "team-b",
+            "sneaky",
+            "team-a",
+            "sneaky.example.com",
+            &[("/", "Prefix", "blog", "http")],
+        ),
+    )
+    .await?;
     println!("    team-a/shop    class team-a  shop.example.com  / → shop, /api → api");
     println!("    team-b/blog    class team-b  blog.example.com  / → blog");
-    println!("    team-b/sneaky  class team-a  sneaky.example.com (team-b never consented to team-a's class)");
+    println!(
+        "    team-b/sneaky  class team-a  sneaky.example.com (team-b never consented to team-a's class)"
+    );
 
     step("running each team's proxy pod from the Deployment the operator generated");
     let mut proxies = BTreeMap::new();
@@ -111,25 +199,38 @@ async fn main() -> Result<()> {
         let deployments = Api::<Deployment>::namespaced(client.clone(), team);
         let deadline = Instant::now() + Duration::from_secs(60);
         let name = loop {
-            let found = deployments.list(&Default::default()).await?.items.into_iter().find_map(|d| d.metadata.name);
+            let found = deployments
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .find_map(|d| d.metadata.name);
             if let Some(name) = found {
                 break name;
             }
             if Instant::now() > deadline {
-                bail!("the operator created no Deployment in {team} within 60s; see {}", portico_tests::process::log_dir().display());
+                bail!(
+                    "the operator created no Deployment in {team} within 60s; see {}",
+                    portico_tests::process::log_dir().display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         let ip = IpAddr::V4(Ipv4Addr::new(10, 244, 100, 1 + i as u8));
         let proxy = pod::run_proxy_from_deployment(&cp, team, &name, ip).await?;
-        println!("    {team}/{name} pod on {ip}: args {}", proxy.args.join(" "));
+        println!(
+            "    {team}/{name} pod on {ip}: args {}",
+            proxy.args.join(" ")
+        );
         // What the kubelet and the deployment controller would report once the pod is ready.
         let generation = deployments.get(&name).await?.metadata.generation;
         let status = json!({ "status": {
             "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
             "readyReplicas": 1, "availableReplicas": 1,
         }});
-        deployments.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+        deployments
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
         proxies.insert(team, proxy);
     }
 
@@ -137,14 +238,22 @@ async fn main() -> Result<()> {
     let get = |base: String, host: &'static str, path: &'static str| {
         let http = http.clone();
         async move {
-            let req = http::Request::get(format!("{base}{path}")).header("host", host).body(Empty::new())?;
+            let req = http::Request::get(format!("{base}{path}"))
+                .header("host", host)
+                .body(Empty::new())?;
             let resp = tokio::time::timeout(Duration::from_secs(5), http.request(req)).await??;
             let status = resp.status();
             let body = resp.into_body().collect().await?.to_bytes();
             let backend = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["backend"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(60).collect());
+                .unwrap_or_else(|| {
+                    String::from_utf8_lossy(&body)
+                        .trim()
+                        .chars()
+                        .take(60)
+                        .collect()
+                });
             anyhow::Ok((status.as_u16(), backend))
         }
     };
@@ -152,9 +261,17 @@ async fn main() -> Result<()> {
     let b = proxies["team-b"].http_base();
 
     step("host and path routing (through team A's proxy)");
-    for (host, path) in [("shop.example.com", "/"), ("shop.example.com", "/api/orders"), ("shop.example.com", "/apifoo"), ("unknown.example.com", "/")] {
+    for (host, path) in [
+        ("shop.example.com", "/"),
+        ("shop.example.com", "/api/orders"),
+        ("shop.example.com", "/apifoo"),
+        ("unknown.example.com", "/"),
+    ] {
         let (status, backend) = get(a.clone(), host, path).await?;
-        println!("    GET {:<40} → {status} {backend}", format!("http://{host}{path}"));
+        println!(
+            "    GET {:<40} → {status} {backend}",
+            format!("http://{host}{path}")
+        );
     }
 
     step("load balancing: 12 requests to shop.example.com (round robin over 3 endpoints)");
@@ -173,7 +290,9 @@ async fn main() -> Result<()> {
     let (s2, _) = get(a.clone(), "blog.example.com", "/").await?;
     println!("    team A's proxy, blog.example.com   → {s2} (class team-b is not team A's)");
     let (s3, _) = get(a.clone(), "sneaky.example.com", "/").await?;
-    println!("    team A's proxy, sneaky.example.com → {s3} (team-b/sneaky names class team-a, but team-b is not served by team-a)");
+    println!(
+        "    team A's proxy, sneaky.example.com → {s3} (team-b/sneaky names class team-a, but team-b is not served by team-a)"
+    );
 
     step("status written by the operator (kubectl get ingresscontrollers -A)");
     for team in ["team-a", "team-b"] {
@@ -187,25 +306,63 @@ async fn main() -> Result<()> {
         let status = &ic.data["status"];
         let conditions: Vec<String> = status["conditions"]
             .as_array()
-            .map(|cs| cs.iter().map(|c| format!("{}={}", c["type"].as_str().unwrap_or("?"), c["status"].as_str().unwrap_or("?"))).collect())
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        format!(
+                            "{}={}",
+                            c["type"].as_str().unwrap_or("?"),
+                            c["status"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         println!(
             "    {team}/edge: class {}, ready replicas {}, addresses {}, served namespaces {}, ingresses served {}, conditions {}",
-            status["ingressClassName"], status["readyReplicas"], status["addresses"], status["servedNamespaces"], status["ingressesServed"], conditions.join(" ")
+            status["ingressClassName"],
+            status["readyReplicas"],
+            status["addresses"],
+            status["servedNamespaces"],
+            status["ingressesServed"],
+            conditions.join(" ")
         );
     }
     for (ns, name) in [("team-a", "shop"), ("team-b", "blog"), ("team-b", "sneaky")] {
-        let ing = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), ns).get(name).await?;
-        let lb = ing.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).unwrap_or_default();
-        let addrs: Vec<String> = lb.iter().filter_map(|i| i.ip.clone().or(i.hostname.clone())).collect();
-        println!("    Ingress {ns}/{name}: status.loadBalancer {}", if addrs.is_empty() { "(none: not served)".to_string() } else { addrs.join(", ") });
+        let ing = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), ns)
+            .get(name)
+            .await?;
+        let lb = ing
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .unwrap_or_default();
+        let addrs: Vec<String> = lb
+            .iter()
+            .filter_map(|i| i.ip.clone().or(i.hostname.clone()))
+            .collect();
+        println!(
+            "    Ingress {ns}/{name}: status.loadBalancer {}",
+            if addrs.is_empty() {
+                "(none: not served)".to_string()
+            } else {
+                addrs.join(", ")
+            }
+        );
     }
 
-    if let Some(secs) = std::env::var("PORTICO_DEMO_HOLD").ok().and_then(|s| s.parse::<u64>().ok()) {
+    if let Some(secs) = std::env::var("PORTICO_DEMO_HOLD")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         println!("\nholding for {secs}s (PORTICO_DEMO_HOLD); Ctrl-C stops everything");
         tokio::time::sleep(Duration::from_secs(secs)).await;
     }
-    println!("\ndemo finished in {:.0}s; logs of every process are in {}", started.elapsed().as_secs_f64(), portico_tests::process::log_dir().display());
+    println!(
+        "\ndemo finished in {:.0}s; logs of every process are in {}",
+        started.elapsed().as_secs_f64(),
+        portico_tests::process::log_dir().display()
+    );
     drop(backends);
     drop(proxies);
     cp.stop();
@@ -215,5 +372,8 @@ async fn main() -> Result<()> {
 fn is_ready(ic: &DynamicObject) -> bool {
     ic.data["status"]["conditions"]
         .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }

@@ -8,8 +8,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::wait::{await_condition, conditions};
-use portico_tests::control_plane;
 use portico_tests::cluster::KUBERNETES_VERSION;
+use portico_tests::control_plane;
 
 #[tokio::test]
 async fn apiserver_reports_the_pinned_version() {
@@ -43,19 +43,30 @@ async fn custom_resource_round_trips_through_the_apiserver() {
     }))
     .expect("CRD literal");
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    crds.patch("widgets.harness.portico.dev", &PatchParams::apply("portico-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("apply CRD");
+    crds.patch(
+        "widgets.harness.portico.dev",
+        &PatchParams::apply("portico-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
     tokio::time::timeout(
         Duration::from_secs(20),
-        await_condition(crds, "widgets.harness.portico.dev", conditions::is_crd_established()),
+        await_condition(
+            crds,
+            "widgets.harness.portico.dev",
+            conditions::is_crd_established(),
+        ),
     )
     .await
     .expect("CRD established within 20s")
     .expect("watch CRD");
 
     let ns = cp.new_namespace("crd").await;
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("harness.portico.dev", "v1", "Widget"), "widgets");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("harness.portico.dev", "v1", "Widget"),
+        "widgets",
+    );
     let widgets = Api::<DynamicObject>::namespaced_with(client, &ns, &resource);
     let mut widget = DynamicObject::new("w1", &resource);
     widget.data = serde_json::json!({ "spec": { "size": 3 } });
@@ -77,16 +88,27 @@ async fn custom_resource_round_trips_through_the_apiserver() {
     // The schema is enforced by the apiserver.
     let mut bad = DynamicObject::new("w2", &resource);
     bad.data = serde_json::json!({ "spec": { "size": 0 } });
-    let err = widgets.create(&PostParams::default(), &bad).await.expect_err("size 0 violates minimum 1");
-    assert!(err.to_string().contains("spec.size"), "error names the field: {err}");
+    let err = widgets
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("size 0 violates minimum 1");
+    assert!(
+        err.to_string().contains("spec.size"),
+        "error names the field: {err}"
+    );
 }
 
 #[tokio::test]
 async fn service_account_token_is_authorized_by_rbac() {
     let cp = control_plane().await;
     let ns = cp.new_namespace("rbac").await;
-    cp.ensure_service_account(&ns, "reader").await.expect("create ServiceAccount");
-    let token = cp.service_account_token(&ns, "reader").await.expect("TokenRequest");
+    cp.ensure_service_account(&ns, "reader")
+        .await
+        .expect("create ServiceAccount");
+    let token = cp
+        .service_account_token(&ns, "reader")
+        .await
+        .expect("TokenRequest");
     let as_reader = cp.client_with_token(&token);
     let secrets = Api::<Secret>::namespaced(as_reader, &ns);
 
@@ -97,7 +119,10 @@ async fn service_account_token_is_authorized_by_rbac() {
 
     let admin = cp.client();
     let role = Role {
-        metadata: ObjectMeta { name: Some("read-secrets".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("read-secrets".into()),
+            ..Default::default()
+        },
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec!["".into()]),
             resources: Some(vec!["secrets".into()]),
@@ -105,13 +130,31 @@ async fn service_account_token_is_authorized_by_rbac() {
             ..Default::default()
         }]),
     };
-    Api::<Role>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &role).await.expect("create Role");
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create Role");
     let binding = RoleBinding {
-        metadata: ObjectMeta { name: Some("read-secrets".into()), ..Default::default() },
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: "read-secrets".into() },
-        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: "reader".into(), namespace: Some(ns.clone()), ..Default::default() }]),
+        metadata: ObjectMeta {
+            name: Some("read-secrets".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "read-secrets".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "reader".into(),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        }]),
     };
-    Api::<RoleBinding>::namespaced(admin, &ns).create(&PostParams::default(), &binding).await.expect("create RoleBinding");
+    Api::<RoleBinding>::namespaced(admin, &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create RoleBinding");
 
     // RBAC changes reach the authorizer's cache within a moment.
     let mut last = String::new();

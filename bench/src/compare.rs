@@ -63,6 +63,9 @@ pub struct Sample {
     pub cpu_sys_us: f64,
     /// For fixed-rate runs: the rate the generator reached.
     pub achieved_rate: Option<f64>,
+    /// Share of the proxy CPU used by anything but the contender during the run (noise:
+    /// other work on the machine), percent.
+    pub foreign_cpu_pct: f64,
 }
 
 impl Sample {
@@ -96,6 +99,8 @@ async fn run_one(
     duration: Duration,
 ) -> Result<Sample> {
     let before = sys::cpu_time(c.pid());
+    let busy_before = sys::cpu_busy(sys::PROXY_CPU);
+    let wall = std::time::Instant::now();
     let http = format!("http://{}", c.http_addr());
     let https = format!("https://{}", c.https_addr());
     let (t, achieved): (Throughput, Option<f64>) = match case {
@@ -137,6 +142,8 @@ async fn run_one(
         }
     };
     let cpu: CpuTime = sys::cpu_time(c.pid()).since(&before);
+    let busy = sys::cpu_busy(sys::PROXY_CPU) - busy_before;
+    let foreign_cpu_pct = ((busy - cpu.total()) / wall.elapsed().as_secs_f64() * 100.0).max(0.0);
     let per = |secs: f64| {
         if t.requests > 0 {
             secs * 1e6 / t.requests as f64
@@ -153,6 +160,7 @@ async fn run_one(
         cpu_user_us: per(cpu.user),
         cpu_sys_us: per(cpu.system),
         achieved_rate: achieved,
+        foreign_cpu_pct,
     })
 }
 
@@ -170,7 +178,7 @@ pub async fn run_case(setup: &Setup<'_>, case: Case) -> Result<CaseResult> {
             let c = &setup.contenders[(i + rep) % n];
             let s = run_one(setup, c, case, setup.duration).await?;
             println!(
-                "    rep {} {:<8} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7} µs  cpu {:>5.1} µs/req  errors {}",
+                "    rep {} {:<8} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7} µs  cpu {:>5.1} µs/req  errors {}  (others on CPU {}: {:.0}%)",
                 rep + 1,
                 c.kind.name(),
                 s.rps,
@@ -179,7 +187,9 @@ pub async fn run_case(setup: &Setup<'_>, case: Case) -> Result<CaseResult> {
                     .map(|v| format!("{v:.0}"))
                     .unwrap_or_else(|| "-".into()),
                 s.cpu_us(),
-                s.errors
+                s.errors,
+                sys::PROXY_CPU,
+                s.foreign_cpu_pct
             );
             samples.entry(c.kind).or_default().push(s);
         }

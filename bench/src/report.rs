@@ -33,6 +33,7 @@ pub struct Report {
     pub scale: Option<ScaleResult>,
     pub failures: Vec<String>,
     pub total_seconds: f64,
+    pub load_at_start: String,
 }
 
 fn cmd_out(program: &str, args: &[&str]) -> String {
@@ -104,6 +105,7 @@ impl Report {
             scale: None,
             failures: Vec::new(),
             total_seconds: 0.0,
+            load_at_start: sys::loadavg(),
         }
     }
 
@@ -147,6 +149,28 @@ impl Report {
             sys::PROXY_CPU,
             sys::LOAD_CPU
         );
+        let foreign: Vec<f64> = self
+            .compare
+            .iter()
+            .flat_map(|c| c.samples.values().flatten().map(|x| x.foreign_cpu_pct))
+            .collect();
+        if !foreign.is_empty() {
+            let max = foreign.iter().copied().fold(0.0, f64::max);
+            let _ = writeln!(
+                s,
+                "Noise: load average {} when the run started; other processes used a median {:.1}% (max {:.1}%) of \
+                 CPU {} during the comparison runs{}.\n",
+                self.load_at_start,
+                crate::compare::median(foreign.clone()),
+                max,
+                sys::PROXY_CPU,
+                if max > 5.0 {
+                    " — the machine was not quiet, so treat the figures with care"
+                } else {
+                    ""
+                }
+            );
+        }
         self.targets_md(&mut s);
         if !self.compare.is_empty() {
             self.compare_md(&mut s);
@@ -442,21 +466,31 @@ fn churn_md(s: &mut String, c: &ChurnResult) {
     let _ = writeln!(s, "{}\n", c.method);
     let _ = writeln!(
         s,
-        "| contender | changes applied | not propagated | HTTP requests (failed) | HTTPS new-connection requests (failed) | duration |"
+        "| contender | changes applied | not propagated | HTTP requests (failed) | HTTP p99 µs | \
+         HTTPS new-connection requests (failed) | duration |"
     );
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, r) in [
         ("Portico", c.portico.as_ref()),
         ("nginx + reload", c.nginx.as_ref()),
     ] {
         if let Some(r) = r {
+            let cut = if r.applied < r.requested {
+                format!(
+                    " of {} (stopped at the {} s cap)",
+                    r.requested, r.deadline_s
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "| {name} | {} | {} | {} ({}) | {} ({}) | {:.0} s |",
+                "| {name} | {}{cut} | {} | {} ({}) | {} | {} ({}) | {:.0} s |",
                 r.applied,
                 r.not_propagated,
                 r.http.sent,
                 r.http.failed(),
+                r.http.p99_us,
                 r.https.sent,
                 r.https.failed(),
                 r.duration_s

@@ -96,6 +96,40 @@ pub fn cpu_time(pid: u32) -> CpuTime {
     t
 }
 
+/// Busy seconds of one CPU since boot (/proc/stat: everything but idle and iowait).
+pub fn cpu_busy(cpu: &str) -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let label = format!("cpu{cpu} ");
+    stat.lines()
+        .find(|l| l.starts_with(&label))
+        .map(|l| {
+            let f: Vec<f64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            let busy: f64 = f
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+                .map(|(_, v)| v)
+                .sum();
+            busy / clock_ticks()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
 /// Resident memory (VmRSS) of a process tree, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
     process_tree(pid)

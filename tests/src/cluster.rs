@@ -65,21 +65,7 @@ pub fn kube_bin_dir() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("PORTICO_KUBE_BIN") {
         return Ok(PathBuf::from(dir));
     }
-    let script = crate::workspace_root().join("tests/kube/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("run {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "building the test control plane failed ({}): run `bash tests/kube/build.sh` to see why \
-             (it needs Go 1.25+ and the Go module proxy the first time)",
-            out.status
-        );
-    }
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Ok(PathBuf::from(dir))
+    crate::cached_build("tests/kube/build.sh", "the test control plane")
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).

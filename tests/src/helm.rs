@@ -10,19 +10,7 @@ pub fn helm_bin() -> Result<PathBuf> {
     if let Ok(path) = std::env::var("PORTICO_HELM") {
         return Ok(PathBuf::from(path));
     }
-    let script = crate::workspace_root().join("tests/helm/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("run {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "building helm failed ({}): run `bash tests/helm/build.sh` to see why",
-            out.status
-        );
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    crate::cached_build("tests/helm/build.sh", "helm")
 }
 
 /// Runs helm with `args` against the cluster of `kubeconfig`; fails with helm's output.

@@ -91,6 +91,25 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// Runs one of the caching build scripts (`tests/kube/build.sh`, `tests/helm/build.sh`), which
+/// print what they built on stdout and their progress on stderr, and returns that path.
+pub fn cached_build(script: &str, what: &str) -> Result<PathBuf> {
+    let path = workspace_root().join(script);
+    let out = std::process::Command::new("bash")
+        .arg(&path)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("run {}", path.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "building {what} failed ({}): run `bash {script}` to see why \
+             (it needs Go 1.25+, and the Go module proxy the first time)",
+            out.status
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// Applies every CustomResourceDefinition in `crds/` and waits until each is established.
 pub async fn install_crds(client: &kube::Client) -> Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -52,8 +52,8 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks (not part of `just test`): Portico's proxy against nginx and HAProxy, reconfiguration
-# under load, 10,000 Ingresses. Installs nginx, HAProxy, wrk and h2load when missing. Results in
-# target/bench/results.md. Extra arguments go to `portico-bench run` (see its --help).
+# Not part of `just test`. Installs nginx, HAProxy, wrk and h2load when missing; about 15 minutes.
+# Extra arguments go to `portico-bench run` (target/release/portico-bench run --help).
+# Benchmarks against nginx and HAProxy, churn, 10k Ingresses: target/bench/results.md.
 bench *ARGS: control-plane
     @bash bench/bench.sh {{ARGS}}

@@ -111,6 +111,7 @@ impl Report {
 
     pub fn write(&self, out: &Path) -> Result<()> {
         std::fs::write(out.join("results.md"), self.markdown())?;
+        std::fs::write(out.join("readme-section.md"), self.readme_section())?;
         std::fs::write(
             out.join("results.json"),
             serde_json::to_string_pretty(self)?,
@@ -327,6 +328,142 @@ impl Report {
             }
         }
         s.push('\n');
+    }
+
+    /// The condensed figures for the README's Performance section.
+    pub fn readme_section(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            s,
+            "Measured with `just bench` on {} ({} cores, Linux {}), {}, commit {}: {} s runs, {} interleaved \
+             repetitions, the proxy under test alone on CPU {} and the load generator, backend and control plane on \
+             CPU {}. Versions: {}. All figures and the method: `target/bench/results.md` after a run.\n",
+            m.cpu_model,
+            m.cores,
+            m.kernel,
+            self.date,
+            self.commit,
+            self.duration_s,
+            self.reps,
+            sys::PROXY_CPU,
+            sys::LOAD_CPU,
+            self.versions
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.targets_md(&mut s);
+        if !self.compare.is_empty() {
+            let _ = writeln!(
+                s,
+                "| case (medians) | Portico | nginx | HAProxy | Portico/nginx | Portico/HAProxy |"
+            );
+            let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
+            for c in &self.compare {
+                type F = fn(&Sample) -> Option<f64>;
+                let rows: Vec<(String, F, &str)> = match c.case {
+                    Case::FixedRate { .. } => vec![
+                        (
+                            format!("{}: CPU µs/request", c.case.title()),
+                            |x| Some(x.cpu_us()),
+                            "2",
+                        ),
+                        (format!("{}: p99 µs", c.case.title()), |x| x.p99_us, "0"),
+                    ],
+                    Case::Http2 { .. } => {
+                        vec![(format!("{}: req/s", c.case.title()), |x| Some(x.rps), "0")]
+                    }
+                    _ => vec![
+                        (format!("{}: req/s", c.case.title()), |x| Some(x.rps), "0"),
+                        (format!("{}: p99 µs", c.case.title()), |x| x.p99_us, "0"),
+                    ],
+                };
+                for (label, f, digits) in rows {
+                    let cell = |k: Kind| {
+                        c.median_of(k, f)
+                            .map(|v| {
+                                if digits == "2" {
+                                    format!("{v:.2}")
+                                } else {
+                                    format!("{v:.0}")
+                                }
+                            })
+                            .unwrap_or_else(|| "–".into())
+                    };
+                    let _ = writeln!(
+                        s,
+                        "| {label} | {} | {} | {} | {} | {} |",
+                        cell(Kind::Portico),
+                        cell(Kind::Nginx),
+                        cell(Kind::Haproxy),
+                        fx(c.paired_ratio(Kind::Nginx, f)),
+                        fx(c.paired_ratio(Kind::Haproxy, f))
+                    );
+                }
+            }
+            let rss = |k: Kind| {
+                self.idle_rss
+                    .get(&k)
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_else(|| "–".into())
+            };
+            let _ = writeln!(
+                s,
+                "| idle resident memory, MiB | {} | {} | {} | | |\n",
+                rss(Kind::Portico),
+                rss(Kind::Nginx),
+                rss(Kind::Haproxy)
+            );
+        }
+        if let Some(c) = &self.churn {
+            for (name, r) in [
+                ("Portico", c.portico.as_ref()),
+                ("nginx reloading its config", c.nginx.as_ref()),
+            ] {
+                if let Some(r) = r {
+                    let o = r.overall();
+                    let _ = writeln!(
+                        s,
+                        "- Churn, {name}: {} changes{} under {:.0} req/s HTTP + {:.0} req/s new-connection HTTPS load: \
+                         {} failed requests of {}; propagation p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
+                        r.applied,
+                        if r.applied < r.requested {
+                            format!(" (of {}, cut at {} s)", r.requested, r.deadline_s)
+                        } else {
+                            String::new()
+                        },
+                        r.http.requested_rate,
+                        r.https.requested_rate,
+                        r.failed_requests(),
+                        r.total_requests(),
+                        o.p50,
+                        o.p99,
+                        o.max
+                    );
+                }
+            }
+        }
+        if let Some(sc) = &self.scale {
+            let _ = writeln!(
+                s,
+                "- Scale, {} Ingresses / {} endpoints: ready {:.2} s after start, peak resident memory {:.1} MiB \
+                 ({:.1} MiB with 10 Ingresses), one Ingress change routed in {:.0} ms (median of {}), latency at {:.0} \
+                 req/s {} × (p50) and {} × (p99) that of 10 Ingresses.",
+                sc.ingresses,
+                sc.endpoints,
+                sc.ready_ms / 1e3,
+                sc.rss_peak_mib,
+                sc.small_rss_mib,
+                crate::compare::median(sc.change_ms.clone()),
+                sc.change_ms.len(),
+                sc.rate,
+                fx(sc.p50_ratio),
+                fx(sc.p99_ratio)
+            );
+        }
+        s
     }
 
     fn compare_md(&self, s: &mut String) {

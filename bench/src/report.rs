@@ -354,7 +354,12 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        self.targets_md(&mut s);
+        let mut targets = String::new();
+        self.targets_md(&mut targets);
+        s.push_str(&targets.replace(
+            "## Targets (issue 7)\n",
+            "Where Portico stands against issue 7's targets:\n",
+        ));
         if !self.compare.is_empty() {
             let _ = writeln!(
                 s,

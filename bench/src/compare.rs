@@ -194,6 +194,16 @@ pub async fn run_case(setup: &Setup<'_>, case: Case) -> Result<CaseResult> {
             samples.entry(c.kind).or_default().push(s);
         }
     }
+    for c in setup.contenders {
+        if !sys::alive(c.pid()) {
+            anyhow::bail!(
+                "{} exited during \"{}\"; its log:\n{}",
+                c.kind.name(),
+                case.title(),
+                c.process.log_tail(30)
+            );
+        }
+    }
     Ok(CaseResult { case, samples })
 }
 

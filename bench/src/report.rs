@@ -141,7 +141,7 @@ impl Report {
             s,
             "Versions: {}. Pinning: the proxy under test alone on CPU {}; wrk / h2load / the fixed-rate generator, \
              the backend (2-byte body), etcd, kube-apiserver and the driver on CPU {}. Contenders interleaved, order \
-             rotated each repetition; figures are medians, ratios are medians of per-repetition pairs.\n",
+             rotated each repetition; figures are medians, ratios are medians of per-repetition pairs (above 1 is better for req/s, below 1 for latency and CPU).\n",
             self.versions
                 .iter()
                 .map(|(k, v)| format!("{k} {v}"))

@@ -56,6 +56,17 @@ fn stat_fields(pid: u32) -> Option<(u32, u64, u64)> {
     ))
 }
 
+/// Whether `pid` still runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            t.rfind(')')
+                .map(|i| t[i + 2..].starts_with(|c| c != 'Z' && c != 'X'))
+        })
+        .unwrap_or(false)
+}
+
 /// `pid` and every live descendant.
 pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();

@@ -501,7 +501,7 @@ pub async fn publish_table(client: &Client, table: &Table, concurrency: usize) -
     let services = table
         .services
         .keys()
-        .map(|s| table::service_object(ns, s))
+        .map(|s| table::service_object(ns, s, false))
         .collect();
     create_all(
         &Api::<Service>::namespaced(client.clone(), ns),

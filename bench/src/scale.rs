@@ -118,7 +118,7 @@ async fn publish(bench: &Bench, t: &Table) -> Result<f64> {
     let services: Vec<Service> = t
         .services
         .keys()
-        .map(|s| table::service_object(ns, s))
+        .map(|s| table::service_object(ns, s, true))
         .collect();
     let slices: Vec<EndpointSlice> = t
         .services
@@ -424,7 +424,7 @@ pub async fn run(bench: &Bench) -> Result<ScaleResult> {
         .check_running()
         .context("the 10,000-Ingress proxy died")?;
     result.method = format!(
-        "Each Ingress has one host (s<i>.scale.test) and one Prefix `/` rule to its own Service; each Service has one \
+        "Each Ingress has one host (s<i>.scale.test) and one Prefix `/` rule to its own (headless) Service; each Service has one \
          EndpointSlice of {per} ready endpoints drawn from {SCALE_POOL} addresses the backend serves. Objects are \
          created Services first, then EndpointSlices, then Ingresses, {CONCURRENCY} requests in flight, with etcd and \
          the apiserver on both CPUs during creation only. Both proxies run on CPU 1 with an admin kubeconfig; ready \

@@ -246,7 +246,10 @@ pub fn ingress_class(name: &str) -> IngressClass {
     }
 }
 
-pub fn service_object(namespace: &str, name: &str) -> Service {
+/// A Service with one port `http` (80 → 8080). `headless` skips the cluster IP, which the
+/// proxy never uses (it routes to the EndpointSlices' addresses) and which costs the
+/// apiserver an IPAddress object per Service.
+pub fn service_object(namespace: &str, name: &str, headless: bool) -> Service {
     Service {
         metadata: meta(namespace, name),
         spec: Some(ServiceSpec {
@@ -257,6 +260,7 @@ pub fn service_object(namespace: &str, name: &str) -> Service {
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
+            cluster_ip: headless.then(|| "None".to_string()),
             ..Default::default()
         }),
         ..Default::default()

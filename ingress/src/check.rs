@@ -1,0 +1,321 @@
+//! `check()`: one Ingress, with the Services of its namespace, in; its typed rules or the
+//! reasons it cannot be served out. An Ingress with any problem is not served at all (a
+//! half-served Ingress would be harder to notice than a missing one).
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
+
+use crate::host::HostPattern;
+use crate::load_balance::LoadBalance;
+use crate::path::{PathKind, PathMatch};
+
+pub const LOAD_BALANCE_ANNOTATION: &str = "portico.dev/load-balance";
+pub const SSL_REDIRECT_ANNOTATION: &str = "portico.dev/ssl-redirect";
+/// More paths than this in one Ingress and it is rejected as hostile.
+pub const MAX_PATHS_PER_INGRESS: usize = 1000;
+/// At most this many distinct problems are reported per Ingress (each becomes an Event).
+pub const MAX_PROBLEMS: usize = 10;
+
+/// Bounds on what one Ingress may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_paths: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_paths: MAX_PATHS_PER_INGRESS,
+        }
+    }
+}
+
+/// Why an Ingress cannot be served. The text is what users read in Events and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
+pub enum Problem {
+    #[error("annotation {LOAD_BALANCE_ANNOTATION}: {0}")]
+    LoadBalanceAnnotation(String),
+    #[error("annotation {SSL_REDIRECT_ANNOTATION}: {0:?} is not \"true\" or \"false\"")]
+    SslRedirectAnnotation(String),
+    #[error("{count} paths, more than the limit of {limit}")]
+    TooManyPaths { count: usize, limit: usize },
+    #[error("invalid host {0:?}")]
+    InvalidHost(String),
+    #[error("spec.tls: invalid host {0:?}")]
+    InvalidTlsHost(String),
+    #[error("unknown pathType {0:?}")]
+    UnknownPathType(String),
+    #[error("path {0:?} must start with '/'")]
+    PathNotAbsolute(String),
+    #[error("path longer than {0} bytes")]
+    PathTooLong(usize),
+    #[error("path {0:?} contains {1:?}")]
+    PathCharacter(String, char),
+    #[error("path {0:?} contains {1:?}: regular expressions are not supported")]
+    RegexPath(String, char),
+    #[error("backend without service (resource backends are not supported)")]
+    ResourceBackend,
+    #[error("backend service {0} has no port")]
+    NoPort(String),
+    #[error("backend service {0} port has neither name nor number")]
+    PortWithoutNameOrNumber(String),
+    #[error("Service {0} not found")]
+    ServiceNotFound(String),
+    #[error("Service {0} is of type ExternalName, which is not served")]
+    ExternalName(String),
+    #[error("Service {service} has no port {port}")]
+    UnknownPort { service: String, port: String },
+}
+
+/// A servable Ingress, typed: what the proxy turns into routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The `portico.dev/load-balance` annotation, when set.
+    pub load_balance: Option<LoadBalance>,
+    /// The `portico.dev/ssl-redirect` annotation, when set.
+    pub ssl_redirect: Option<bool>,
+    /// One per path, in spec order.
+    pub rules: Vec<Rule>,
+    pub default_backend: Option<Backend>,
+    /// Hosts with TLS; an entry without hosts covers all rule hosts. `secret` is `None`
+    /// when `secretName` is empty (the host still counts as TLS for redirects).
+    pub tls: Vec<TlsHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub host: HostPattern,
+    pub path: PathMatch,
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsHost {
+    pub host: HostPattern,
+    pub secret: Option<String>,
+}
+
+/// A Service port an Ingress names, resolved against the Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The Service's name (in the Ingress's namespace).
+    pub service: String,
+    /// The port as the Ingress names it: its name, else its number.
+    pub port_label: String,
+    /// The Service port's name (`""` if unnamed, which is how EndpointSlice ports match).
+    pub port_name: String,
+    pub app_protocol: Option<String>,
+}
+
+/// The problems of `ingress`; empty when it can be served. `services` finds a Service of
+/// the Ingress's namespace by name.
+pub fn validate<'s>(
+    ingress: &Ingress,
+    services: impl Fn(&str) -> Option<&'s Service>,
+    limits: &Limits,
+) -> Vec<Problem> {
+    check(ingress, services, limits).err().unwrap_or_default()
+}
+
+/// `ingress` typed and resolved, or every distinct problem (at most [`MAX_PROBLEMS`]).
+pub fn check<'s>(
+    ingress: &Ingress,
+    services: impl Fn(&str) -> Option<&'s Service>,
+    limits: &Limits,
+) -> Result<Checked, Vec<Problem>> {
+    let namespace = ingress.metadata.namespace.as_deref().unwrap_or_default();
+    let mut problems = Problems::default();
+    let empty_spec = IngressSpec::default();
+    let spec = ingress.spec.as_ref().unwrap_or(&empty_spec);
+    let annotation = |key: &str| {
+        ingress
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+    };
+
+    let load_balance = match annotation(LOAD_BALANCE_ANNOTATION).map(|v| v.parse()) {
+        None => None,
+        Some(Ok(lb)) => Some(lb),
+        Some(Err(e)) => {
+            problems.push(Problem::LoadBalanceAnnotation(e));
+            None
+        }
+    };
+    let ssl_redirect = match annotation(SSL_REDIRECT_ANNOTATION).map(|s| s.trim()) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            problems.push(Problem::SslRedirectAnnotation(other.to_string()));
+            None
+        }
+    };
+
+    let rules = spec.rules.as_deref().unwrap_or_default();
+    let path_count: usize = rules
+        .iter()
+        .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
+        .sum();
+    if path_count > limits.max_paths {
+        // Looking further into a hostile Ingress is work it should not get to cause.
+        problems.push(Problem::TooManyPaths {
+            count: path_count,
+            limit: limits.max_paths,
+        });
+        return Err(problems.0);
+    }
+
+    let mut tls = Vec::new();
+    for t in spec.tls.iter().flatten() {
+        let secret = t
+            .secret_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let hosts: Vec<&str> = match &t.hosts {
+            Some(h) if !h.is_empty() => h.iter().map(String::as_str).collect(),
+            _ => rules.iter().filter_map(|r| r.host.as_deref()).collect(),
+        };
+        for h in hosts {
+            match HostPattern::parse(h) {
+                Ok(host) => tls.push(TlsHost {
+                    host,
+                    secret: secret.clone(),
+                }),
+                Err(Problem::InvalidHost(h)) => problems.push(Problem::InvalidTlsHost(h)),
+                Err(other) => problems.push(other),
+            }
+        }
+    }
+
+    // Resolved once per (Service, port) however many paths name it.
+    let mut resolved: HashMap<(String, String), Result<Backend, Problem>> = HashMap::new();
+    let mut backend = |b: &IngressBackend| -> Result<Backend, Problem> {
+        let key = (
+            b.service
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            b.service
+                .as_ref()
+                .and_then(|s| s.port.as_ref())
+                .map(|p| format!("{:?}/{:?}", p.name, p.number))
+                .unwrap_or_default(),
+        );
+        resolved
+            .entry(key)
+            .or_insert_with(|| resolve(namespace, b, &services))
+            .clone()
+    };
+
+    let mut checked_rules = Vec::with_capacity(path_count);
+    for rule in rules {
+        let host = HostPattern::parse(rule.host.as_deref().unwrap_or(""));
+        if let Err(p) = &host {
+            problems.push(p.clone());
+        }
+        for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
+            let path = PathKind::parse(&p.path_type)
+                .and_then(|kind| PathMatch::new(kind, p.path.as_deref().unwrap_or("/")));
+            let backend = backend(&p.backend);
+            match (&host, path, backend) {
+                (Ok(host), Ok(path), Ok(backend)) => checked_rules.push(Rule {
+                    host: host.clone(),
+                    path,
+                    backend,
+                }),
+                (_, path, backend) => {
+                    problems.extend(path.err());
+                    problems.extend(backend.err());
+                }
+            }
+        }
+    }
+    let default_backend = match spec.default_backend.as_ref().map(&mut backend) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(p)) => {
+            problems.push(p);
+            None
+        }
+    };
+
+    if !problems.0.is_empty() {
+        return Err(problems.0);
+    }
+    Ok(Checked {
+        load_balance,
+        ssl_redirect,
+        rules: checked_rules,
+        default_backend,
+        tls,
+    })
+}
+
+/// Distinct problems in the order found, at most [`MAX_PROBLEMS`].
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, p: Problem) {
+        if self.0.len() < MAX_PROBLEMS && !self.0.contains(&p) {
+            self.0.push(p);
+        }
+    }
+
+    fn extend(&mut self, p: Option<Problem>) {
+        if let Some(p) = p {
+            self.push(p);
+        }
+    }
+}
+
+fn resolve<'s>(
+    namespace: &str,
+    backend: &IngressBackend,
+    services: &impl Fn(&str) -> Option<&'s Service>,
+) -> Result<Backend, Problem> {
+    let svc_backend = backend.service.as_ref().ok_or(Problem::ResourceBackend)?;
+    let name = &svc_backend.name;
+    let port = svc_backend
+        .port
+        .as_ref()
+        .ok_or_else(|| Problem::NoPort(name.clone()))?;
+    let port_label = match (&port.name, port.number) {
+        (Some(n), _) if !n.is_empty() => n.clone(),
+        (_, Some(n)) => n.to_string(),
+        _ => return Err(Problem::PortWithoutNameOrNumber(name.clone())),
+    };
+    let svc =
+        services(name).ok_or_else(|| Problem::ServiceNotFound(format!("{namespace}/{name}")))?;
+    let svc_spec = svc.spec.as_ref();
+    if svc_spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        return Err(Problem::ExternalName(format!("{namespace}/{name}")));
+    }
+    let wanted = port.name.as_deref().filter(|n| !n.is_empty());
+    let found = svc_spec
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|p| match wanted {
+            Some(n) => p.name.as_deref() == Some(n),
+            None => Some(p.port) == port.number,
+        })
+        .ok_or_else(|| Problem::UnknownPort {
+            service: format!("{namespace}/{name}"),
+            port: port_label.clone(),
+        })?;
+    Ok(Backend {
+        service: name.clone(),
+        port_label,
+        port_name: found.name.clone().unwrap_or_default(),
+        app_protocol: found.app_protocol.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,334 @@
+//! The rules the proxy skips Ingresses by, and that the operator reports as Events.
+
+use super::*;
+use crate::{Contested, IngressKey, conflicts};
+use serde_json::{Value, json};
+
+fn ingress(ns: &str, name: &str, created: &str, annotations: Value, spec: Value) -> Ingress {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": ns, "name": name, "creationTimestamp": created, "annotations": annotations},
+        "spec": spec,
+    }))
+    .expect("ingress")
+}
+
+fn rule(host: &str, path_type: &str, path: &str, svc: &str, port: Value) -> Value {
+    json!({"host": host, "http": {"paths": [{"path": path, "pathType": path_type,
+        "backend": {"service": {"name": svc, "port": port}}}]}})
+}
+
+fn services() -> Vec<Service> {
+    [
+        json!({"metadata": {"name": "web"}, "spec": {"ports": [
+            {"name": "http", "port": 80}, {"name": "grpc", "port": 9000, "appProtocol": "kubernetes.io/h2c"}]}}),
+        json!({"metadata": {"name": "bare"}, "spec": {"ports": [{"port": 8080}]}}),
+        json!({"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "example.com"}}),
+    ]
+    .into_iter()
+    .map(|v| serde_json::from_value(v).expect("service"))
+    .collect()
+}
+
+fn run(ing: &Ingress) -> Result<Checked, Vec<Problem>> {
+    let svcs = services();
+    check(
+        ing,
+        |name| {
+            svcs.iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name))
+        },
+        &Limits::default(),
+    )
+}
+
+fn problems(spec: Value) -> Vec<String> {
+    problems_with(json!({}), spec)
+}
+
+fn problems_with(annotations: Value, spec: Value) -> Vec<String> {
+    let ing = ingress("a", "i", T0, annotations, spec);
+    let svcs = services();
+    validate(
+        &ing,
+        |name| {
+            svcs.iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name))
+        },
+        &Limits::default(),
+    )
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+const T0: &str = "2026-01-01T00:00:00Z";
+const T1: &str = "2026-01-02T00:00:00Z";
+
+#[test]
+fn a_valid_ingress_is_typed_and_its_ports_resolved() {
+    let ing = ingress(
+        "a",
+        "i",
+        T0,
+        json!({LOAD_BALANCE_ANNOTATION: "header:X-User", SSL_REDIRECT_ANNOTATION: " false "}),
+        json!({
+            "tls": [{"hosts": ["X.com"], "secretName": "x-cert"}, {"secretName": ""}],
+            "defaultBackend": {"service": {"name": "bare", "port": {"number": 8080}}},
+            "rules": [
+                rule("x.com", "Prefix", "/api/", "web", json!({"name": "grpc"})),
+                rule("*.y.com", "ImplementationSpecific", "/", "web", json!({"number": 80})),
+            ],
+        }),
+    );
+    let checked = run(&ing).expect("valid");
+    assert_eq!(
+        checked.load_balance,
+        Some(LoadBalance::Header("X-User".into()))
+    );
+    assert_eq!(checked.ssl_redirect, Some(false));
+    assert_eq!(checked.rules.len(), 2);
+    assert_eq!(checked.rules[0].path.as_str(), "/api");
+    assert_eq!(
+        checked.rules[0].backend,
+        Backend {
+            service: "web".into(),
+            port_label: "grpc".into(),
+            port_name: "grpc".into(),
+            app_protocol: Some("kubernetes.io/h2c".into()),
+        }
+    );
+    assert_eq!(checked.rules[1].host, HostPattern::Wildcard("y.com".into()));
+    assert_eq!(checked.rules[1].path.kind, PathKind::Prefix);
+    assert_eq!(checked.rules[1].backend.port_name, "http");
+    assert_eq!(
+        checked.default_backend.map(|b| (b.port_label, b.port_name)),
+        Some(("8080".into(), String::new())),
+        "an unnamed port matches EndpointSlice ports by \"\""
+    );
+    // The entry without hosts covers every rule host, and has no Secret.
+    assert_eq!(
+        checked.tls,
+        vec![
+            TlsHost {
+                host: HostPattern::Exact("x.com".into()),
+                secret: Some("x-cert".into())
+            },
+            TlsHost {
+                host: HostPattern::Exact("x.com".into()),
+                secret: None
+            },
+            TlsHost {
+                host: HostPattern::Wildcard("y.com".into()),
+                secret: None
+            },
+        ]
+    );
+}
+
+#[test]
+fn each_reason_an_ingress_is_not_served() {
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"rules": [rule("r.com", "ImplementationSpecific", "/api/(.*)", "web", json!({"number": 80}))]}),
+            r#"path "/api/(.*)" contains '(': regular expressions are not supported"#,
+        ),
+        (
+            json!({"rules": [rule("r.com", "Prefix", "api", "web", json!({"number": 80}))]}),
+            r#"path "api" must start with '/'"#,
+        ),
+        (
+            json!({"rules": [rule("r.com", "Prefix", "/a b", "web", json!({"number": 80}))]}),
+            r#"path "/a b" contains ' '"#,
+        ),
+        (
+            json!({"rules": [rule("r.com", "Regex", "/", "web", json!({"number": 80}))]}),
+            r#"unknown pathType "Regex""#,
+        ),
+        (
+            json!({"rules": [rule("bad host.com", "Prefix", "/", "web", json!({"number": 80}))]}),
+            r#"invalid host "bad host.com""#,
+        ),
+        (
+            json!({"tls": [{"hosts": ["a..com"], "secretName": "s"}]}),
+            r#"spec.tls: invalid host "a..com""#,
+        ),
+        (
+            json!({"rules": [rule("m.com", "Prefix", "/", "nope", json!({"number": 80}))]}),
+            "Service a/nope not found",
+        ),
+        (
+            json!({"rules": [rule("p.com", "Prefix", "/", "web", json!({"number": 81}))]}),
+            "Service a/web has no port 81",
+        ),
+        (
+            json!({"rules": [rule("p.com", "Prefix", "/", "web", json!({"name": "https"}))]}),
+            "Service a/web has no port https",
+        ),
+        (
+            json!({"defaultBackend": {"service": {"name": "ext", "port": {"number": 80}}}}),
+            "Service a/ext is of type ExternalName, which is not served",
+        ),
+        (
+            json!({"defaultBackend": {"resource": {"apiGroup": "x.io", "kind": "Bucket", "name": "b"}}}),
+            "backend without service (resource backends are not supported)",
+        ),
+        (
+            json!({"defaultBackend": {"service": {"name": "web"}}}),
+            "backend service web has no port",
+        ),
+        (
+            json!({"defaultBackend": {"service": {"name": "web", "port": {}}}}),
+            "backend service web port has neither name nor number",
+        ),
+    ];
+    for (spec, want) in cases {
+        assert_eq!(problems(spec.clone()), vec![want.to_string()], "{spec}");
+    }
+    let ok = json!({"rules": [rule("q.com", "Prefix", "/", "web", json!({"number": 80}))]});
+    assert_eq!(
+        problems_with(json!({LOAD_BALANCE_ANNOTATION: "random"}), ok.clone()),
+        vec![
+            "annotation portico.dev/load-balance: unknown load-balance \"random\": expected round-robin, least-request, cookie, client-ip or header:<Header-Name>"
+        ]
+    );
+    assert_eq!(
+        problems_with(json!({SSL_REDIRECT_ANNOTATION: "yes"}), ok.clone()),
+        vec!["annotation portico.dev/ssl-redirect: \"yes\" is not \"true\" or \"false\""]
+    );
+    assert!(problems(ok).is_empty());
+}
+
+#[test]
+fn problems_are_distinct_and_bounded() {
+    // Three paths on one missing Service: one problem.
+    let paths: Vec<_> = ["/a", "/b", "/c"]
+        .iter()
+        .map(|p| json!({"path": p, "pathType": "Prefix", "backend": {"service": {"name": "nope", "port": {"number": 80}}}}))
+        .collect();
+    assert_eq!(
+        problems(json!({"rules": [{"host": "x.com", "http": {"paths": paths}}]})),
+        vec!["Service a/nope not found"]
+    );
+    // Many different bad paths: at most MAX_PROBLEMS.
+    let paths: Vec<_> = (0..50)
+        .map(|i| json!({"path": format!("/p{i}/(.*)"), "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}))
+        .collect();
+    assert_eq!(
+        problems(json!({"rules": [{"host": "x.com", "http": {"paths": paths}}]})).len(),
+        MAX_PROBLEMS
+    );
+    // Too many paths: that alone, without looking at each.
+    let paths: Vec<_> = (0..=MAX_PATHS_PER_INGRESS)
+        .map(|i| json!({"path": format!("/p{i}(.*)"), "pathType": "Prefix", "backend": {"service": {"name": "nope", "port": {"number": 80}}}}))
+        .collect();
+    assert_eq!(
+        problems(json!({"rules": [{"host": "h.com", "http": {"paths": paths}}]})),
+        vec!["1001 paths, more than the limit of 1000"]
+    );
+}
+
+fn checked(ing: &Ingress) -> Checked {
+    run(ing).expect("valid")
+}
+
+#[test]
+fn the_oldest_ingress_wins_a_host_and_path() {
+    let key = |ns: &str, name: &str| IngressKey {
+        namespace: ns.into(),
+        name: name.into(),
+    };
+    let http = json!({"number": 80});
+    // Newer, and first by name: age decides, not names.
+    let new = ingress(
+        "a",
+        "aaa-new",
+        T1,
+        json!({}),
+        json!({"rules": [
+        rule("X.com", "ImplementationSpecific", "/app/", "web", http.clone()),
+        rule("x.com", "Prefix", "/new", "web", http.clone())]}),
+    );
+    let old = ingress(
+        "b",
+        "zzz-old",
+        T0,
+        json!({}),
+        json!({"rules": [
+        rule("x.com", "Prefix", "/app", "web", http.clone())]}),
+    );
+    // Same age as `old`: namespace/name break the tie, so this one loses too.
+    let twin = ingress(
+        "c",
+        "twin",
+        T0,
+        json!({}),
+        json!({
+        "rules": [rule("x.com", "Prefix", "/app", "web", http.clone())]}),
+    );
+    // An Exact path is another claim than a Prefix of the same string.
+    let exact = ingress(
+        "c",
+        "exact",
+        T1,
+        json!({}),
+        json!({
+        "rules": [rule("x.com", "Exact", "/app", "web", http.clone())]}),
+    );
+    let all = [&new, &old, &twin, &exact].map(|i| (i, checked(i)));
+    let resolution = conflicts(all.iter().map(|(i, c)| (*i, c)));
+    let lost: Vec<_> = resolution
+        .conflicts
+        .iter()
+        .map(|c| (c.loser.clone(), c.winner.clone()))
+        .collect();
+    assert_eq!(
+        lost,
+        vec![
+            (key("c", "twin"), key("b", "zzz-old")),
+            (key("a", "aaa-new"), key("b", "zzz-old"))
+        ]
+    );
+    assert_eq!(
+        resolution.conflicts[1].to_string(),
+        "host x.com path \"/app\" (Prefix) conflicts with older Ingress b/zzz-old; not served"
+    );
+    assert!(matches!(
+        resolution.conflicts[1].contested,
+        Contested::Route { .. }
+    ));
+    assert_eq!(
+        resolution.unserved,
+        [key("c", "twin")].into(),
+        "aaa-new still serves /new; twin serves nothing"
+    );
+}
+
+#[test]
+fn one_default_backend_per_class_and_repeats_within_an_ingress_are_fine() {
+    let port = json!({"number": 80});
+    let dup = ingress(
+        "a",
+        "dup",
+        T0,
+        json!({}),
+        json!({
+        "defaultBackend": {"service": {"name": "web", "port": port}},
+        "rules": [rule("x.com", "Prefix", "/", "web", port.clone()), rule("x.com", "Prefix", "/", "bare", json!({"number": 8080}))]}),
+    );
+    let second = ingress(
+        "b",
+        "second",
+        T1,
+        json!({}),
+        json!({
+        "defaultBackend": {"service": {"name": "web", "port": port}}}),
+    );
+    let all = [&dup, &second].map(|i| (i, checked(i)));
+    let resolution = conflicts(all.iter().map(|(i, c)| (*i, c)));
+    assert_eq!(resolution.conflicts.len(), 1, "{:?}", resolution.conflicts);
+    assert_eq!(
+        resolution.conflicts[0].to_string(),
+        "defaultBackend ignored, older Ingress a/dup has one"
+    );
+    assert_eq!(resolution.unserved.len(), 1);
+}

@@ -1,0 +1,173 @@
+//! Conflicts: two Ingresses of one class claiming the same host and path (or both having a
+//! `defaultBackend`). The oldest wins: creationTimestamp, then namespace/name. The loser
+//! keeps whatever else it claims.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::hash::Hash;
+
+use k8s_openapi::api::networking::v1::Ingress;
+
+use crate::check::Checked;
+use crate::host::HostPattern;
+use crate::path::PathMatch;
+
+/// `namespace/name` of an Ingress.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IngressKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl IngressKey {
+    pub fn of(ingress: &Ingress) -> Self {
+        IngressKey {
+            namespace: ingress.metadata.namespace.clone().unwrap_or_default(),
+            name: ingress.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for IngressKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The order in which Ingresses claim routes: oldest first, then by namespace/name.
+pub fn oldest_first(a: &Ingress, b: &Ingress) -> Ordering {
+    a.metadata
+        .creation_timestamp
+        .cmp(&b.metadata.creation_timestamp)
+        .then_with(|| a.metadata.namespace.cmp(&b.metadata.namespace))
+        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+}
+
+/// What two Ingresses both claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Contested {
+    Route { host: HostPattern, path: PathMatch },
+    DefaultBackend,
+}
+
+/// `loser` asked for `contested`, which the older `winner` holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict<K> {
+    pub loser: K,
+    pub winner: K,
+    pub contested: Contested,
+}
+
+impl<K: fmt::Display> fmt::Display for Conflict<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.contested {
+            Contested::Route { host, path } => write!(
+                f,
+                "host {host} path {:?} ({:?}) conflicts with older Ingress {}; not served",
+                path.as_str(),
+                path.kind,
+                self.winner
+            ),
+            Contested::DefaultBackend => write!(
+                f,
+                "defaultBackend ignored, older Ingress {} has one",
+                self.winner
+            ),
+        }
+    }
+}
+
+/// Who holds each host+path and the default backend. Claim in [`oldest_first`] order.
+#[derive(Debug)]
+pub struct Claims<K> {
+    routes: HashMap<(HostPattern, PathMatch), K>,
+    default_backend: Option<K>,
+}
+
+impl<K> Default for Claims<K> {
+    fn default() -> Self {
+        Claims {
+            routes: HashMap::new(),
+            default_backend: None,
+        }
+    }
+}
+
+impl<K: Clone + Eq> Claims<K> {
+    /// Claims a host+path for `owner`; `Err(holder)` when another Ingress holds it. The same
+    /// Ingress naming a path twice is no conflict (its first rule stays).
+    pub fn route(&mut self, owner: &K, host: &HostPattern, path: &PathMatch) -> Result<(), K> {
+        match self.routes.get(&(host.clone(), path.clone())) {
+            Some(holder) if holder != owner => Err(holder.clone()),
+            Some(_) => Ok(()),
+            None => {
+                self.routes
+                    .insert((host.clone(), path.clone()), owner.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Claims the class's default backend for `owner`; `Err(holder)` when another has it.
+    pub fn default_backend(&mut self, owner: &K) -> Result<(), K> {
+        match &self.default_backend {
+            Some(holder) if holder != owner => Err(holder.clone()),
+            Some(_) => Ok(()),
+            None => {
+                self.default_backend = Some(owner.clone());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The outcome of [`conflicts`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// Every claim lost, in claim order.
+    pub conflicts: Vec<Conflict<IngressKey>>,
+    /// Ingresses that lost every claim they made: nothing of them is served.
+    pub unserved: BTreeSet<IngressKey>,
+}
+
+/// Resolves the claims of the servable Ingresses of one class (any order).
+pub fn conflicts<'a>(
+    ingresses: impl IntoIterator<Item = (&'a Ingress, &'a Checked)>,
+) -> Resolution {
+    let mut ingresses: Vec<_> = ingresses.into_iter().collect();
+    ingresses.sort_by(|(a, _), (b, _)| oldest_first(a, b));
+    let mut claims = Claims::default();
+    let mut out = Resolution::default();
+    for (ingress, checked) in ingresses {
+        let key = IngressKey::of(ingress);
+        let (mut won, mut lost) = (false, false);
+        let mut contest = |result: Result<(), IngressKey>, contested: Contested| match result {
+            Ok(()) => won = true,
+            Err(winner) => {
+                lost = true;
+                out.conflicts.push(Conflict {
+                    loser: key.clone(),
+                    winner,
+                    contested,
+                });
+            }
+        };
+        for rule in &checked.rules {
+            contest(
+                claims.route(&key, &rule.host, &rule.path),
+                Contested::Route {
+                    host: rule.host.clone(),
+                    path: rule.path.clone(),
+                },
+            );
+        }
+        if checked.default_backend.is_some() {
+            contest(claims.default_backend(&key), Contested::DefaultBackend);
+        }
+        if lost && !won {
+            out.unserved.insert(key);
+        }
+    }
+    out
+}

@@ -1,0 +1,28 @@
+//! Portico's Ingress rules in one place: what makes an Ingress unservable, and who wins when
+//! two Ingresses of one class claim the same host and path. The proxy builds its routing
+//! table from them (and skips what they reject); the operator applies the same rules to
+//! publish Events and count rejected Ingresses, since the proxy may not write to the API.
+//!
+//! ```text
+//!  Ingress + its namespace's Services ─▶ check() ─▶ Checked (typed rules, resolved ports)
+//!                                               └─▶ Vec<Problem> (the Ingress is not served)
+//!  Checked Ingresses of one class ─▶ oldest first ─▶ Claims (host+path, defaultBackend)
+//!                                                      └─▶ Conflict (the newer one loses)
+//! ```
+//!
+//! No IO and no Kubernetes client: objects in, verdicts out.
+
+mod check;
+mod conflict;
+mod host;
+mod load_balance;
+mod path;
+
+pub use check::{
+    Backend, Checked, LOAD_BALANCE_ANNOTATION, Limits, MAX_PATHS_PER_INGRESS, MAX_PROBLEMS,
+    Problem, Rule, SSL_REDIRECT_ANNOTATION, TlsHost, check, validate,
+};
+pub use conflict::{Claims, Conflict, Contested, IngressKey, Resolution, conflicts, oldest_first};
+pub use host::HostPattern;
+pub use load_balance::LoadBalance;
+pub use path::{MAX_PATH_LEN, PathKind, PathMatch};

@@ -1,28 +1,27 @@
 //! `build()`: the store in, a `Snapshot` out. No IO. A bad Ingress is skipped (with a
 //! warning naming it); the others are served. The oldest Ingress wins a host+path conflict.
+//! What makes an Ingress bad and who wins a conflict are `portico-ingress`'s rules, which
+//! the operator applies too, to publish the Events the proxy may not write.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
+use portico_ingress::{Claims, Conflict, Contested, Limits, Problem};
 
 use super::store::Store;
 use super::{ObjectKey, Snapshot};
 use crate::lb::{Backend, BackendKey, Policy};
-use crate::routing::{
-    HostPattern, PathKind, PathMatch, PathRule, Route, RouteBackend, RouteTable, UpstreamProtocol,
-};
+use crate::routing::{HostPattern, PathRule, Route, RouteBackend, RouteTable, UpstreamProtocol};
 use crate::tls::{CertCache, CertTable};
 
-pub const LOAD_BALANCE_ANNOTATION: &str = "portico.dev/load-balance";
-pub const SSL_REDIRECT_ANNOTATION: &str = "portico.dev/ssl-redirect";
+pub use portico_ingress::{
+    LOAD_BALANCE_ANNOTATION, MAX_PATHS_PER_INGRESS, SSL_REDIRECT_ANNOTATION,
+};
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
-/// More paths than this in one Ingress and it is skipped as hostile.
-pub const MAX_PATHS_PER_INGRESS: usize = 1000;
 
 /// Build settings from the command line.
 #[derive(Debug, Clone)]
@@ -192,12 +191,9 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             params.namespaces.contains(&k.namespace) && is_our_class(ing, params, store)
         })
         .collect();
-    ingresses.sort_by(|(ka, a), (kb, b)| {
-        a.metadata
-            .creation_timestamp
-            .cmp(&b.metadata.creation_timestamp)
-            .then(ka.cmp(kb))
-    });
+    ingresses.sort_by(|(ka, a), (kb, b)| portico_ingress::oldest_first(a, b).then(ka.cmp(kb)));
+
+    let mut claims = Claims::default();
 
     for (key, ing) in ingresses {
         // Secrets are referenced (watched) even when the Ingress turns out bad, so fixing
@@ -209,33 +205,45 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         }
         let compiled = match compile(key, ing, store, params, caches, &mut used_backends) {
             Ok(c) => c,
-            Err(reason) => {
-                warnings.push(format!("Ingress {key} skipped: {reason}"));
+            Err(problems) => {
+                let reasons: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                warnings.push(format!("Ingress {key} skipped: {}", reasons.join("; ")));
                 skipped += 1;
                 continue;
             }
         };
         served += 1;
         for (host, rule) in compiled.rules {
-            let path = rule.path.clone();
-            if let Err(winner) = table.host_rules_mut(&host).insert(rule)
-                && winner.ingress != *key
-            {
-                warnings.push(format!(
-                    "Ingress {key}: host {host} path {:?} ({:?}) conflicts with older Ingress {}; not served",
-                    path.as_str(),
-                    path.kind,
-                    winner.ingress
-                ));
+            if let Err(winner) = claims.route(key, &host, &rule.path) {
+                let conflict = Conflict {
+                    loser: key.clone(),
+                    winner,
+                    contested: Contested::Route {
+                        host,
+                        path: rule.path,
+                    },
+                };
+                warnings.push(format!("Ingress {key}: {conflict}"));
+                continue;
             }
+            // Refused only when this Ingress names the same host+path twice: its first
+            // rule stays.
+            let _ = table.host_rules_mut(&host).insert(rule);
         }
-        if let Some(route) = compiled.default
-            && let Err(winner) = table.set_default_backend(route)
-        {
-            warnings.push(format!(
-                "Ingress {key}: defaultBackend ignored, older Ingress {} has one",
-                winner.ingress
-            ));
+        if let Some(route) = compiled.default {
+            match claims.default_backend(key) {
+                Ok(()) => {
+                    let _ = table.set_default_backend(route);
+                }
+                Err(winner) => {
+                    let conflict = Conflict {
+                        loser: key.clone(),
+                        winner,
+                        contested: Contested::DefaultBackend,
+                    };
+                    warnings.push(format!("Ingress {key}: {conflict}"));
+                }
+            }
         }
         for (host, secret_key) in compiled.tls {
             let Some(secret) = store.secrets.get(&secret_key) else {
@@ -304,196 +312,87 @@ fn compile(
     params: &Params,
     caches: &mut Caches,
     used_backends: &mut BTreeSet<BackendKey>,
-) -> Result<Compiled, String> {
-    let empty_spec = Default::default();
-    let spec = ing.spec.as_ref().unwrap_or(&empty_spec);
-    let annotations = ing.annotations();
-    let policy = match annotations.get(LOAD_BALANCE_ANNOTATION) {
-        Some(v) => v
-            .parse::<Policy>()
-            .map_err(|e| format!("annotation {LOAD_BALANCE_ANNOTATION}: {e}"))?,
+) -> Result<Compiled, Vec<Problem>> {
+    let checked = portico_ingress::check(
+        ing,
+        |name| store.services.get(&ObjectKey::new(&key.namespace, name)),
+        &Limits::default(),
+    )?;
+    let policy = match checked.load_balance {
+        // The shared grammar accepts only header names `http` does; this is a safety net.
+        Some(lb) => Policy::try_from(lb).map_err(|e| vec![Problem::LoadBalanceAnnotation(e)])?,
         None => params.default_policy.clone(),
     };
-    let ssl_redirect = match annotations.get(SSL_REDIRECT_ANNOTATION).map(|s| s.trim()) {
-        None => params.ssl_redirect,
-        Some("true") => true,
-        Some("false") => false,
-        Some(other) => {
-            return Err(format!(
-                "annotation {SSL_REDIRECT_ANNOTATION}: {other:?} is not \"true\" or \"false\""
-            ));
-        }
-    };
-
-    let rules: &[k8s_openapi::api::networking::v1::IngressRule] =
-        spec.rules.as_deref().unwrap_or_default();
-    let path_count: usize = rules
-        .iter()
-        .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
-        .sum();
-    if path_count > MAX_PATHS_PER_INGRESS {
-        return Err(format!(
-            "{path_count} paths, more than the limit of {MAX_PATHS_PER_INGRESS}"
-        ));
-    }
-
-    // TLS hosts of this Ingress; an entry without hosts covers all its rule hosts.
-    let mut tls = Vec::new();
-    for t in spec.tls.iter().flatten() {
-        let secret = t
-            .secret_name
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .map(|n| ObjectKey::new(&key.namespace, n));
-        let hosts: Vec<String> = match &t.hosts {
-            Some(h) if !h.is_empty() => h.clone(),
-            _ => rules.iter().filter_map(|r| r.host.clone()).collect(),
-        };
-        for h in hosts {
-            let host = HostPattern::parse(&h).map_err(|e| format!("spec.tls: {e}"))?;
-            if let Some(s) = &secret {
-                tls.push((host, s.clone()));
-            } else {
-                tls.push((host, ObjectKey::new(&key.namespace, "")));
-            }
-        }
-    }
+    let ssl_redirect = checked.ssl_redirect.unwrap_or(params.ssl_redirect);
     let has_tls = |host: &HostPattern| -> bool {
-        tls.iter().any(|(t, _)| match (t, host) {
+        checked.tls.iter().any(|t| match (&t.host, host) {
             (HostPattern::Any, _) | (_, HostPattern::Any) => false,
             (t, HostPattern::Exact(h)) => t.matches(h),
             (t, h) => t == h,
         })
     };
 
+    // One Route per (Service port, redirect), shared by the paths that name it.
     let mut routes: HashMap<(String, String), Arc<Route>> = HashMap::new();
-    let mut route_for = |backend: &IngressBackend,
-                         https_redirect: bool|
-     -> Result<Arc<Route>, String> {
-        let svc_backend = backend
-            .service
-            .as_ref()
-            .ok_or("backend without service (resource backends are not supported)")?;
-        let port = svc_backend
-            .port
-            .as_ref()
-            .ok_or_else(|| format!("backend service {} has no port", svc_backend.name))?;
-        let port_label = match (&port.name, port.number) {
-            (Some(n), _) if !n.is_empty() => n.clone(),
-            (_, Some(n)) => n.to_string(),
-            _ => {
-                return Err(format!(
-                    "backend service {} port has neither name nor number",
-                    svc_backend.name
-                ));
-            }
-        };
-        if let Some(r) = routes.get(&(
-            svc_backend.name.clone(),
-            format!("{port_label}/{https_redirect}"),
-        )) {
-            return Ok(r.clone());
+    let mut route_for = |b: &portico_ingress::Backend, https_redirect: bool| -> Arc<Route> {
+        let cache_key = (
+            b.service.clone(),
+            format!("{}/{https_redirect}", b.port_label),
+        );
+        if let Some(r) = routes.get(&cache_key) {
+            return r.clone();
         }
-        let svc_key = ObjectKey::new(&key.namespace, &svc_backend.name);
-        let svc = store
-            .services
-            .get(&svc_key)
-            .ok_or_else(|| format!("Service {svc_key} not found"))?;
-        if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            return Err(format!(
-                "Service {svc_key} is of type ExternalName, which is not served"
-            ));
-        }
-        let (port_name, app_protocol) =
-            resolve_service_port(svc, port.name.as_deref(), port.number)
-                .ok_or_else(|| format!("Service {svc_key} has no port {port_label}"))?;
-        let bkey = BackendKey::new(&key.namespace, &svc_backend.name, &port_name);
+        let bkey = BackendKey::new(&key.namespace, &b.service, &b.port_name);
         used_backends.insert(bkey.clone());
         let backend = caches.backends.get_or_create(store, bkey);
         let route = Arc::new(Route {
             ingress: key.clone(),
-            service: svc_backend.name.clone(),
+            service: b.service.clone(),
             backends: vec![RouteBackend {
                 backend,
-                protocol: UpstreamProtocol::from_app_protocol(app_protocol.as_deref()),
+                protocol: UpstreamProtocol::from_app_protocol(b.app_protocol.as_deref()),
                 weight: 1,
             }],
             policy: policy.clone(),
             https_redirect,
             metrics: caches
                 .route_metrics
-                .entry((key.clone(), svc_backend.name.clone()))
+                .entry((key.clone(), b.service.clone()))
                 .or_insert_with(|| {
-                    crate::metrics::RouteMetrics::new(&key.namespace, &key.name, &svc_backend.name)
+                    crate::metrics::RouteMetrics::new(&key.namespace, &key.name, &b.service)
                 })
                 .clone(),
         });
-        routes.insert(
-            (
-                svc_backend.name.clone(),
-                format!("{port_label}/{https_redirect}"),
-            ),
-            route.clone(),
-        );
-        Ok(route)
+        routes.insert(cache_key, route.clone());
+        route
     };
 
-    let mut compiled_rules = Vec::new();
-    for rule in rules {
-        let host = HostPattern::parse(rule.host.as_deref().unwrap_or(""))?;
-        let redirect = ssl_redirect && has_tls(&host);
-        for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
-            let kind = PathKind::parse(&p.path_type)?;
-            let path = PathMatch::new(kind, p.path.as_deref().unwrap_or("/"))?;
-            let route = route_for(&p.backend, redirect)?;
-            compiled_rules.push((
-                host.clone(),
-                PathRule {
-                    path,
-                    headers: vec![],
-                    route,
-                },
-            ));
-        }
+    let mut rules = Vec::with_capacity(checked.rules.len());
+    for rule in &checked.rules {
+        let redirect = ssl_redirect && has_tls(&rule.host);
+        rules.push((
+            rule.host.clone(),
+            PathRule {
+                path: rule.path.clone(),
+                headers: vec![],
+                route: route_for(&rule.backend, redirect),
+            },
+        ));
     }
-    let default = match &spec.default_backend {
-        Some(b) => Some(route_for(b, false)?),
-        None => None,
-    };
-    let tls = tls
+    let default = checked
+        .default_backend
+        .as_ref()
+        .map(|b| route_for(b, false));
+    let tls = checked
+        .tls
         .into_iter()
-        .filter(|(_, s)| !s.name.is_empty())
+        .filter_map(|t| Some((t.host, ObjectKey::new(&key.namespace, &t.secret?))))
         .collect();
     Ok(Compiled {
-        rules: compiled_rules,
+        rules,
         default,
         tls,
     })
-}
-
-/// Finds the Service port an Ingress names (by name or number); returns its name (`""` if
-/// unnamed, which is how EndpointSlice ports match) and appProtocol.
-fn resolve_service_port(
-    svc: &Service,
-    name: Option<&str>,
-    number: Option<i32>,
-) -> Option<(String, Option<String>)> {
-    let spec = svc.spec.as_ref()?;
-    if spec.type_.as_deref() == Some("ExternalName") {
-        return None;
-    }
-    let port = spec
-        .ports
-        .iter()
-        .flatten()
-        .find(|p| match name.filter(|n| !n.is_empty()) {
-            Some(n) => p.name.as_deref() == Some(n),
-            None => Some(p.port) == number,
-        })?;
-    Some((
-        port.name.clone().unwrap_or_default(),
-        port.app_protocol.clone(),
-    ))
 }
 
 #[cfg(test)]

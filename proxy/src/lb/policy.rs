@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use http::HeaderName;
+use portico_ingress::LoadBalance;
 
 use super::{Backend, Endpoint, EndpointSet};
 
@@ -32,21 +33,25 @@ pub enum Policy {
 impl FromStr for Policy {
     type Err = String;
 
+    /// The grammar lives in `portico-ingress`, which the operator validates annotations with.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "round-robin" => Ok(Policy::RoundRobin),
-            "least-request" => Ok(Policy::LeastRequest),
-            "cookie" => Ok(Policy::Cookie),
-            "client-ip" => Ok(Policy::ClientIp),
-            other => match other.strip_prefix("header:") {
-                Some(name) if !name.is_empty() => HeaderName::from_bytes(name.as_bytes())
-                    .map(Policy::Header)
-                    .map_err(|_| format!("invalid header name {name:?} in load-balance {s:?}")),
-                _ => Err(format!(
-                    "unknown load-balance {s:?}: expected round-robin, least-request, cookie, client-ip or header:<Header-Name>"
-                )),
-            },
-        }
+        Policy::try_from(s.parse::<LoadBalance>()?)
+    }
+}
+
+impl TryFrom<LoadBalance> for Policy {
+    type Error = String;
+
+    fn try_from(lb: LoadBalance) -> Result<Self, Self::Error> {
+        Ok(match lb {
+            LoadBalance::RoundRobin => Policy::RoundRobin,
+            LoadBalance::LeastRequest => Policy::LeastRequest,
+            LoadBalance::Cookie => Policy::Cookie,
+            LoadBalance::ClientIp => Policy::ClientIp,
+            LoadBalance::Header(name) => HeaderName::from_bytes(name.as_bytes())
+                .map(Policy::Header)
+                .map_err(|_| format!("invalid header name {name:?}"))?,
+        })
     }
 }
 

@@ -1,63 +1,7 @@
-//! Host patterns: exact, one-label wildcard (`*.foo.com`), or any host.
+//! Host patterns (exact, one-label wildcard `*.foo.com`, any host) come from
+//! `portico-ingress`, which both binaries judge Ingresses by; request hosts are normalized here.
 
-/// A rule's host, normalized to lowercase without a trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HostPattern {
-    Exact(String),
-    /// The suffix after `*.`.
-    Wildcard(String),
-    Any,
-}
-
-impl HostPattern {
-    /// Parses an Ingress rule host; `""` means any host.
-    pub fn parse(host: &str) -> Result<HostPattern, String> {
-        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-        if host.is_empty() {
-            return Ok(HostPattern::Any);
-        }
-        let (wild, rest) = match host.strip_prefix("*.") {
-            Some(rest) => (true, rest.to_string()),
-            None => (false, host.clone()),
-        };
-        let valid = !rest.is_empty()
-            && rest.len() <= 253
-            && rest.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !valid {
-            return Err(format!("invalid host {host:?}"));
-        }
-        Ok(if wild {
-            HostPattern::Wildcard(rest)
-        } else {
-            HostPattern::Exact(rest)
-        })
-    }
-
-    /// Whether a normalized request host falls under this pattern.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(h) => h == host,
-            HostPattern::Wildcard(suffix) => host.split_once('.').is_some_and(|(_, s)| s == suffix),
-            HostPattern::Any => true,
-        }
-    }
-}
-
-impl std::fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostPattern::Exact(h) => f.write_str(h),
-            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
-            HostPattern::Any => f.write_str("(any host)"),
-        }
-    }
-}
+pub use portico_ingress::HostPattern;
 
 /// Lowercases a request's Host/:authority and drops the port (and IPv6 brackets' port).
 pub fn normalize_request_host(host: &str) -> String {
@@ -80,22 +24,6 @@ pub fn normalize_request_host(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_and_match() {
-        assert_eq!(HostPattern::parse(""), Ok(HostPattern::Any));
-        assert_eq!(
-            HostPattern::parse("Foo.COM."),
-            Ok(HostPattern::Exact("foo.com".into()))
-        );
-        let w = HostPattern::parse("*.foo.com").expect("wildcard");
-        assert!(w.matches("bar.foo.com"));
-        assert!(!w.matches("baz.bar.foo.com"));
-        assert!(!w.matches("foo.com"));
-        assert!(HostPattern::parse("foo..com").is_err());
-        assert!(HostPattern::parse("a.*.com").is_err());
-        assert!(HostPattern::parse("white space.com").is_err());
-    }
 
     #[test]
     fn request_host_normalization() {

@@ -213,6 +213,20 @@ fn bad_ingresses_are_skipped_alone() {
         assert_eq!(lookup(&out.snapshot, host, "/"), None, "{host}");
     }
     assert_eq!(out.snapshot.ingresses_skipped, 5);
+    // The reasons are portico-ingress's, the same text the operator's Events carry.
+    assert!(
+        out.warnings.iter().any(|w| w.contains("a/regex skipped")
+            && w.contains("regular expressions are not supported")),
+        "{:?}",
+        out.warnings
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("a/missing-svc skipped: Service a/nope not found")),
+        "{:?}",
+        out.warnings
+    );
     for name in ["missing-svc", "regex", "huge", "bad-port", "bad-annotation"] {
         assert!(
             out.warnings

@@ -400,10 +400,12 @@ pub struct IngressControllerStatus {
     /// Namespaces whose Ingresses this instance serves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub served_namespaces: Vec<String>,
-    /// Ingresses of this class in served namespaces.
+    /// Ingresses of this class that the proxies serve, at least in part.
     #[serde(default)]
     pub ingresses_served: i32,
-    /// Ingresses of this class in namespaces the instance may not serve.
+    /// Ingresses of this class that are not served: in a namespace the instance may not
+    /// serve, invalid, or losing every host+path to an older Ingress. Each has a Warning
+    /// Event saying why.
     #[serde(default)]
     pub ingresses_rejected: i32,
     /// The generation this status describes.

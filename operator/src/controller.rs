@@ -6,16 +6,18 @@
 //!  Role, RoleBinding, ClusterRole(Binding) (labels) ┤
 //!  IngressClass (name / parameters) ────────────────┼─▶ reconcile(instance)
 //!  Namespace (labels, consent annotation) ──────────┤      │ finalizer: cleanup on delete
-//!  Ingress (class ─▶ TLS Secret names, status) ─────┘      ▼
+//!  Ingress (class ─▶ TLS Secret names, status) ─────┤      ▼
+//!  Service (in served namespaces: backends) ────────┘
 //!      served namespaces ─▶ class claim ─▶ builders ─▶ SSA: SA, RBAC, IngressClass,
 //!      Deployment, Service, PDB, HPA ─▶ prune stale RBAC ─▶ status + Ingress loadBalancer
+//!      ─▶ Warning Events on Ingresses the proxies skip (verdict.rs), once per problem
 //! ```
 //!
 //! A class owned by someone else (`ClassConflict`) stops everything but the status: the
 //! instance creates and modifies nothing. The class is claimed with a plain create, so two
 //! instances racing for a new class cannot both win.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +50,7 @@ use crate::resources::{
 };
 use crate::status::{self, Observed};
 use crate::tenancy::{self, ClassIngresses, InvalidSelector};
+use crate::verdict::{self, Services};
 
 /// Finalizer that removes what owner references cannot: cluster-scoped objects and RBAC in
 /// other namespaces.
@@ -64,7 +67,14 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per instance, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<IngressController>, u32>>,
+    /// Per instance, the Ingress Warnings already published and still true, so that each
+    /// problem gets one Event rather than one per reconcile. In memory: a restarted or
+    /// newly elected operator publishes the current ones once more.
+    published: Mutex<HashMap<ObjectRef<IngressController>, HashSet<PublishedWarning>>>,
 }
+
+/// (Ingress uid, reason, note): a recreated Ingress is a new one.
+type PublishedWarning = (String, &'static str, String);
 
 impl Context {
     pub fn new(
@@ -83,16 +93,18 @@ impl Context {
             settings,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            published: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Publishes an Event; false when the API refused it (logged).
     async fn event(
         &self,
         on: &impl Resource<DynamicType = ()>,
         type_: EventType,
         reason: &str,
         note: String,
-    ) {
+    ) -> bool {
         let event = Event {
             type_,
             reason: reason.into(),
@@ -100,9 +112,57 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &on.object_ref(&())).await {
-            warn!(error = %e, reason, "could not publish event");
+        match self.recorder.publish(&event, &on.object_ref(&())).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, reason, "could not publish event");
+                false
+            }
         }
+    }
+
+    /// Publishes the warnings not yet published for `instance`, and forgets those that no
+    /// longer hold (so that a problem that comes back is published again).
+    async fn warn_ingresses(
+        &self,
+        instance: &ObjectRef<IngressController>,
+        warnings: &[verdict::Warning<'_>],
+    ) {
+        let before = self
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(instance)
+            .unwrap_or_default();
+        let mut now = HashSet::new();
+        for w in warnings {
+            let key = (
+                w.ingress.uid().unwrap_or_default(),
+                w.reason,
+                w.note.clone(),
+            );
+            if now.contains(&key) {
+                continue;
+            }
+            if before.contains(&key)
+                || self
+                    .event(w.ingress, EventType::Warning, w.reason, w.note.clone())
+                    .await
+            {
+                now.insert(key);
+            }
+        }
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(instance.clone(), now);
+    }
+
+    fn forget_warnings(&self, instance: &ObjectRef<IngressController>) {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(instance);
     }
 
     fn backoff(&self, obj: &ObjectRef<IngressController>) -> Duration {
@@ -182,6 +242,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 move |ingress| instances_for_ingress(&store, &ingress)
             },
         )
+        // A Service appearing or changing ports can heal (or break) an Ingress naming it.
+        .watches(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            {
+                let store = store.clone();
+                move |service| instances_for_service(&store, &service)
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -249,6 +318,28 @@ fn instances_for_ingress(
                 ic.spec.class_name(&ic.name_any()),
                 ic.spec.is_default_class(),
             )
+        })
+        .map(|ic| ObjectRef::from_obj(ic.as_ref()))
+        .collect()
+}
+
+/// Instances that serve the Service's namespace (by their last status, or living there).
+fn instances_for_service(
+    store: &Store<IngressController>,
+    service: &Service,
+) -> Vec<ObjectRef<IngressController>> {
+    let Some(ns) = service.namespace() else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|ic| {
+            ic.namespace().as_deref() == Some(ns.as_str())
+                || ic
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.served_namespaces.contains(&ns))
         })
         .map(|ic| ObjectRef::from_obj(ic.as_ref()))
         .collect()
@@ -451,10 +542,25 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         }
     }
 
-    // 5. Status: the served Ingresses first, then the instance.
+    // 5. Which Ingresses the proxies will serve: the proxy's own rules, with the Services of
+    //    the namespaces they live in.
+    let mut services = Services::new();
+    let served_in: BTreeSet<String> = split.served.iter().filter_map(|i| i.namespace()).collect();
+    for ns in served_in {
+        let list = Api::<Service>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?;
+        services.insert(
+            ns,
+            list.items.into_iter().map(|s| (s.name_any(), s)).collect(),
+        );
+    }
+    let verdicts = verdict::judge(&split, &services, (&namespace, &name), &class);
+
+    // 6. Status: the served Ingresses first, then the instance.
     let addresses = status::addresses(&service);
     let load_balancer = status::ingress_load_balancer(&addresses);
-    for ingress in &split.served {
+    for ingress in &verdicts.served {
         let current = ingress
             .status
             .as_ref()
@@ -472,8 +578,8 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
             .await?;
         }
     }
-    // A rejected Ingress must not keep advertising an address it is no longer served on.
-    for ingress in &split.rejected {
+    // A rejected Ingress must not keep advertising an address it is not served on.
+    for ingress in &verdicts.rejected {
         let current = ingress
             .status
             .as_ref()
@@ -491,19 +597,8 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
             .await?;
         }
     }
-    let rejected = i32::try_from(split.rejected.len()).unwrap_or(i32::MAX);
-    if rejected != previous.ingresses_rejected {
-        for ingress in &split.rejected {
-            let note = format!(
-                "IngressClass {class} does not serve namespace {}: it needs the annotation {}: \"{namespace}/{name}\" \
-                 (or the instance's namespace trusted by the operator) and a match of spec.namespaceSelector",
-                ingress.namespace().unwrap_or_default(),
-                resources::CONSENT_ANNOTATION,
-            );
-            ctx.event(*ingress, EventType::Warning, "NamespaceNotServed", note)
-                .await;
-        }
-    }
+    ctx.warn_ingresses(&ObjectRef::from_obj(instance), &verdicts.warnings)
+        .await;
     let observed = Observed {
         generation: instance.metadata.generation,
         deployment: Some(&deployment),
@@ -515,8 +610,8 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         ready_replicas: status::ready_replicas(Some(&deployment)),
         addresses,
         served_namespaces: served,
-        ingresses_served: i32::try_from(split.served.len()).unwrap_or(i32::MAX),
-        ingresses_rejected: rejected,
+        ingresses_served: i32::try_from(verdicts.served.len()).unwrap_or(i32::MAX),
+        ingresses_rejected: i32::try_from(verdicts.rejected.len()).unwrap_or(i32::MAX),
         observed_generation: instance.metadata.generation,
     };
     write_status(instance, ctx, status).await?;
@@ -627,6 +722,7 @@ async fn cleanup(instance: &IngressController, ctx: &Context) -> Result<Action> 
         &owner,
     )
     .await?;
+    ctx.forget_warnings(&ObjectRef::from_obj(instance));
     info!(instance = %format!("{namespace}/{name}"), "cleaned up");
     Ok(Action::await_change())
 }

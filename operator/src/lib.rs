@@ -5,8 +5,9 @@
 //!  Deployment, Service, SA, PDB, HPA (owned) ─┤
 //!  Roles, RoleBindings, ClusterRoles (labelled) ─┼─▶ controller::reconcile ─▶ resources::* (pure)
 //!  Namespaces (consent, labels) ─┤                    │
-//!  Ingresses, IngressClasses ─┘                      ├─▶ apply (server-side, RBAC first)
-//!                                                     └─▶ status (instance + Ingress loadBalancer)
+//!  Ingresses, IngressClasses, Services ─┘            ├─▶ apply (server-side, RBAC first)
+//!                                                     ├─▶ status (instance + Ingress loadBalancer)
+//!                                                     └─▶ verdict (portico-ingress rules ─▶ Events)
 //! ```
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod resources;
 pub mod status;
 pub mod tenancy;
+pub mod verdict;
 
 pub use error::{Error, Result};
 pub mod runtime;

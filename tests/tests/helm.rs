@@ -801,7 +801,9 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         .create(&PostParams::default(), &instance)
         .await
         .context("create IngressController")?;
-    // An Ingress of the class in the consenting namespace: the operator writes its status.
+    // An Ingress of the class in the consenting namespace, naming a Service that exists (the
+    // operator validates backends as the proxy does): the operator writes its status.
+    portico_tests::fixtures::apply_service(&client, &shop, "shop", "http", 80, 8080).await?;
     let ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
         "metadata": { "name": "shop", "namespace": shop },
         "spec": { "ingressClassName": "web", "defaultBackend": { "service": { "name": "shop", "port": { "number": 80 } } } }

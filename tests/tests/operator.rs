@@ -873,6 +873,9 @@ async fn consent_and_trust_decide_served_namespaces() {
     .await;
 
     // An Ingress of the class in the guest is served and gets the address.
+    portico_tests::fixtures::apply_service(&client, &guest, "site", "http", 80, 8080)
+        .await
+        .expect("Service");
     let guest_ingresses: Api<Ingress> = Api::namespaced(client.clone(), &guest);
     let ingress = json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -1071,13 +1074,20 @@ async fn status_follows_the_deployment_and_is_published_on_ingresses() {
     .await;
 
     // Ingresses of the class (by field or legacy annotation) get the address; others do not.
+    portico_tests::fixtures::apply_service(&client, &ns, "site", "http", 80, 8080)
+        .await
+        .expect("Service");
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
     let make = |name: &str, class_field: Option<&str>, annotation: Option<&str>| {
         let mut metadata = json!({ "name": name, "namespace": ns });
         if let Some(a) = annotation {
             metadata["annotations"] = json!({ "kubernetes.io/ingress.class": a });
         }
-        let mut spec = json!({ "defaultBackend": { "service": { "name": "site", "port": { "number": 80 } } } });
+        // One host each: a class has one defaultBackend, so only the oldest of several
+        // Ingresses with nothing else would be served.
+        let mut spec = json!({ "rules": [{ "host": format!("{name}.example.com"), "http": { "paths": [
+            { "path": "/", "pathType": "Prefix", "backend": { "service": { "name": "site", "port": { "number": 80 } } } }
+        ] } }] });
         if let Some(c) = class_field {
             spec["ingressClassName"] = json!(c);
         }
@@ -1194,4 +1204,221 @@ async fn a_spec_the_operator_cannot_use_is_a_condition_and_an_event() {
         (condition(&ic, "Degraded")?.0 == "False").then_some(())
     })
     .await;
+}
+
+/// Warning Events (events.k8s.io/v1) about `name` in `ns` with `reason`.
+async fn events_on(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = events
+        .list(&ListParams::default())
+        .await
+        .expect("list Events");
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("Ingress") && r.name.as_deref() == Some(name)
+                })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ingresses_the_proxy_would_skip_get_an_event_and_are_counted_as_rejected() {
+    let (cp, client) = cluster().await;
+    let home = cp.new_namespace("verdict").await;
+    let guest = cp.new_namespace("verdict-guest").await;
+    let class = format!("{home}-class");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let label = json!({ "metadata": { "labels": { "portico-verdict-test": &home } } });
+    for n in [&home, &guest] {
+        namespaces
+            .patch(n, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .expect("label");
+    }
+    let consent = json!({ "metadata": { "annotations": { "portico.dev/allowed-ingress-controllers": format!("{home}/web") } } });
+    namespaces
+        .patch(&guest, &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .expect("consent");
+    apply_instance(
+        &client,
+        &home,
+        "web",
+        json!({
+            "ingressClassName": class,
+            "service": { "type": "ClusterIP" },
+            "namespaceSelector": { "matchLabels": { "portico-verdict-test": &home } },
+        }),
+    )
+    .await;
+    for ns in [&home, &guest] {
+        portico_tests::fixtures::apply_service(&client, ns, "site", "http", 80, 8080)
+            .await
+            .expect("Service");
+    }
+    let site = |ns: &str, name: &str, host: &str, path: &str, kind: &str, service: &str| {
+        portico_tests::fixtures::ingress(ns, name, &class, host, &[(path, kind, service, "http")])
+    };
+    let apply = |body: Value| {
+        let client = client.clone();
+        async move {
+            portico_tests::fixtures::apply_ingress(&client, body)
+                .await
+                .expect("apply Ingress")
+        }
+    };
+    apply(site(
+        &home,
+        "good",
+        "shop.example.com",
+        "/",
+        "Prefix",
+        "site",
+    ))
+    .await;
+    apply(site(
+        &home,
+        "regex",
+        "api.example.com",
+        "/api/(.*)",
+        "ImplementationSpecific",
+        "site",
+    ))
+    .await;
+    apply(site(
+        &home,
+        "missing",
+        "m.example.com",
+        "/",
+        "Prefix",
+        "nope",
+    ))
+    .await;
+    // creationTimestamp has one-second resolution: make "good" the older one for sure.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    apply(site(
+        &guest,
+        "newer",
+        "shop.example.com",
+        "/",
+        "Prefix",
+        "site",
+    ))
+    .await;
+
+    let home_ingresses: Api<Ingress> = Api::namespaced(client.clone(), &home);
+    let guest_ingresses: Api<Ingress> = Api::namespaced(client.clone(), &guest);
+    let has_address = |i: &Ingress| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .is_some_and(|l| !l.is_empty())
+    };
+
+    // The status counts what the proxies will do: one served, three not.
+    eventually("ingressesServed = 1, ingressesRejected = 3", || async {
+        let status = get_opt(&instances(&client, &home), "web").await?.status?;
+        (status.ingresses_served == 1 && status.ingresses_rejected == 3).then_some(())
+    })
+    .await;
+    eventually("the valid Ingress to get the address", || async {
+        get_opt(&home_ingresses, "good").await.filter(has_address)
+    })
+    .await;
+
+    // One Warning Event per problem, on the Ingress itself, saying what to fix.
+    let regex = eventually("an IngressRejected Event on the regex Ingress", || async {
+        let events = events_on(&client, &home, "regex", "IngressRejected").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    let note = regex[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("/api/(.*)") && note.contains("regular expressions are not supported"),
+        "{note}"
+    );
+    let missing = eventually(
+        "an IngressRejected Event on the missing-Service Ingress",
+        || async {
+            let events = events_on(&client, &home, "missing", "IngressRejected").await;
+            (!events.is_empty()).then_some(events)
+        },
+    )
+    .await;
+    let note = missing[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&format!("Service {home}/nope not found")),
+        "{note}"
+    );
+    let conflict = eventually("an IngressConflict Event on the newer Ingress", || async {
+        let events = events_on(&client, &guest, "newer", "IngressConflict").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    let note = conflict[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("shop.example.com") && note.contains(&format!("older Ingress {home}/good")),
+        "{note}"
+    );
+    assert!(
+        events_on(&client, &home, "good", "IngressConflict")
+            .await
+            .is_empty(),
+        "the older Ingress is not the one in conflict"
+    );
+    for (api, name) in [
+        (&home_ingresses, "regex"),
+        (&home_ingresses, "missing"),
+        (&guest_ingresses, "newer"),
+    ] {
+        let ingress = api.get(name).await.expect("get Ingress");
+        assert!(!has_address(&ingress), "{name} advertises an address");
+    }
+
+    // Further reconciles (an Ingress changed) publish nothing again.
+    let touch = json!({ "metadata": { "annotations": { "portico-test/touched": "1" } } });
+    home_ingresses
+        .patch("good", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .expect("touch");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = events_on(&client, &home, "regex", "IngressRejected").await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(
+        again[0].series.is_none(),
+        "the Event was published again: {:?}",
+        again[0].series
+    );
+
+    // Creating the missing Service heals that Ingress (the operator watches Services).
+    portico_tests::fixtures::apply_service(&client, &home, "nope", "http", 80, 8080)
+        .await
+        .expect("Service");
+    eventually("the healed Ingress to get the address", || async {
+        get_opt(&home_ingresses, "missing")
+            .await
+            .filter(has_address)
+    })
+    .await;
+    eventually("ingressesServed = 2, ingressesRejected = 2", || async {
+        let status = get_opt(&instances(&client, &home), "web").await?.status?;
+        (status.ingresses_served == 2 && status.ingresses_rejected == 2).then_some(())
+    })
+    .await;
+    assert!(
+        get_opt(&home_ingresses, "good")
+            .await
+            .is_some_and(|i| has_address(&i)),
+        "the older Ingress keeps serving"
+    );
 }

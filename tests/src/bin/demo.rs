@@ -187,6 +187,21 @@ async fn main() -> Result<()> {
         ),
     )
     .await?;
+    // A broken Ingress in team A's class: skipped alone, with an Event, never a reload.
+    apply_ingress(
+        &client,
+        ingress(
+            "team-a",
+            "broken",
+            "team-a",
+            "broken.example.com",
+            &[("/v(1|2)/.*", "Prefix", "shop", "http")],
+        ),
+    )
+    .await?;
+    println!(
+        "    team-a/broken  class team-a  broken.example.com  /v(1|2)/.* (a regex: not an Ingress path)"
+    );
     println!("    team-a/shop    class team-a  shop.example.com  / → shop, /api → api");
     println!("    team-b/blog    class team-b  blog.example.com  / → blog");
     println!(
@@ -294,6 +309,35 @@ async fn main() -> Result<()> {
         "    team A's proxy, sneaky.example.com → {s3} (team-b/sneaky names class team-a, but team-b is not served by team-a)"
     );
 
+    step("a bad Ingress breaks only itself");
+    let (s4, b4) = get(a.clone(), "shop.example.com", "/").await?;
+    println!("    team A's proxy, shop.example.com   → {s4} {b4} (still served)");
+    let (s5, _) = get(a.clone(), "broken.example.com", "/v1/x").await?;
+    println!("    team A's proxy, broken.example.com → {s5} (skipped)");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "team-a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Vec<_> = events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken"))
+            .collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            for e in found {
+                println!(
+                    "    Event on Ingress team-a/broken: {} {}: {}",
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default()
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     step("status written by the operator (kubectl get ingresscontrollers -A)");
     for team in ["team-a", "team-b"] {
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), team, &resource);
@@ -319,16 +363,22 @@ async fn main() -> Result<()> {
             })
             .unwrap_or_default();
         println!(
-            "    {team}/edge: class {}, ready replicas {}, addresses {}, served namespaces {}, ingresses served {}, conditions {}",
+            "    {team}/edge: class {}, ready replicas {}, addresses {}, served namespaces {}, ingresses served {} rejected {}, conditions {}",
             status["ingressClassName"],
             status["readyReplicas"],
             status["addresses"],
             status["servedNamespaces"],
             status["ingressesServed"],
+            status["ingressesRejected"],
             conditions.join(" ")
         );
     }
-    for (ns, name) in [("team-a", "shop"), ("team-b", "blog"), ("team-b", "sneaky")] {
+    for (ns, name) in [
+        ("team-a", "shop"),
+        ("team-a", "broken"),
+        ("team-b", "blog"),
+        ("team-b", "sneaky"),
+    ] {
         let ing = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), ns)
             .get(name)
             .await?;

@@ -1,7 +1,7 @@
 # Images for a real cluster: `docker build --target operator -t <registry>/portico-operator:0.1.0 .`
 # and `--target proxy -t <registry>/portico-proxy:0.1.0`. Not built by the tests: the
 # development machines have no container runtime (README, "Install on a real cluster").
-FROM rust:1.88-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p portico-operator -p portico-proxy --bins

@@ -66,6 +66,8 @@ pub struct Sample {
     /// Share of the proxy CPU used by anything but the contender during the run (noise:
     /// other work on the machine), percent.
     pub foreign_cpu_pct: f64,
+    /// The same for the load CPU: anything this run did not start, percent.
+    pub foreign_load_cpu_pct: f64,
 }
 
 impl Sample {
@@ -100,6 +102,9 @@ async fn run_one(
 ) -> Result<Sample> {
     let before = sys::cpu_time(c.pid());
     let busy_before = sys::cpu_busy(sys::PROXY_CPU);
+    let me = std::process::id();
+    let load_busy_before = sys::cpu_busy(sys::LOAD_CPU);
+    let ours_before = sys::cpu_time_with_reaped(me) - sys::cpu_time_with_reaped(c.pid());
     let wall = std::time::Instant::now();
     let http = format!("http://{}", c.http_addr());
     let https = format!("https://{}", c.https_addr());
@@ -144,6 +149,10 @@ async fn run_one(
     let cpu: CpuTime = sys::cpu_time(c.pid()).since(&before);
     let busy = sys::cpu_busy(sys::PROXY_CPU) - busy_before;
     let foreign_cpu_pct = ((busy - cpu.total()) / wall.elapsed().as_secs_f64() * 100.0).max(0.0);
+    // Everything this driver started except the contender runs on the load CPU.
+    let ours = sys::cpu_time_with_reaped(me) - sys::cpu_time_with_reaped(c.pid()) - ours_before;
+    let load_busy = sys::cpu_busy(sys::LOAD_CPU) - load_busy_before;
+    let foreign_load_cpu_pct = ((load_busy - ours) / wall.elapsed().as_secs_f64() * 100.0).max(0.0);
     let per = |secs: f64| {
         if t.requests > 0 {
             secs * 1e6 / t.requests as f64
@@ -161,6 +170,7 @@ async fn run_one(
         cpu_sys_us: per(cpu.system),
         achieved_rate: achieved,
         foreign_cpu_pct,
+        foreign_load_cpu_pct,
     })
 }
 
@@ -178,7 +188,7 @@ pub async fn run_case(setup: &Setup<'_>, case: Case) -> Result<CaseResult> {
             let c = &setup.contenders[(i + rep) % n];
             let s = run_one(setup, c, case, setup.duration).await?;
             println!(
-                "    rep {} {:<8} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7} µs  cpu {:>5.1} µs/req  errors {}  (others on CPU {}: {:.0}%)",
+                "    rep {} {:<8} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7} µs  cpu {:>5.1} µs/req  errors {}  (others: CPU {} {:.0}%, CPU {} {:.0}%)",
                 rep + 1,
                 c.kind.name(),
                 s.rps,
@@ -189,7 +199,9 @@ pub async fn run_case(setup: &Setup<'_>, case: Case) -> Result<CaseResult> {
                 s.cpu_us(),
                 s.errors,
                 sys::PROXY_CPU,
-                s.foreign_cpu_pct
+                s.foreign_cpu_pct,
+                sys::LOAD_CPU,
+                s.foreign_load_cpu_pct
             );
             samples.entry(c.kind).or_default().push(s);
         }

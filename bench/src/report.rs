@@ -150,22 +150,30 @@ impl Report {
             sys::PROXY_CPU,
             sys::LOAD_CPU
         );
-        let foreign: Vec<f64> = self
-            .compare
-            .iter()
-            .flat_map(|c| c.samples.values().flatten().map(|x| x.foreign_cpu_pct))
-            .collect();
-        if !foreign.is_empty() {
-            let max = foreign.iter().copied().fold(0.0, f64::max);
+        let noise = |f: fn(&Sample) -> f64| -> Vec<f64> {
+            self.compare
+                .iter()
+                .flat_map(|c| c.samples.values().flatten().map(f))
+                .collect()
+        };
+        let (proxy_cpu, load_cpu) = (
+            noise(|x| x.foreign_cpu_pct),
+            noise(|x| x.foreign_load_cpu_pct),
+        );
+        if !proxy_cpu.is_empty() {
+            let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
             let _ = writeln!(
                 s,
-                "Noise: load average {} when the run started; other processes used a median {:.1}% (max {:.1}%) of \
-                 CPU {} during the comparison runs{}.\n",
+                "Noise: load average {} when the run started; during the comparison runs other processes used a \
+                 median {:.1}% (max {:.1}%) of CPU {} and {:.1}% (max {:.1}%) of CPU {}{}.\n",
                 self.load_at_start,
-                crate::compare::median(foreign.clone()),
-                max,
+                crate::compare::median(proxy_cpu.clone()),
+                max(&proxy_cpu),
                 sys::PROXY_CPU,
-                if max > 5.0 {
+                crate::compare::median(load_cpu.clone()),
+                max(&load_cpu),
+                sys::LOAD_CPU,
+                if max(&proxy_cpu) > 5.0 || max(&load_cpu) > 10.0 {
                     " — the machine was not quiet, so treat the figures with care"
                 } else {
                     ""
@@ -523,6 +531,11 @@ impl Report {
                         "CPU µs/request",
                         |x| Some(x.cpu_us()),
                         |v| format!("{v:.2}"),
+                    ),
+                    (
+                        "proxy core busy %",
+                        |x| Some(x.cpu_us() * x.rps / 1e4),
+                        |v| format!("{v:.0}"),
                     ),
                     (
                         "failed requests",

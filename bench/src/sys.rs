@@ -95,6 +95,24 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     tree
 }
 
+/// CPU seconds of a process tree including its children that have exited and been reaped
+/// (`cutime`/`cstime`): the load generators finish before the measurement ends.
+pub fn cpu_time_with_reaped(pid: u32) -> f64 {
+    let ticks = clock_ticks();
+    process_tree(pid)
+        .into_iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let rest = &text[text.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let sum: u64 = (11..=14)
+                .filter_map(|i| f.get(i)?.parse::<u64>().ok())
+                .sum();
+            Some(sum as f64 / ticks)
+        })
+        .sum()
+}
+
 pub fn cpu_time(pid: u32) -> CpuTime {
     let ticks = clock_ticks();
     let mut t = CpuTime::default();
@@ -107,9 +125,9 @@ pub fn cpu_time(pid: u32) -> CpuTime {
     t
 }
 
-/// Busy seconds of one CPU since boot in task context and stolen by the hypervisor
-/// (/proc/stat user, nice, system, steal). Interrupt and softirq time are left out: the
-/// proxy's own loopback traffic is processed there, so they are not a sign of other work.
+/// Busy seconds of one CPU since boot (/proc/stat: everything but idle and iowait). A
+/// task's stime includes the softirq work done in its context, so irq and softirq time
+/// count here too; what ksoftirqd does for our traffic shows up as other work.
 pub fn cpu_busy(cpu: &str) -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let label = format!("cpu{cpu} ");
@@ -122,7 +140,7 @@ pub fn cpu_busy(cpu: &str) -> f64 {
                 .filter_map(|v| v.parse().ok())
                 .collect();
             // user nice system idle iowait irq softirq steal
-            let busy: f64 = [0, 1, 2, 7].iter().filter_map(|&i| f.get(i)).sum();
+            let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
             busy / clock_ticks()
         })
         .unwrap_or(0.0)

@@ -173,10 +173,26 @@ impl Report {
                 crate::compare::median(load_cpu.clone()),
                 max(&load_cpu),
                 sys::LOAD_CPU,
-                if max(&proxy_cpu) > 5.0 || max(&load_cpu) > 10.0 {
-                    " — the machine was not quiet, so treat the figures with care"
-                } else {
-                    ""
+                {
+                    let noisy = proxy_cpu
+                        .iter()
+                        .zip(&load_cpu)
+                        .filter(|(p, l)| **p > 5.0 || **l > 5.0)
+                        .count();
+                    match noisy {
+                        0 => String::new(),
+                        n if n * 10 <= proxy_cpu.len() => {
+                            format!(
+                                "; {n} of {} runs saw more than 5% on either CPU",
+                                proxy_cpu.len()
+                            )
+                        }
+                        n => format!(
+                            "; {n} of {} runs saw more than 5% on either CPU — the machine was not quiet, so treat \
+                             the figures with care",
+                            proxy_cpu.len()
+                        ),
+                    }
                 }
             );
         }
@@ -599,6 +615,29 @@ impl Report {
              rustls in the HTTPS ratios. CPU per request is the proxy's utime+stime (/proc/<pid>/stat) over the \
              requests served; latency under saturation is mostly queueing: compare it as \"no worse than\".\n"
         );
+        let load_bound: Vec<String> = self
+            .compare
+            .iter()
+            .filter(|c| !matches!(c.case, Case::FixedRate { .. }))
+            .filter(|c| {
+                [Kind::Portico, Kind::Nginx, Kind::Haproxy]
+                    .iter()
+                    .any(|&k| {
+                        c.median_of(k, |x| Some(x.cpu_us() * x.rps / 1e4))
+                            .is_some_and(|b| b < 90.0)
+                    })
+            })
+            .map(|c| c.case.title())
+            .collect();
+        if !load_bound.is_empty() {
+            let _ = writeln!(
+                s,
+                "A saturating run measures a proxy only while its core is the bottleneck. In {} a contender's core \
+                 stayed below 90% busy: the load core ran out first, so req/s there says little; compare CPU per \
+                 request instead.\n",
+                load_bound.join("; ")
+            );
+        }
     }
 }
 

@@ -34,8 +34,8 @@ const SMALL_CLASS: &str = "portico-scale-small";
 const SMALL_INGRESSES: usize = 10;
 const CONCURRENCY: usize = 48;
 const RATE: f64 = 10_000.0;
-const REPS: usize = 3;
-const RUN: Duration = Duration::from_secs(5);
+const REPS: usize = 5;
+const RUN: Duration = Duration::from_secs(6);
 const CHANGES: usize = 5;
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -84,7 +84,10 @@ impl Client {
         if !fresh && let Some(c) = self.take_idle(addr, proto).await {
             return Ok(c);
         }
-        self.connect(addr, proto).await
+        // Boxed: the connect future (TCP, TLS, HTTP handshakes) is ~2.5 KB, and inlined it
+        // would make every request's future that large, copied on each move. Connecting is
+        // the rare path; pooled requests should not pay for it.
+        Box::pin(self.connect(addr, proto)).await
     }
 
     async fn take_idle(&self, addr: SocketAddr, proto: UpstreamProtocol) -> Option<Checkout> {
@@ -110,6 +113,13 @@ impl Client {
                 continue;
             }
             let mut sender = idle.sender;
+            // Usually ready already: skip setting up the timer below.
+            if sender.is_ready() {
+                return Some(Checkout {
+                    conn: Conn::H1(sender),
+                    reused: true,
+                });
+            }
             // After a clean body end the connection becomes ready at once; do not wait long.
             match tokio::time::timeout(Duration::from_millis(20), sender.ready()).await {
                 Ok(Ok(())) => {

@@ -43,6 +43,13 @@ fn protected(name: &HeaderName) -> bool {
 /// ones). With `upgrade` set (a WebSocket handshake), `Connection: upgrade` and `Upgrade`
 /// are kept so the next hop sees the handshake. `TE: trailers` is kept (gRPC needs it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names instead of a dozen hashed
+    // lookups. (`Connection`, `Upgrade` and `TE` are in the list, so with none present
+    // there is nothing named, nothing to keep and nothing to remove.)
+    let hop = hop_by_hop();
+    if !headers.keys().any(|n| hop.contains(&n)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -175,14 +182,28 @@ pub fn forwarded(
 
 /// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP`, replacing whatever the client sent.
 pub fn apply_forwarded(headers: &mut HeaderMap, f: &Forwarded) {
-    let set = |headers: &mut HeaderMap, name: &HeaderName, value: &str| {
-        headers.remove(name);
-        if let Ok(v) = HeaderValue::from_str(value) {
+    // `insert` replaces every earlier value of the name.
+    let set = |headers: &mut HeaderMap, name: &HeaderName, value: &str| match HeaderValue::from_str(
+        value,
+    ) {
+        Ok(v) => {
             headers.insert(name.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(name);
         }
     };
     set(headers, &X_FORWARDED_FOR, &f.xff);
-    set(headers, &X_FORWARDED_PROTO, &f.proto);
+    match f.proto.as_str() {
+        // The only values `forwarded` produces: no copy, no validation.
+        "http" => {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        "https" => {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+        }
+        other => set(headers, &X_FORWARDED_PROTO, other),
+    }
     match &f.host {
         Some(h) => set(headers, &X_FORWARDED_HOST, h),
         None => {

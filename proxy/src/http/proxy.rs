@@ -154,7 +154,11 @@ impl Proxy {
             authority.as_deref(),
             &self.settings.trusted_proxies,
         );
-        let affinity = cookie(req.headers(), AFFINITY_COOKIE).map(str::to_string);
+        // Only `cookie` affinity reads the cookie.
+        let affinity = match route.policy {
+            Policy::Cookie => cookie(req.headers(), AFFINITY_COOKIE).map(str::to_string),
+            _ => None,
+        };
         let hash_header = match &route.policy {
             Policy::Header(name) => req
                 .headers()
@@ -189,13 +193,16 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
         apply_forwarded(&mut parts.headers, &fwd);
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+        let path_and_query = || {
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into())
+        };
         match rb.protocol {
             UpstreamProtocol::H2c => {
+                let path_and_query = path_and_query();
                 parts.headers.remove(header::HOST);
                 let auth = authority.clone().unwrap_or_else(|| "upstream".into());
                 parts.uri = Uri::builder()
@@ -214,7 +221,16 @@ impl Proxy {
                         HeaderValue::from_str(&h).map_err(|_| ProxyError::BadRequest)?,
                     );
                 }
-                parts.uri = path_and_query.parse().map_err(|_| ProxyError::BadRequest)?;
+                // An origin-form target (`/path?query`, the usual case) is already what
+                // the upstream gets: keep it rather than print and parse it again.
+                let origin_form = parts.uri.scheme().is_none()
+                    && parts.uri.authority().is_none()
+                    && parts.uri.path_and_query().is_some();
+                if !origin_form {
+                    parts.uri = path_and_query()
+                        .parse()
+                        .map_err(|_| ProxyError::BadRequest)?;
+                }
                 parts.version = Version::HTTP_11;
             }
         }

@@ -1,10 +1,13 @@
 //! Host patterns (exact, one-label wildcard `*.foo.com`, any host) come from
 //! `portico-ingress`, which both binaries judge Ingresses by; request hosts are normalized here.
 
+use std::borrow::Cow;
+
 pub use portico_ingress::HostPattern;
 
 /// Lowercases a request's Host/:authority and drops the port (and IPv6 brackets' port).
-pub fn normalize_request_host(host: &str) -> String {
+/// Borrows when the host is lowercase already (the usual case): no allocation per request.
+pub fn normalize_request_host(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
@@ -18,7 +21,12 @@ pub fn normalize_request_host(host: &str) -> String {
             _ => host,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]

@@ -8,3 +8,4 @@ pub mod error;
 pub mod headers;
 pub mod proxy;
 pub mod server;
+pub mod target;

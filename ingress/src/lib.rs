@@ -17,6 +17,7 @@ mod conflict;
 mod host;
 mod load_balance;
 mod path;
+mod size;
 
 pub use check::{
     Backend, Checked, LOAD_BALANCE_ANNOTATION, Limits, MAX_PATHS_PER_INGRESS, MAX_PROBLEMS,
@@ -26,3 +27,4 @@ pub use conflict::{Claims, Conflict, Contested, IngressKey, Resolution, conflict
 pub use host::HostPattern;
 pub use load_balance::LoadBalance;
 pub use path::{MAX_PATH_LEN, PathKind, PathMatch};
+pub use size::parse_size;

@@ -138,6 +138,10 @@ pub struct IngressControllerSpec {
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("trustedProxyCIDRs must be CIDRs such as 10.0.0.0/8 or fd00::/8"))]
     pub trusted_proxy_cidrs: Option<Vec<String>>,
 
+    /// How the proxy judges untrusted requests (docs/security.md, "Edge hardening").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSettings>,
+
     /// Scale the fleet with a HorizontalPodAutoscaler on CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
@@ -342,6 +346,57 @@ pub struct Timeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub idle: Option<String>,
+    /// Idle timeout of an upgraded (WebSocket) connection (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    pub tunnel_idle: Option<String>,
+}
+
+/// Request hardening of the instance. The defaults are the safe ones; each setting loosens
+/// one rule for apps that need it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSettings {
+    /// `Reject` (default): a path holding `%2F`, `%5C` or a backslash gets 400. `Keep`:
+    /// they are passed on as they are, encoded, and never treated as separators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoded_slashes: Option<EncodedSlashes>,
+    /// `Drop` (default): request headers whose names hold `_` are removed, so a backend
+    /// that folds `_` into `-` cannot be handed a forged `X_Forwarded_For`. `Keep`: passed on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_with_underscores: Option<UnderscoreHeaders>,
+    /// Largest request body, in ingress-nginx's syntax: bytes with an optional `k`, `m` or
+    /// `g` suffix; `0` is no limit (default `1m`, as ingress-nginx). 413 beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,12}[kKmMgG]?$"))]
+    pub max_request_body_size: Option<String>,
+    /// Open downstream connections per proxy pod (default 16384); beyond it a new
+    /// connection is closed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_connections: Option<i32>,
+    /// Concurrent streams per downstream HTTP/2 connection (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub http2_max_concurrent_streams: Option<i32>,
+    /// Initial flow-control window of a downstream HTTP/2 stream in bytes (default 65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 65_535, max = 16_777_216))]
+    pub http2_initial_stream_window_size: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum EncodedSlashes {
+    #[default]
+    Reject,
+    Keep,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UnderscoreHeaders {
+    #[default]
+    Drop,
+    Keep,
 }
 
 /// A HorizontalPodAutoscaler on CPU.

@@ -1,14 +1,17 @@
 //! Admin server: `/metrics`, `/healthz` (process alive), `/readyz` (first full sync done
-//! and not draining).
+//! and not draining). It stays answerable under a flood: its own small connection cap, a
+//! header-read timeout and a bounded connection age, apart from the traffic listeners'.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -48,27 +51,52 @@ pub fn route(health: &Health, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// Open admin connections at most (probes and a scraper need a handful). Beyond it a new
+/// connection is closed at once, so a flood cannot hold the listener.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request head on the admin port.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest an admin connection stays open.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+
 pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: CancellationToken) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(16 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(16);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
                     warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = stop.cancelled() => return,
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let health = health.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req| {
                 let health = health.clone();
                 async move { Ok::<_, Infallible>(route(&health, &req)) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(MAX_CONNECTION_AGE, conn).await;
         });
     }
 }

@@ -79,6 +79,37 @@ pub struct Args {
     #[arg(long, env = "PORTICO_MIN_TLS_VERSION", default_value = "1.2", value_parser = ["1.2", "1.3"])]
     pub min_tls_version: String,
 
+    /// Open downstream connections per pod, over both listeners; beyond it a new connection
+    /// is closed at once.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// An upgraded (WebSocket) connection with no bytes moving for this long is closed.
+    #[arg(long, env = "PORTICO_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
+    /// Concurrent streams per downstream HTTP/2 connection.
+    #[arg(long, env = "PORTICO_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Initial flow-control window of a downstream HTTP/2 stream, in bytes.
+    #[arg(long, env = "PORTICO_HTTP2_INITIAL_STREAM_WINDOW", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(65_535..=16_777_216))]
+    pub http2_initial_stream_window: u32,
+
+    /// Largest request body, in ingress-nginx's size syntax (`1m`, `512k`; `0`: no limit);
+    /// 413 beyond it. Parsed to bytes; 0 is no limit.
+    #[arg(long, env = "PORTICO_MAX_REQUEST_BODY_SIZE", default_value = "1m", value_parser = parse_body_size)]
+    pub max_request_body_size: u64,
+
+    /// `reject` answers 400 to a path with `%2F`, `%5C` or `\\`; `keep` passes them on as
+    /// they are (encoded, not separators), for apps that need encoded slashes.
+    #[arg(long, env = "PORTICO_ENCODED_SLASHES", default_value = "reject", value_parser = ["reject", "keep"])]
+    pub encoded_slashes: String,
+
+    /// `drop` removes request headers whose names hold `_` (as nginx does); `keep` passes them.
+    #[arg(long, env = "PORTICO_UNDERSCORES_IN_HEADERS", default_value = "drop", value_parser = ["drop", "keep"])]
+    pub underscores_in_headers: String,
+
     /// After SIGTERM: not ready, still serving, then close.
     #[arg(long, env = "PORTICO_DRAIN_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub drain_period: Duration,
@@ -122,6 +153,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
     }
     Ok(total)
+}
+
+fn parse_body_size(s: &str) -> Result<u64, String> {
+    portico_ingress::parse_size(s).map(|limit| limit.unwrap_or(0))
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {

@@ -103,6 +103,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         request_timeout: args.request_timeout,
         hsts: args.hsts,
         https_port: args.https_port,
+        allow_encoded_slashes: args.encoded_slashes == "keep",
+        keep_underscores: args.underscores_in_headers == "keep",
+        tunnel_idle_timeout: args.tunnel_idle_timeout,
+        max_body_size: (args.max_request_body_size > 0).then_some(args.max_request_body_size),
     };
     let tls_config =
         portico_proxy::tls::server_config(shared.clone(), args.min_tls_version == "1.3")
@@ -110,6 +114,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
     let stop = CancellationToken::new();
     let drain_bound = args.request_timeout + Duration::from_secs(1);
+    // One connection limit for the whole pod, across listeners and workers.
+    let mut limits = server::Limits::new(
+        args.max_connections as usize,
+        args.idle_timeout,
+        drain_bound,
+    );
+    limits.http2_max_concurrent_streams = args.http2_max_concurrent_streams;
+    limits.http2_initial_stream_window = args.http2_initial_stream_window;
     let http_addr = SocketAddr::new(args.bind_address, args.http_port);
     let https_addr = SocketAddr::new(args.bind_address, args.https_port);
     let mut threads = Vec::new();
@@ -125,7 +137,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             client: upstream.clone(),
             settings: settings.clone(),
         });
-        let (acceptor, stop, idle) = (acceptor.clone(), stop.clone(), args.idle_timeout);
+        let (acceptor, stop, limits) = (acceptor.clone(), stop.clone(), limits.clone());
         let thread = std::thread::Builder::new()
             .name(format!("portico-worker-{i}"))
             .spawn(move || -> anyhow::Result<()> {
@@ -149,18 +161,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             None,
                             proxy.clone(),
                             stop.clone(),
-                            idle,
-                            drain_bound
+                            limits.clone(),
                         ),
-                        server::serve(
-                            "https",
-                            https,
-                            Some(acceptor),
-                            proxy,
-                            stop,
-                            idle,
-                            drain_bound
-                        ),
+                        server::serve("https", https, Some(acceptor), proxy, stop, limits,),
                     );
                     pruner.abort();
                     anyhow::Ok(())

@@ -1,7 +1,9 @@
 //! Prometheus metrics on a registry of our own. Labels stay low-cardinality: namespace,
 //! ingress, service, status class, error kind — never host or path.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -21,6 +23,8 @@ pub struct Metrics {
     pub backend_endpoints: IntGaugeVec,
     pub ingresses: IntGaugeVec,
     pub connections: IntGaugeVec,
+    pub connections_refused: IntCounterVec,
+    pub log_lines_suppressed: prometheus::IntCounter,
 }
 
 #[allow(clippy::expect_used)] // metric definitions are constants; failing here is a bug
@@ -89,6 +93,19 @@ fn new_metrics() -> Metrics {
         &["listener"],
     )
     .expect("metric");
+    let connections_refused = IntCounterVec::new(
+        Opts::new(
+            "connections_refused_total",
+            "Downstream connections closed at once because the connection limit was reached",
+        ),
+        &["listener"],
+    )
+    .expect("metric");
+    let log_lines_suppressed = prometheus::IntCounter::new(
+        "log_lines_suppressed_total",
+        "Upstream-error log lines not written because their route was over its budget",
+    )
+    .expect("metric");
     for c in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(request_duration.clone()),
@@ -99,6 +116,8 @@ fn new_metrics() -> Metrics {
         Box::new(backend_endpoints.clone()),
         Box::new(ingresses.clone()),
         Box::new(connections.clone()),
+        Box::new(connections_refused.clone()),
+        Box::new(log_lines_suppressed.clone()),
     ] {
         registry.register(c).expect("register");
     }
@@ -113,6 +132,8 @@ fn new_metrics() -> Metrics {
         backend_endpoints,
         ingresses,
         connections,
+        connections_refused,
+        log_lines_suppressed,
     }
 }
 
@@ -143,6 +164,29 @@ pub fn remove_backend_endpoints(b: &Backend) {
 pub struct RouteMetrics {
     by_class: [prometheus::IntCounter; 5],
     duration: Histogram,
+    log_budget: Arc<LogBudget>,
+}
+
+/// Upstream-error log lines a route may write per second; the rest are only counted
+/// (`portico_log_lines_suppressed_total`), so one failing backend cannot flood the log.
+pub const LOG_LINES_PER_SECOND: u32 = 5;
+
+#[derive(Debug, Default)]
+struct LogBudget {
+    /// The second (since the process started) the count below belongs to.
+    second: AtomicU64,
+    used: AtomicU32,
+}
+
+impl LogBudget {
+    fn allow(&self) -> bool {
+        static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+        let now = START.elapsed().as_secs();
+        if self.second.swap(now, Ordering::Relaxed) != now {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < LOG_LINES_PER_SECOND
+    }
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -158,7 +202,30 @@ impl RouteMetrics {
             duration: METRICS
                 .request_duration
                 .with_label_values(&[namespace, ingress]),
+            log_budget: Arc::default(),
         }
+    }
+
+    /// Whether an upstream-error line for this route may be logged now; counts it as
+    /// suppressed when not.
+    pub fn allow_log(&self) -> bool {
+        let allowed = self.log_budget.allow();
+        if !allowed {
+            METRICS.log_lines_suppressed.inc();
+        }
+        allowed
+    }
+
+    /// Drops the exported series of one Ingress's route.
+    pub fn remove(namespace: &str, ingress: &str, service: &str) {
+        for c in CLASSES {
+            let _ = METRICS
+                .requests
+                .remove_label_values(&[namespace, ingress, service, c]);
+        }
+        let _ = METRICS
+            .request_duration
+            .remove_label_values(&[namespace, ingress]);
     }
 
     /// Requests that matched no route.
@@ -184,4 +251,35 @@ pub fn encode() -> String {
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_error_lines_are_rate_limited_per_route() {
+        let a = RouteMetrics::new("ns", "log-a", "svc");
+        let b = RouteMetrics::new("ns", "log-b", "svc");
+        let before = METRICS.log_lines_suppressed.get();
+        let allowed = (0..20).filter(|_| a.allow_log()).count() as u32;
+        // A second boundary may fall inside the loop: at most two windows' worth.
+        assert!(
+            (LOG_LINES_PER_SECOND..=2 * LOG_LINES_PER_SECOND).contains(&allowed),
+            "{allowed}"
+        );
+        assert!(
+            METRICS.log_lines_suppressed.get() - before >= 20 - 2 * LOG_LINES_PER_SECOND as u64
+        );
+        assert!(b.allow_log(), "another route has its own budget");
+    }
+
+    #[test]
+    fn a_removed_route_takes_its_series_with_it() {
+        let m = RouteMetrics::new("ns", "gone", "svc");
+        m.observe(200, 0.01);
+        assert!(encode().contains(r#"ingress="gone""#));
+        RouteMetrics::remove("ns", "gone", "svc");
+        assert!(!encode().contains(r#"ingress="gone""#));
+    }
 }

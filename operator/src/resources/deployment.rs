@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Inputs;
-use crate::api::{TlsVersion, normalize_duration, parse_duration};
+use crate::api::{
+    EncodedSlashes, TlsVersion, UnderscoreHeaders, normalize_duration, parse_duration,
+};
 
 /// The unprivileged user of the distroless proxy image.
 pub const PROXY_UID: i64 = 65532;
@@ -26,6 +28,7 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
     let spec = &inputs.instance.spec;
     let ports = spec.ports();
     let tls = spec.tls.clone().unwrap_or_default();
+    let http = spec.http.clone().unwrap_or_default();
     let mut args = vec![
         format!("--ingress-class={}", inputs.class_name()),
         format!("--namespaces={}", inputs.served_namespaces.join(",")),
@@ -62,6 +65,45 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
             match tls.min_version.unwrap_or_default() {
                 TlsVersion::V1_2 => "1.2",
                 TlsVersion::V1_3 => "1.3",
+            }
+        ),
+        format!(
+            "--tunnel-idle-timeout={}",
+            normalize_duration(
+                spec.timeouts
+                    .as_ref()
+                    .and_then(|t| t.tunnel_idle.as_deref())
+                    .unwrap_or("1h")
+            )
+        ),
+        format!(
+            "--max-connections={}",
+            http.max_connections.unwrap_or(16_384)
+        ),
+        format!(
+            "--http2-max-concurrent-streams={}",
+            http.http2_max_concurrent_streams.unwrap_or(100)
+        ),
+        format!(
+            "--http2-initial-stream-window={}",
+            http.http2_initial_stream_window_size.unwrap_or(65_536)
+        ),
+        format!(
+            "--max-request-body-size={}",
+            http.max_request_body_size.as_deref().unwrap_or("1m")
+        ),
+        format!(
+            "--encoded-slashes={}",
+            match http.encoded_slashes.unwrap_or_default() {
+                EncodedSlashes::Reject => "reject",
+                EncodedSlashes::Keep => "keep",
+            }
+        ),
+        format!(
+            "--underscores-in-headers={}",
+            match http.headers_with_underscores.unwrap_or_default() {
+                UnderscoreHeaders::Drop => "drop",
+                UnderscoreHeaders::Keep => "keep",
             }
         ),
         format!(

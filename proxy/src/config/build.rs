@@ -286,11 +286,16 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
 
     caches.backends.retain(&used_backends);
     caches.certs.retain(|k| referenced_secrets.contains(k));
-    // Forget handles of Ingresses that are gone (their exported series stay, as counters do).
+    // Ingresses that are gone take their series with them: a tenant churning Ingress
+    // names must not grow the proxy's memory and every scrape without bound.
     let live: std::collections::HashSet<&ObjectKey> = store.ingresses.keys().collect();
-    caches
-        .route_metrics
-        .retain(|(ing, _), _| live.contains(ing));
+    caches.route_metrics.retain(|(ing, service), _| {
+        let keep = live.contains(ing);
+        if !keep {
+            crate::metrics::RouteMetrics::remove(&ing.namespace, &ing.name, service);
+        }
+        keep
+    });
 
     Output {
         snapshot: Snapshot {

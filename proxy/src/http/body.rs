@@ -1,8 +1,11 @@
-//! Response bodies: one boxed type for proxied and generated responses, and an upstream
-//! body that reports when it ends (to return the connection to the pool and end the
-//! endpoint's in-flight count).
+//! Bodies on the proxy path: one boxed type for proxied and generated responses; an
+//! upstream response body that reports when it ends (to return the connection to the pool
+//! and end the endpoint's in-flight count); and the request body sent upstream, which
+//! enforces the size limit and says afterwards what became of it.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -80,5 +83,107 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         let clean = self.inner.is_end_stream();
         self.finish(clean);
+    }
+}
+
+/// The downstream request body on its way upstream: it enforces the body size limit on
+/// bodies whose length was not declared up front (chunked, HTTP/2), and tells the proxy
+/// afterwards whether there was a body at all, whether it was too large, and whether the
+/// client broke it.
+pub struct RequestBody {
+    inner: Incoming,
+    /// `None` for a request without a body: nothing to wait for.
+    state: Option<Arc<BodyState>>,
+    limit: Option<u64>,
+    seen: u64,
+}
+
+#[derive(Default)]
+struct BodyState {
+    too_large: AtomicBool,
+    client_failed: AtomicBool,
+}
+
+/// What became of a [`RequestBody`]; cheap to check after the response head.
+#[derive(Clone)]
+pub struct BodySent(Option<Arc<BodyState>>);
+
+impl BodySent {
+    /// The request had a body (its bytes went onto the upstream connection).
+    pub fn carried_body(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The client's body failed to parse (a malformed chunk, for example).
+    pub fn client_failed(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|s| s.client_failed.load(Ordering::Acquire))
+    }
+
+    /// Stopped because it grew past the limit.
+    pub fn was_too_large(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|s| s.too_large.load(Ordering::Acquire))
+    }
+}
+
+/// The body outgrew the request body limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct TooLarge(pub u64);
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+        // Most requests carry no body: no allocation for them.
+        let state = (!inner.is_end_stream()).then(|| Arc::new(BodyState::default()));
+        RequestBody {
+            inner,
+            state,
+            limit,
+            seen: 0,
+        }
+    }
+
+    pub fn sent(&self) -> BodySent {
+        BodySent(self.state.clone())
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.seen += data.len() as u64;
+            if let Some(limit) = self.limit
+                && self.seen > limit
+            {
+                if let Some(s) = &self.state {
+                    s.too_large.store(true, Ordering::Release);
+                }
+                return Poll::Ready(Some(Err(Box::new(TooLarge(limit)))));
+            }
+        }
+        if let (Poll::Ready(Some(Err(_))), Some(s)) = (&polled, &self.state) {
+            s.client_failed.store(true, Ordering::Release);
+        }
+        polled.map_err(|e| Box::new(e) as Self::Error)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -8,26 +8,53 @@
 //!   h2c: one shared multiplexed connection per endpoint ─ clone ─ else connect
 //! response body ends cleanly ─▶ checkin (HTTP/1.1)
 //! ```
+//!
+//! A connection goes back to the pool only when it cannot carry anything of the last
+//! exchange into the next one (the caller decides; see `proxy.rs`, phase 7): the request
+//! had no body, the response was read to its end, and nothing else is buffered or waiting.
+//! hyper fails a connection that becomes readable while idle (bytes left after a response,
+//! data or EOF on a pooled connection) and signals readiness only after that check;
+//! checkout takes only ready connections and also peeks at the socket itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::body::RequestBody;
 use crate::routing::UpstreamProtocol;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 pub enum Conn {
-    H1(http1::SendRequest<Incoming>),
-    H2(http2::SendRequest<Incoming>),
+    H1(H1Conn),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+/// An HTTP/1.1 upstream connection: hyper's sender, and a duplicate of the socket's file
+/// descriptor to look at it directly. hyper fails an idle connection that becomes
+/// readable, but only once the runtime has told it the socket is readable; bytes that came
+/// in since (an answer to a request the backend found in an earlier body) would be read as
+/// the next client's response. So checkout peeks at the socket itself first.
+pub struct H1Conn {
+    pub sender: http1::SendRequest<RequestBody>,
+    probe: std::net::TcpStream,
+}
+
+impl H1Conn {
+    /// Data or EOF waiting on a connection that owes nobody a response.
+    fn has_unsolicited_bytes(&self) -> bool {
+        !matches!(
+            self.probe.peek(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
 }
 
 pub struct Checkout {
@@ -49,7 +76,7 @@ pub enum ConnectError {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Incoming>,
+    conn: H1Conn,
     since: Instant,
 }
 
@@ -57,7 +84,7 @@ type Key = (SocketAddr, UpstreamProtocol);
 
 pub struct Client {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
     tls: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -109,27 +136,28 @@ impl Client {
                 let stack = map.get_mut(&(addr, proto))?;
                 stack.pop()?
             };
-            if idle.since.elapsed() > self.idle_timeout || idle.sender.is_closed() {
+            if idle.since.elapsed() > self.idle_timeout || idle.conn.sender.is_closed() {
                 continue;
             }
-            let mut sender = idle.sender;
-            // Usually ready already: skip setting up the timer below.
-            if sender.is_ready() {
-                return Some(Checkout {
-                    conn: Conn::H1(sender),
-                    reused: true,
-                });
+            let mut conn = idle.conn;
+            // Usually ready already: skip setting up the timer below. After a clean body
+            // end the connection becomes ready at once; do not wait long.
+            if !conn.sender.is_ready()
+                && !matches!(
+                    tokio::time::timeout(Duration::from_millis(20), conn.sender.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
+                continue;
             }
-            // After a clean body end the connection becomes ready at once; do not wait long.
-            match tokio::time::timeout(Duration::from_millis(20), sender.ready()).await {
-                Ok(Ok(())) => {
-                    return Some(Checkout {
-                        conn: Conn::H1(sender),
-                        reused: true,
-                    });
-                }
-                _ => continue,
+            if conn.has_unsolicited_bytes() {
+                debug!(%addr, "pooled connection has unsolicited bytes; closing it");
+                continue;
             }
+            return Some(Checkout {
+                conn: Conn::H1(conn),
+                reused: true,
+            });
         }
     }
 
@@ -140,20 +168,15 @@ impl Client {
     }
 
     /// Returns an HTTP/1.1 connection whose response was read to the end.
-    pub fn checkin(
-        &self,
-        addr: SocketAddr,
-        proto: UpstreamProtocol,
-        sender: http1::SendRequest<Incoming>,
-    ) {
-        if sender.is_closed() {
+    pub fn checkin(&self, addr: SocketAddr, proto: UpstreamProtocol, conn: H1Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         if let Ok(mut map) = self.idle.lock() {
             let stack = map.entry((addr, proto)).or_default();
             if stack.len() < MAX_IDLE_PER_ENDPOINT {
                 stack.push(Idle {
-                    sender,
+                    conn,
                     since: Instant::now(),
                 });
             }
@@ -165,7 +188,7 @@ impl Client {
         if let Ok(mut map) = self.idle.lock() {
             let timeout = self.idle_timeout;
             for stack in map.values_mut() {
-                stack.retain(|i| i.since.elapsed() <= timeout && !i.sender.is_closed());
+                stack.retain(|i| i.since.elapsed() <= timeout && !i.conn.sender.is_closed());
             }
             map.retain(|_, s| !s.is_empty());
         }
@@ -186,11 +209,18 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         debug!(%addr, ?proto, "upstream connected");
         match proto {
-            UpstreamProtocol::Http1 => Ok(Checkout {
-                conn: Conn::H1(h1_handshake(TokioIo::new(tcp)).await?),
-                reused: false,
-            }),
+            UpstreamProtocol::Http1 => {
+                let (tcp, probe) = with_probe(tcp)?;
+                Ok(Checkout {
+                    conn: Conn::H1(H1Conn {
+                        sender: h1_handshake(TokioIo::new(tcp)).await?,
+                        probe,
+                    }),
+                    reused: false,
+                })
+            }
             UpstreamProtocol::Https => {
+                let (tcp, probe) = with_probe(tcp)?;
                 let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
                 let tls =
                     match tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
@@ -200,7 +230,10 @@ impl Client {
                         Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
                     };
                 Ok(Checkout {
-                    conn: Conn::H1(h1_handshake(TokioIo::new(tls)).await?),
+                    conn: Conn::H1(H1Conn {
+                        sender: h1_handshake(TokioIo::new(tls)).await?,
+                        probe,
+                    }),
                     reused: false,
                 })
             }
@@ -227,7 +260,14 @@ impl Client {
     }
 }
 
-async fn h1_handshake<T>(io: T) -> Result<http1::SendRequest<Incoming>, hyper::Error>
+/// The stream and a duplicate of its socket, which shares its non-blocking mode.
+fn with_probe(tcp: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let std = tcp.into_std()?;
+    let probe = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, probe))
+}
+
+async fn h1_handshake<T>(io: T) -> Result<http1::SendRequest<RequestBody>, hyper::Error>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

@@ -4,13 +4,22 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::{Body, full};
+use super::target::{HostError, PathError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route for this host and path")]
     NotFound,
-    #[error("request has no usable host")]
-    BadRequest,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("bad request path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("bad request host: {0}")]
+    BadHost(#[from] HostError),
+    #[error("request body larger than the limit")]
+    PayloadTooLarge,
+    #[error("host is not covered by the certificate chosen for this connection's SNI")]
+    Misdirected,
     #[error("no endpoints available for {0}")]
     NoEndpoints(String),
     #[error("connect to upstream failed: {0}")]
@@ -19,18 +28,18 @@ pub enum ProxyError {
     Timeout,
     #[error("upstream request failed: {0}")]
     Upstream(String),
-    #[error("proxy is shutting down")]
-    ShuttingDown,
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NotFound => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
-            ProxyError::NoEndpoints(_) | ProxyError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
+            ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadHost(_) => {
+                StatusCode::BAD_REQUEST
             }
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -89,5 +98,12 @@ mod tests {
             502
         );
         assert_eq!(ProxyError::Timeout.into_response().status(), 504);
+        assert_eq!(ProxyError::Misdirected.into_response().status(), 421);
+        assert_eq!(
+            ProxyError::from(PathError::EncodedSlash)
+                .into_response()
+                .status(),
+            400
+        );
     }
 }

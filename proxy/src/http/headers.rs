@@ -1,4 +1,5 @@
-//! Header handling on the proxy path: hop-by-hop stripping and `X-Forwarded-*`.
+//! Header handling on the proxy path: hop-by-hop stripping, what a client may not send a
+//! backend, and `X-Forwarded-*`.
 
 use std::net::IpAddr;
 
@@ -11,9 +12,11 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// Headers meaningful for one connection only (RFC 9110 §7.6.1, plus the usual extras).
-fn hop_by_hop() -> [&'static HeaderName; 9] {
+/// Headers meaningful for one connection only (RFC 9110 §7.6.1, plus the usual extras;
+/// `HTTP2-Settings` belongs to an `h2c` upgrade, which is never passed on).
+fn hop_by_hop() -> [&'static HeaderName; 10] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
@@ -24,19 +27,49 @@ fn hop_by_hop() -> [&'static HeaderName; 9] {
         &header::UPGRADE,
         &header::PROXY_AUTHENTICATE,
         &header::PROXY_AUTHORIZATION,
+        &HTTP2_SETTINGS,
     ]
 }
 
-/// Headers the proxy itself sets or relies on: a `Connection` header cannot remove them.
+/// Forwarding headers that backends believe: set by the proxy or by a trusted front load
+/// balancer, never by an untrusted client (`X-Original-URL` and `X-Rewrite-URL` make some
+/// frameworks route on a path the proxy never judged).
+fn is_forwarding(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-")
+        || n == "forwarded"
+        || n == "x-real-ip"
+        || n == "x-original-url"
+        || n == "x-rewrite-url"
+}
+
+/// Headers the proxy itself sets or relies on, and those a trusted front load balancer
+/// adds: a client's `Connection` header cannot remove them.
 fn protected(name: &HeaderName) -> bool {
     *name == header::HOST
-        || *name == X_FORWARDED_FOR
-        || *name == X_FORWARDED_PROTO
-        || *name == X_FORWARDED_HOST
-        || *name == X_REAL_IP
+        || is_forwarding(name)
         || *name == header::SET_COOKIE
         || *name == header::STRICT_TRANSPORT_SECURITY
         || *name == header::COOKIE
+}
+
+/// Removes what a client may not hand a backend: header names with an underscore (a
+/// backend that folds `_` into `-`, as CGI-style stacks do, would read `X_Forwarded_For`
+/// as `X-Forwarded-For`; nginx drops them too) unless `keep_underscores`, and, from a peer
+/// that is not a trusted proxy, the forwarding headers the proxy does not set itself.
+/// Call it before `apply_forwarded`, which then sets its own.
+pub fn sanitize_request(headers: &mut HeaderMap, trusted_peer: bool, keep_underscores: bool) {
+    let drop = |n: &HeaderName| {
+        (!keep_underscores && n.as_str().contains('_')) || (!trusted_peer && is_forwarding(n))
+    };
+    // The usual request has none: one pass over the names, nothing allocated.
+    if !headers.keys().any(drop) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
+    for name in names {
+        headers.remove(&name);
+    }
 }
 
 /// Removes hop-by-hop headers and those the `Connection` header names (never protected
@@ -86,9 +119,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Whether a request asks for a protocol upgrade (WebSocket).
+/// Whether a request asks for a WebSocket upgrade, the only protocol tunnelled. Any other
+/// `Upgrade` (`h2c` above all: it would hand the client a raw HTTP/2 connection to the
+/// backend, past every rule the proxy applies per request) is stripped as hop-by-hop and
+/// the request goes on as an ordinary one.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    let websocket = match (upgrades.next(), upgrades.next()) {
+        (Some(v), None) => v.as_bytes().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    websocket
         && headers
             .get_all(header::CONNECTION)
             .iter()
@@ -116,6 +157,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub struct Forwarded {
     /// The client as best known: the right-most untrusted address.
     pub client_ip: IpAddr,
+    /// The peer is a trusted proxy: its forwarding headers are believed and kept.
+    pub trusted_peer: bool,
     pub xff: String,
     pub proto: String,
     pub host: Option<String>,
@@ -134,6 +177,7 @@ pub fn forwarded(
     if !is_trusted(peer, trusted) {
         return Forwarded {
             client_ip: peer,
+            trusted_peer: false,
             xff: peer.to_string(),
             proto: own_proto.into(),
             host: host.map(str::to_string),
@@ -174,6 +218,7 @@ pub fn forwarded(
         .or_else(|| host.map(str::to_string));
     Forwarded {
         client_ip,
+        trusted_peer: true,
         xff,
         proto,
         host: fwd_host,
@@ -294,6 +339,71 @@ mod tests {
         assert_eq!(m.get("connection").expect("connection"), "upgrade");
         assert_eq!(m.get("upgrade").expect("upgrade"), "websocket");
         assert!(m.get("sec-websocket-key").is_some());
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_tunnelled() {
+        let mut m = h(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ]);
+        assert!(!is_upgrade_request(&m));
+        strip_hop_by_hop(&mut m, false);
+        assert!(m.is_empty(), "h2c upgrade stripped: {m:?}");
+        let two = h(&[("connection", "upgrade"), ("upgrade", "websocket, h2c")]);
+        assert!(!is_upgrade_request(&two));
+        let ws = h(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert!(is_upgrade_request(&ws));
+    }
+
+    #[test]
+    fn underscores_and_untrusted_forwarding_headers_are_dropped() {
+        let all = [
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x-user_id", "admin"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-app", "kept"),
+        ];
+        let mut m = h(&all);
+        sanitize_request(&mut m, false, false);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m.get("x-app").expect("x-app"), "kept");
+
+        let mut kept = h(&all);
+        sanitize_request(&mut kept, true, true);
+        assert_eq!(kept.len(), all.len(), "trusted peer, underscores kept");
+
+        let mut trusted = h(&all);
+        sanitize_request(&mut trusted, true, false);
+        assert!(trusted.get("x_forwarded_for").is_none());
+        assert_eq!(trusted.get("forwarded").expect("kept"), "for=1.2.3.4");
+    }
+
+    #[test]
+    fn connection_cannot_remove_a_front_balancers_headers() {
+        let mut m = h(&[
+            (
+                "connection",
+                "forwarded, x-forwarded-port, x-forwarded-prefix, x-hop",
+            ),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/app"),
+            ("x-hop", "1"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        assert!(m.get("forwarded").is_some());
+        assert!(m.get("x-forwarded-port").is_some());
+        assert!(m.get("x-forwarded-prefix").is_some());
+        assert!(m.get("x-hop").is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! ```
 //! Errors from any phase become responses in one place: `ProxyError::into_response`.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,19 +23,24 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
-use super::body::{Body, UpstreamBody, empty};
-use super::client::{Client, Conn};
+use super::body::{Body, RequestBody, UpstreamBody, empty};
+use super::client::{Client, Conn, H1Conn};
 use super::error::ProxyError;
-use super::headers::{apply_forwarded, cookie, forwarded, is_upgrade_request, strip_hop_by_hop};
+use super::headers::{
+    apply_forwarded, cookie, forwarded, is_upgrade_request, sanitize_request, strip_hop_by_hop,
+};
+use super::server::{Activity, ActivityIo};
+use super::target::{PathOptions, normalize_path, validate_host};
 use crate::config::{SharedSnapshot, Snapshot};
 use crate::lb::{AFFINITY_COOKIE, EJECTION_TIME, EndpointSet, InFlight, Pick, PickKey, Policy};
 use crate::metrics::{METRICS, RouteMetrics};
-use crate::routing::{Route, RouteBackend, RouteMatch, UpstreamProtocol, normalize_request_host};
+use crate::routing::{Route, RouteBackend, RouteMatch, UpstreamProtocol};
+use crate::tls::CertTable;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -44,6 +50,14 @@ pub struct Settings {
     pub hsts: bool,
     /// For redirect `Location`s (omitted when 443).
     pub https_port: u16,
+    /// Keep `%2F`/`%5C` in paths as they are instead of answering 400.
+    pub allow_encoded_slashes: bool,
+    /// Pass header names with underscores to backends instead of dropping them.
+    pub keep_underscores: bool,
+    /// An upgraded (WebSocket) connection with no bytes moving for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// Largest request body in bytes (413 beyond it); `None`: no limit.
+    pub max_body_size: Option<u64>,
 }
 
 pub struct Proxy {
@@ -52,17 +66,23 @@ pub struct Proxy {
     pub settings: Settings,
 }
 
-/// Facts about the downstream connection.
-#[derive(Debug, Clone, Copy)]
+/// Facts about the downstream connection, shared by its requests (and a tunnel made from
+/// it, which so stays counted against the connection limit).
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The TLS client's SNI, lowercased.
+    pub sni: Option<Box<str>>,
+    pub activity: Activity,
+    /// The connection's place under the listener's limit, released when the last holder ends.
+    pub slot: OwnedSemaphorePermit,
 }
 
 /// Per-request context, filled phase by phase.
 struct Ctx {
     start: Instant,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     snapshot: Arc<Snapshot>,
     route: Option<Arc<Route>>,
     endpoint: Option<SocketAddr>,
@@ -72,7 +92,15 @@ struct Ctx {
 const HSTS_VALUE: &str = "max-age=31536000";
 
 impl Proxy {
-    pub async fn handle(self: Arc<Self>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let conn_activity = conn.clone();
+        let _active = conn_activity
+            .activity
+            .request(req.version() == Version::HTTP_2);
         let mut ctx = Ctx {
             start: Instant::now(),
             conn,
@@ -90,13 +118,15 @@ impl Proxy {
                     if !matches!(e, ProxyError::Connect(_)) {
                         METRICS.upstream_errors.with_label_values(&[kind]).inc();
                     }
-                    warn!(
-                        ingress = ctx.route.as_ref().map(|r| r.ingress.to_string()),
-                        endpoint = ctx.endpoint.map(|e| e.to_string()),
-                        attempts = ctx.attempts,
-                        error = %e,
-                        "upstream error"
-                    );
+                    if ctx.route.as_ref().is_none_or(|r| r.metrics.allow_log()) {
+                        warn!(
+                            ingress = ctx.route.as_ref().map(|r| r.ingress.to_string()),
+                            endpoint = ctx.endpoint.map(|e| e.to_string()),
+                            attempts = ctx.attempts,
+                            error = %e,
+                            "upstream error"
+                        );
+                    }
                 }
                 e.into_response()
             }
@@ -110,33 +140,53 @@ impl Proxy {
         ctx: &mut Ctx,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
-        // 1 request_filter
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
-        let host = normalize_request_host(authority.as_deref().unwrap_or(""));
+        // 1 request_filter: one framing, one validated host and a normalized path, or 400/421
+        // hyper reads a body with both framings as chunked (and closes after it); an edge
+        // refuses it, as the request smuggling it usually is.
+        if req.headers().contains_key(header::TRANSFER_ENCODING)
+            && req.headers().contains_key(header::CONTENT_LENGTH)
+        {
+            return Err(ProxyError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        let authority = request_authority(&req)?;
+        let host = match authority.as_deref() {
+            Some(a) => validate_host(a)?,
+            None => Cow::Borrowed(""),
+        };
+        if ctx.conn.tls && misdirected(&ctx.snapshot.certs, ctx.conn.sni.as_deref(), &host) {
+            return Err(ProxyError::Misdirected);
+        }
+        let path_opts = PathOptions {
+            allow_encoded_slashes: self.settings.allow_encoded_slashes,
+        };
+        // `Some` only when normalizing changed the path (rare): the upstream gets it.
+        let normalized = match normalize_path(req.uri().path(), path_opts) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(p)) => Some(p),
+            Err(e) => return Err(e.into()),
+        };
 
         // 2 route
-        let route = match ctx
-            .snapshot
-            .routes
-            .find(&host, req.uri().path(), req.headers())
-        {
+        let path = normalized.as_deref().unwrap_or(req.uri().path());
+        let route = match ctx.snapshot.routes.find(&host, path, req.headers()) {
             RouteMatch::Rule(r) | RouteMatch::Default(r) => r.clone(),
             RouteMatch::NotFound => return Err(ProxyError::NotFound),
         };
         ctx.route = Some(route.clone());
 
+        // A declared length over the limit is refused before anything is sent upstream;
+        // an undeclared one is counted as it streams (RequestBody).
+        if let Some(limit) = self.settings.max_body_size
+            && declared_length(req.headers()).is_some_and(|n| n > limit)
+        {
+            return Err(ProxyError::PayloadTooLarge);
+        }
+
         // 3 redirect
         if !ctx.conn.tls && route.https_redirect {
-            return Ok(self.redirect(&host, req.uri()));
+            return Ok(self.redirect(&host, normalized.as_deref(), req.uri()));
         }
 
         // 4 upstream_peer (the endpoint set is loaded once: pick and retries see one set)
@@ -192,48 +242,50 @@ impl Proxy {
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
+        sanitize_request(
+            &mut parts.headers,
+            fwd.trusted_peer,
+            self.settings.keep_underscores,
+        );
         apply_forwarded(&mut parts.headers, &fwd);
-        let path_and_query = || {
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "/".into())
-        };
         match rb.protocol {
             UpstreamProtocol::H2c => {
-                let path_and_query = path_and_query();
+                let path_and_query = upstream_path_and_query(normalized.as_deref(), &parts.uri);
                 parts.headers.remove(header::HOST);
-                let auth = authority.clone().unwrap_or_else(|| "upstream".into());
+                let auth = authority.as_deref().unwrap_or("upstream");
                 parts.uri = Uri::builder()
                     .scheme("http")
-                    .authority(auth.as_str())
-                    .path_and_query(path_and_query.as_str())
+                    .authority(auth)
+                    .path_and_query(path_and_query.as_ref())
                     .build()
-                    .map_err(|_| ProxyError::BadRequest)?;
+                    .map_err(|_| ProxyError::BadRequest("upstream URI"))?;
                 parts.version = Version::HTTP_2;
             }
             UpstreamProtocol::Http1 | UpstreamProtocol::Https => {
-                if !parts.headers.contains_key(header::HOST) {
-                    let h = authority.clone().ok_or(ProxyError::BadRequest)?;
-                    parts.headers.insert(
-                        header::HOST,
-                        HeaderValue::from_str(&h).map_err(|_| ProxyError::BadRequest)?,
-                    );
+                // The host judged is the host sent: an absolute-form target's authority
+                // replaces the Host header (RFC 9112 §3.2.2), and HTTP/2's `:authority`
+                // becomes one.
+                if (parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST))
+                    && let Some(a) = authority.as_deref()
+                {
+                    let v = HeaderValue::from_str(a).map_err(|_| ProxyError::BadRequest("host"))?;
+                    parts.headers.insert(header::HOST, v);
                 }
-                // An origin-form target (`/path?query`, the usual case) is already what
-                // the upstream gets: keep it rather than print and parse it again.
+                // An origin-form target (`/path?query`, the usual case) whose path needed
+                // no normalizing is already what the upstream gets: keep it.
                 let origin_form = parts.uri.scheme().is_none()
                     && parts.uri.authority().is_none()
                     && parts.uri.path_and_query().is_some();
-                if !origin_form {
-                    parts.uri = path_and_query()
+                if !origin_form || normalized.is_some() {
+                    parts.uri = upstream_path_and_query(normalized.as_deref(), &parts.uri)
                         .parse()
-                        .map_err(|_| ProxyError::BadRequest)?;
+                        .map_err(|_| ProxyError::BadRequest("upstream URI"))?;
                 }
                 parts.version = Version::HTTP_11;
             }
         }
+        let body = RequestBody::new(body, self.settings.max_body_size);
+        let body_sent = body.sent();
         let up_req = Request::from_parts(parts, body);
 
         // 6 connect and send, under the request timeout
@@ -242,10 +294,25 @@ impl Proxy {
             self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, up_req),
         )
         .await;
-        let (mut resp, h1_sender, pick, in_flight) = match sent {
+        let (mut resp, mut h1_sender, pick, in_flight) = match sent {
             Err(_) => return Err(ProxyError::Timeout),
+            Ok(Err(_)) if body_sent.was_too_large() => return Err(ProxyError::PayloadTooLarge),
+            // The client's body broke (a malformed chunk): its fault, not the backend's.
+            Ok(Err(_)) if body_sent.client_failed() => {
+                return Err(ProxyError::BadRequest("malformed request body"));
+            }
             Ok(r) => r?,
         };
+        // A request body is the client's bytes on the backend's connection: a backend that
+        // answers without reading all of it (an early 401, a redirect) may take the rest for
+        // a new request and answer that too, later, on the same connection. Nothing seen
+        // from here tells such a backend apart in time (its second answer can come after
+        // the next client's request was written), so a connection that carried a body
+        // serves no one after it. Requests without a body, the bulk of traffic, keep
+        // their pooled connections.
+        if body_sent.carried_body() {
+            h1_sender = None;
+        }
         let addr = pick.endpoint.addr;
 
         // 7 response_filter
@@ -253,12 +320,25 @@ impl Proxy {
             && let Some(downstream) = downstream_upgrade
         {
             let upstream = hyper::upgrade::on(&mut resp);
+            // The tunnel keeps the connection's slot under the limit and has an idle
+            // timeout of its own.
+            let conn = ctx.conn.clone();
+            let idle = self.settings.tunnel_idle_timeout;
             tokio::spawn(async move {
                 let _in_flight = in_flight;
+                let _slot = conn;
                 match tokio::try_join!(downstream, upstream) {
                     Ok((d, u)) => {
-                        let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
-                        let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                        let activity = Arc::new(Activity::new());
+                        let mut d = ActivityIo {
+                            inner: TokioIo::new(d),
+                            activity: activity.clone(),
+                        };
+                        let mut u = TokioIo::new(u);
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut d, &mut u) => {}
+                            _ = activity.idle(idle) => debug!("tunnel idle timeout"),
+                        }
                     }
                     Err(e) => debug!(error = %e, "upgrade failed"),
                 }
@@ -295,8 +375,8 @@ impl Proxy {
         let proto = rb.protocol;
         let on_end = Box::new(move |clean: bool| {
             drop(in_flight);
-            if clean && let Some(sender) = h1_sender {
-                client.checkin(addr, proto, sender);
+            if clean && let Some(conn) = h1_sender {
+                client.checkin(addr, proto, conn);
             }
         });
         Ok(Response::from_parts(
@@ -318,16 +398,8 @@ impl Proxy {
         set: &EndpointSet,
         key: &PickKey<'_>,
         max_attempts: u32,
-        req: Request<Incoming>,
-    ) -> Result<
-        (
-            Response<Incoming>,
-            Option<http1::SendRequest<Incoming>>,
-            Pick,
-            InFlight,
-        ),
-        ProxyError,
-    > {
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<H1Conn>, Pick, InFlight), ProxyError> {
         let mut req = Some(req);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut redial: Option<Pick> = None;
@@ -374,8 +446,8 @@ impl Proxy {
             };
             let result = match checkout.conn {
                 Conn::H2(mut sender) => sender.try_send_request(request).await.map(|r| (r, None)),
-                Conn::H1(mut sender) => match sender.try_send_request(request).await {
-                    Ok(r) => Ok((r, Some(sender))),
+                Conn::H1(mut conn) => match conn.sender.try_send_request(request).await {
+                    Ok(r) => Ok((r, Some(conn))),
                     Err(e) => Err(e),
                 },
             };
@@ -401,13 +473,15 @@ impl Proxy {
         }
     }
 
-    fn redirect(&self, host: &str, uri: &Uri) -> Response<Body> {
+    /// `host` is validated (no userinfo, no path, no spaces), so the `Location` points where
+    /// the client asked and nowhere else.
+    fn redirect(&self, host: &str, normalized: Option<&str>, uri: &Uri) -> Response<Body> {
         let port = if self.settings.https_port == 443 {
             String::new()
         } else {
             format!(":{}", self.settings.https_port)
         };
-        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let pq = upstream_path_and_query(normalized, uri);
         let mut resp = Response::new(empty());
         *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
         if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{port}{pq}")) {
@@ -433,4 +507,66 @@ impl Proxy {
             "request"
         );
     }
+}
+
+/// The authority a request names, checked for ambiguity: one Host header at most; an
+/// absolute-form target's authority wins over Host (RFC 9112 §3.2.2); HTTP/2's
+/// `:authority` and a Host header must agree. HTTP/1.1 requires a host; HTTP/1.0 may omit
+/// it and then matches only host-less rules.
+fn request_authority<B>(req: &Request<B>) -> Result<Option<String>, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host_header = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(ProxyError::BadRequest("two Host headers")),
+        (h, None) => h
+            .map(|h| h.to_str().map_err(|_| ProxyError::BadRequest("host")))
+            .transpose()?,
+    };
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let chosen = match (authority, host_header) {
+        (Some(a), Some(h)) if req.version() == Version::HTTP_2 => {
+            let same = matches!((validate_host(a), validate_host(h)), (Ok(x), Ok(y)) if x == y);
+            if !same {
+                return Err(ProxyError::BadRequest("Host disagrees with :authority"));
+            }
+            Some(a)
+        }
+        (Some(a), _) => Some(a),
+        (None, Some(h)) => Some(h),
+        (None, None) if req.version() == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest("no Host header"));
+        }
+        (None, None) => None,
+    };
+    Ok(chosen.map(str::to_string))
+}
+
+/// On TLS, the request's host must be one the connection's certificate was chosen for: the
+/// same certificate must serve the SNI and the host, else 421 (no fronting from one
+/// tenant's host to another's over a connection made for the first).
+fn misdirected(certs: &CertTable, sni: Option<&str>, host: &str) -> bool {
+    if sni == Some(host) {
+        return false;
+    }
+    match (certs.resolve(sni), certs.resolve(Some(host))) {
+        (Some(a), Some(b)) => !Arc::ptr_eq(&a, &b),
+        (None, None) => false,
+        _ => true,
+    }
+}
+
+/// What the upstream gets as its target: the normalized path (when normalizing changed
+/// it) with the original query.
+fn upstream_path_and_query<'a>(normalized: Option<&'a str>, uri: &'a Uri) -> Cow<'a, str> {
+    match (normalized, uri.query()) {
+        (Some(p), None) => Cow::Borrowed(p),
+        (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
+        (None, _) => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -33,10 +33,35 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// At most this many request header fields (HTTP/1.1).
 pub const MAX_HEADERS: usize = 128;
-/// Open downstream connections per listener; beyond it, accept waits.
-pub const MAX_CONNECTIONS: usize = 16_384;
 
-pub fn builder() -> auto::Builder<TokioExecutor> {
+/// What bounds the downstream side; shared by every listener and worker of the pod.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// One permit per open connection (an upgraded one keeps its permit).
+    pub connections: Arc<Semaphore>,
+    pub max_connections: usize,
+    /// A connection with nothing moving for this long is closed gracefully.
+    pub idle_timeout: Duration,
+    /// After `stop`, how long open connections may take to finish.
+    pub drain: Duration,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_initial_stream_window: u32,
+}
+
+impl Limits {
+    pub fn new(max_connections: usize, idle_timeout: Duration, drain: Duration) -> Self {
+        Limits {
+            connections: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            idle_timeout,
+            drain,
+            http2_max_concurrent_streams: 100,
+            http2_initial_stream_window: 64 * 1024,
+        }
+    }
+}
+
+pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -48,31 +73,32 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .keep_alive_interval(Duration::from_secs(30))
-        .max_concurrent_streams(250);
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .initial_stream_window_size(limits.http2_initial_stream_window);
     b
 }
 
-/// Serves `listener` until `stop` fires, then drains open connections for at most `drain`.
-/// A connection with no bytes moving for `idle_timeout` is closed gracefully (a request in
-/// flight still gets its response).
+/// Serves `listener` until `stop` fires, then drains open connections for at most
+/// `limits.drain`. At the connection limit a new connection is closed at once rather than
+/// left in the accept queue. A connection idle for `limits.idle_timeout` is closed
+/// gracefully (a request in flight still gets its response): for HTTP/1.1 idle means no
+/// bytes moved; for HTTP/2 it means no request in flight or started, so keep-alive PINGs
+/// do not keep a connection open.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     proxy: Arc<Proxy>,
     stop: CancellationToken,
-    idle_timeout: Duration,
-    drain: Duration,
+    limits: Limits,
 ) {
-    let builder = Arc::new(builder());
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let builder = Arc::new(builder(&limits));
+    let limit = limits.connections.clone();
+    let idle_timeout = limits.idle_timeout;
     let gauge = METRICS.connections.with_label_values(&[name]);
+    let refused = METRICS.connections_refused.with_label_values(&[name]);
     info!(listener = name, addr = ?listener.local_addr().ok(), "listening");
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.cancelled() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -84,6 +110,11 @@ pub async fn serve(
             },
             _ = stop.cancelled() => break,
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            refused.inc();
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
         let proxy = proxy.clone();
@@ -91,18 +122,21 @@ pub async fn serve(
         let gauge = gauge.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             gauge.inc();
-            let info = ConnInfo {
-                peer,
-                tls: tls.is_some(),
-            };
+            let is_tls = tls.is_some();
+            let mut sni = None;
             let io: Box<dyn Io> = match tls {
                 None => Box::new(stream),
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(tls_stream)) => Box::new(tls_stream),
+                        Ok(Ok(tls_stream)) => {
+                            sni =
+                                tls_stream.get_ref().1.server_name().map(|n| {
+                                    Box::from(n.trim_end_matches('.').to_ascii_lowercase())
+                                });
+                            Box::new(tls_stream)
+                        }
                         Ok(Err(e)) => {
                             debug!(%peer, error = %e, "TLS handshake failed");
                             gauge.dec();
@@ -116,13 +150,21 @@ pub async fn serve(
                     }
                 }
             };
-            let activity = Arc::new(AtomicU64::new(now_ms()));
+            let info = Arc::new(ConnInfo {
+                peer,
+                tls: is_tls,
+                sni,
+                activity: Activity::new(),
+                slot: permit,
+            });
             let io = TokioIo::new(ActivityIo {
                 inner: io,
-                last: activity.clone(),
+                activity: info.clone(),
             });
+            let conn_info = info.clone();
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
+                let info = conn_info.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(info, req).await) }
             });
             let conn = builder.serve_connection_with_upgrades(io, service);
@@ -135,7 +177,7 @@ pub async fn serve(
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    _ = idle(&activity, idle_timeout), if !closing => {
+                    _ = info.activity.idle(idle_timeout), if !closing => {
                         debug!(%peer, "idle timeout; closing the connection");
                         conn.as_mut().graceful_shutdown();
                         closing = true;
@@ -149,12 +191,17 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let open = MAX_CONNECTIONS - limit.available_permits();
+    let open = limits.max_connections - limit.available_permits();
     info!(
         listener = name,
         open, "stopped accepting; draining connections"
     );
-    match tokio::time::timeout(drain, limit.acquire_many(MAX_CONNECTIONS as u32)).await {
+    match tokio::time::timeout(
+        limits.drain,
+        limit.acquire_many(limits.max_connections as u32),
+    )
+    .await
+    {
         Ok(_) => info!(listener = name, "all connections closed"),
         Err(_) => warn!(
             listener = name,
@@ -173,32 +220,106 @@ fn now_ms() -> u64 {
     START.elapsed().as_millis() as u64
 }
 
-/// Resolves once no bytes moved for `idle`.
-async fn idle(last: &AtomicU64, idle: Duration) {
-    let idle_ms = idle.as_millis() as u64;
-    loop {
-        let deadline = last.load(Ordering::Relaxed) + idle_ms;
+/// When a connection last did something worth keeping it open for.
+#[derive(Debug)]
+pub struct Activity {
+    /// Bytes moved in either direction (what counts for HTTP/1.1 and tunnels).
+    last_io: AtomicU64,
+    /// A request started or finished (what counts for HTTP/2).
+    last_request: AtomicU64,
+    in_flight: AtomicU32,
+    http2: AtomicBool,
+}
+
+impl Activity {
+    pub fn new() -> Self {
         let now = now_ms();
-        if now >= deadline {
-            return;
+        Activity {
+            last_io: AtomicU64::new(now),
+            last_request: AtomicU64::new(now),
+            in_flight: AtomicU32::new(0),
+            http2: AtomicBool::new(false),
         }
-        tokio::time::sleep(Duration::from_millis(deadline - now)).await;
+    }
+
+    pub fn touch_io(&self) {
+        self.last_io.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A request began on this connection; the guard marks its end.
+    pub fn request(&self, http2: bool) -> RequestActivity<'_> {
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.last_request.store(now_ms(), Ordering::Relaxed);
+        RequestActivity(self)
+    }
+
+    fn last(&self) -> u64 {
+        if self.http2.load(Ordering::Relaxed) {
+            if self.in_flight.load(Ordering::Relaxed) > 0 {
+                return now_ms();
+            }
+            self.last_request.load(Ordering::Relaxed)
+        } else {
+            self.last_io.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Resolves once the connection has been idle for `idle`.
+    pub async fn idle(&self, idle: Duration) {
+        let idle_ms = idle.as_millis() as u64;
+        loop {
+            let deadline = self.last() + idle_ms;
+            let now = now_ms();
+            if now >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(deadline - now)).await;
+        }
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+pub struct RequestActivity<'a>(&'a Activity);
+
+impl Drop for RequestActivity<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.last_request.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Something that owns an [`Activity`]: a connection's facts, or a tunnel's own record.
+pub trait HasActivity {
+    fn activity(&self) -> &Activity;
+}
+
+impl HasActivity for Activity {
+    fn activity(&self) -> &Activity {
+        self
+    }
+}
+
+impl HasActivity for ConnInfo {
+    fn activity(&self) -> &Activity {
+        &self.activity
     }
 }
 
 /// Records when bytes last moved in either direction.
-struct ActivityIo {
-    inner: Box<dyn Io>,
-    last: Arc<AtomicU64>,
+pub struct ActivityIo<T, A: HasActivity> {
+    pub inner: T,
+    pub activity: Arc<A>,
 }
 
-impl ActivityIo {
-    fn touch(&self) {
-        self.last.store(now_ms(), Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for ActivityIo {
+impl<T: AsyncRead + Unpin, A: HasActivity> AsyncRead for ActivityIo<T, A> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -207,13 +328,13 @@ impl AsyncRead for ActivityIo {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
+            self.activity.activity().touch_io();
         }
         r
     }
 }
 
-impl AsyncWrite for ActivityIo {
+impl<T: AsyncWrite + Unpin, A: HasActivity> AsyncWrite for ActivityIo<T, A> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -221,7 +342,7 @@ impl AsyncWrite for ActivityIo {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.activity.activity().touch_io();
         }
         r
     }
@@ -233,7 +354,7 @@ impl AsyncWrite for ActivityIo {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.activity.activity().touch_io();
         }
         r
     }

@@ -316,6 +316,40 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
         assert_eq!(body["headers"]["x-forwarded-proto"], "https");
     }
 
+    // Fronting: a connection made for one certificate cannot carry a request for a host
+    // that another certificate (or the default) serves: 421. Hosts the same certificate
+    // serves share it.
+    let (tls, _) = tls_connect(https, "exact.tls.example.com", &[b"http/1.1"]).await?;
+    let (mut fronted, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    for (host, want) in [
+        ("a.wild.tls.example.com", 421),
+        ("unknown.example.com", 421),
+        ("grpc.example.com", 421),
+        ("noredirect.tls.example.com", 200),
+        ("EXACT.tls.example.com:443", 200),
+    ] {
+        let req = http::Request::get("/fronted")
+            .header("host", host)
+            .body(Empty::<Bytes>::new())?;
+        let status = fronted.send_request(req).await?.status().as_u16();
+        assert_eq!(
+            status, want,
+            "Host {host} over a connection with SNI exact.tls.example.com"
+        );
+    }
+    let (tls, _) = tls_connect(https, "a.wild.tls.example.com", &[b"h2"]).await?;
+    let (mut h2w, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get("https://exact.tls.example.com/fronted-h2")
+        .body(Empty::<Bytes>::new())?;
+    assert_eq!(
+        h2w.send_request(req).await?.status(),
+        421,
+        "HTTP/2 :authority of another certificate's host"
+    );
+
     // Rotation: an HTTP/1.1 connection opened before keeps working; new handshakes see the
     // new certificate within 1 s.
     let (tls, _) = tls_connect(https, "exact.tls.example.com", &[b"http/1.1"]).await?;

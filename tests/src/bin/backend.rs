@@ -94,6 +94,7 @@ async fn handle(
         .collect();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
     let version = format!("{:?}", req.version());
     let body = req
         .into_body()
@@ -105,6 +106,7 @@ async fn handle(
         "backend": &*name,
         "method": method,
         "path": path,
+        "query": query,
         "version": version,
         "peer": peer.to_string(),
         "bodyBytes": body,

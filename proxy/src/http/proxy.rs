@@ -140,16 +140,7 @@ impl Proxy {
         ctx: &mut Ctx,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
-        // 1 request_filter: one framing, one validated host and a normalized path, or 400/421
-        // hyper reads a body with both framings as chunked (and closes after it); an edge
-        // refuses it, as the request smuggling it usually is.
-        if req.headers().contains_key(header::TRANSFER_ENCODING)
-            && req.headers().contains_key(header::CONTENT_LENGTH)
-        {
-            return Err(ProxyError::BadRequest(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
+        // 1 request_filter: one validated host and a normalized path, or 400/421
         let authority = request_authority(&req)?;
         let host = match authority.as_deref() {
             Some(a) => validate_host(a)?,

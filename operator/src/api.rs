@@ -375,6 +375,11 @@ pub struct HttpSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub max_connections: Option<i32>,
+    /// Upstream connections in use (requests in flight) per backend endpoint and proxy pod
+    /// (default 1024); a request beyond it waits up to the connect timeout, then gets 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_connections_per_endpoint: Option<i32>,
     /// Concurrent streams per downstream HTTP/2 connection (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10_000))]

@@ -84,6 +84,11 @@ pub struct Args {
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
+    /// Upstream connections in use (requests in flight) per backend endpoint; a request
+    /// beyond it waits up to the connect timeout for a slot, then gets 503.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS_PER_ENDPOINT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections_per_endpoint: u32,
+
     /// An upgraded (WebSocket) connection with no bytes moving for this long is closed.
     #[arg(long, env = "PORTICO_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     pub tunnel_idle_timeout: Duration,

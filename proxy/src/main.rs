@@ -107,6 +107,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         keep_underscores: args.underscores_in_headers == "keep",
         tunnel_idle_timeout: args.tunnel_idle_timeout,
         max_body_size: (args.max_request_body_size > 0).then_some(args.max_request_body_size),
+        max_connections_per_endpoint: args.max_connections_per_endpoint,
+        endpoint_wait: args.connect_timeout,
     };
     let tls_config =
         portico_proxy::tls::server_config(shared.clone(), args.min_tls_version == "1.3")

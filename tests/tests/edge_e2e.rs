@@ -342,8 +342,9 @@ async fn connections_streams_bodies_and_tunnels_are_bounded() -> Result<()> {
     let inst = Instance::create(
         "bounds",
         json!({
-            "timeouts": { "idle": "1s", "tunnelIdle": "1s" },
-            "http": { "maxConnections": 12, "maxRequestBodySize": "1k", "http2MaxConcurrentStreams": 3 }
+            "timeouts": { "idle": "1s", "tunnelIdle": "1s", "connect": "500ms" },
+            "http": { "maxConnections": 12, "maxRequestBodySize": "1k", "http2MaxConcurrentStreams": 3,
+                      "maxConnectionsPerEndpoint": 2 }
         }),
         &[],
     )
@@ -393,6 +394,39 @@ async fn connections_streams_bodies_and_tunnels_are_bounded() -> Result<()> {
         let answer = raw_exchange(addr, raw.as_bytes()).await?;
         assert_eq!(status_code(&answer), want, "{what}: {answer:?}");
     }
+
+    // Upstream connections in use per endpoint: two slow requests hold both slots; a third
+    // waits the connect timeout (500 ms) for one, then gets 503; a slot freed within the
+    // wait serves it.
+    let slow = |ms: u64| {
+        let http = http.clone();
+        tokio::spawn(async move {
+            http.get(host, &format!("/slow?delay_ms={ms}"))
+                .await
+                .map(|r| r.status)
+        })
+    };
+    let (a, b) = (slow(2500), slow(2500));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let third = http.get(host, "/third").await?;
+    let waited = started.elapsed();
+    assert_eq!(third.status, 503, "beyond the per-endpoint cap");
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(1500),
+        "waited {waited:?} for a slot"
+    );
+    assert_eq!(a.await??, 200);
+    assert_eq!(b.await??, 200);
+    let (a, b) = (slow(400), slow(400));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = http.get(host, "/fourth").await?;
+    assert_eq!(
+        r.status, 200,
+        "a slot freed during the wait serves the request"
+    );
+    assert_eq!(a.await??, 200);
+    assert_eq!(b.await??, 200);
 
     // HTTP/2: the advertised stream limit, and an idle connection closed although the
     // client keeps pinging.

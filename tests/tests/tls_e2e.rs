@@ -332,7 +332,10 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
         let req = http::Request::get("/fronted")
             .header("host", host)
             .body(Empty::<Bytes>::new())?;
-        let status = fronted.send_request(req).await?.status().as_u16();
+        fronted.ready().await?;
+        let resp = fronted.send_request(req).await?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await?;
         assert_eq!(
             status, want,
             "Host {host} over a connection with SNI exact.tls.example.com"

@@ -81,6 +81,10 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
             http.max_connections.unwrap_or(16_384)
         ),
         format!(
+            "--max-connections-per-endpoint={}",
+            http.max_connections_per_endpoint.unwrap_or(1024)
+        ),
+        format!(
             "--http2-max-concurrent-streams={}",
             http.http2_max_concurrent_streams.unwrap_or(100)
         ),

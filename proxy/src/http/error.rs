@@ -24,6 +24,8 @@ pub enum ProxyError {
     NoEndpoints(String),
     #[error("connect to upstream failed: {0}")]
     Connect(String),
+    #[error("endpoint {0} is at its connection cap")]
+    Saturated(std::net::SocketAddr),
     #[error("upstream did not answer within the request timeout")]
     Timeout,
     #[error("upstream request failed: {0}")]
@@ -39,7 +41,9 @@ impl ProxyError {
             }
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoints(_) | ProxyError::Saturated(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -49,6 +53,7 @@ impl ProxyError {
     pub fn upstream_kind(&self) -> Option<&'static str> {
         match self {
             ProxyError::NoEndpoints(_) => Some("no_endpoints"),
+            ProxyError::Saturated(_) => Some("saturated"),
             ProxyError::Connect(_) => Some("connect"),
             ProxyError::Timeout => Some("timeout"),
             ProxyError::Upstream(_) => Some("request"),

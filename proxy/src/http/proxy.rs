@@ -58,6 +58,10 @@ pub struct Settings {
     pub tunnel_idle_timeout: Duration,
     /// Largest request body in bytes (413 beyond it); `None`: no limit.
     pub max_body_size: Option<u64>,
+    /// Requests in flight (so HTTP/1.1 connections in use) per endpoint and pod.
+    pub max_connections_per_endpoint: u32,
+    /// How long a request waits for a slot on a full endpoint before 503.
+    pub endpoint_wait: Duration,
 }
 
 pub struct Proxy {
@@ -412,6 +416,17 @@ impl Proxy {
             if !fresh {
                 ctx.attempts += 1;
             }
+            // A slot under the endpoint's cap on connections in use, before connecting.
+            let Some(in_flight) = pick
+                .endpoint
+                .start_request_within(
+                    self.settings.max_connections_per_endpoint,
+                    self.settings.endpoint_wait,
+                )
+                .await
+            else {
+                return Err(ProxyError::Saturated(addr));
+            };
             let checkout = match self.client.checkout(addr, rb.protocol, fresh).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -431,7 +446,6 @@ impl Proxy {
             if !checkout.reused {
                 pick.endpoint.mark_healthy();
             }
-            let in_flight = pick.endpoint.start_request();
             let Some(request) = req.take() else {
                 return Err(ProxyError::Upstream("request lost".into()));
             };

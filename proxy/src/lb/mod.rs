@@ -53,6 +53,8 @@ impl std::fmt::Display for BackendKey {
 pub struct Endpoint {
     pub addr: SocketAddr,
     in_flight: AtomicU32,
+    /// Woken when a request on this endpoint ends (for requests waiting for a slot).
+    released: tokio::sync::Notify,
     /// Milliseconds since the epoch until which the endpoint is skipped; 0 = healthy.
     ejected_until_ms: AtomicU64,
 }
@@ -69,6 +71,7 @@ impl Endpoint {
         Endpoint {
             addr,
             in_flight: AtomicU32::new(0),
+            released: tokio::sync::Notify::new(),
             ejected_until_ms: AtomicU64::new(0),
         }
     }
@@ -81,6 +84,39 @@ impl Endpoint {
     pub fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Counts a request unless `max` are in flight already. An HTTP/1.1 request in flight
+    /// holds one upstream connection, so this caps the connections in use per endpoint.
+    pub fn try_start_request(self: &Arc<Self>, max: u32) -> Option<InFlight> {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(self.clone()))
+    }
+
+    /// Counts a request once fewer than `max` are in flight, waiting at most `wait`.
+    pub async fn start_request_within(
+        self: &Arc<Self>,
+        max: u32,
+        wait: Duration,
+    ) -> Option<InFlight> {
+        if let Some(f) = self.try_start_request(max) {
+            return Some(f);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let released = self.released.notified();
+            // Registered first, then checked: a release in between is not missed.
+            if let Some(f) = self.try_start_request(max) {
+                return Some(f);
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return self.try_start_request(max);
+            }
+        }
     }
 
     /// Passive ejection after a failed connect.
@@ -110,7 +146,8 @@ pub struct InFlight(Arc<Endpoint>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_one();
     }
 }
 

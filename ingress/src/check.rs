@@ -22,14 +22,44 @@ pub const MAX_PROBLEMS: usize = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_paths: usize,
+    /// `appProtocol: https` backends without a CA bundle are served, their certificate
+    /// unverified (the instance's `backendTLS.allowUnverified`). When false, such a backend
+    /// makes its Ingress unservable: a backend no one can authenticate is not reached.
+    pub allow_unverified_backend_tls: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_paths: MAX_PATHS_PER_INGRESS,
+            allow_unverified_backend_tls: true,
         }
     }
+}
+
+/// On a Service: the name the proxy sends as SNI and verifies the backend's certificate
+/// against (default: the Service's cluster DNS name, `<service>.<namespace>.svc`).
+pub const BACKEND_TLS_SERVER_NAME_ANNOTATION: &str = "portico.dev/backend-tls-server-name";
+/// On a Service: a Secret in the Service's namespace whose `ca.crt` verifies the backend.
+pub const BACKEND_TLS_CA_ANNOTATION: &str = "portico.dev/backend-tls-ca-secret";
+
+/// The CA Secret a Service names for backend TLS, if any.
+pub fn backend_ca_secret(service: &Service) -> Option<&str> {
+    service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BACKEND_TLS_CA_ANNOTATION))
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether a Service port's `appProtocol` asks for TLS to the backend.
+pub fn is_tls_app_protocol(app_protocol: Option<&str>) -> bool {
+    matches!(
+        app_protocol.map(str::to_ascii_lowercase).as_deref(),
+        Some("https") | Some("kubernetes.io/https")
+    )
 }
 
 /// Why an Ingress cannot be served. The text is what users read in Events and logs.
@@ -67,6 +97,16 @@ pub enum Problem {
     ExternalName(String),
     #[error("Service {service} has no port {port}")]
     UnknownPort { service: String, port: String },
+    #[error(
+        "Service {0}: annotation {BACKEND_TLS_SERVER_NAME_ANNOTATION} is not a DNS name: {1:?}"
+    )]
+    BackendTlsServerName(String, String),
+    #[error("Service {0}: annotation {BACKEND_TLS_CA_ANNOTATION} is not a Secret name: {1:?}")]
+    BackendTlsCa(String, String),
+    #[error(
+        "Service {0} is reached over TLS without a CA to verify it ({BACKEND_TLS_CA_ANNOTATION}), and this instance does not allow unverified backend TLS"
+    )]
+    UnverifiedBackendTls(String),
 }
 
 /// A servable Ingress, typed: what the proxy turns into routes.
@@ -107,6 +147,16 @@ pub struct Backend {
     /// The Service port's name (`""` if unnamed, which is how EndpointSlice ports match).
     pub port_name: String,
     pub app_protocol: Option<String>,
+    /// For `appProtocol: https`: how the backend's certificate is checked.
+    pub tls: Option<BackendTls>,
+}
+
+/// TLS to a backend: the SNI sent and verified, and the CA Secret (same namespace) that
+/// verifies it; `None`: not verified (allowed by the instance).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendTls {
+    pub server_name: String,
+    pub ca_secret: Option<String>,
 }
 
 /// The problems of `ingress`; empty when it can be served. `services` finds a Service of
@@ -208,7 +258,7 @@ pub fn check<'s>(
         );
         resolved
             .entry(key)
-            .or_insert_with(|| resolve(namespace, b, &services))
+            .or_insert_with(|| resolve(namespace, b, &services, limits))
             .clone()
     };
 
@@ -278,6 +328,7 @@ fn resolve<'s>(
     namespace: &str,
     backend: &IngressBackend,
     services: &impl Fn(&str) -> Option<&'s Service>,
+    limits: &Limits,
 ) -> Result<Backend, Problem> {
     let svc_backend = backend.service.as_ref().ok_or(Problem::ResourceBackend)?;
     let name = &svc_backend.name;
@@ -309,12 +360,66 @@ fn resolve<'s>(
             service: format!("{namespace}/{name}"),
             port: port_label.clone(),
         })?;
+    let tls = if is_tls_app_protocol(found.app_protocol.as_deref()) {
+        Some(backend_tls(namespace, name, svc, limits)?)
+    } else {
+        None
+    };
     Ok(Backend {
         service: name.clone(),
         port_label,
         port_name: found.name.clone().unwrap_or_default(),
         app_protocol: found.app_protocol.clone(),
+        tls,
     })
+}
+
+fn backend_tls(
+    namespace: &str,
+    name: &str,
+    svc: &Service,
+    limits: &Limits,
+) -> Result<BackendTls, Problem> {
+    let annotations = svc.metadata.annotations.as_ref();
+    let server_name = match annotations.and_then(|a| a.get(BACKEND_TLS_SERVER_NAME_ANNOTATION)) {
+        Some(n) => match HostPattern::parse(n) {
+            Ok(HostPattern::Exact(h)) => h,
+            _ => {
+                return Err(Problem::BackendTlsServerName(
+                    format!("{namespace}/{name}"),
+                    n.clone(),
+                ));
+            }
+        },
+        None => format!("{name}.{namespace}.svc"),
+    };
+    let ca_secret = match annotations.and_then(|a| a.get(BACKEND_TLS_CA_ANNOTATION)) {
+        Some(s) if is_object_name(s.trim()) => Some(s.trim().to_string()),
+        Some(s) => {
+            return Err(Problem::BackendTlsCa(
+                format!("{namespace}/{name}"),
+                s.clone(),
+            ));
+        }
+        None => None,
+    };
+    if ca_secret.is_none() && !limits.allow_unverified_backend_tls {
+        return Err(Problem::UnverifiedBackendTls(format!("{namespace}/{name}")));
+    }
+    Ok(BackendTls {
+        server_name,
+        ca_secret,
+    })
+}
+
+/// A DNS-1123 subdomain, as Secret names are.
+fn is_object_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]

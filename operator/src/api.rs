@@ -138,6 +138,14 @@ pub struct IngressControllerSpec {
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("trustedProxyCIDRs must be CIDRs such as 10.0.0.0/8 or fd00::/8"))]
     pub trusted_proxy_cidrs: Option<Vec<String>>,
 
+    /// TLS to backends whose Service port has `appProtocol: https`.
+    #[serde(
+        default,
+        rename = "backendTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_tls: Option<BackendTlsSettings>,
+
     /// How the proxy judges untrusted requests (docs/security.md, "Edge hardening").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSettings>,
@@ -352,6 +360,20 @@ pub struct Timeouts {
     pub tunnel_idle: Option<String>,
 }
 
+/// TLS to backends. A Service names its CA with the annotation
+/// `portico.dev/backend-tls-ca-secret` (a Secret in its namespace, key `ca.crt`) and may
+/// set the verified name with `portico.dev/backend-tls-server-name` (default
+/// `<service>.<namespace>.svc`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTlsSettings {
+    /// Reach backends that name no CA without verifying their certificate (default true,
+    /// as ingress-nginx; each such Ingress gets a Warning Event). `false`: such Ingresses
+    /// are not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unverified: Option<bool>,
+}
+
 /// Request hardening of the instance. The defaults are the safe ones; each setting loosens
 /// one rule for apps that need it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -497,6 +519,14 @@ pub mod conditions {
 /// Resolved defaults: the only place defaults live.
 impl IngressControllerSpec {
     pub const DEFAULT_REPLICAS: i32 = 2;
+
+    /// Whether backends without a CA are reached unverified (`--backend-tls-allow-unverified`).
+    pub fn backend_tls_allow_unverified(&self) -> bool {
+        self.backend_tls
+            .as_ref()
+            .and_then(|b| b.allow_unverified)
+            .unwrap_or(true)
+    }
 
     /// The IngressClass name: `spec.ingressClassName`, else the instance name.
     pub fn class_name<'a>(&'a self, instance_name: &'a str) -> &'a str {

@@ -433,9 +433,37 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         &served,
     );
 
-    // 2. The class: ours, free (claim it atomically), or someone else's.
+    // 2. Which Ingresses the proxies will serve: the proxy's own rules, with the Services of
+    //    the namespaces they live in.
+    let mut services = Services::new();
+    let served_in: BTreeSet<String> = split.served.iter().filter_map(|i| i.namespace()).collect();
+    for ns in served_in {
+        let list = Api::<Service>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?;
+        services.insert(
+            ns,
+            list.items.into_iter().map(|s| (s.name_any(), s)).collect(),
+        );
+    }
+    let limits = portico_ingress::Limits {
+        allow_unverified_backend_tls: instance.spec.backend_tls_allow_unverified(),
+        ..portico_ingress::Limits::default()
+    };
+    let verdicts = verdict::judge(&split, &services, &limits, (&namespace, &name), &class);
+    // The proxy may read the Secrets its served Ingresses name: TLS certificates, and the
+    // CA bundles their backends' Services name.
+    let mut secrets = split.tls_secrets();
+    for (ns, names) in &verdicts.backend_ca_secrets {
+        secrets
+            .entry(ns.clone())
+            .or_default()
+            .extend(names.iter().cloned());
+    }
+
+    // 3. The class: ours, free (claim it atomically), or someone else's.
     let classes: Api<IngressClass> = Api::all(client.clone());
-    let inputs = Inputs::new(instance, served.clone(), split.tls_secrets(), &ctx.settings)?;
+    let inputs = Inputs::new(instance, served.clone(), secrets, &ctx.settings)?;
     match ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name) {
         Claim::Ours => {}
         Claim::Free => {
@@ -489,7 +517,7 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         }
     }
 
-    // 3. RBAC first, so the pods can read what they serve from their first second.
+    // 4. RBAC first, so the pods can read what they serve from their first second.
     apply::namespaced(client, &service_account::build(&inputs)).await?;
     apply::cluster(client, &rbac::cluster_role(&inputs)).await?;
     apply::cluster(client, &rbac::cluster_role_binding(&inputs)).await?;
@@ -509,7 +537,7 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         info!(instance = %format!("{namespace}/{name}"), ?revoked, "revoked RBAC in namespaces no longer served");
     }
 
-    // 4. The rest; a class renamed away from is released.
+    // 5. The rest; a class renamed away from is released.
     apply::cluster(client, &ingress_class::build(&inputs)).await?;
     for old in classes
         .list(&ListParams::default().labels(&selector))
@@ -541,21 +569,6 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
             .await?;
         }
     }
-
-    // 5. Which Ingresses the proxies will serve: the proxy's own rules, with the Services of
-    //    the namespaces they live in.
-    let mut services = Services::new();
-    let served_in: BTreeSet<String> = split.served.iter().filter_map(|i| i.namespace()).collect();
-    for ns in served_in {
-        let list = Api::<Service>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await?;
-        services.insert(
-            ns,
-            list.items.into_iter().map(|s| (s.name_any(), s)).collect(),
-        );
-    }
-    let verdicts = verdict::judge(&split, &services, (&namespace, &name), &class);
 
     // 6. Status: the served Ingresses first, then the instance.
     let addresses = status::addresses(&service);

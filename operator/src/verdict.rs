@@ -10,7 +10,7 @@
 //!                                                                   when it lost every claim
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -24,6 +24,8 @@ use crate::tenancy::ClassIngresses;
 pub const NAMESPACE_NOT_SERVED: &str = "NamespaceNotServed";
 pub const INGRESS_REJECTED: &str = "IngressRejected";
 pub const INGRESS_CONFLICT: &str = "IngressConflict";
+/// Served, but a backend is reached over TLS without verifying its certificate.
+pub const UNVERIFIED_BACKEND_TLS: &str = "UnverifiedBackendTLS";
 
 /// Services by namespace, then name: those of the served namespaces.
 pub type Services = BTreeMap<String, BTreeMap<String, Service>>;
@@ -44,12 +46,15 @@ pub struct Verdicts<'a> {
     pub rejected: Vec<&'a Ingress>,
     /// One per distinct problem; an Ingress may have several, a served one conflicts.
     pub warnings: Vec<Warning<'a>>,
+    /// Per namespace, the CA Secrets that checked Ingresses' backends name for TLS.
+    pub backend_ca_secrets: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Judges the Ingresses of the class of instance `<namespace>/<name>`.
 pub fn judge<'a>(
     split: &ClassIngresses<'a>,
     services: &Services,
+    limits: &Limits,
     instance: (&str, &str),
     class: &str,
 ) -> Verdicts<'a> {
@@ -69,12 +74,47 @@ pub fn judge<'a>(
         });
     }
 
-    let limits = Limits::default();
     let mut valid = Vec::new();
     for ingress in &split.served {
-        let in_ns = services.get(&ingress.namespace().unwrap_or_default());
-        match portico_ingress::check(ingress, |name| in_ns.and_then(|s| s.get(name)), &limits) {
-            Ok(checked) => valid.push((*ingress, checked)),
+        let ns = ingress.namespace().unwrap_or_default();
+        let in_ns = services.get(&ns);
+        match portico_ingress::check(ingress, |name| in_ns.and_then(|s| s.get(name)), limits) {
+            Ok(checked) => {
+                let backends = checked
+                    .rules
+                    .iter()
+                    .map(|r| &r.backend)
+                    .chain(checked.default_backend.iter());
+                let mut unverified = BTreeSet::new();
+                for b in backends {
+                    match b.tls.as_ref().map(|t| &t.ca_secret) {
+                        Some(Some(ca)) => {
+                            out.backend_ca_secrets
+                                .entry(ns.clone())
+                                .or_default()
+                                .insert(ca.clone());
+                        }
+                        Some(None) => {
+                            unverified.insert(b.service.clone());
+                        }
+                        None => {}
+                    }
+                }
+                if !unverified.is_empty() {
+                    out.warnings.push(Warning {
+                        ingress,
+                        reason: UNVERIFIED_BACKEND_TLS,
+                        note: format!(
+                            "IngressClass {class} reaches Service(s) {} over TLS without verifying \
+                             their certificate: name a CA Secret with {} on the Service, or set \
+                             spec.backendTLS.allowUnverified: false on the instance to refuse this",
+                            unverified.into_iter().collect::<Vec<_>>().join(", "),
+                            portico_ingress::BACKEND_TLS_CA_ANNOTATION,
+                        ),
+                    });
+                }
+                valid.push((*ingress, checked))
+            }
             Err(problems) => {
                 out.rejected.push(ingress);
                 out.warnings
@@ -154,7 +194,13 @@ mod tests {
             ingress("c", "elsewhere", T0, site("e.com", "/", "site")),
         ];
         let split = ClassIngresses::split(&all, "web", false, &["a".into(), "b".into()]);
-        let v = judge(&split, &services(&["a", "b"]), ("a", "web"), "web");
+        let v = judge(
+            &split,
+            &services(&["a", "b"]),
+            &Limits::default(),
+            ("a", "web"),
+            "web",
+        );
         let names = |list: &[&Ingress]| list.iter().map(|i| i.name_any()).collect::<Vec<_>>();
         assert_eq!(names(&v.served), ["good"]);
         assert_eq!(
@@ -209,7 +255,13 @@ mod tests {
             ingress("a", "newer", T1, newer),
         ];
         let split = ClassIngresses::split(&all, "web", false, &["a".into()]);
-        let v = judge(&split, &services(&["a"]), ("a", "web"), "web");
+        let v = judge(
+            &split,
+            &services(&["a"]),
+            &Limits::default(),
+            ("a", "web"),
+            "web",
+        );
         assert_eq!(v.served.len(), 2);
         assert!(v.rejected.is_empty());
         assert_eq!(v.warnings.len(), 1);

@@ -84,6 +84,12 @@ pub struct Args {
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
+    /// `appProtocol: https` backends without a CA bundle (`portico.dev/backend-tls-ca-secret`
+    /// on the Service) are reached without verifying their certificate; `false` refuses
+    /// to serve Ingresses that use such a backend.
+    #[arg(long, env = "PORTICO_BACKEND_TLS_ALLOW_UNVERIFIED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub backend_tls_allow_unverified: bool,
+
     /// Upstream connections in use (requests in flight) per backend endpoint; a request
     /// beyond it waits up to the connect timeout for a slot, then gets 503.
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS_PER_ENDPOINT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

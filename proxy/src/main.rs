@@ -77,6 +77,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         default_policy: args.load_balance.clone(),
         ssl_redirect: args.ssl_redirect,
         default_certificate: args.default_certificate.clone(),
+        allow_unverified_backend_tls: args.backend_tls_allow_unverified,
     };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -451,11 +451,13 @@ async fn tls_backend(addr: SocketAddr, leaf: &Leaf) -> Result<tokio::task::JoinH
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(|_req| async {
-                    let body = http_body_util::Full::new(Bytes::from_static(
-                        br#"{"backend":"tls-backend"}"#,
+                // Answers with the SNI the proxy sent.
+                let sni = tls.get_ref().1.server_name().unwrap_or("").to_string();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = http_body_util::Full::new(Bytes::from(
+                        json!({ "backend": "tls-backend", "sni": sni }).to_string(),
                     ));
-                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
@@ -509,5 +511,220 @@ async fn https_backend_by_app_protocol() -> Result<()> {
         );
     }
     server.abort();
+    Ok(())
+}
+
+/// A Service `name` with one `appProtocol: https` port 443 → 8443, annotated, published
+/// with `addr`.
+async fn https_service(
+    c: &kube::Client,
+    ns: &str,
+    name: &str,
+    annotations: serde_json::Value,
+    addr: SocketAddr,
+) -> Result<()> {
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": name, "namespace": ns, "annotations": annotations },
+        "spec": { "ports": [{ "name": "https", "port": 443, "targetPort": 8443, "appProtocol": "https" }] }
+    }))?;
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(c.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&svc),
+        )
+        .await?;
+    portico_tests::fixtures::apply_endpoints(c, ns, name, "slice", "https", &[addr]).await?;
+    Ok(())
+}
+
+async fn apply_ca_secret(c: &kube::Client, ns: &str, name: &str, ca_pem: &str) -> Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns },
+        "stringData": { "ca.crt": ca_pem },
+    }))?;
+    Api::<Secret>::namespaced(c.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(())
+}
+
+fn https_ingress(ns: &str, class: &str, host: &str, svc: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": { "name": svc, "namespace": ns },
+        "spec": { "ingressClassName": class, "rules": [{ "host": host, "http": { "paths": [
+            { "path": "/", "pathType": "Prefix",
+              "backend": { "service": { "name": svc, "port": { "name": "https" } } } }
+        ] } }] }
+    })
+}
+
+/// Warning Events with `reason` on Ingress `ns/name`.
+async fn warnings_on(c: &kube::Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), ns);
+    let Ok(list) = events.list(&Default::default()).await else {
+        return Vec::new();
+    };
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_deref() == Some(name))
+        })
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_sends_sni_verifies_with_the_services_ca_and_fails_closed() -> Result<()> {
+    let inst = Instance::create("tls-verify", json!({}), &[]).await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let ca = Ca::new("backend-ca")?;
+    let other_ca = Ca::new("someone-elses-ca")?;
+    apply_ca_secret(c, ns, "backend-ca", &ca.cert_pem).await?;
+    apply_ca_secret(c, ns, "other-ca", &other_ca.cert_pem).await?;
+    // Verified: SNI from the annotation, certificate checked against the Service's CA.
+    let verified = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
+    let _v = tls_backend(verified, &ca.server(&["api.internal.example"])?).await?;
+    https_service(
+        c,
+        ns,
+        "verified",
+        json!({
+        "portico.dev/backend-tls-server-name": "api.internal.example",
+        "portico.dev/backend-tls-ca-secret": "backend-ca" }),
+        verified,
+    )
+    .await?;
+    // The same backend checked against another CA: refused (502), never served unverified.
+    let impostor = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
+    let _i = tls_backend(impostor, &ca.server(&["api.internal.example"])?).await?;
+    https_service(
+        c,
+        ns,
+        "impostor",
+        json!({
+        "portico.dev/backend-tls-server-name": "api.internal.example",
+        "portico.dev/backend-tls-ca-secret": "other-ca" }),
+        impostor,
+    )
+    .await?;
+    // A CA Secret that does not exist: fails closed too.
+    let missing = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
+    let _m = tls_backend(missing, &ca.server(&["api.internal.example"])?).await?;
+    https_service(
+        c,
+        ns,
+        "missing",
+        json!({
+        "portico.dev/backend-tls-server-name": "api.internal.example",
+        "portico.dev/backend-tls-ca-secret": "no-such-ca" }),
+        missing,
+    )
+    .await?;
+    // No CA: the default SNI, unverified (allowed by default), and a Warning Event says so.
+    let plain = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
+    let _p = tls_backend(plain, &ca.server(&["whatever"])?).await?;
+    https_service(c, ns, "unverified", json!({}), plain).await?;
+    for svc in ["verified", "impostor", "missing", "unverified"] {
+        apply_ingress(
+            c,
+            https_ingress(ns, class, &format!("{svc}.example.com"), svc),
+        )
+        .await?;
+    }
+    inst.await_secret_access(BTreeMap::from([(
+        ns.to_string(),
+        BTreeSet::from([
+            "backend-ca".to_string(),
+            "other-ca".to_string(),
+            "no-such-ca".to_string(),
+        ]),
+    )]))
+    .await?;
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+    eventually(OPERATOR_WAIT, "the verified backend answers", || {
+        let http = http.clone();
+        async move { status_of(&http, "verified.example.com", "/").await == 200 }
+    })
+    .await?;
+    let r = http.get("verified.example.com", "/").await?;
+    assert_eq!(
+        r.json["sni"], "api.internal.example",
+        "SNI from the annotation"
+    );
+    assert_eq!(
+        http.get("impostor.example.com", "/").await?.status,
+        502,
+        "wrong CA"
+    );
+    assert_eq!(
+        http.get("missing.example.com", "/").await?.status,
+        502,
+        "missing CA Secret"
+    );
+    let r = http.get("unverified.example.com", "/").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["sni"], format!("unverified.{ns}.svc"), "default SNI");
+    eventually(OPERATOR_WAIT, "an UnverifiedBackendTLS Event", || async {
+        warnings_on(c, ns, "unverified", "UnverifiedBackendTLS")
+            .await
+            .iter()
+            .any(|n| n.contains("unverified") && n.contains("allowUnverified"))
+    })
+    .await?;
+    assert!(
+        warnings_on(c, ns, "verified", "UnverifiedBackendTLS")
+            .await
+            .is_empty(),
+        "no warning for a verified backend"
+    );
+
+    // An instance that does not allow unverified backend TLS does not serve such an
+    // Ingress at all, and says why.
+    let strict = Instance::create(
+        "tls-strict",
+        json!({ "backendTLS": { "allowUnverified": false } }),
+        &[],
+    )
+    .await?;
+    let (c2, ns2, class2) = (&strict.client, strict.ns.as_str(), strict.class.as_str());
+    let plain2 = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
+    let _p2 = tls_backend(plain2, &ca.server(&["whatever"])?).await?;
+    https_service(c2, ns2, "unverified", json!({}), plain2).await?;
+    apply_ingress(
+        c2,
+        https_ingress(ns2, class2, "strict.example.com", "unverified"),
+    )
+    .await?;
+    let proxy2 = strict.start_proxy().await?;
+    let http2 = Http::new(&proxy2.http_base());
+    eventually(
+        OPERATOR_WAIT,
+        "an IngressRejected Event naming the unverified backend",
+        || async {
+            warnings_on(c2, ns2, "unverified", "IngressRejected")
+                .await
+                .iter()
+                .any(|n| n.contains("does not allow unverified backend TLS"))
+        },
+    )
+    .await?;
+    assert_eq!(
+        http2.get("strict.example.com", "/").await?.status,
+        404,
+        "not served"
+    );
     Ok(())
 }

@@ -95,6 +95,7 @@ fn a_valid_ingress_is_typed_and_its_ports_resolved() {
             port_label: "grpc".into(),
             port_name: "grpc".into(),
             app_protocol: Some("kubernetes.io/h2c".into()),
+            tls: None,
         }
     );
     assert_eq!(checked.rules[1].host, HostPattern::Wildcard("y.com".into()));
@@ -331,4 +332,73 @@ fn one_default_backend_per_class_and_repeats_within_an_ingress_are_fine() {
         "defaultBackend ignored, older Ingress a/dup has one"
     );
     assert_eq!(resolution.unserved.len(), 1);
+}
+
+#[test]
+fn backend_tls_takes_its_name_and_ca_from_the_service_and_fails_closed_when_asked() {
+    let svc = |annotations: Value| -> Service {
+        serde_json::from_value(
+            json!({"metadata": {"name": "secure", "annotations": annotations},
+            "spec": {"ports": [{"name": "https", "port": 443, "appProtocol": "https"}]}}),
+        )
+        .expect("service")
+    };
+    let ing = ingress(
+        "a",
+        "i",
+        T0,
+        json!({}),
+        json!({"rules": [rule("x.com", "Prefix", "/", "secure", json!({"name": "https"}))]}),
+    );
+    let judge = |s: &Service, allow: bool| {
+        let limits = Limits {
+            allow_unverified_backend_tls: allow,
+            ..Limits::default()
+        };
+        check(&ing, |_| Some(s), &limits).map(|c| c.rules[0].backend.tls.clone())
+    };
+    // Default SNI: the Service's cluster DNS name; unverified while the instance allows it.
+    assert_eq!(
+        judge(&svc(json!({})), true),
+        Ok(Some(BackendTls {
+            server_name: "secure.a.svc".into(),
+            ca_secret: None
+        }))
+    );
+    // Fail closed: no CA and unverified TLS not allowed.
+    assert_eq!(
+        judge(&svc(json!({})), false).map_err(|p| p[0].to_string()),
+        Err("Service a/secure is reached over TLS without a CA to verify it (portico.dev/backend-tls-ca-secret), and this instance does not allow unverified backend TLS".to_string())
+    );
+    let named = svc(json!({
+        BACKEND_TLS_SERVER_NAME_ANNOTATION: "API.internal.example.",
+        BACKEND_TLS_CA_ANNOTATION: "backend-ca"
+    }));
+    assert_eq!(
+        judge(&named, false),
+        Ok(Some(BackendTls {
+            server_name: "api.internal.example".into(),
+            ca_secret: Some("backend-ca".into())
+        }))
+    );
+    for (annotations, want) in [
+        (
+            json!({BACKEND_TLS_SERVER_NAME_ANNOTATION: "*.example.com"}),
+            "is not a DNS name",
+        ),
+        (
+            json!({BACKEND_TLS_SERVER_NAME_ANNOTATION: "a b"}),
+            "is not a DNS name",
+        ),
+        (
+            json!({BACKEND_TLS_CA_ANNOTATION: "../other"}),
+            "is not a Secret name",
+        ),
+    ] {
+        let got = judge(&svc(annotations.clone()), true).map_err(|p| p[0].to_string());
+        assert!(
+            matches!(&got, Err(e) if e.contains(want)),
+            "{annotations}: {got:?}"
+        );
+    }
 }

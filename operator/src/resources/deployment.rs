@@ -81,6 +81,10 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
             http.max_connections.unwrap_or(16_384)
         ),
         format!(
+            "--backend-tls-allow-unverified={}",
+            spec.backend_tls_allow_unverified()
+        ),
+        format!(
             "--max-connections-per-endpoint={}",
             http.max_connections_per_endpoint.unwrap_or(1024)
         ),

@@ -15,6 +15,7 @@ use super::store::Store;
 use super::{ObjectKey, Snapshot};
 use crate::lb::{Backend, BackendKey, Policy};
 use crate::routing::{HostPattern, PathRule, Route, RouteBackend, RouteTable, UpstreamProtocol};
+use crate::tls::upstream::UpstreamTls;
 use crate::tls::{CertCache, CertTable};
 
 pub use portico_ingress::{
@@ -31,6 +32,8 @@ pub struct Params {
     pub default_policy: Policy,
     pub ssl_redirect: bool,
     pub default_certificate: Option<ObjectKey>,
+    /// `appProtocol: https` backends without a CA bundle may be reached unverified.
+    pub allow_unverified_backend_tls: bool,
 }
 
 /// State kept between builds so that builds stay cheap and endpoints stay shared.
@@ -40,6 +43,13 @@ pub struct Caches {
     pub certs: CertCache,
     /// Metric handles by (Ingress, Service): resolving labels is most of a build's cost.
     route_metrics: HashMap<(ObjectKey, String), crate::metrics::RouteMetrics>,
+    /// Backend TLS configs by namespace, judgement and CA Secret resourceVersion, so that
+    /// a build does not make a new rustls config per backend.
+    /// Each entry keeps the generation of the last build that used it.
+    upstream_tls: HashMap<(String, portico_ingress::BackendTls, String), (Arc<UpstreamTls>, u64)>,
+    generation: u64,
+    /// Problems met while building TLS configs, handed to the build's warnings.
+    tls_warnings: Vec<String>,
 }
 
 /// The result of one build: the snapshot and the warnings to log.
@@ -176,6 +186,7 @@ struct Compiled {
 }
 
 pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u64) -> Output {
+    caches.generation = generation;
     let mut warnings = Vec::new();
     let mut table = RouteTable::default();
     let mut certs = CertTable::default();
@@ -203,7 +214,15 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
                 referenced_secrets.insert(ObjectKey::new(&key.namespace, name));
             }
         }
-        let compiled = match compile(key, ing, store, params, caches, &mut used_backends) {
+        let compiled = match compile(
+            key,
+            ing,
+            store,
+            params,
+            caches,
+            &mut used_backends,
+            &mut referenced_secrets,
+        ) {
             Ok(c) => c,
             Err(problems) => {
                 let reasons: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -286,6 +305,10 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
 
     caches.backends.retain(&used_backends);
     caches.certs.retain(|k| referenced_secrets.contains(k));
+    caches
+        .upstream_tls
+        .retain(|_, (_, used)| *used == generation);
+    warnings.append(&mut caches.tls_warnings);
     // Ingresses that are gone take their series with them: a tenant churning Ingress
     // names must not grow the proxy's memory and every scrape without bound.
     let live: std::collections::HashSet<&ObjectKey> = store.ingresses.keys().collect();
@@ -310,6 +333,59 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     }
 }
 
+/// The TLS config for a backend, from the cache while its CA Secret is unchanged. A CA
+/// Secret that is missing or broken yields a config that verifies against nothing (fail
+/// closed); the Secret is watched, so fixing it heals the route.
+fn upstream_tls_for(
+    namespace: &str,
+    t: &portico_ingress::BackendTls,
+    store: &Store,
+    caches: &mut Caches,
+    referenced_secrets: &mut BTreeSet<ObjectKey>,
+) -> Option<Arc<UpstreamTls>> {
+    let secret = t.ca_secret.as_ref().map(|name| {
+        let key = ObjectKey::new(namespace, name);
+        referenced_secrets.insert(key.clone());
+        store.secrets.get(&key)
+    });
+    let rv = match &secret {
+        Some(Some(s)) => s.metadata.resource_version.clone().unwrap_or_default(),
+        Some(None) => "missing".to_string(),
+        None => String::new(),
+    };
+    let cache_key = (namespace.to_string(), t.clone(), rv);
+    let generation = caches.generation;
+    if let Some((c, used)) = caches.upstream_tls.get_mut(&cache_key) {
+        *used = generation;
+        return Some(c.clone());
+    }
+    let ca = secret.map(|s| match s {
+        Some(s) => crate::tls::upstream::ca_from_secret(s),
+        None => Err("Secret not found".to_string()),
+    });
+    if let (Some(Err(e)), Some(name)) = (&ca, &t.ca_secret) {
+        caches.tls_warnings.push(format!(
+            "backend CA Secret {namespace}/{name} unusable ({e}): TLS to {} fails until it is fixed",
+            t.server_name
+        ));
+    }
+    match crate::tls::upstream::upstream_tls(&t.server_name, ca) {
+        Ok(c) => {
+            let c = Arc::new(c);
+            caches
+                .upstream_tls
+                .insert(cache_key, (c.clone(), generation));
+            Some(c)
+        }
+        Err(e) => {
+            caches
+                .tls_warnings
+                .push(format!("backend TLS in {namespace} unusable: {e}"));
+            None
+        }
+    }
+}
+
 fn compile(
     key: &ObjectKey,
     ing: &Ingress,
@@ -317,11 +393,16 @@ fn compile(
     params: &Params,
     caches: &mut Caches,
     used_backends: &mut BTreeSet<BackendKey>,
+    referenced_secrets: &mut BTreeSet<ObjectKey>,
 ) -> Result<Compiled, Vec<Problem>> {
+    let limits = Limits {
+        allow_unverified_backend_tls: params.allow_unverified_backend_tls,
+        ..Limits::default()
+    };
     let checked = portico_ingress::check(
         ing,
         |name| store.services.get(&ObjectKey::new(&key.namespace, name)),
-        &Limits::default(),
+        &limits,
     )?;
     let policy = match checked.load_balance {
         // The shared grammar accepts only header names `http` does; this is a safety net.
@@ -350,6 +431,10 @@ fn compile(
         let bkey = BackendKey::new(&key.namespace, &b.service, &b.port_name);
         used_backends.insert(bkey.clone());
         let backend = caches.backends.get_or_create(store, bkey);
+        let tls = b
+            .tls
+            .as_ref()
+            .and_then(|t| upstream_tls_for(&key.namespace, t, store, caches, referenced_secrets));
         let route = Arc::new(Route {
             ingress: key.clone(),
             service: b.service.clone(),
@@ -357,6 +442,7 @@ fn compile(
                 backend,
                 protocol: UpstreamProtocol::from_app_protocol(b.app_protocol.as_deref()),
                 weight: 1,
+                tls,
             }],
             policy: policy.clone(),
             https_redirect,

@@ -28,6 +28,7 @@ use tracing::debug;
 
 use super::body::RequestBody;
 use crate::routing::UpstreamProtocol;
+use crate::tls::upstream::UpstreamTls;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
@@ -73,6 +74,8 @@ pub enum ConnectError {
     Tls(std::io::Error),
     #[error("HTTP handshake: {0}")]
     Handshake(#[from] hyper::Error),
+    #[error("no TLS settings for an https backend")]
+    NoTlsConfig,
 }
 
 struct Idle {
@@ -80,12 +83,13 @@ struct Idle {
     since: Instant,
 }
 
-type Key = (SocketAddr, UpstreamProtocol);
+/// Endpoint, protocol, and for TLS the server name the connection was made (and checked)
+/// for: a connection never serves a backend that expects another name.
+type Key = (SocketAddr, UpstreamProtocol, Option<Arc<str>>);
 
 pub struct Client {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
-    tls: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -95,7 +99,6 @@ impl Client {
         Client {
             idle: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
-            tls: tokio_rustls::TlsConnector::from(Arc::new(backend_tls_config())),
             connect_timeout,
             idle_timeout,
         }
@@ -106,18 +109,21 @@ impl Client {
         &self,
         addr: SocketAddr,
         proto: UpstreamProtocol,
+        tls: Option<&UpstreamTls>,
         fresh: bool,
     ) -> Result<Checkout, ConnectError> {
-        if !fresh && let Some(c) = self.take_idle(addr, proto).await {
+        let key = (addr, proto, tls.map(|t| t.name.clone()));
+        if !fresh && let Some(c) = self.take_idle(&key).await {
             return Ok(c);
         }
         // Boxed: the connect future (TCP, TLS, HTTP handshakes) is ~2.5 KB, and inlined it
         // would make every request's future that large, copied on each move. Connecting is
         // the rare path; pooled requests should not pay for it.
-        Box::pin(self.connect(addr, proto)).await
+        Box::pin(self.connect(addr, proto, tls)).await
     }
 
-    async fn take_idle(&self, addr: SocketAddr, proto: UpstreamProtocol) -> Option<Checkout> {
+    async fn take_idle(&self, key: &Key) -> Option<Checkout> {
+        let (addr, proto) = (key.0, key.1);
         if proto == UpstreamProtocol::H2c {
             let existing = self.h2.lock().ok()?.get(&addr).cloned();
             let mut sender = existing?;
@@ -133,7 +139,7 @@ impl Client {
         loop {
             let idle = {
                 let mut map = self.idle.lock().ok()?;
-                let stack = map.get_mut(&(addr, proto))?;
+                let stack = map.get_mut(key)?;
                 stack.pop()?
             };
             if idle.since.elapsed() > self.idle_timeout || idle.conn.sender.is_closed() {
@@ -168,12 +174,18 @@ impl Client {
     }
 
     /// Returns an HTTP/1.1 connection whose response was read to the end.
-    pub fn checkin(&self, addr: SocketAddr, proto: UpstreamProtocol, conn: H1Conn) {
+    pub fn checkin(
+        &self,
+        addr: SocketAddr,
+        proto: UpstreamProtocol,
+        tls: Option<Arc<str>>,
+        conn: H1Conn,
+    ) {
         if conn.sender.is_closed() {
             return;
         }
         if let Ok(mut map) = self.idle.lock() {
-            let stack = map.entry((addr, proto)).or_default();
+            let stack = map.entry((addr, proto, tls)).or_default();
             if stack.len() < MAX_IDLE_PER_ENDPOINT {
                 stack.push(Idle {
                     conn,
@@ -201,6 +213,7 @@ impl Client {
         &self,
         addr: SocketAddr,
         proto: UpstreamProtocol,
+        tls: Option<&UpstreamTls>,
     ) -> Result<Checkout, ConnectError> {
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(r) => r?,
@@ -221,14 +234,14 @@ impl Client {
             }
             UpstreamProtocol::Https => {
                 let (tcp, probe) = with_probe(tcp)?;
-                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                let tls =
-                    match tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
-                        .await
-                    {
-                        Ok(r) => r.map_err(ConnectError::Tls)?,
-                        Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
-                    };
+                let upstream = tls.ok_or(ConnectError::NoTlsConfig)?;
+                let handshake = upstream
+                    .connector
+                    .connect(upstream.server_name.clone(), tcp);
+                let tls = match tokio::time::timeout(self.connect_timeout, handshake).await {
+                    Ok(r) => r.map_err(ConnectError::Tls)?,
+                    Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
+                };
                 Ok(Checkout {
                     conn: Conn::H1(H1Conn {
                         sender: h1_handshake(TokioIo::new(tls)).await?,
@@ -279,76 +292,4 @@ where
         }
     });
     Ok(sender)
-}
-
-/// TLS to backends (`appProtocol: https`). Like most ingress controllers by default, the
-/// backend's certificate is not verified: the endpoint address came from the API, and
-/// pods usually serve self-signed certificates.
-fn backend_tls_config() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-                .with_no_client_auth()
-        })
-        .unwrap_or_else(|_| {
-            rustls::ClientConfig::builder()
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))))
-                .with_no_client_auth()
-        });
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    cfg
-}
-
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

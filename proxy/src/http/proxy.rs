@@ -368,10 +368,11 @@ impl Proxy {
         // The body returns the connection to the pool when it ends cleanly.
         let client = self.client.clone();
         let proto = rb.protocol;
+        let tls_name = rb.tls.as_ref().map(|t| t.name.clone());
         let on_end = Box::new(move |clean: bool| {
             drop(in_flight);
             if clean && let Some(conn) = h1_sender {
-                client.checkin(addr, proto, conn);
+                client.checkin(addr, proto, tls_name, conn);
             }
         });
         Ok(Response::from_parts(
@@ -427,7 +428,11 @@ impl Proxy {
             else {
                 return Err(ProxyError::Saturated(addr));
             };
-            let checkout = match self.client.checkout(addr, rb.protocol, fresh).await {
+            let checkout = match self
+                .client
+                .checkout(addr, rb.protocol, rb.tls.as_deref(), fresh)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     pick.endpoint.eject(EJECTION_TIME);

@@ -52,6 +52,8 @@ pub struct RouteBackend {
     pub protocol: UpstreamProtocol,
     /// Relative weight among the route's backends (Ingress: always one backend).
     pub weight: u32,
+    /// For `Https`: the SNI sent and how the certificate is checked.
+    pub tls: Option<Arc<crate::tls::upstream::UpstreamTls>>,
 }
 
 /// What a matched request does. Shared by every path rule built from the same Ingress
@@ -264,6 +266,7 @@ mod tests {
                 backend: Arc::new(Backend::new(BackendKey::new("ns", name, ""))),
                 protocol: UpstreamProtocol::Http1,
                 weight: 1,
+                tls: None,
             }],
             policy: Policy::RoundRobin,
             https_redirect: false,

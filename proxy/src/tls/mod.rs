@@ -10,6 +10,8 @@
 //! reads the current snapshot on every handshake, so a rotated Secret is served to the next
 //! handshake while open connections keep their session.
 
+pub mod upstream;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

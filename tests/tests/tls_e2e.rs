@@ -398,6 +398,25 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
         r.header("location"),
         Some("https://exact.tls.example.com/some/path?q=1")
     );
+    // The Location is built from the validated host and the normalized path only: a Host
+    // that would point it elsewhere is refused, a path that would is normalized.
+    let r = http
+        .get("exact.tls.example.com", "//evil.example.com/./x")
+        .await?;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some("https://exact.tls.example.com/evil.example.com/x"),
+        "no scheme-relative // in the Location"
+    );
+    for host in [
+        "evil.example.com@exact.tls.example.com",
+        "exact.tls.example.com/evil",
+    ] {
+        let r = http.get(host, "/").await?;
+        assert_eq!(r.status, 400, "Host {host:?} is refused, not redirected");
+        assert!(r.header("location").is_none());
+    }
     let r = http.get("noredirect.tls.example.com", "/").await?;
     assert_eq!(r.status, 200, "ssl-redirect: false serves plain HTTP");
     assert_eq!(r.backend(), Some("web-0"));

@@ -69,7 +69,23 @@ pub fn kube_bin_dir() -> Result<PathBuf> {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+///
+/// Taken below the kernel's ephemeral range (32768 and up by default): a port from that
+/// range can be handed to some process's outgoing connection between this check and the
+/// caller's bind, which made a test control plane fail now and then with "address already
+/// in use". Below it, only another listener can take it.
 pub fn free_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Spread over the range and never hand out the same port twice in one process.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = u32::from_str_radix(&random_hex(2), 16).unwrap_or(0);
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((seed + n * 7919) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

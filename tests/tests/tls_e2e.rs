@@ -612,49 +612,28 @@ async fn backend_tls_sends_sni_verifies_with_the_services_ca_and_fails_closed() 
     let other_ca = Ca::new("someone-elses-ca")?;
     apply_ca_secret(c, ns, "backend-ca", &ca.cert_pem).await?;
     apply_ca_secret(c, ns, "other-ca", &other_ca.cert_pem).await?;
-    // Verified: SNI from the annotation, certificate checked against the Service's CA.
-    let verified = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
-    let _v = tls_backend(verified, &ca.server(&["api.internal.example"])?).await?;
-    https_service(
-        c,
-        ns,
-        "verified",
-        json!({
-        "portico.dev/backend-tls-server-name": "api.internal.example",
-        "portico.dev/backend-tls-ca-secret": "backend-ca" }),
-        verified,
-    )
-    .await?;
-    // The same backend checked against another CA: refused (502), never served unverified.
-    let impostor = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
-    let _i = tls_backend(impostor, &ca.server(&["api.internal.example"])?).await?;
-    https_service(
-        c,
-        ns,
-        "impostor",
-        json!({
-        "portico.dev/backend-tls-server-name": "api.internal.example",
-        "portico.dev/backend-tls-ca-secret": "other-ca" }),
-        impostor,
-    )
-    .await?;
-    // A CA Secret that does not exist: fails closed too.
-    let missing = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
-    let _m = tls_backend(missing, &ca.server(&["api.internal.example"])?).await?;
-    https_service(
-        c,
-        ns,
-        "missing",
-        json!({
-        "portico.dev/backend-tls-server-name": "api.internal.example",
-        "portico.dev/backend-tls-ca-secret": "no-such-ca" }),
-        missing,
-    )
-    .await?;
-    // No CA: the default SNI, unverified (allowed by default), and a Warning Event says so.
-    let plain = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
-    let _p = tls_backend(plain, &ca.server(&["whatever"])?).await?;
-    https_service(c, ns, "unverified", json!({}), plain).await?;
+    // Each Service fronts a backend serving a certificate from `ca` for api.internal.example.
+    //   verified: SNI from the annotation, the certificate checked against the Service's CA;
+    //   impostor: checked against another CA: refused (502), never served unverified;
+    //   missing: a CA Secret that does not exist: fails closed too;
+    //   unverified: no CA: the default SNI, unverified (allowed by default), and a Warning.
+    let mut servers = Vec::new();
+    for (svc, ca_secret) in [
+        ("verified", Some("backend-ca")),
+        ("impostor", Some("other-ca")),
+        ("missing", Some("no-such-ca")),
+        ("unverified", None),
+    ] {
+        let addr = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
+        servers.push(tls_backend(addr, &ca.server(&["api.internal.example"])?).await?);
+        let annotations = match ca_secret {
+            Some(secret) => json!({
+                "portico.dev/backend-tls-server-name": "api.internal.example",
+                "portico.dev/backend-tls-ca-secret": secret }),
+            None => json!({}),
+        };
+        https_service(c, ns, svc, annotations, addr).await?;
+    }
     for svc in ["verified", "impostor", "missing", "unverified"] {
         apply_ingress(
             c,

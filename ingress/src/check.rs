@@ -42,17 +42,9 @@ impl Default for Limits {
 pub const BACKEND_TLS_SERVER_NAME_ANNOTATION: &str = "portico.dev/backend-tls-server-name";
 /// On a Service: a Secret in the Service's namespace whose `ca.crt` verifies the backend.
 pub const BACKEND_TLS_CA_ANNOTATION: &str = "portico.dev/backend-tls-ca-secret";
-
-/// The CA Secret a Service names for backend TLS, if any.
-pub fn backend_ca_secret(service: &Service) -> Option<&str> {
-    service
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(BACKEND_TLS_CA_ANNOTATION))
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-}
+/// On a Service: a ConfigMap in the Service's namespace whose `ca.crt` verifies the backend
+/// (`kube-root-ca.crt` for certificates the cluster CA signed; trust-manager bundles).
+pub const BACKEND_TLS_CA_CONFIGMAP_ANNOTATION: &str = "portico.dev/backend-tls-ca-configmap";
 
 /// Whether a Service port's `appProtocol` asks for TLS to the backend.
 pub fn is_tls_app_protocol(app_protocol: Option<&str>) -> bool {
@@ -101,8 +93,16 @@ pub enum Problem {
         "Service {0}: annotation {BACKEND_TLS_SERVER_NAME_ANNOTATION} is not a DNS name: {1:?}"
     )]
     BackendTlsServerName(String, String),
-    #[error("Service {0}: annotation {BACKEND_TLS_CA_ANNOTATION} is not a Secret name: {1:?}")]
-    BackendTlsCa(String, String),
+    #[error("Service {service}: annotation {annotation} is not an object name: {value:?}")]
+    BackendTlsCa {
+        service: String,
+        annotation: &'static str,
+        value: String,
+    },
+    #[error(
+        "Service {0}: set {BACKEND_TLS_CA_ANNOTATION} or {BACKEND_TLS_CA_CONFIGMAP_ANNOTATION}, not both"
+    )]
+    BackendTlsCaTwice(String),
     #[error(
         "Service {0} is reached over TLS without a CA to verify it ({BACKEND_TLS_CA_ANNOTATION}), and this instance does not allow unverified backend TLS"
     )]
@@ -151,12 +151,19 @@ pub struct Backend {
     pub tls: Option<BackendTls>,
 }
 
-/// TLS to a backend: the SNI sent and verified, and the CA Secret (same namespace) that
-/// verifies it; `None`: not verified (allowed by the instance).
+/// TLS to a backend: the SNI sent and verified, and where (same namespace) the CA bundle
+/// that verifies it lives; `None`: not verified (allowed by the instance).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendTls {
     pub server_name: String,
-    pub ca_secret: Option<String>,
+    pub ca: Option<CaSource>,
+}
+
+/// An object holding a CA bundle under the key `ca.crt`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CaSource {
+    Secret(String),
+    ConfigMap(String),
 }
 
 /// The problems of `ingress`; empty when it can be served. `services` finds a Service of
@@ -393,23 +400,32 @@ fn backend_tls(
         },
         None => format!("{name}.{namespace}.svc"),
     };
-    let ca_secret = match annotations.and_then(|a| a.get(BACKEND_TLS_CA_ANNOTATION)) {
-        Some(s) if is_object_name(s.trim()) => Some(s.trim().to_string()),
-        Some(s) => {
-            return Err(Problem::BackendTlsCa(
-                format!("{namespace}/{name}"),
-                s.clone(),
-            ));
+    let named = |annotation: &'static str| -> Result<Option<String>, Problem> {
+        match annotations.and_then(|a| a.get(annotation)) {
+            Some(s) if is_object_name(s.trim()) => Ok(Some(s.trim().to_string())),
+            Some(s) => Err(Problem::BackendTlsCa {
+                service: format!("{namespace}/{name}"),
+                annotation,
+                value: s.clone(),
+            }),
+            None => Ok(None),
         }
-        None => None,
     };
-    if ca_secret.is_none() && !limits.allow_unverified_backend_tls {
+    let ca = match (
+        named(BACKEND_TLS_CA_ANNOTATION)?,
+        named(BACKEND_TLS_CA_CONFIGMAP_ANNOTATION)?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::BackendTlsCaTwice(format!("{namespace}/{name}")));
+        }
+        (Some(secret), None) => Some(CaSource::Secret(secret)),
+        (None, Some(config_map)) => Some(CaSource::ConfigMap(config_map)),
+        (None, None) => None,
+    };
+    if ca.is_none() && !limits.allow_unverified_backend_tls {
         return Err(Problem::UnverifiedBackendTls(format!("{namespace}/{name}")));
     }
-    Ok(BackendTls {
-        server_name,
-        ca_secret,
-    })
+    Ok(BackendTls { server_name, ca })
 }
 
 /// A DNS-1123 subdomain, as Secret names are.

@@ -20,9 +20,10 @@ mod path;
 mod size;
 
 pub use check::{
-    BACKEND_TLS_CA_ANNOTATION, BACKEND_TLS_SERVER_NAME_ANNOTATION, Backend, BackendTls, Checked,
+    BACKEND_TLS_CA_ANNOTATION, BACKEND_TLS_CA_CONFIGMAP_ANNOTATION,
+    BACKEND_TLS_SERVER_NAME_ANNOTATION, Backend, BackendTls, CaSource, Checked,
     LOAD_BALANCE_ANNOTATION, Limits, MAX_PATHS_PER_INGRESS, MAX_PROBLEMS, Problem, Rule,
-    SSL_REDIRECT_ANNOTATION, TlsHost, backend_ca_secret, check, is_tls_app_protocol, validate,
+    SSL_REDIRECT_ANNOTATION, TlsHost, check, is_tls_app_protocol, validate,
 };
 pub use conflict::{Claims, Conflict, Contested, IngressKey, Resolution, conflicts, oldest_first};
 pub use host::HostPattern;

@@ -17,7 +17,7 @@
 //! instance creates and modifies nothing. The class is claimed with a plain create, so two
 //! instances racing for a new class cannot both win.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -451,19 +451,24 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         ..portico_ingress::Limits::default()
     };
     let verdicts = verdict::judge(&split, &services, &limits, (&namespace, &name), &class);
-    // The proxy may read the Secrets its served Ingresses name: TLS certificates, and the
-    // CA bundles their backends' Services name.
+    // The proxy may read, by name, what its served Ingresses name: TLS Secrets, and the CA
+    // bundles (Secrets or ConfigMaps) their backends' Services name.
     let mut secrets = split.tls_secrets();
-    for (ns, names) in &verdicts.backend_ca_secrets {
-        secrets
-            .entry(ns.clone())
-            .or_default()
-            .extend(names.iter().cloned());
+    let mut config_maps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (ns, sources) in &verdicts.backend_cas {
+        for source in sources {
+            let (map, name) = match source {
+                portico_ingress::CaSource::Secret(n) => (&mut secrets, n),
+                portico_ingress::CaSource::ConfigMap(n) => (&mut config_maps, n),
+            };
+            map.entry(ns.clone()).or_default().insert(name.clone());
+        }
     }
 
     // 3. The class: ours, free (claim it atomically), or someone else's.
     let classes: Api<IngressClass> = Api::all(client.clone());
-    let inputs = Inputs::new(instance, served.clone(), secrets, &ctx.settings)?;
+    let mut inputs = Inputs::new(instance, served.clone(), secrets, &ctx.settings)?;
+    inputs.config_maps = config_maps;
     match ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name) {
         Claim::Ours => {}
         Claim::Free => {

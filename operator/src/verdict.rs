@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
-use portico_ingress::{IngressKey, Limits};
+use portico_ingress::{CaSource, IngressKey, Limits};
 
 use crate::resources::CONSENT_ANNOTATION;
 use crate::tenancy::ClassIngresses;
@@ -46,8 +46,8 @@ pub struct Verdicts<'a> {
     pub rejected: Vec<&'a Ingress>,
     /// One per distinct problem; an Ingress may have several, a served one conflicts.
     pub warnings: Vec<Warning<'a>>,
-    /// Per namespace, the CA Secrets that checked Ingresses' backends name for TLS.
-    pub backend_ca_secrets: BTreeMap<String, BTreeSet<String>>,
+    /// Per namespace, where the CA bundles live that checked Ingresses' backends name.
+    pub backend_cas: BTreeMap<String, BTreeSet<CaSource>>,
 }
 
 /// Judges the Ingresses of the class of instance `<namespace>/<name>`.
@@ -87,9 +87,9 @@ pub fn judge<'a>(
                     .chain(checked.default_backend.iter());
                 let mut unverified = BTreeSet::new();
                 for b in backends {
-                    match b.tls.as_ref().map(|t| &t.ca_secret) {
+                    match b.tls.as_ref().map(|t| &t.ca) {
                         Some(Some(ca)) => {
-                            out.backend_ca_secrets
+                            out.backend_cas
                                 .entry(ns.clone())
                                 .or_default()
                                 .insert(ca.clone());
@@ -106,10 +106,11 @@ pub fn judge<'a>(
                         reason: UNVERIFIED_BACKEND_TLS,
                         note: format!(
                             "IngressClass {class} reaches Service(s) {} over TLS without verifying \
-                             their certificate: name a CA Secret with {} on the Service, or set \
+                             their certificate: name a CA with {} or {} on the Service, or set \
                              spec.backendTLS.allowUnverified: false on the instance to refuse this",
                             unverified.into_iter().collect::<Vec<_>>().join(", "),
                             portico_ingress::BACKEND_TLS_CA_ANNOTATION,
+                            portico_ingress::BACKEND_TLS_CA_CONFIGMAP_ANNOTATION,
                         ),
                     });
                 }

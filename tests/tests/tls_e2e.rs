@@ -618,23 +618,43 @@ async fn backend_tls_sends_sni_verifies_with_the_services_ca_and_fails_closed() 
     //   missing: a CA Secret that does not exist: fails closed too;
     //   unverified: no CA: the default SNI, unverified (allowed by default), and a Warning.
     let mut servers = Vec::new();
-    for (svc, ca_secret) in [
-        ("verified", Some("backend-ca")),
-        ("impostor", Some("other-ca")),
-        ("missing", Some("no-such-ca")),
+    //   from-configmap: the CA bundle in a ConfigMap instead of a Secret.
+    let bundle: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "backend-ca-bundle", "namespace": ns },
+        "data": { "ca.crt": ca.cert_pem },
+    }))?;
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(c.clone(), ns)
+        .patch(
+            "backend-ca-bundle",
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&bundle),
+        )
+        .await?;
+    for (svc, ca_annotation) in [
+        ("verified", Some(("secret", "backend-ca"))),
+        ("impostor", Some(("secret", "other-ca"))),
+        ("missing", Some(("secret", "no-such-ca"))),
+        ("from-configmap", Some(("configmap", "backend-ca-bundle"))),
         ("unverified", None),
     ] {
         let addr = SocketAddr::new(portico_tests::netns::pod_ip(), 8443);
         servers.push(tls_backend(addr, &ca.server(&["api.internal.example"])?).await?);
-        let annotations = match ca_secret {
-            Some(secret) => json!({
+        let annotations = match ca_annotation {
+            Some((kind, name)) => json!({
                 "portico.dev/backend-tls-server-name": "api.internal.example",
-                "portico.dev/backend-tls-ca-secret": secret }),
+                format!("portico.dev/backend-tls-ca-{kind}"): name }),
             None => json!({}),
         };
         https_service(c, ns, svc, annotations, addr).await?;
     }
-    for svc in ["verified", "impostor", "missing", "unverified"] {
+    for svc in [
+        "verified",
+        "impostor",
+        "missing",
+        "from-configmap",
+        "unverified",
+    ] {
         apply_ingress(
             c,
             https_ingress(ns, class, &format!("{svc}.example.com"), svc),
@@ -662,6 +682,15 @@ async fn backend_tls_sends_sni_verifies_with_the_services_ca_and_fails_closed() 
         r.json["sni"], "api.internal.example",
         "SNI from the annotation"
     );
+    eventually(
+        OPERATOR_WAIT,
+        "the backend verified by a ConfigMap's CA answers",
+        || {
+            let http = http.clone();
+            async move { status_of(&http, "from-configmap.example.com", "/").await == 200 }
+        },
+    )
+    .await?;
     assert_eq!(
         http.get("impostor.example.com", "/").await?.status,
         502,

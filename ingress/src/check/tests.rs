@@ -362,7 +362,7 @@ fn backend_tls_takes_its_name_and_ca_from_the_service_and_fails_closed_when_aske
         judge(&svc(json!({})), true),
         Ok(Some(BackendTls {
             server_name: "secure.a.svc".into(),
-            ca_secret: None
+            ca: None
         }))
     );
     // Fail closed: no CA and unverified TLS not allowed.
@@ -378,7 +378,17 @@ fn backend_tls_takes_its_name_and_ca_from_the_service_and_fails_closed_when_aske
         judge(&named, false),
         Ok(Some(BackendTls {
             server_name: "api.internal.example".into(),
-            ca_secret: Some("backend-ca".into())
+            ca: Some(CaSource::Secret("backend-ca".into()))
+        }))
+    );
+    assert_eq!(
+        judge(
+            &svc(json!({BACKEND_TLS_CA_CONFIGMAP_ANNOTATION: "kube-root-ca.crt"})),
+            false
+        ),
+        Ok(Some(BackendTls {
+            server_name: "secure.a.svc".into(),
+            ca: Some(CaSource::ConfigMap("kube-root-ca.crt".into()))
         }))
     );
     for (annotations, want) in [
@@ -392,7 +402,15 @@ fn backend_tls_takes_its_name_and_ca_from_the_service_and_fails_closed_when_aske
         ),
         (
             json!({BACKEND_TLS_CA_ANNOTATION: "../other"}),
-            "is not a Secret name",
+            "is not an object name",
+        ),
+        (
+            json!({BACKEND_TLS_CA_CONFIGMAP_ANNOTATION: "Bad_Name"}),
+            "is not an object name",
+        ),
+        (
+            json!({BACKEND_TLS_CA_ANNOTATION: "a", BACKEND_TLS_CA_CONFIGMAP_ANNOTATION: "b"}),
+            "not both",
         ),
     ] {
         let got = judge(&svc(annotations.clone()), true).map_err(|p| p[0].to_string());

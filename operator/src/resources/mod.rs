@@ -76,6 +76,8 @@ pub struct Inputs<'a> {
     pub served_namespaces: Vec<String>,
     /// Per namespace: the Secrets this class's Ingresses there name in `spec.tls`.
     pub tls_secrets: BTreeMap<String, BTreeSet<String>>,
+    /// Per namespace: the ConfigMaps holding CA bundles that backends there name.
+    pub config_maps: BTreeMap<String, BTreeSet<String>>,
     pub settings: &'a Settings,
     owner: OwnerReference,
 }
@@ -100,6 +102,7 @@ impl<'a> Inputs<'a> {
             namespace,
             served_namespaces: served,
             tls_secrets,
+            config_maps: BTreeMap::new(),
             settings,
             owner,
         })

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  served namespace N ──▶ Role portico-<ns>-<name> in N: get/list/watch ingresses, services,
-//!                          endpointslices; get/list/watch secrets only by resourceNames
+//!                          endpointslices; get/list/watch secrets and configmaps only by
+//!                          resourceNames (TLS certificates, backend CA bundles)
 //!                     ──▶ RoleBinding portico-<ns>-<name> in N ──▶ SA <ns>/portico-<name>
 //!  cluster            ──▶ ClusterRole portico-<ns>-<name>: get/list/watch its own IngressClass
 //!                     ──▶ ClusterRoleBinding portico-<ns>-<name>
@@ -70,6 +71,14 @@ pub fn role(inputs: &Inputs, namespace: &str) -> Role {
     let secrets = secret_names(inputs, namespace);
     if !secrets.is_empty() {
         rules.push(rule("", "secrets", Some(secrets)));
+    }
+    // CA bundles that backends name, by name too; none named, no rule.
+    if let Some(names) = inputs.config_maps.get(namespace).filter(|n| !n.is_empty()) {
+        rules.push(rule(
+            "",
+            "configmaps",
+            Some(names.iter().cloned().collect()),
+        ));
     }
     Role {
         metadata: inputs.foreign_meta(inputs.rbac_name(), Some(namespace.to_owned())),

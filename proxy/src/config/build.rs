@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
-use portico_ingress::{Claims, Conflict, Contested, Limits, Problem};
+use portico_ingress::{BackendTls, CaSource, Claims, Conflict, Contested, Limits, Problem};
 
 use super::store::Store;
 use super::{ObjectKey, Snapshot};
@@ -46,7 +46,7 @@ pub struct Caches {
     /// Backend TLS configs by namespace, judgement and CA Secret resourceVersion, so that
     /// a build does not make a new rustls config per backend.
     /// Each entry keeps the generation of the last build that used it.
-    upstream_tls: HashMap<(String, portico_ingress::BackendTls, String), (Arc<UpstreamTls>, u64)>,
+    upstream_tls: HashMap<(String, BackendTls, String), (Arc<UpstreamTls>, u64)>,
     generation: u64,
     /// Problems met while building TLS configs, handed to the build's warnings.
     tls_warnings: Vec<String>,
@@ -191,7 +191,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     let mut table = RouteTable::default();
     let mut certs = CertTable::default();
     let mut used_backends = BTreeSet::new();
-    let mut referenced_secrets = BTreeSet::new();
+    let mut referenced = Referenced::default();
     let (mut served, mut skipped) = (0, 0);
 
     // Oldest first: creationTimestamp, then namespace/name.
@@ -211,7 +211,9 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         // them heals it.
         for tls in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
             if let Some(name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) {
-                referenced_secrets.insert(ObjectKey::new(&key.namespace, name));
+                referenced
+                    .secrets
+                    .insert(ObjectKey::new(&key.namespace, name));
             }
         }
         let compiled = match compile(
@@ -221,7 +223,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             params,
             caches,
             &mut used_backends,
-            &mut referenced_secrets,
+            &mut referenced,
         ) {
             Ok(c) => c,
             Err(problems) => {
@@ -291,7 +293,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     table.finish();
 
     if let Some(dc) = &params.default_certificate {
-        referenced_secrets.insert(dc.clone());
+        referenced.secrets.insert(dc.clone());
         match store.secrets.get(dc) {
             Some(secret) => match caches.certs.get(dc, secret) {
                 Ok(ck) => certs.default = Some(ck),
@@ -304,7 +306,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     }
 
     caches.backends.retain(&used_backends);
-    caches.certs.retain(|k| referenced_secrets.contains(k));
+    caches.certs.retain(|k| referenced.secrets.contains(k));
     caches
         .upstream_tls
         .retain(|_, (_, used)| *used == generation);
@@ -327,49 +329,80 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             certs,
             ingresses_served: served,
             ingresses_skipped: skipped,
-            referenced_secrets,
+            referenced_secrets: referenced.secrets,
+            referenced_config_maps: referenced.config_maps,
         },
         warnings,
     }
 }
 
-/// The TLS config for a backend, from the cache while its CA Secret is unchanged. A CA
-/// Secret that is missing or broken yields a config that verifies against nothing (fail
-/// closed); the Secret is watched, so fixing it heals the route.
+/// Secrets and ConfigMaps a build read or wants: the proxy watches exactly these.
+#[derive(Debug, Default)]
+struct Referenced {
+    secrets: BTreeSet<ObjectKey>,
+    config_maps: BTreeSet<ObjectKey>,
+}
+
+/// The TLS config for a backend, from the cache while its CA bundle is unchanged. A CA
+/// object that is missing or holds no certificate yields a config that verifies against
+/// nothing (fail closed); the object is watched, so fixing it heals the route.
 fn upstream_tls_for(
     namespace: &str,
-    t: &portico_ingress::BackendTls,
+    t: &BackendTls,
     store: &Store,
     caches: &mut Caches,
-    referenced_secrets: &mut BTreeSet<ObjectKey>,
+    referenced: &mut Referenced,
 ) -> Option<Arc<UpstreamTls>> {
-    let secret = t.ca_secret.as_ref().map(|name| {
+    // The bundle's PEM (or why there is none) and a version for the cache key.
+    let ca: Option<(Result<&[u8], &str>, String)> = t.ca.as_ref().map(|source| {
+        let (set, name) = match source {
+            CaSource::Secret(n) => (&mut referenced.secrets, n),
+            CaSource::ConfigMap(n) => (&mut referenced.config_maps, n),
+        };
         let key = ObjectKey::new(namespace, name);
-        referenced_secrets.insert(key.clone());
-        store.secrets.get(&key)
+        set.insert(key.clone());
+        let found = match source {
+            CaSource::Secret(_) => store.secrets.get(&key).map(|s| {
+                let pem = s
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("ca.crt"))
+                    .map(|b| &b.0[..]);
+                (pem, s.metadata.resource_version.clone())
+            }),
+            CaSource::ConfigMap(_) => store.config_maps.get(&key).map(|c| {
+                let pem = c
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("ca.crt"))
+                    .map(|s| s.as_bytes());
+                (pem, c.metadata.resource_version.clone())
+            }),
+        };
+        match found {
+            Some((Some(pem), rv)) => (Ok(pem), rv.unwrap_or_default()),
+            Some((None, rv)) => (Err("no ca.crt"), rv.unwrap_or_default()),
+            None => (Err("not found"), "missing".to_string()),
+        }
     });
-    let rv = match &secret {
-        Some(Some(s)) => s.metadata.resource_version.clone().unwrap_or_default(),
-        Some(None) => "missing".to_string(),
-        None => String::new(),
-    };
+    let rv = ca.as_ref().map(|(_, rv)| rv.clone()).unwrap_or_default();
     let cache_key = (namespace.to_string(), t.clone(), rv);
     let generation = caches.generation;
     if let Some((c, used)) = caches.upstream_tls.get_mut(&cache_key) {
         *used = generation;
         return Some(c.clone());
     }
-    let ca = secret.map(|s| match s {
-        Some(s) => crate::tls::upstream::ca_from_secret(s),
-        None => Err("Secret not found".to_string()),
+    let bundle = ca.map(|(pem, _)| {
+        pem.map_err(str::to_string)
+            .and_then(crate::tls::upstream::ca_from_pem)
     });
-    if let (Some(Err(e)), Some(name)) = (&ca, &t.ca_secret) {
+    if let (Some(Err(e)), Some(source)) = (&bundle, &t.ca) {
         caches.tls_warnings.push(format!(
-            "backend CA Secret {namespace}/{name} unusable ({e}): TLS to {} fails until it is fixed",
+            "backend CA {source:?} in {namespace} unusable ({e}): TLS to {} fails until it is fixed",
             t.server_name
         ));
     }
-    match crate::tls::upstream::upstream_tls(&t.server_name, ca) {
+    match crate::tls::upstream::upstream_tls(&t.server_name, bundle) {
         Ok(c) => {
             let c = Arc::new(c);
             caches
@@ -393,7 +426,7 @@ fn compile(
     params: &Params,
     caches: &mut Caches,
     used_backends: &mut BTreeSet<BackendKey>,
-    referenced_secrets: &mut BTreeSet<ObjectKey>,
+    referenced: &mut Referenced,
 ) -> Result<Compiled, Vec<Problem>> {
     let limits = Limits {
         allow_unverified_backend_tls: params.allow_unverified_backend_tls,
@@ -434,7 +467,7 @@ fn compile(
         let tls = b
             .tls
             .as_ref()
-            .and_then(|t| upstream_tls_for(&key.namespace, t, store, caches, referenced_secrets));
+            .and_then(|t| upstream_tls_for(&key.namespace, t, store, caches, referenced));
         let route = Arc::new(Route {
             ingress: key.clone(),
             service: b.service.clone(),

@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub ingresses_skipped: usize,
     /// Secrets the build wanted (so the watcher set can follow).
     pub referenced_secrets: BTreeSet<ObjectKey>,
+    /// ConfigMaps the build wanted (backend CA bundles).
+    pub referenced_config_maps: BTreeSet<ObjectKey>,
 }
 
 pub type SharedSnapshot = Arc<arc_swap::ArcSwap<Snapshot>>;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -24,6 +24,7 @@ pub enum Object {
     Service(Service),
     EndpointSlice(EndpointSlice),
     Secret(Secret),
+    ConfigMap(ConfigMap),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,6 +34,14 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Secret,
+    ConfigMap,
+}
+
+impl Kind {
+    /// Kinds watched one object at a time, by name (the Role grants them by resourceNames).
+    pub fn is_named(self) -> bool {
+        matches!(self, Kind::Secret | Kind::ConfigMap)
+    }
 }
 
 /// What a store change means for the data plane.
@@ -53,6 +62,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -63,6 +73,7 @@ impl Object {
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
         }
     }
 
@@ -73,6 +84,7 @@ impl Object {
             Object::Service(o) => (o.namespace(), o.name_any()),
             Object::EndpointSlice(o) => (o.namespace(), o.name_any()),
             Object::Secret(o) => (o.namespace(), o.name_any()),
+            Object::ConfigMap(o) => (o.namespace(), o.name_any()),
         };
         ObjectKey {
             namespace: ns.unwrap_or_default(),
@@ -90,6 +102,7 @@ pub struct Store {
     /// Service key → its slices' keys.
     slices_by_service: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     pub secrets: HashMap<ObjectKey, Secret>,
+    pub config_maps: HashMap<ObjectKey, ConfigMap>,
 }
 
 fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {
@@ -120,8 +133,10 @@ impl Store {
                 Change::Routes
             }
             Object::Service(o) => {
+                // Annotations count: they carry the backend TLS settings.
                 if let Some(old) = self.services.get(&key)
                     && old.spec == o.spec
+                    && old.metadata.annotations == o.metadata.annotations
                 {
                     self.services.insert(key, o);
                     return Change::None;
@@ -162,6 +177,15 @@ impl Store {
                 self.secrets.insert(key, o);
                 Change::Routes
             }
+            Object::ConfigMap(o) => {
+                if let Some(old) = self.config_maps.get(&key)
+                    && old.data == o.data
+                {
+                    return Change::None;
+                }
+                self.config_maps.insert(key, o);
+                Change::Routes
+            }
         }
     }
 
@@ -171,6 +195,7 @@ impl Store {
             Kind::Ingress => self.ingresses.remove(key).is_some(),
             Kind::Service => self.services.remove(key).is_some(),
             Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(key).is_some(),
             Kind::EndpointSlice => {
                 let svc = self
                     .endpoint_slices
@@ -227,6 +252,12 @@ impl Store {
                 .collect(),
             Kind::Secret => self
                 .secrets
+                .keys()
+                .filter(|k| in_scope(k))
+                .cloned()
+                .collect(),
+            Kind::ConfigMap => self
+                .config_maps
                 .keys()
                 .filter(|k| in_scope(k))
                 .cloned()

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -147,7 +147,8 @@ pub struct ConfigLoop {
     pending: HashSet<Scope>,
     /// Keys seen during a (re)list, per watcher.
     relisting: HashMap<Scope, HashSet<ObjectKey>>,
-    secret_watchers: HashMap<ObjectKey, JoinHandle<()>>,
+    /// Secrets and ConfigMaps the snapshot references, each watched by name.
+    named_watchers: HashMap<(Kind, ObjectKey), JoinHandle<()>>,
     core_synced_at: Option<Instant>,
     built_once: bool,
     last_warnings: HashSet<String>,
@@ -173,7 +174,7 @@ impl ConfigLoop {
             tx,
             pending: HashSet::new(),
             relisting: HashMap::new(),
-            secret_watchers: HashMap::new(),
+            named_watchers: HashMap::new(),
             core_synced_at: None,
             built_once: false,
             last_warnings: HashSet::new(),
@@ -234,61 +235,77 @@ impl ConfigLoop {
     }
 
     /// Follows the set of referenced Secrets: one watcher per Secret, by name.
-    fn sync_secret_watchers(&mut self) {
-        let wanted = self.shared.load().referenced_secrets.clone();
-        let mut dropped = false;
-        self.secret_watchers.retain(|key, handle| {
+    /// Watches exactly the Secrets and ConfigMaps the published snapshot references (TLS
+    /// certificates, backend CA bundles), each by name, as the Role grants them.
+    fn sync_named_watchers(&mut self) {
+        let snapshot = self.shared.load();
+        let wanted: HashSet<(Kind, ObjectKey)> = snapshot
+            .referenced_secrets
+            .iter()
+            .map(|k| (Kind::Secret, k.clone()))
+            .chain(
+                snapshot
+                    .referenced_config_maps
+                    .iter()
+                    .map(|k| (Kind::ConfigMap, k.clone())),
+            )
+            .collect();
+        let mut dropped = Vec::new();
+        self.named_watchers.retain(|key, handle| {
             let keep = wanted.contains(key);
             if !keep {
                 handle.abort();
-                dropped = true;
+                dropped.push(key.clone());
             }
             keep
         });
-        if dropped {
-            let stale: Vec<ObjectKey> = self
-                .store
-                .secrets
-                .keys()
-                .filter(|k| !wanted.contains(*k))
-                .cloned()
-                .collect();
-            for key in stale {
-                self.store.delete(Kind::Secret, &key);
-            }
+        for (kind, key) in &dropped {
+            self.store.delete(*kind, key);
+        }
+        if !dropped.is_empty() {
             self.pending.retain(|s| {
-                s.kind != Kind::Secret
-                    || s.name
-                        .as_ref()
-                        .is_some_and(|n| wanted.contains(&ObjectKey::new(&s.namespace, n)))
+                !s.kind.is_named()
+                    || s.name.as_ref().is_some_and(|n| {
+                        wanted.contains(&(s.kind, ObjectKey::new(&s.namespace, n)))
+                    })
             });
         }
-        for key in wanted {
-            if self.secret_watchers.contains_key(&key) {
+        for (kind, key) in wanted {
+            if self.named_watchers.contains_key(&(kind, key.clone())) {
                 continue;
             }
-            debug!(secret = %key, "watching Secret");
+            debug!(?kind, object = %key, "watching by name");
             let scope = Scope {
-                kind: Kind::Secret,
+                kind,
                 namespace: key.namespace.clone(),
                 name: Some(key.name.clone()),
             };
             if !self.health.is_ready() {
                 self.pending.insert(scope.clone());
             }
-            let handle = spawn_watch(
-                Api::<Secret>::namespaced(self.client.clone(), &key.namespace),
-                watcher::Config::default().fields(&format!("metadata.name={}", key.name)),
-                scope,
-                self.tx.clone(),
-                Object::Secret,
-            );
-            self.secret_watchers.insert(key, handle);
+            let by_name = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
+            let handle = match kind {
+                Kind::ConfigMap => spawn_watch(
+                    Api::<ConfigMap>::namespaced(self.client.clone(), &key.namespace),
+                    by_name,
+                    scope,
+                    self.tx.clone(),
+                    Object::ConfigMap,
+                ),
+                _ => spawn_watch(
+                    Api::<Secret>::namespaced(self.client.clone(), &key.namespace),
+                    by_name,
+                    scope,
+                    self.tx.clone(),
+                    Object::Secret,
+                ),
+            };
+            self.named_watchers.insert((kind, key), handle);
         }
     }
 
     fn core_pending(&self) -> bool {
-        self.pending.iter().any(|s| s.kind != Kind::Secret)
+        self.pending.iter().any(|s| !s.kind.is_named())
     }
 
     /// Applies one event; returns whether routes must be rebuilt.
@@ -392,7 +409,7 @@ impl ConfigLoop {
         );
         self.shared.store(Arc::new(out.snapshot));
         self.built_once = true;
-        self.sync_secret_watchers();
+        self.sync_named_watchers();
     }
 
     /// Logs the warnings of the last build that were not logged before.
@@ -407,11 +424,7 @@ impl ConfigLoop {
         if self.health.is_ready() || !self.built_once || self.core_pending() {
             return;
         }
-        let secrets_pending = self
-            .pending
-            .iter()
-            .filter(|s| s.kind == Kind::Secret)
-            .count();
+        let secrets_pending = self.pending.iter().filter(|s| s.kind.is_named()).count();
         let grace_over = self
             .core_synced_at
             .is_some_and(|t| t.elapsed() >= SECRET_SYNC_GRACE);
@@ -419,7 +432,7 @@ impl ConfigLoop {
             if secrets_pending > 0 {
                 warn!(
                     secrets_pending,
-                    "ready although some Secret watchers have not synced (check the Role's resourceNames)"
+                    "ready although some Secret or ConfigMap watchers have not synced (check the Role's resourceNames)"
                 );
             }
             self.health.set_ready();

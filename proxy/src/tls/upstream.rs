@@ -2,17 +2,16 @@
 //! is checked, one config per backend, built from the judgement's `BackendTls`.
 //!
 //! ```text
-//! Service annotations ─▶ portico_ingress::BackendTls { server_name, ca_secret }
-//!   ca_secret ─▶ Secret `ca.crt` ─▶ RootCertStore ─▶ verified against server_name
-//!   no ca_secret (allowed by the instance) ─▶ SNI sent, certificate not verified
+//! Service annotations ─▶ portico_ingress::BackendTls { server_name, ca }
+//!   ca: Secret or ConfigMap `ca.crt` ─▶ RootCertStore ─▶ verified against server_name
+//!   no ca (allowed by the instance) ─▶ SNI sent, certificate not verified
 //! ```
 //!
-//! A CA Secret that is missing or holds no certificate fails closed: the config verifies
+//! A CA object that is missing or holds no certificate fails closed: the config verifies
 //! against an empty root store, so every handshake fails (502) until the Secret is fixed.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
@@ -34,14 +33,9 @@ impl std::fmt::Debug for UpstreamTls {
     }
 }
 
-/// The CA bundle in a Secret's `ca.crt`.
-pub fn ca_from_secret(secret: &Secret) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("ca.crt"))
-        .ok_or("no ca.crt")?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.0)
+/// The certificates of a PEM CA bundle (`ca.crt`).
+pub fn ca_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("ca.crt: {e}"))?;
     if certs.is_empty() {

@@ -602,4 +602,24 @@ mod tests {
         );
         assert!(!send(&mut l, Kind::EndpointSlice, WatchEvent::Apply(slice)));
     }
+
+    #[tokio::test]
+    async fn a_service_annotation_change_asks_for_a_rebuild() {
+        let mut l = config_loop();
+        assert!(send(&mut l, Kind::Service, WatchEvent::Apply(service())));
+        assert!(
+            !send(&mut l, Kind::Service, WatchEvent::Apply(service())),
+            "unchanged"
+        );
+        let annotated = Object::Service(
+            serde_json::from_value(json!({"metadata": {"namespace": "a", "name": "svc",
+                "annotations": {"portico.dev/backend-tls-ca-secret": "ca"}},
+                "spec": {"ports": [{"port": 80}]}}))
+            .expect("service"),
+        );
+        assert!(
+            send(&mut l, Kind::Service, WatchEvent::Apply(annotated)),
+            "backend TLS annotations are read by the build"
+        );
+    }
 }

@@ -59,14 +59,14 @@ fn protected(name: &HeaderName) -> bool {
 /// that is not a trusted proxy, the forwarding headers the proxy does not set itself.
 /// Call it before `apply_forwarded`, which then sets its own.
 pub fn sanitize_request(headers: &mut HeaderMap, trusted_peer: bool, keep_underscores: bool) {
-    let drop = |n: &HeaderName| {
+    let unwanted = |n: &HeaderName| {
         (!keep_underscores && n.as_str().contains('_')) || (!trusted_peer && is_forwarding(n))
     };
     // The usual request has none: one pass over the names, nothing allocated.
-    if !headers.keys().any(drop) {
+    if !headers.keys().any(unwanted) {
         return;
     }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
+    let names: Vec<HeaderName> = headers.keys().filter(|n| unwanted(n)).cloned().collect();
     for name in names {
         headers.remove(&name);
     }

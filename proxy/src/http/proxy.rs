@@ -2,14 +2,17 @@
 //! `ProxyHttp`):
 //!
 //! ```text
-//! 1 request_filter   host and path from the request
-//! 2 route            snapshot (loaded once) → host → path → Route, or 404
+//! 1 request_filter   one validated host (400), SNI covers it (421), normalized path (400)
+//! 2 route            snapshot (loaded once) → host → path → Route, or 404; body limit (413)
 //! 3 redirect         plain HTTP to a TLS host → 308 https
-//! 4 upstream_peer    endpoint set (loaded once) → policy pick → connect;
-//!                    connect failure: eject, retry idempotent requests on another endpoint
-//! 5 upstream_request strip hop-by-hop, X-Forwarded-*, URI and version for the upstream
+//! 4 upstream_peer    endpoint set (loaded once) → policy pick → slot under the endpoint's
+//!                    cap (bounded wait, 503) → connect; connect failure: eject, retry
+//!                    idempotent requests on another endpoint
+//! 5 upstream_request strip hop-by-hop and what clients may not send, X-Forwarded-*,
+//!                    normalized URI and version for the upstream
 //! 6 send             request timeout → 504; a stale pooled connection is redialled once
-//! 7 response_filter  strip hop-by-hop, HSTS, affinity cookie, WebSocket tunnel
+//! 7 response_filter  strip hop-by-hop, HSTS, affinity cookie, WebSocket tunnel; pool the
+//!                    connection only after a bodyless request
 //! 8 logging          metrics by namespace/ingress/service/code class
 //! ```
 //! Errors from any phase become responses in one place: `ProxyError::into_response`.

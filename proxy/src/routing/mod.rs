@@ -22,7 +22,7 @@ use http::HeaderMap;
 
 use crate::config::ObjectKey;
 use crate::lb::{Backend, Policy};
-pub use host::{HostPattern, normalize_request_host};
+pub use host::HostPattern;
 pub use path::{PathKind, PathMatch};
 
 /// Upstream protocol, from the Service port's `appProtocol`.
@@ -293,7 +293,12 @@ mod tests {
     }
 
     fn hit(t: &RouteTable, host: &str, path: &str) -> Option<String> {
-        let host = normalize_request_host(host);
+        // As the proxy does: no host (HTTP/1.0) matches only host-less rules.
+        let host = if host.is_empty() {
+            std::borrow::Cow::Borrowed("")
+        } else {
+            crate::http::target::validate_host(host).expect("valid test host")
+        };
         match t.find(&host, path, &HeaderMap::new()) {
             RouteMatch::Rule(r) | RouteMatch::Default(r) => Some(r.ingress.name.clone()),
             RouteMatch::NotFound => None,

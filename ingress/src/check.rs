@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
 
 use crate::host::HostPattern;
+use crate::judge::SHARE_HOST_ANNOTATION;
 use crate::load_balance::LoadBalance;
 use crate::path::{PathKind, PathMatch};
 
@@ -61,6 +62,8 @@ pub enum Problem {
     LoadBalanceAnnotation(String),
     #[error("annotation {SSL_REDIRECT_ANNOTATION}: {0:?} is not \"true\" or \"false\"")]
     SslRedirectAnnotation(String),
+    #[error("annotation {SHARE_HOST_ANNOTATION}: {0:?} is not a namespace name")]
+    ShareHostAnnotation(String),
     #[error("{count} paths, more than the limit of {limit}")]
     TooManyPaths { count: usize, limit: usize },
     #[error("invalid host {0:?}")]
@@ -211,6 +214,10 @@ pub fn check<'s>(
             None
         }
     };
+
+    if let Err(p) = crate::judge::share_host_with(ingress) {
+        problems.push(p);
+    }
 
     let rules = spec.rules.as_deref().unwrap_or_default();
     let path_count: usize = rules

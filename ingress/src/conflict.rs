@@ -1,15 +1,14 @@
 //! Conflicts: two Ingresses of one class claiming the same host and path (or both having a
 //! `defaultBackend`). The oldest wins: creationTimestamp, then namespace/name. The loser
-//! keeps whatever else it claims.
+//! keeps whatever else it claims. `judge()` makes the claims.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
-use crate::check::Checked;
 use crate::host::HostPattern;
 use crate::path::PathMatch;
 
@@ -52,7 +51,7 @@ pub enum Contested {
 }
 
 /// `loser` asked for `contested`, which the older `winner` holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Conflict<K> {
     pub loser: K,
     pub winner: K,
@@ -120,54 +119,4 @@ impl<K: Clone + Eq> Claims<K> {
             }
         }
     }
-}
-
-/// The outcome of [`conflicts`].
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Resolution {
-    /// Every claim lost, in claim order.
-    pub conflicts: Vec<Conflict<IngressKey>>,
-    /// Ingresses that lost every claim they made: nothing of them is served.
-    pub unserved: BTreeSet<IngressKey>,
-}
-
-/// Resolves the claims of the servable Ingresses of one class (any order).
-pub fn conflicts<'a>(
-    ingresses: impl IntoIterator<Item = (&'a Ingress, &'a Checked)>,
-) -> Resolution {
-    let mut ingresses: Vec<_> = ingresses.into_iter().collect();
-    ingresses.sort_by(|(a, _), (b, _)| oldest_first(a, b));
-    let mut claims = Claims::default();
-    let mut out = Resolution::default();
-    for (ingress, checked) in ingresses {
-        let key = IngressKey::of(ingress);
-        let (mut won, mut lost) = (false, false);
-        let mut contest = |result: Result<(), IngressKey>, contested: Contested| match result {
-            Ok(()) => won = true,
-            Err(winner) => {
-                lost = true;
-                out.conflicts.push(Conflict {
-                    loser: key.clone(),
-                    winner,
-                    contested,
-                });
-            }
-        };
-        for rule in &checked.rules {
-            contest(
-                claims.route(&key, &rule.host, &rule.path),
-                Contested::Route {
-                    host: rule.host.clone(),
-                    path: rule.path.clone(),
-                },
-            );
-        }
-        if checked.default_backend.is_some() {
-            contest(claims.default_backend(&key), Contested::DefaultBackend);
-        }
-        if lost && !won {
-            out.unserved.insert(key);
-        }
-    }
-    out
 }

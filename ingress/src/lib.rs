@@ -1,20 +1,22 @@
-//! Portico's Ingress rules in one place: what makes an Ingress unservable, and who wins when
-//! two Ingresses of one class claim the same host and path. The proxy builds its routing
-//! table from them (and skips what they reject); the operator applies the same rules to
-//! publish Events and count rejected Ingresses, since the proxy may not write to the API.
+//! Portico's Ingress rules in one place: which Ingresses belong to a class, what makes one
+//! unservable, who owns a host, and who wins when two claim the same host and path. The
+//! proxy compiles exactly what `judge()` serves; the operator turns the same verdicts into
+//! Events, Ingress status and counts, since the proxy may not write to the API.
 //!
 //! ```text
-//!  Ingress + its namespace's Services ─▶ check() ─▶ Checked (typed rules, resolved ports)
-//!                                               └─▶ Vec<Problem> (the Ingress is not served)
-//!  Checked Ingresses of one class ─▶ oldest first ─▶ Claims (host+path, defaultBackend)
-//!                                                      └─▶ Conflict (the newer one loses)
+//!  Ingresses + Services + Scope (class, namespaces, TenantPolicy) ─▶ judge()
+//!     ─▶ class ─▶ served namespace ─▶ check() (typed rules, resolved ports) ─▶ host owner
+//!     ─▶ Claims (host+path, defaultBackend; the older Ingress wins)
+//!     ─▶ Verdict per Ingress: what is served, and each Rejection with its reason
 //! ```
 //!
 //! No IO and no Kubernetes client: objects in, verdicts out.
 
 mod check;
+mod class;
 mod conflict;
 mod host;
+mod judge;
 mod load_balance;
 mod path;
 mod size;
@@ -25,8 +27,15 @@ pub use check::{
     LOAD_BALANCE_ANNOTATION, Limits, MAX_PATHS_PER_INGRESS, MAX_PROBLEMS, Problem, Rule,
     SSL_REDIRECT_ANNOTATION, TlsHost, check, is_tls_app_protocol, validate,
 };
-pub use conflict::{Claims, Conflict, Contested, IngressKey, Resolution, conflicts, oldest_first};
+pub use class::{
+    DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, belongs_to_class, class_of, is_default_class,
+};
+pub use conflict::{Claims, Conflict, Contested, IngressKey, oldest_first};
 pub use host::HostPattern;
+pub use judge::{
+    CatchAll, Judgement, Rejection, SHARE_HOST_ANNOTATION, Scope, TenantPolicy, Verdict, judge,
+    share_host_with,
+};
 pub use load_balance::LoadBalance;
 pub use path::{MAX_PATH_LEN, PathKind, PathMatch};
 pub use size::parse_size;

@@ -49,7 +49,7 @@ use crate::resources::{
     self, Inputs, MANAGED_SELECTOR, Settings, deployment, hpa, pdb, rbac, service, service_account,
 };
 use crate::status::{self, Observed};
-use crate::tenancy::{self, ClassIngresses, InvalidSelector};
+use crate::tenancy::{self, InvalidSelector};
 use crate::verdict::{self, Services};
 
 /// Finalizer that removes what owner references cannot: cluster-scoped objects and RBAC in
@@ -313,7 +313,7 @@ fn instances_for_ingress(
         .state()
         .iter()
         .filter(|ic| {
-            tenancy::ingress_matches_class(
+            portico_ingress::belongs_to_class(
                 ingress,
                 ic.spec.class_name(&ic.name_any()),
                 ic.spec.is_default_class(),
@@ -426,17 +426,20 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         .list(&ListParams::default())
         .await?
         .items;
-    let split = ClassIngresses::split(
-        &ingresses,
-        &class,
-        instance.spec.is_default_class(),
-        &served,
-    );
+    let mut inputs = Inputs::new(instance, served.clone(), BTreeMap::new(), &ctx.settings)?;
 
-    // 2. Which Ingresses the proxies will serve: the proxy's own rules, with the Services of
-    //    the namespaces they live in.
+    // 2. Which Ingresses the proxies will serve: the proxy's own judgement, with the
+    //    Services of the served namespaces that hold Ingresses of the class, and the
+    //    default-class mark read from the IngressClass as the proxy reads it.
+    let served_set: BTreeSet<String> = served.iter().cloned().collect();
+    let is_default_class = portico_ingress::is_default_class(&ingress_class::build(&inputs));
     let mut services = Services::new();
-    let served_in: BTreeSet<String> = split.served.iter().filter_map(|i| i.namespace()).collect();
+    let served_in: BTreeSet<String> = ingresses
+        .iter()
+        .filter(|i| portico_ingress::belongs_to_class(i, &class, is_default_class))
+        .filter_map(|i| i.namespace())
+        .filter(|ns| served_set.contains(ns))
+        .collect();
     for ns in served_in {
         let list = Api::<Service>::namespaced(client.clone(), &ns)
             .list(&ListParams::default())
@@ -450,10 +453,19 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         allow_unverified_backend_tls: instance.spec.backend_tls_allow_unverified(),
         ..portico_ingress::Limits::default()
     };
-    let verdicts = verdict::judge(&split, &services, &limits, (&namespace, &name), &class);
+    let policy = ctx.settings.tenant_policy(&namespace, &name);
+    let scope = portico_ingress::Scope {
+        class: &class,
+        is_default_class,
+        instance_namespace: &namespace,
+        served_namespaces: &served_set,
+        policy: &policy,
+        limits: &limits,
+    };
+    let verdicts = verdict::judge(&scope, &ingresses, &services, &name);
     // The proxy may read, by name, what its served Ingresses name: TLS Secrets, and the CA
     // bundles (Secrets or ConfigMaps) their backends' Services name.
-    let mut secrets = split.tls_secrets();
+    let mut secrets = verdicts.tls_secrets.clone();
     let mut config_maps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (ns, sources) in &verdicts.backend_cas {
         for source in sources {
@@ -464,11 +476,11 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
             map.entry(ns.clone()).or_default().insert(name.clone());
         }
     }
+    inputs.tls_secrets = secrets;
+    inputs.config_maps = config_maps;
 
     // 3. The class: ours, free (claim it atomically), or someone else's.
     let classes: Api<IngressClass> = Api::all(client.clone());
-    let mut inputs = Inputs::new(instance, served.clone(), secrets, &ctx.settings)?;
-    inputs.config_maps = config_maps;
     match ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name) {
         Claim::Ours => {}
         Claim::Free => {

@@ -42,6 +42,17 @@ pub struct Options {
     #[arg(long, env = "PORTICO_TRUSTED_NAMESPACES", value_delimiter = ',')]
     pub trusted_namespaces: Vec<String>,
 
+    /// Instances (`<namespace>/<name>`) whose served namespaces trust each other: one host's
+    /// paths merge across those namespaces, as in ingress-nginx, instead of the host
+    /// belonging to the namespace of its oldest Ingress.
+    #[arg(long, env = "PORTICO_HOST_OWNERSHIP_EXEMPT", value_delimiter = ',', value_parser = parse_instance)]
+    pub host_ownership_exempt: Vec<String>,
+
+    /// Namespaces whose `defaultBackend` and host-less rules are honoured by any instance
+    /// serving them (by default only the instance's own namespace's are).
+    #[arg(long, env = "PORTICO_CATCH_ALL_NAMESPACES", value_delimiter = ',')]
+    pub catch_all_namespaces: Vec<String>,
+
     /// Port of /metrics, /healthz and /readyz.
     #[arg(long, env = "PORTICO_ADMIN_PORT", default_value_t = 8080)]
     pub admin_port: u16,
@@ -86,7 +97,26 @@ impl Options {
                 .cloned()
                 .collect::<BTreeSet<_>>(),
             drain_period: std::time::Duration::from_secs(self.proxy_drain_seconds),
+            host_ownership_exempt: self.host_ownership_exempt.iter().cloned().collect(),
+            catch_all_namespaces: self
+                .catch_all_namespaces
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
         }
+    }
+}
+
+/// `<namespace>/<name>` of an IngressController.
+fn parse_instance(s: &str) -> Result<String, String> {
+    match s.trim().split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(format!("{ns}/{name}"))
+        }
+        _ => Err(format!(
+            "expected NAMESPACE/NAME of an IngressController, got {s:?}"
+        )),
     }
 }
 

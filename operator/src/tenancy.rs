@@ -1,25 +1,17 @@
-//! Multi-tenancy rules, pure: which namespaces an instance serves and which Ingresses
-//! belong to its class (docs/contracts.md, DESIGN.md "Routing semantics").
+//! Which namespaces an instance serves, pure (docs/contracts.md). Which of their
+//! Ingresses are served is `portico_ingress::judge()`'s, through verdict.rs.
 //!
 //! ```text
 //!  Namespaces ─▶ namespaceSelector (default: own ns) ─▶ consent? (own ns | trusted | annotation)
 //!                                                        └─▶ served namespaces ─▶ RBAC, --namespaces
-//!  Ingresses  ─▶ class (spec.ingressClassName, then legacy annotation, class-less if default)
-//!                 └─▶ served (in a served ns) | rejected (same class, ns not served)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::IngressController;
 use crate::resources::{CONSENT_ANNOTATION, Settings};
-
-/// Legacy class annotation, read after `spec.ingressClassName`.
-pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
 /// The namespace selector cannot be turned into a label query.
 #[derive(Debug, thiserror::Error)]
@@ -70,82 +62,10 @@ pub fn served_namespaces(
     Ok(served)
 }
 
-/// The class an Ingress asks for: `spec.ingressClassName`, then the legacy annotation.
-pub fn ingress_class_of(ingress: &Ingress) -> Option<&str> {
-    ingress
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress_class_name.as_deref())
-        .or_else(|| {
-            ingress
-                .metadata
-                .annotations
-                .as_ref()?
-                .get(LEGACY_CLASS_ANNOTATION)
-                .map(String::as_str)
-        })
-}
-
-/// Does `ingress` belong to `class`? Class-less Ingresses belong to the default class.
-pub fn ingress_matches_class(ingress: &Ingress, class: &str, is_default: bool) -> bool {
-    match ingress_class_of(ingress) {
-        Some(c) => c == class,
-        None => is_default,
-    }
-}
-
-/// The Ingresses of one class, split by whether the instance may serve their namespace.
-#[derive(Debug, Default)]
-pub struct ClassIngresses<'a> {
-    pub served: Vec<&'a Ingress>,
-    pub rejected: Vec<&'a Ingress>,
-}
-
-impl<'a> ClassIngresses<'a> {
-    pub fn split(
-        ingresses: &'a [Ingress],
-        class: &str,
-        is_default: bool,
-        served_namespaces: &[String],
-    ) -> Self {
-        let mut out = ClassIngresses::default();
-        for ingress in ingresses
-            .iter()
-            .filter(|i| ingress_matches_class(i, class, is_default))
-        {
-            let ns = ingress.namespace().unwrap_or_default();
-            if served_namespaces.contains(&ns) {
-                out.served.push(ingress);
-            } else {
-                out.rejected.push(ingress);
-            }
-        }
-        out
-    }
-
-    /// Per namespace, the Secrets the served Ingresses name in `spec.tls`.
-    pub fn tls_secrets(&self) -> BTreeMap<String, BTreeSet<String>> {
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for ingress in &self.served {
-            let ns = ingress.namespace().unwrap_or_default();
-            let names = ingress
-                .spec
-                .iter()
-                .flat_map(|s| s.tls.iter().flatten())
-                .filter_map(|tls| tls.secret_name.clone())
-                .filter(|n| !n.is_empty());
-            out.entry(ns).or_default().extend(names);
-        }
-        out.retain(|_, names| !names.is_empty());
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::IngressControllerSpec;
-    use k8s_openapi::api::networking::v1::{IngressSpec, IngressTLS};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
     fn ns(name: &str, labels: &[(&str, &str)], consent: Option<&str>) -> Namespace {
@@ -228,56 +148,5 @@ mod tests {
             "web"
         ));
         assert!(consents(&ns("b", &[], Some("team-a/web")), "team-a", "web"));
-    }
-
-    fn ingress(
-        ns: &str,
-        class: Option<&str>,
-        legacy: Option<&str>,
-        secret: Option<&str>,
-    ) -> Ingress {
-        Ingress {
-            metadata: ObjectMeta {
-                name: Some("i".into()),
-                namespace: Some(ns.into()),
-                annotations: legacy
-                    .map(|c| [(LEGACY_CLASS_ANNOTATION.to_owned(), c.to_owned())].into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(IngressSpec {
-                ingress_class_name: class.map(Into::into),
-                tls: secret.map(|s| {
-                    vec![IngressTLS {
-                        secret_name: Some(s.into()),
-                        hosts: None,
-                    }]
-                }),
-                ..IngressSpec::default()
-            }),
-            status: None,
-        }
-    }
-
-    #[test]
-    fn class_selection_follows_the_spec() {
-        let all = [
-            ingress("a", Some("web"), Some("other"), Some("a-tls")),
-            ingress("a", None, Some("web"), None),
-            ingress("a", None, None, Some("x-tls")),
-            ingress("b", Some("web"), None, Some("b-tls")),
-            ingress("a", Some("other"), None, Some("o-tls")),
-        ];
-        let split = ClassIngresses::split(&all, "web", false, &["a".into()]);
-        assert_eq!((split.served.len(), split.rejected.len()), (2, 1));
-        assert_eq!(
-            split.tls_secrets(),
-            [("a".to_owned(), ["a-tls".to_owned()].into())].into()
-        );
-        let split = ClassIngresses::split(&all, "web", true, &["a".into()]);
-        assert_eq!(
-            split.served.len(),
-            3,
-            "class-less Ingresses belong to the default class"
-        );
     }
 }

@@ -1,30 +1,25 @@
-//! Which Ingresses of an instance's class its proxies serve, and why the others are not.
-//! The proxy may not write to the API, so it only logs what it skips; the operator applies
-//! the same rules (`portico-ingress`) and turns the verdicts into Events and status.
+//! The operator's side of the one judgement: `portico_ingress::judge()` decides which
+//! Ingresses of an instance's class its proxies serve (the proxy compiles the same
+//! verdicts); this turns them into the Events, Ingress status and counts the proxy may not
+//! write, and into what the proxy must be allowed to read.
 //!
 //! ```text
-//!  ClassIngresses ─┬─ namespace not served ──────────────────────────▶ rejected: NamespaceNotServed
-//!                  └─ served namespace ─▶ check() with its Services ─┬▶ rejected: IngressRejected
-//!                                                                     └▶ conflicts() ─┬▶ served
-//!                       (a newer Ingress's lost host+path: IngressConflict) ──────────┴▶ rejected
-//!                                                                   when it lost every claim
+//!  Ingresses + Services + Scope ─▶ portico_ingress::judge() ─▶ Verdict per Ingress
+//!     ─▶ served / rejected (Ingress status, instance counts)
+//!     ─▶ one Warning Event per Rejection (its reason() is the Event reason)
+//!     ─▶ TLS Secrets and backend CA bundles by namespace (the proxy's RBAC)
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::ResourceExt;
-use portico_ingress::{CaSource, IngressKey, Limits};
+use portico_ingress::{CaSource, Rejection, Scope};
 
 use crate::resources::CONSENT_ANNOTATION;
-use crate::tenancy::ClassIngresses;
 
-/// Event reasons, one per way an Ingress is (partly) not served.
-pub const NAMESPACE_NOT_SERVED: &str = "NamespaceNotServed";
-pub const INGRESS_REJECTED: &str = "IngressRejected";
-pub const INGRESS_CONFLICT: &str = "IngressConflict";
-/// Served, but a backend is reached over TLS without verifying its certificate.
+/// Event reasons the judgement does not give: a served Ingress whose backend is reached
+/// over TLS without verifying its certificate.
 pub const UNVERIFIED_BACKEND_TLS: &str = "UnverifiedBackendTLS";
 
 /// Services by namespace, then name: those of the served namespaces.
@@ -44,109 +39,106 @@ pub struct Verdicts<'a> {
     pub served: Vec<&'a Ingress>,
     /// Not served at all: counted as rejected, and they lose the address.
     pub rejected: Vec<&'a Ingress>,
-    /// One per distinct problem; an Ingress may have several, a served one conflicts.
+    /// One per distinct rejection; a served Ingress may have some (a lost path).
     pub warnings: Vec<Warning<'a>>,
-    /// Per namespace, where the CA bundles live that checked Ingresses' backends name.
+    /// Per served namespace, the Secrets its Ingresses of the class name in `spec.tls`
+    /// (read even for a broken Ingress, so that fixing the Secret heals it).
+    pub tls_secrets: BTreeMap<String, BTreeSet<String>>,
+    /// Per namespace, where the CA bundles live that served backends name.
     pub backend_cas: BTreeMap<String, BTreeSet<CaSource>>,
 }
 
-/// Judges the Ingresses of the class of instance `<namespace>/<name>`.
+/// Judges the Ingresses of the class of instance `<namespace>/<name>`, as its proxies do.
 pub fn judge<'a>(
-    split: &ClassIngresses<'a>,
+    scope: &Scope<'_>,
+    ingresses: &'a [Ingress],
     services: &Services,
-    limits: &Limits,
-    instance: (&str, &str),
-    class: &str,
+    instance_name: &str,
 ) -> Verdicts<'a> {
-    let (instance_ns, instance_name) = instance;
+    let judgement = portico_ingress::judge(scope, ingresses, |ns, name| {
+        services.get(ns).and_then(|s| s.get(name))
+    });
+    let class = scope.class;
     let mut out = Verdicts::default();
-    for ingress in &split.rejected {
-        out.rejected.push(ingress);
-        out.warnings.push(Warning {
-            ingress,
-            reason: NAMESPACE_NOT_SERVED,
-            note: format!(
-                "IngressClass {class} does not serve namespace {}: it needs the annotation {CONSENT_ANNOTATION}: \
-                 \"{instance_ns}/{instance_name}\" (or the instance's namespace trusted by the operator) \
-                 and a match of spec.namespaceSelector",
-                ingress.namespace().unwrap_or_default(),
-            ),
-        });
-    }
-
-    let mut valid = Vec::new();
-    for ingress in &split.served {
-        let ns = ingress.namespace().unwrap_or_default();
-        let in_ns = services.get(&ns);
-        match portico_ingress::check(ingress, |name| in_ns.and_then(|s| s.get(name)), limits) {
-            Ok(checked) => {
-                let backends = checked
-                    .rules
-                    .iter()
-                    .map(|r| &r.backend)
-                    .chain(checked.default_backend.iter());
-                let mut unverified = BTreeSet::new();
-                for b in backends {
-                    match b.tls.as_ref().map(|t| &t.ca) {
-                        Some(Some(ca)) => {
-                            out.backend_cas
-                                .entry(ns.clone())
-                                .or_default()
-                                .insert(ca.clone());
-                        }
-                        Some(None) => {
-                            unverified.insert(b.service.clone());
-                        }
-                        None => {}
-                    }
-                }
-                if !unverified.is_empty() {
-                    out.warnings.push(Warning {
-                        ingress,
-                        reason: UNVERIFIED_BACKEND_TLS,
-                        note: format!(
-                            "IngressClass {class} reaches Service(s) {} over TLS without verifying \
-                             their certificate: name a CA with {} or {} on the Service, or set \
-                             spec.backendTLS.allowUnverified: false on the instance to refuse this",
-                            unverified.into_iter().collect::<Vec<_>>().join(", "),
-                            portico_ingress::BACKEND_TLS_CA_ANNOTATION,
-                            portico_ingress::BACKEND_TLS_CA_CONFIGMAP_ANNOTATION,
-                        ),
-                    });
-                }
-                valid.push((*ingress, checked))
-            }
-            Err(problems) => {
-                out.rejected.push(ingress);
-                out.warnings
-                    .extend(problems.into_iter().map(|problem| Warning {
-                        ingress,
-                        reason: INGRESS_REJECTED,
-                        note: format!("not served by IngressClass {class}: {problem}"),
-                    }));
-            }
+    for verdict in &judgement.verdicts {
+        let ingress = verdict.ingress;
+        let ns = &verdict.key.namespace;
+        if verdict.served {
+            out.served.push(ingress);
+        } else {
+            out.rejected.push(ingress);
         }
-    }
-
-    let resolution = portico_ingress::conflicts(valid.iter().map(|(i, c)| (*i, c)));
-    let by_key: HashMap<IngressKey, &'a Ingress> =
-        valid.iter().map(|(i, _)| (IngressKey::of(i), *i)).collect();
-    for conflict in &resolution.conflicts {
-        if let Some(ingress) = by_key.get(&conflict.loser) {
+        if scope.served_namespaces.contains(ns) {
+            let names = ingress
+                .spec
+                .iter()
+                .flat_map(|s| s.tls.iter().flatten())
+                .filter_map(|tls| tls.secret_name.clone())
+                .filter(|n| !n.is_empty());
+            out.tls_secrets.entry(ns.clone()).or_default().extend(names);
+        }
+        let count = verdict.rejections.len();
+        for (i, rejection) in verdict.rejections.iter().enumerate() {
+            let mut note = match rejection {
+                Rejection::NamespaceNotServed(ns) => format!(
+                    "IngressClass {class} does not serve namespace {ns}: it needs the annotation \
+                     {CONSENT_ANNOTATION}: \"{}/{instance_name}\" (or the instance's namespace \
+                     trusted by the operator) and a match of spec.namespaceSelector",
+                    scope.instance_namespace,
+                ),
+                Rejection::Invalid(problem) => {
+                    format!("not served by IngressClass {class}: {problem}")
+                }
+                other => format!("IngressClass {class}: {other}"),
+            };
+            if i + 1 == count && verdict.omitted > 0 {
+                note.push_str(&format!(" (and {} more)", verdict.omitted));
+            }
             out.warnings.push(Warning {
                 ingress,
-                reason: INGRESS_CONFLICT,
-                note: format!("IngressClass {class}: {conflict}"),
+                reason: rejection.reason(),
+                note,
+            });
+        }
+        let Some(checked) = verdict.checked.as_ref().filter(|_| verdict.served) else {
+            continue;
+        };
+        let backends = checked
+            .rules
+            .iter()
+            .map(|r| &r.backend)
+            .chain(checked.default_backend.iter());
+        let mut unverified = BTreeSet::new();
+        for b in backends {
+            match b.tls.as_ref().map(|t| &t.ca) {
+                Some(Some(ca)) => {
+                    out.backend_cas
+                        .entry(ns.clone())
+                        .or_default()
+                        .insert(ca.clone());
+                }
+                Some(None) => {
+                    unverified.insert(b.service.clone());
+                }
+                None => {}
+            }
+        }
+        if !unverified.is_empty() {
+            out.warnings.push(Warning {
+                ingress,
+                reason: UNVERIFIED_BACKEND_TLS,
+                note: format!(
+                    "IngressClass {class} reaches Service(s) {} over TLS without verifying \
+                     their certificate: name a CA with {} or {} on the Service, or set \
+                     spec.backendTLS.allowUnverified: false on the instance to refuse this",
+                    unverified.into_iter().collect::<Vec<_>>().join(", "),
+                    portico_ingress::BACKEND_TLS_CA_ANNOTATION,
+                    portico_ingress::BACKEND_TLS_CA_CONFIGMAP_ANNOTATION,
+                ),
             });
         }
     }
-    for (ingress, _) in &valid {
-        if resolution.unserved.contains(&IngressKey::of(ingress)) {
-            out.rejected.push(ingress);
-        } else {
-            out.served.push(ingress);
-        }
-    }
+    out.tls_secrets.retain(|_, names| !names.is_empty());
     out
 }
 
@@ -185,6 +177,23 @@ mod tests {
     const T0: &str = "2026-01-01T00:00:00Z";
     const T1: &str = "2026-01-02T00:00:00Z";
 
+    fn run<'a>(all: &'a [Ingress], served: &[&str]) -> Verdicts<'a> {
+        let served_namespaces: BTreeSet<String> = served.iter().map(|s| (*s).to_owned()).collect();
+        let scope = Scope {
+            class: "web",
+            is_default_class: false,
+            instance_namespace: "a",
+            served_namespaces: &served_namespaces,
+            policy: &portico_ingress::TenantPolicy::default(),
+            limits: &portico_ingress::Limits::default(),
+        };
+        judge(&scope, all, &services(served), "web")
+    }
+
+    fn name(i: &Ingress) -> String {
+        i.metadata.name.clone().unwrap_or_default()
+    }
+
     #[test]
     fn invalid_conflicting_and_unserved_ingresses_are_told_apart() {
         let all = [
@@ -194,52 +203,48 @@ mod tests {
             ingress("b", "newer", T1, site("good.com", "/", "site")),
             ingress("c", "elsewhere", T0, site("e.com", "/", "site")),
         ];
-        let split = ClassIngresses::split(&all, "web", false, &["a".into(), "b".into()]);
-        let v = judge(
-            &split,
-            &services(&["a", "b"]),
-            &Limits::default(),
-            ("a", "web"),
-            "web",
-        );
-        let names = |list: &[&Ingress]| list.iter().map(|i| i.name_any()).collect::<Vec<_>>();
+        let v = run(&all, &["a", "b"]);
+        let names = |list: &[&Ingress]| list.iter().map(|i| name(i)).collect::<Vec<_>>();
         assert_eq!(names(&v.served), ["good"]);
         assert_eq!(
             names(&v.rejected),
-            ["elsewhere", "regex", "missing", "newer"]
+            ["missing", "regex", "elsewhere", "newer"],
+            "oldest first"
         );
         let warnings: Vec<_> = v
             .warnings
             .iter()
-            .map(|w| (w.ingress.name_any(), w.reason, w.note.as_str()))
+            .map(|w| (name(w.ingress), w.reason, w.note.as_str()))
             .collect();
         assert_eq!(warnings.len(), 4, "{warnings:#?}");
         assert_eq!(
-            (warnings[0].0.as_str(), warnings[0].1),
-            ("elsewhere", NAMESPACE_NOT_SERVED)
+            warnings[0],
+            (
+                "missing".into(),
+                "IngressRejected",
+                "not served by IngressClass web: Service a/nope not found"
+            )
         );
         assert_eq!(
             warnings[1],
             (
                 "regex".into(),
-                INGRESS_REJECTED,
+                "IngressRejected",
                 "not served by IngressClass web: path \"/api/(.*)\" contains '(': regular expressions are not supported"
             )
         );
         assert_eq!(
-            warnings[2],
-            (
-                "missing".into(),
-                INGRESS_REJECTED,
-                "not served by IngressClass web: Service a/nope not found"
-            )
+            (warnings[2].0.as_str(), warnings[2].1),
+            ("elsewhere", "NamespaceNotServed")
         );
         assert_eq!(
             warnings[3],
             (
                 "newer".into(),
-                INGRESS_CONFLICT,
-                "IngressClass web: host good.com path \"/\" (Prefix) conflicts with older Ingress a/good; not served"
+                "HostNotOwned",
+                "IngressClass web: host good.com belongs to namespace a (its oldest Ingress is \
+                 a/good); rules for it are not served unless an Ingress there names this \
+                 namespace in portico.dev/share-host-with"
             )
         );
     }
@@ -255,17 +260,10 @@ mod tests {
             ingress("a", "good", T0, site("good.com", "/", "site")),
             ingress("a", "newer", T1, newer),
         ];
-        let split = ClassIngresses::split(&all, "web", false, &["a".into()]);
-        let v = judge(
-            &split,
-            &services(&["a"]),
-            &Limits::default(),
-            ("a", "web"),
-            "web",
-        );
+        let v = run(&all, &["a"]);
         assert_eq!(v.served.len(), 2);
         assert!(v.rejected.is_empty());
         assert_eq!(v.warnings.len(), 1);
-        assert_eq!(v.warnings[0].reason, INGRESS_CONFLICT);
+        assert_eq!(v.warnings[0].reason, "IngressConflict");
     }
 }

@@ -21,6 +21,20 @@ pub struct Args {
     #[arg(long, env = "PORTICO_INGRESS_CLASS")]
     pub ingress_class: String,
 
+    /// The IngressController's namespace: only its Ingresses (and those of
+    /// `--catch-all-namespaces`) may hold the `defaultBackend` and host-less rules.
+    #[arg(long, env = "PORTICO_INSTANCE_NAMESPACE")]
+    pub instance_namespace: String,
+
+    /// Namespaces, besides the instance's own, whose catch-alls are served (platform policy).
+    #[arg(long, env = "PORTICO_CATCH_ALL_NAMESPACES", value_delimiter = ',')]
+    pub catch_all_namespaces: Vec<String>,
+
+    /// A host belongs to the namespace of its oldest Ingress; `false` merges one host's
+    /// paths across namespaces, as ingress-nginx did (platform policy).
+    #[arg(long, env = "PORTICO_HOST_OWNERSHIP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub host_ownership: bool,
+
     /// The served namespaces (computed by the operator).
     #[arg(
         long,
@@ -206,6 +220,7 @@ mod tests {
         let a = Args::try_parse_from([
             "portico-proxy",
             "--ingress-class=team-a",
+            "--instance-namespace=a",
             "--namespaces=a,b",
             "--http-port=8080",
             "--load-balance=header:X-User",

@@ -68,6 +68,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let params = Params {
         class_name: args.ingress_class.clone(),
+        instance_namespace: args.instance_namespace.clone(),
+        tenant_policy: portico_ingress::TenantPolicy {
+            host_ownership: args.host_ownership,
+            catch_all_namespaces: args
+                .catch_all_namespaces
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        },
         namespaces: args
             .namespaces
             .iter()

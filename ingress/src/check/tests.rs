@@ -1,7 +1,6 @@
 //! The rules the proxy skips Ingresses by, and that the operator reports as Events.
 
 use super::*;
-use crate::{Contested, IngressKey, conflicts};
 use serde_json::{Value, json};
 
 fn ingress(ns: &str, name: &str, created: &str, annotations: Value, spec: Value) -> Ingress {
@@ -62,7 +61,6 @@ fn problems_with(annotations: Value, spec: Value) -> Vec<String> {
 }
 
 const T0: &str = "2026-01-01T00:00:00Z";
-const T1: &str = "2026-01-02T00:00:00Z";
 
 #[test]
 fn a_valid_ingress_is_typed_and_its_ports_resolved() {
@@ -226,112 +224,6 @@ fn problems_are_distinct_and_bounded() {
         problems(json!({"rules": [{"host": "h.com", "http": {"paths": paths}}]})),
         vec!["1001 paths, more than the limit of 1000"]
     );
-}
-
-fn checked(ing: &Ingress) -> Checked {
-    run(ing).expect("valid")
-}
-
-#[test]
-fn the_oldest_ingress_wins_a_host_and_path() {
-    let key = |ns: &str, name: &str| IngressKey {
-        namespace: ns.into(),
-        name: name.into(),
-    };
-    let http = json!({"number": 80});
-    // Newer, and first by name: age decides, not names.
-    let new = ingress(
-        "a",
-        "aaa-new",
-        T1,
-        json!({}),
-        json!({"rules": [
-        rule("X.com", "ImplementationSpecific", "/app/", "web", http.clone()),
-        rule("x.com", "Prefix", "/new", "web", http.clone())]}),
-    );
-    let old = ingress(
-        "b",
-        "zzz-old",
-        T0,
-        json!({}),
-        json!({"rules": [
-        rule("x.com", "Prefix", "/app", "web", http.clone())]}),
-    );
-    // Same age as `old`: namespace/name break the tie, so this one loses too.
-    let twin = ingress(
-        "c",
-        "twin",
-        T0,
-        json!({}),
-        json!({
-        "rules": [rule("x.com", "Prefix", "/app", "web", http.clone())]}),
-    );
-    // An Exact path is another claim than a Prefix of the same string.
-    let exact = ingress(
-        "c",
-        "exact",
-        T1,
-        json!({}),
-        json!({
-        "rules": [rule("x.com", "Exact", "/app", "web", http.clone())]}),
-    );
-    let all = [&new, &old, &twin, &exact].map(|i| (i, checked(i)));
-    let resolution = conflicts(all.iter().map(|(i, c)| (*i, c)));
-    let lost: Vec<_> = resolution
-        .conflicts
-        .iter()
-        .map(|c| (c.loser.clone(), c.winner.clone()))
-        .collect();
-    assert_eq!(
-        lost,
-        vec![
-            (key("c", "twin"), key("b", "zzz-old")),
-            (key("a", "aaa-new"), key("b", "zzz-old"))
-        ]
-    );
-    assert_eq!(
-        resolution.conflicts[1].to_string(),
-        "host x.com path \"/app\" (Prefix) conflicts with older Ingress b/zzz-old; not served"
-    );
-    assert!(matches!(
-        resolution.conflicts[1].contested,
-        Contested::Route { .. }
-    ));
-    assert_eq!(
-        resolution.unserved,
-        [key("c", "twin")].into(),
-        "aaa-new still serves /new; twin serves nothing"
-    );
-}
-
-#[test]
-fn one_default_backend_per_class_and_repeats_within_an_ingress_are_fine() {
-    let port = json!({"number": 80});
-    let dup = ingress(
-        "a",
-        "dup",
-        T0,
-        json!({}),
-        json!({
-        "defaultBackend": {"service": {"name": "web", "port": port}},
-        "rules": [rule("x.com", "Prefix", "/", "web", port.clone()), rule("x.com", "Prefix", "/", "bare", json!({"number": 8080}))]}),
-    );
-    let second = ingress(
-        "b",
-        "second",
-        T1,
-        json!({}),
-        json!({
-        "defaultBackend": {"service": {"name": "web", "port": port}}}),
-    );
-    let all = [&dup, &second].map(|i| (i, checked(i)));
-    let resolution = conflicts(all.iter().map(|(i, c)| (*i, c)));
-    assert_eq!(resolution.conflicts.len(), 1, "{:?}", resolution.conflicts);
-    assert_eq!(
-        resolution.conflicts[0].to_string(),
-        "defaultBackend ignored, older Ingress a/dup has one"
-    );
-    assert_eq!(resolution.unserved.len(), 1);
 }
 
 #[test]

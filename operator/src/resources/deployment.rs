@@ -31,6 +31,7 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
     let http = spec.http.clone().unwrap_or_default();
     let mut args = vec![
         format!("--ingress-class={}", inputs.class_name()),
+        format!("--instance-namespace={}", inputs.namespace),
         format!("--namespaces={}", inputs.served_namespaces.join(",")),
         format!("--http-port={}", ports.http),
         format!("--https-port={}", ports.https),
@@ -48,6 +49,22 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
         format!("--idle-timeout={}", normalize_duration(spec.idle_timeout())),
         format!("--retries={}", spec.retries()),
     ];
+    let policy = inputs
+        .settings
+        .tenant_policy(&inputs.namespace, &inputs.name);
+    if !policy.host_ownership {
+        args.push("--host-ownership=false".to_owned());
+    }
+    if !policy.catch_all_namespaces.is_empty() {
+        args.push(format!(
+            "--catch-all-namespaces={}",
+            policy
+                .catch_all_namespaces
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
     if let Some(cidrs) = spec.trusted_proxy_cidrs.as_ref().filter(|c| !c.is_empty()) {
         args.push(format!("--trusted-proxy-cidrs={}", cidrs.join(",")));
     }

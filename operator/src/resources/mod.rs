@@ -49,6 +49,24 @@ pub struct Settings {
     pub trusted_namespaces: BTreeSet<String>,
     /// The proxy's `--drain-period`.
     pub drain_period: Duration,
+    /// Instances (`<namespace>/<name>`) whose served namespaces trust each other: one host's
+    /// paths merge across them, as in ingress-nginx (no host ownership).
+    pub host_ownership_exempt: BTreeSet<String>,
+    /// Namespaces whose `defaultBackend` and host-less rules any instance serving them
+    /// honours, besides the instance's own namespace.
+    pub catch_all_namespaces: BTreeSet<String>,
+}
+
+impl Settings {
+    /// The platform's tenancy decisions for instance `<namespace>/<name>`.
+    pub fn tenant_policy(&self, namespace: &str, name: &str) -> portico_ingress::TenantPolicy {
+        portico_ingress::TenantPolicy {
+            host_ownership: !self
+                .host_ownership_exempt
+                .contains(&format!("{namespace}/{name}")),
+            catch_all_namespaces: self.catch_all_namespaces.clone(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -57,6 +75,8 @@ impl Default for Settings {
             proxy_image: "ghcr.io/portico-dev/portico-proxy:latest".into(),
             trusted_namespaces: BTreeSet::new(),
             drain_period: Duration::from_secs(10),
+            host_ownership_exempt: BTreeSet::new(),
+            catch_all_namespaces: BTreeSet::new(),
         }
     }
 }

@@ -1,15 +1,13 @@
-//! `build()`: the store in, a `Snapshot` out. No IO. A bad Ingress is skipped (with a
-//! warning naming it); the others are served. The oldest Ingress wins a host+path conflict.
-//! What makes an Ingress bad and who wins a conflict are `portico-ingress`'s rules, which
-//! the operator applies too, to publish the Events the proxy may not write.
+//! `build()`: the store in, a `Snapshot` out. No IO. What is served is
+//! `portico_ingress::judge()`'s verdict (class, namespace, validity, host ownership,
+//! conflicts), which the operator applies too, to publish the Events the proxy may not
+//! write; this compiles the served rules and logs each rejection.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::Ingress;
-use kube::ResourceExt;
-use portico_ingress::{BackendTls, CaSource, Claims, Conflict, Contested, Limits, Problem};
+use portico_ingress::{BackendTls, CaSource, Checked, Limits, Problem, Scope, TenantPolicy};
 
 use super::store::Store;
 use super::{ObjectKey, Snapshot};
@@ -19,16 +17,18 @@ use crate::tls::upstream::UpstreamTls;
 use crate::tls::{CertCache, CertTable};
 
 pub use portico_ingress::{
-    LOAD_BALANCE_ANNOTATION, MAX_PATHS_PER_INGRESS, SSL_REDIRECT_ANNOTATION,
+    DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, LOAD_BALANCE_ANNOTATION,
+    MAX_PATHS_PER_INGRESS, SSL_REDIRECT_ANNOTATION,
 };
-pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
 /// Build settings from the command line.
 #[derive(Debug, Clone)]
 pub struct Params {
     pub class_name: String,
+    /// The IngressController's namespace: its Ingresses may hold the catch-alls.
+    pub instance_namespace: String,
     pub namespaces: BTreeSet<String>,
+    pub tenant_policy: TenantPolicy,
     pub default_policy: Policy,
     pub ssl_redirect: bool,
     pub default_certificate: Option<ObjectKey>,
@@ -158,31 +158,10 @@ pub fn endpoints_for(
     }
 }
 
-/// Whether this instance serves the Ingress: `spec.ingressClassName`, then the legacy
-/// annotation, class-less only when our class is the cluster default.
-pub fn is_our_class(ing: &Ingress, params: &Params, store: &Store) -> bool {
-    if let Some(class) = ing
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress_class_name.as_deref())
-    {
-        return class == params.class_name;
-    }
-    if let Some(class) = ing.annotations().get(LEGACY_CLASS_ANNOTATION) {
-        return *class == params.class_name;
-    }
-    store
-        .ingress_classes
-        .get(&params.class_name)
-        .and_then(|c| c.annotations().get(DEFAULT_CLASS_ANNOTATION).cloned())
-        .is_some_and(|v| v == "true")
-}
-
-/// One Ingress, compiled but not yet inserted.
+/// One Ingress's served rules, compiled but not yet inserted.
 struct Compiled {
     rules: Vec<(HostPattern, PathRule)>,
     default: Option<Arc<Route>>,
-    tls: Vec<(HostPattern, ObjectKey)>,
 }
 
 pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u64) -> Output {
@@ -194,79 +173,93 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     let mut referenced = Referenced::default();
     let (mut served, mut skipped) = (0, 0);
 
-    // Oldest first: creationTimestamp, then namespace/name.
-    let mut ingresses: Vec<(&ObjectKey, &Ingress)> = store
-        .ingresses
-        .iter()
-        .filter(|(k, ing)| {
-            params.namespaces.contains(&k.namespace) && is_our_class(ing, params, store)
-        })
-        .collect();
-    ingresses.sort_by(|(ka, a), (kb, b)| portico_ingress::oldest_first(a, b).then(ka.cmp(kb)));
+    // The shared judgement decides what is served; this only compiles it.
+    let limits = Limits {
+        allow_unverified_backend_tls: params.allow_unverified_backend_tls,
+        ..Limits::default()
+    };
+    let scope = Scope {
+        class: &params.class_name,
+        is_default_class: store
+            .ingress_classes
+            .get(&params.class_name)
+            .is_some_and(portico_ingress::is_default_class),
+        instance_namespace: &params.instance_namespace,
+        served_namespaces: &params.namespaces,
+        policy: &params.tenant_policy,
+        limits: &limits,
+    };
+    let judgement = portico_ingress::judge(&scope, store.ingresses.values(), |ns, name| {
+        store.services.get(&ObjectKey::new(ns, name))
+    });
 
-    let mut claims = Claims::default();
-
-    for (key, ing) in ingresses {
+    // Oldest first, so that among certificates for one host the oldest Ingress's wins.
+    for verdict in &judgement.verdicts {
+        let key = ObjectKey::new(&verdict.key.namespace, &verdict.key.name);
         // Secrets are referenced (watched) even when the Ingress turns out bad, so fixing
         // them heals it.
-        for tls in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
-            if let Some(name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) {
-                referenced
-                    .secrets
-                    .insert(ObjectKey::new(&key.namespace, name));
+        if params.namespaces.contains(&key.namespace) {
+            for tls in verdict
+                .ingress
+                .spec
+                .iter()
+                .flat_map(|s| s.tls.iter().flatten())
+            {
+                if let Some(name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) {
+                    referenced
+                        .secrets
+                        .insert(ObjectKey::new(&key.namespace, name));
+                }
             }
         }
-        let compiled = match compile(
-            key,
-            ing,
-            store,
-            params,
-            caches,
-            &mut used_backends,
-            &mut referenced,
-        ) {
+        let reasons: Vec<String> = verdict.rejections.iter().map(ToString::to_string).collect();
+        let omitted = match verdict.omitted {
+            0 => String::new(),
+            n => format!(" (and {n} more)"),
+        };
+        let compiled = match (&verdict.checked, verdict.served) {
+            (Some(checked), true) => compile(
+                &key,
+                checked,
+                store,
+                params,
+                caches,
+                &mut used_backends,
+                &mut referenced,
+            ),
+            _ => Err(None),
+        };
+        let compiled = match compiled {
             Ok(c) => c,
-            Err(problems) => {
-                let reasons: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                warnings.push(format!("Ingress {key} skipped: {}", reasons.join("; ")));
+            Err(problem) => {
+                let reasons: Vec<String> = reasons.into_iter().chain(problem).collect();
+                warnings.push(format!(
+                    "Ingress {key} skipped: {}{omitted}",
+                    reasons.join("; ")
+                ));
                 skipped += 1;
                 continue;
             }
         };
         served += 1;
+        if !reasons.is_empty() {
+            warnings.push(format!(
+                "Ingress {key} partly served: {}{omitted}",
+                reasons.join("; ")
+            ));
+        }
         for (host, rule) in compiled.rules {
-            if let Err(winner) = claims.route(key, &host, &rule.path) {
-                let conflict = Conflict {
-                    loser: key.clone(),
-                    winner,
-                    contested: Contested::Route {
-                        host,
-                        path: rule.path,
-                    },
-                };
-                warnings.push(format!("Ingress {key}: {conflict}"));
-                continue;
-            }
             // Refused only when this Ingress names the same host+path twice: its first
             // rule stays.
             let _ = table.host_rules_mut(&host).insert(rule);
         }
         if let Some(route) = compiled.default {
-            match claims.default_backend(key) {
-                Ok(()) => {
-                    let _ = table.set_default_backend(route);
-                }
-                Err(winner) => {
-                    let conflict = Conflict {
-                        loser: key.clone(),
-                        winner,
-                        contested: Contested::DefaultBackend,
-                    };
-                    warnings.push(format!("Ingress {key}: {conflict}"));
-                }
-            }
+            let _ = table.set_default_backend(route);
         }
-        for (host, secret_key) in compiled.tls {
+        for tls in &verdict.certificates {
+            let Some(secret) = &tls.secret else { continue };
+            let secret_key = ObjectKey::new(&key.namespace, secret);
+            let host = &tls.host;
             let Some(secret) = store.secrets.get(&secret_key) else {
                 warnings.push(format!(
                     "Ingress {key}: TLS Secret {secret_key} not found (or not readable); host {host} gets the default certificate"
@@ -275,7 +268,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             };
             match caches.certs.get(&secret_key, secret) {
                 Ok(ck) => {
-                    let map = match &host {
+                    let map = match host {
                         HostPattern::Exact(h) => Some((&mut certs.exact, h)),
                         HostPattern::Wildcard(s) => Some((&mut certs.wildcard, s)),
                         HostPattern::Any => None,
@@ -287,6 +280,15 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
                 Err(e) => warnings.push(format!(
                     "Ingress {key}: TLS Secret {secret_key} is invalid ({e}); host {host} gets the default certificate"
                 )),
+            }
+        }
+    }
+    // A tenant's host is answered 404 when no path matches, never by another namespace's
+    // default backend.
+    for verdict in judgement.served() {
+        for rule in verdict.checked.iter().flat_map(|c| &c.rules) {
+            if !judgement.default_backend_serves(&rule.host) {
+                table.host_rules_mut(&rule.host).isolated = true;
             }
         }
     }
@@ -421,25 +423,17 @@ fn upstream_tls_for(
 
 fn compile(
     key: &ObjectKey,
-    ing: &Ingress,
+    checked: &Checked,
     store: &Store,
     params: &Params,
     caches: &mut Caches,
     used_backends: &mut BTreeSet<BackendKey>,
     referenced: &mut Referenced,
-) -> Result<Compiled, Vec<Problem>> {
-    let limits = Limits {
-        allow_unverified_backend_tls: params.allow_unverified_backend_tls,
-        ..Limits::default()
-    };
-    let checked = portico_ingress::check(
-        ing,
-        |name| store.services.get(&ObjectKey::new(&key.namespace, name)),
-        &limits,
-    )?;
-    let policy = match checked.load_balance {
+) -> Result<Compiled, Option<String>> {
+    let policy = match &checked.load_balance {
         // The shared grammar accepts only header names `http` does; this is a safety net.
-        Some(lb) => Policy::try_from(lb).map_err(|e| vec![Problem::LoadBalanceAnnotation(e)])?,
+        Some(lb) => Policy::try_from(lb.clone())
+            .map_err(|e| Some(Problem::LoadBalanceAnnotation(e).to_string()))?,
         None => params.default_policy.clone(),
     };
     let ssl_redirect = checked.ssl_redirect.unwrap_or(params.ssl_redirect);
@@ -507,16 +501,7 @@ fn compile(
         .default_backend
         .as_ref()
         .map(|b| route_for(b, false));
-    let tls = checked
-        .tls
-        .into_iter()
-        .filter_map(|t| Some((t.host, ObjectKey::new(&key.namespace, &t.secret?))))
-        .collect();
-    Ok(Compiled {
-        rules,
-        default,
-        tls,
-    })
+    Ok(Compiled { rules, default })
 }
 
 #[cfg(test)]

@@ -512,6 +512,8 @@ mod tests {
         .expect("client");
         let params = Params {
             class_name: "c".into(),
+            instance_namespace: "a".into(),
+            tenant_policy: portico_ingress::TenantPolicy::default(),
             namespaces: ["a".to_string()].into(),
             default_policy: Policy::RoundRobin,
             ssl_redirect: true,

@@ -5,7 +5,7 @@
 //! request ─▶ normalize host ─▶ exact host │ one-label wildcard │ host-less rules
 //!                                   └─▶ ordered path rules (longest first, Exact before Prefix)
 //!                                          └─▶ first match ─▶ Route ─▶ RouteBackend(s)
-//!        no host or path rule matched ─▶ defaultBackend (oldest Ingress that has one) ─▶ 404
+//!        no host or path rule matched ─▶ defaultBackend (unless the host is isolated) ─▶ 404
 //! ```
 //!
 //! The model is deliberately more general than Ingress: a path rule carries header matches
@@ -122,6 +122,9 @@ impl PathRule {
 #[derive(Debug, Clone, Default)]
 pub struct HostRules {
     rules: Vec<PathRule>,
+    /// A request matching none of these paths gets 404, not the default backend: the host
+    /// belongs to another namespace than the default backend does.
+    pub isolated: bool,
 }
 
 impl HostRules {
@@ -236,6 +239,9 @@ impl RouteTable {
             .unwrap_or(&self.any_host);
         if let Some(route) = rules.find(path, headers) {
             return RouteMatch::Rule(route);
+        }
+        if rules.isolated {
+            return RouteMatch::NotFound;
         }
         match &self.default_backend {
             Some(route) => RouteMatch::Default(route),
@@ -417,6 +423,20 @@ mod tests {
         assert_eq!(hit(&t, "b.com", "/").as_deref(), Some("default"));
         let t = table(&[("a.com", Exact, "/x", "a")], None);
         assert_eq!(hit(&t, "b.com", "/"), None);
+    }
+
+    #[test]
+    fn an_isolated_host_gets_404_not_the_default_backend() {
+        let mut t = table(
+            &[("a.com", Exact, "/x", "a"), ("b.com", Exact, "/x", "b")],
+            Some("default"),
+        );
+        t.host_rules_mut(&HostPattern::Exact("a.com".into()))
+            .isolated = true;
+        assert_eq!(hit(&t, "a.com", "/x").as_deref(), Some("a"));
+        assert_eq!(hit(&t, "a.com", "/y"), None);
+        assert_eq!(hit(&t, "b.com", "/y").as_deref(), Some("default"));
+        assert_eq!(hit(&t, "c.com", "/").as_deref(), Some("default"));
     }
 
     #[test]

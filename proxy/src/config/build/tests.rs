@@ -10,6 +10,8 @@ use serde_json::json;
 fn params() -> Params {
     Params {
         class_name: "portico".into(),
+        instance_namespace: "a".into(),
+        tenant_policy: portico_ingress::TenantPolicy::default(),
         namespaces: ["a".to_string(), "b".to_string()].into(),
         default_policy: Policy::RoundRobin,
         ssl_redirect: true,
@@ -170,7 +172,7 @@ fn oldest_ingress_wins_conflict_and_newer_rest_still_served() {
     // Inserted in the "wrong" order on purpose; names sort against age too.
     s.apply(ingress("a", "aaa-new", T1, json!({"ingressClassName": "portico", "rules": [
         simple_rule("x.com", "Prefix", "/", "api"), simple_rule("x.com", "Prefix", "/new", "api")]})));
-    s.apply(ingress("b", "zzz-old", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]})));
+    s.apply(ingress("a", "zzz-old", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]})));
     let out = build_now(&s, &mut Caches::default());
     assert_eq!(
         lookup(&out.snapshot, "x.com", "/").as_deref(),
@@ -183,10 +185,72 @@ fn oldest_ingress_wins_conflict_and_newer_rest_still_served() {
     assert!(
         out.warnings
             .iter()
-            .any(|w| w.contains("a/aaa-new") && w.contains("conflicts") && w.contains("b/zzz-old")),
+            .any(|w| w.contains("a/aaa-new") && w.contains("conflicts") && w.contains("a/zzz-old")),
         "{:?}",
         out.warnings
     );
+}
+
+#[test]
+fn another_namespace_gets_neither_the_host_nor_the_catch_all() {
+    let mut s = base_store();
+    // b's Ingresses are older, and still lose: the host is a's, the catch-all is home's.
+    s.apply(ingress(
+        "a",
+        "owner",
+        T1,
+        json!({"ingressClassName": "portico",
+        "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}},
+        "rules": [simple_rule("x.com", "Prefix", "/app", "web")]}),
+    ));
+    s.apply(ingress("b", "taker", T1, json!({"ingressClassName": "portico",
+        "rules": [simple_rule("x.com", "Prefix", "/app/admin", "web"), simple_rule("b.com", "Exact", "/", "web")]})));
+    s.apply(ingress(
+        "b",
+        "catch-all",
+        T0,
+        json!({"ingressClassName": "portico",
+        "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}},
+        "rules": [simple_rule("", "Prefix", "/", "web")]}),
+    ));
+    let out = build_now(&s, &mut Caches::default());
+    let snap = &out.snapshot;
+    assert_eq!(
+        lookup(snap, "x.com", "/app/admin").as_deref(),
+        Some("owner:web")
+    );
+    assert_eq!(lookup(snap, "b.com", "/").as_deref(), Some("taker:web"));
+    // The instance's namespace (a) holds the default backend; b's is refused.
+    assert_eq!(
+        lookup(snap, "nowhere.com", "/").as_deref(),
+        Some("owner:web")
+    );
+    // b's own host matches no path: 404, never a's default backend.
+    assert_eq!(lookup(snap, "b.com", "/other"), None);
+    assert_eq!(
+        lookup(snap, "x.com", "/other").as_deref(),
+        Some("owner:web")
+    );
+    assert_eq!((snap.ingresses_served, snap.ingresses_skipped), (2, 1));
+    for (who, reason) in [
+        ("b/taker partly served", "host x.com belongs to namespace a"),
+        (
+            "b/catch-all skipped",
+            "defaultBackend is served only from the instance's namespace a",
+        ),
+        (
+            "b/catch-all skipped",
+            "rules without a host are served only",
+        ),
+    ] {
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains(who) && w.contains(reason)),
+            "{who}: {reason}: {:?}",
+            out.warnings
+        );
+    }
 }
 
 #[test]

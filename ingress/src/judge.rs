@@ -1,0 +1,518 @@
+//! `judge()`: every Ingress of one class in, per Ingress what is served and why the rest
+//! is not. The proxy compiles exactly what it says is served; the operator turns the same
+//! verdicts into Events, Ingress status and the instance's counts.
+//!
+//! ```text
+//!  Ingresses ─▶ of the class? ─▶ served namespace? ──no──▶ NamespaceNotServed
+//!                                       │
+//!  hosts of every Ingress of the class in a served namespace (valid or not), oldest first
+//!        ─▶ owners: a host belongs to the namespace of its oldest Ingress; a wildcard owns
+//!           the hosts under it that no older Ingress of another namespace names
+//!                                       │
+//!  each Ingress, oldest first ─▶ check() ──problems──▶ Invalid
+//!        ─▶ per rule: host-less? only at home ─▶ host owned or shared with us? ─▶ host+path
+//!           claim (the older Ingress wins) ─▶ served rule
+//!        ─▶ defaultBackend: only at home ─▶ claim ─▶ served
+//!        ─▶ TLS hosts: certificates only from the host's owner namespace
+//! ```
+//!
+//! "At home" is the instance's own namespace, or one the platform trusts with catch-alls.
+//! A host's owner is decided from every Ingress of the class in a served namespace, even
+//! invalid ones: an owner whose Ingress is briefly broken (a Service being replaced) does
+//! not hand its host to whoever asks next.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+
+use crate::check::{Checked, Limits, MAX_PROBLEMS, Problem, TlsHost, check};
+use crate::class::belongs_to_class;
+use crate::conflict::{Claims, Conflict, Contested, IngressKey, oldest_first};
+use crate::host::HostPattern;
+
+/// On an Ingress of a host's owner namespace: the namespaces (comma-separated) that may
+/// add paths to the hosts this Ingress names. Certificates and catch-alls are not shared.
+pub const SHARE_HOST_ANNOTATION: &str = "portico.dev/share-host-with";
+
+/// What the platform decides for an instance (never the tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPolicy {
+    /// A host belongs to the namespace of its oldest Ingress. Off: any served namespace
+    /// may add paths to any host, as ingress-nginx merged them, for an instance whose
+    /// namespaces trust each other.
+    pub host_ownership: bool,
+    /// Namespaces, besides the instance's own, whose `defaultBackend` and host-less rules
+    /// are served.
+    pub catch_all_namespaces: BTreeSet<String>,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        TenantPolicy {
+            host_ownership: true,
+            catch_all_namespaces: BTreeSet::new(),
+        }
+    }
+}
+
+/// The instance whose Ingresses are judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub class: &'a str,
+    /// Whether the IngressClass is the cluster default ([`crate::is_default_class`]).
+    pub is_default_class: bool,
+    pub instance_namespace: &'a str,
+    pub served_namespaces: &'a BTreeSet<String>,
+    pub policy: &'a TenantPolicy,
+    pub limits: &'a Limits,
+}
+
+impl Scope<'_> {
+    fn at_home(&self, namespace: &str) -> bool {
+        namespace == self.instance_namespace || self.policy.catch_all_namespaces.contains(namespace)
+    }
+}
+
+/// A catch-all an Ingress outside the instance's namespace asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CatchAll {
+    DefaultBackend,
+    HostlessRules,
+}
+
+/// Why (part of) an Ingress is not served. The text is what users read in Events and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The instance does not serve the Ingress's namespace (no consent).
+    NamespaceNotServed(String),
+    /// The Ingress cannot be served at all.
+    Invalid(Problem),
+    /// An older Ingress holds the same host+path (or the default backend).
+    Conflict(Conflict<IngressKey>),
+    /// The host belongs to another namespace, which does not share it with this one.
+    HostNotOwned {
+        host: HostPattern,
+        owner: IngressKey,
+    },
+    /// A catch-all from a namespace that is not the instance's own (or trusted).
+    CatchAll {
+        what: CatchAll,
+        instance_namespace: String,
+    },
+    /// A certificate for a host that belongs to another namespace: not served.
+    CertificateNotOwned {
+        host: HostPattern,
+        owner: IngressKey,
+    },
+}
+
+impl Rejection {
+    /// The Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::NamespaceNotServed(_) => "NamespaceNotServed",
+            Rejection::Invalid(_) => "IngressRejected",
+            Rejection::Conflict(_) => "IngressConflict",
+            Rejection::HostNotOwned { .. } => "HostNotOwned",
+            Rejection::CatchAll { .. } => "CatchAllNotAllowed",
+            Rejection::CertificateNotOwned { .. } => "CertificateNotOwned",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::NamespaceNotServed(ns) => {
+                write!(f, "namespace {ns} is not served by this IngressClass")
+            }
+            Rejection::Invalid(problem) => write!(f, "{problem}"),
+            Rejection::Conflict(conflict) => write!(f, "{conflict}"),
+            Rejection::HostNotOwned { host, owner } => write!(
+                f,
+                "host {host} belongs to namespace {} (its oldest Ingress is {owner}); rules for it \
+                 are not served unless an Ingress there names this namespace in {SHARE_HOST_ANNOTATION}",
+                owner.namespace
+            ),
+            Rejection::CatchAll {
+                what,
+                instance_namespace,
+            } => write!(
+                f,
+                "{} served only from the instance's namespace {instance_namespace} (or one the \
+                 platform trusts); not served",
+                match what {
+                    CatchAll::DefaultBackend => "defaultBackend is",
+                    CatchAll::HostlessRules => "rules without a host are",
+                }
+            ),
+            Rejection::CertificateNotOwned { host, owner } => write!(
+                f,
+                "spec.tls for host {host} ignored: the host belongs to namespace {} (its oldest \
+                 Ingress is {owner}), and only its certificates are served",
+                owner.namespace
+            ),
+        }
+    }
+}
+
+/// The verdict on one Ingress of the class.
+#[derive(Debug, Clone)]
+pub struct Verdict<'a> {
+    pub ingress: &'a Ingress,
+    pub key: IngressKey,
+    /// What is served of it: the checked Ingress holding only the rules and the
+    /// `defaultBackend` it won (`tls` stays as declared: it decides HTTPS redirects).
+    /// `None` when it is invalid or its namespace is not served.
+    pub checked: Option<Checked>,
+    /// The TLS hosts whose certificates are served from this Ingress.
+    pub certificates: Vec<TlsHost>,
+    /// Served, at least in part: it gets the instance's address.
+    pub served: bool,
+    /// At most [`MAX_PROBLEMS`] reasons, each an Event.
+    pub rejections: Vec<Rejection>,
+    /// Distinct reasons left out of `rejections`.
+    pub omitted: usize,
+    seen: HashSet<Rejection>,
+}
+
+impl Verdict<'_> {
+    fn reject(&mut self, rejection: Rejection) {
+        if !self.seen.insert(rejection.clone()) {
+            return;
+        }
+        if self.rejections.len() < MAX_PROBLEMS {
+            self.rejections.push(rejection);
+        } else {
+            self.omitted += 1;
+        }
+    }
+}
+
+/// The verdicts on a class's Ingresses, oldest first, and who owns each host.
+#[derive(Debug, Default)]
+pub struct Judgement<'a> {
+    pub verdicts: Vec<Verdict<'a>>,
+    owners: Owners,
+    host_ownership: bool,
+    default_backend: Option<IngressKey>,
+}
+
+impl Judgement<'_> {
+    pub fn served(&self) -> impl Iterator<Item = &Verdict<'_>> {
+        self.verdicts.iter().filter(|v| v.served)
+    }
+
+    pub fn rejected(&self) -> impl Iterator<Item = &Verdict<'_>> {
+        self.verdicts.iter().filter(|v| !v.served)
+    }
+
+    /// The Ingress whose namespace owns `host`.
+    pub fn owner(&self, host: &HostPattern) -> Option<&IngressKey> {
+        self.owners.of(host)
+    }
+
+    /// Whether a request for `host` that matches none of its paths may be answered by the
+    /// class's default backend: only when both belong to the same namespace (a tenant's
+    /// host is never answered by another namespace's catch-all; it gets 404).
+    pub fn default_backend_serves(&self, host: &HostPattern) -> bool {
+        let Some(default) = &self.default_backend else {
+            return false;
+        };
+        !self.host_ownership
+            || matches!(host, HostPattern::Any)
+            || self
+                .owner(host)
+                .is_some_and(|o| o.namespace == default.namespace)
+    }
+}
+
+/// Owner of each exact and wildcard host. Claim in [`oldest_first`] order.
+#[derive(Debug, Default)]
+struct Owners {
+    exact: HashMap<String, IngressKey>,
+    wildcard: HashMap<String, IngressKey>,
+}
+
+impl Owners {
+    fn claim(&mut self, host: &HostPattern, by: &IngressKey) {
+        match host {
+            HostPattern::Exact(h) => {
+                if !self.exact.contains_key(h) {
+                    // An older wildcard's namespace owns the hosts under it.
+                    let owner = suffix(h)
+                        .and_then(|s| self.wildcard.get(s))
+                        .unwrap_or(by)
+                        .clone();
+                    self.exact.insert(h.clone(), owner);
+                }
+            }
+            HostPattern::Wildcard(s) => {
+                self.wildcard.entry(s.clone()).or_insert_with(|| by.clone());
+            }
+            HostPattern::Any => {}
+        }
+    }
+
+    fn of(&self, host: &HostPattern) -> Option<&IngressKey> {
+        match host {
+            HostPattern::Exact(h) => self.exact.get(h),
+            HostPattern::Wildcard(s) => self.wildcard.get(s),
+            HostPattern::Any => None,
+        }
+    }
+}
+
+fn suffix(host: &str) -> Option<&str> {
+    host.split_once('.').map(|(_, s)| s)
+}
+
+/// The namespaces an Ingress shares its hosts with ([`SHARE_HOST_ANNOTATION`]).
+pub fn share_host_with(ingress: &Ingress) -> Result<BTreeSet<String>, Problem> {
+    let Some(value) = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SHARE_HOST_ANNOTATION))
+    else {
+        return Ok(BTreeSet::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|ns| {
+            if is_namespace_name(ns) {
+                Ok(ns.to_owned())
+            } else {
+                Err(Problem::ShareHostAnnotation(ns.to_owned()))
+            }
+        })
+        .collect()
+}
+
+/// A DNS-1123 label, as namespace names are.
+fn is_namespace_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The hosts an Ingress names, in rules and in `spec.tls`, that parse.
+fn declared_hosts(ingress: &Ingress) -> impl Iterator<Item = HostPattern> + '_ {
+    let spec = ingress.spec.as_ref();
+    let rules = spec
+        .and_then(|s| s.rules.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.host.as_deref());
+    let tls = spec
+        .and_then(|s| s.tls.as_ref())
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t.hosts.iter().flatten())
+        .map(String::as_str);
+    rules
+        .chain(tls)
+        .filter_map(|h| HostPattern::parse(h).ok())
+        .filter(|h| !matches!(h, HostPattern::Any))
+}
+
+/// Judges the Ingresses of `scope`'s class among `ingresses` (any order, any class).
+/// `services(namespace, name)` finds a Service.
+pub fn judge<'a, 's>(
+    scope: &Scope<'_>,
+    ingresses: impl IntoIterator<Item = &'a Ingress>,
+    services: impl Fn(&str, &str) -> Option<&'s Service>,
+) -> Judgement<'a> {
+    let mut of_class: Vec<&'a Ingress> = ingresses
+        .into_iter()
+        .filter(|i| belongs_to_class(i, scope.class, scope.is_default_class))
+        .collect();
+    of_class.sort_by(|a, b| oldest_first(a, b));
+    let namespace_of = |i: &Ingress| i.metadata.namespace.clone().unwrap_or_default();
+    let served_ns = |i: &Ingress| scope.served_namespaces.contains(&namespace_of(i));
+
+    // Who owns each host, and whom the owners share it with.
+    let mut owners = Owners::default();
+    for ingress in of_class.iter().filter(|i| served_ns(i)) {
+        let key = IngressKey::of(ingress);
+        for host in declared_hosts(ingress) {
+            owners.claim(&host, &key);
+        }
+    }
+    let mut shares: HashMap<HostPattern, BTreeSet<String>> = HashMap::new();
+    for ingress in of_class.iter().filter(|i| served_ns(i)) {
+        let Ok(guests) = share_host_with(ingress) else {
+            continue;
+        };
+        if guests.is_empty() {
+            continue;
+        }
+        let ns = namespace_of(ingress);
+        for host in declared_hosts(ingress) {
+            if owners.of(&host).is_some_and(|o| o.namespace == ns) {
+                shares
+                    .entry(host)
+                    .or_default()
+                    .extend(guests.iter().cloned());
+            }
+        }
+    }
+    let may_add_paths = |host: &HostPattern, ns: &str| -> Result<(), IngressKey> {
+        let Some(owner) = owners.of(host) else {
+            return Ok(());
+        };
+        let shared = |h: &HostPattern| shares.get(h).is_some_and(|g| g.contains(ns));
+        // An exact host owned through a wildcard is shared when the wildcard is.
+        let via_wildcard = match host {
+            HostPattern::Exact(h) => suffix(h).is_some_and(|s| {
+                let wild = HostPattern::Wildcard(s.to_owned());
+                owners
+                    .of(&wild)
+                    .is_some_and(|w| w.namespace == owner.namespace)
+                    && shared(&wild)
+            }),
+            _ => false,
+        };
+        if owner.namespace == ns || shared(host) || via_wildcard {
+            Ok(())
+        } else {
+            Err(owner.clone())
+        }
+    };
+
+    let mut claims = Claims::default();
+    let mut out = Judgement {
+        host_ownership: scope.policy.host_ownership,
+        ..Judgement::default()
+    };
+    for ingress in of_class {
+        let key = IngressKey::of(ingress);
+        let ns = key.namespace.clone();
+        let mut verdict = Verdict {
+            ingress,
+            key: key.clone(),
+            checked: None,
+            certificates: Vec::new(),
+            served: false,
+            rejections: Vec::new(),
+            omitted: 0,
+            seen: HashSet::new(),
+        };
+        if !scope.served_namespaces.contains(&ns) {
+            verdict.reject(Rejection::NamespaceNotServed(ns));
+            out.verdicts.push(verdict);
+            continue;
+        }
+        let mut checked = match check(ingress, |name| services(&ns, name), scope.limits) {
+            Ok(c) => c,
+            Err(problems) => {
+                for p in problems {
+                    verdict.reject(Rejection::Invalid(p));
+                }
+                out.verdicts.push(verdict);
+                continue;
+            }
+        };
+
+        let (mut won, mut lost) = (false, false);
+        let rules = std::mem::take(&mut checked.rules);
+        for rule in rules {
+            let refused = match &rule.host {
+                HostPattern::Any if !scope.at_home(&ns) => Some(Rejection::CatchAll {
+                    what: CatchAll::HostlessRules,
+                    instance_namespace: scope.instance_namespace.to_owned(),
+                }),
+                host if scope.policy.host_ownership => {
+                    may_add_paths(host, &ns)
+                        .err()
+                        .map(|owner| Rejection::HostNotOwned {
+                            host: host.clone(),
+                            owner,
+                        })
+                }
+                _ => None,
+            };
+            let allowed = match refused {
+                Some(rejection) => Err(rejection),
+                None => claims
+                    .route(&key, &rule.host, &rule.path)
+                    .map_err(|winner| {
+                        Rejection::Conflict(Conflict {
+                            loser: key.clone(),
+                            winner,
+                            contested: Contested::Route {
+                                host: rule.host.clone(),
+                                path: rule.path.clone(),
+                            },
+                        })
+                    }),
+            };
+            match allowed {
+                Ok(()) => {
+                    won = true;
+                    checked.rules.push(rule);
+                }
+                Err(rejection) => {
+                    lost = true;
+                    verdict.reject(rejection);
+                }
+            }
+        }
+        if let Some(backend) = checked.default_backend.take() {
+            let allowed = if scope.at_home(&ns) {
+                claims.default_backend(&key).map_err(|winner| {
+                    Rejection::Conflict(Conflict {
+                        loser: key.clone(),
+                        winner,
+                        contested: Contested::DefaultBackend,
+                    })
+                })
+            } else {
+                Err(Rejection::CatchAll {
+                    what: CatchAll::DefaultBackend,
+                    instance_namespace: scope.instance_namespace.to_owned(),
+                })
+            };
+            match allowed {
+                Ok(()) => {
+                    won = true;
+                    checked.default_backend = Some(backend);
+                    out.default_backend = Some(key.clone());
+                }
+                Err(rejection) => {
+                    lost = true;
+                    verdict.reject(rejection);
+                }
+            }
+        }
+        for tls in checked.tls.iter().filter(|t| t.secret.is_some()) {
+            if matches!(tls.host, HostPattern::Any) {
+                continue;
+            }
+            match owners.of(&tls.host) {
+                Some(owner) if scope.policy.host_ownership && owner.namespace != ns => {
+                    verdict.reject(Rejection::CertificateNotOwned {
+                        host: tls.host.clone(),
+                        owner: owner.clone(),
+                    });
+                }
+                _ => verdict.certificates.push(tls.clone()),
+            }
+        }
+        verdict.served = won || !lost;
+        verdict.checked = Some(checked);
+        out.verdicts.push(verdict);
+    }
+    out.owners = owners;
+    out
+}
+
+#[cfg(test)]
+mod tests;

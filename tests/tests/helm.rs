@@ -809,7 +809,8 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
     portico_tests::fixtures::apply_service(&client, &shop, "shop", "http", 80, 8080).await?;
     let ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
         "metadata": { "name": "shop", "namespace": shop },
-        "spec": { "ingressClassName": "web", "defaultBackend": { "service": { "name": "shop", "port": { "number": 80 } } } }
+        "spec": { "ingressClassName": "web", "rules": [{ "host": "shop.example.com", "http": { "paths": [
+            { "path": "/", "pathType": "Prefix", "backend": { "service": { "name": "shop", "port": { "number": 80 } } } }] } }] }
     }))?;
     let ingresses =
         Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), &shop);

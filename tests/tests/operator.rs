@@ -880,8 +880,11 @@ async fn consent_and_trust_decide_served_namespaces() {
     let ingress = json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
         "metadata": { "name": "guest-site", "namespace": guest },
+        // A host rule: a guest namespace's defaultBackend would be a catch-all, which only
+        // the instance's own namespace may hold.
         "spec": { "ingressClassName": format!("{home}-class"),
-                  "defaultBackend": { "service": { "name": "site", "port": { "number": 80 } } } },
+                  "rules": [{ "host": "guest.example.com", "http": { "paths": [
+                      { "path": "/", "pathType": "Prefix", "backend": { "service": { "name": "site", "port": { "number": 80 } } } }] } }] },
     });
     guest_ingresses
         .patch(
@@ -1360,14 +1363,17 @@ async fn ingresses_the_proxy_would_skip_get_an_event_and_are_counted_as_rejected
         note.contains(&format!("Service {home}/nope not found")),
         "{note}"
     );
-    let conflict = eventually("an IngressConflict Event on the newer Ingress", || async {
-        let events = events_on(&client, &guest, "newer", "IngressConflict").await;
+    // Another namespace's Ingress for the same host: the host belongs to the older one's
+    // namespace.
+    let conflict = eventually("a HostNotOwned Event on the newer Ingress", || async {
+        let events = events_on(&client, &guest, "newer", "HostNotOwned").await;
         (!events.is_empty()).then_some(events)
     })
     .await;
     let note = conflict[0].note.clone().unwrap_or_default();
     assert!(
-        note.contains("shop.example.com") && note.contains(&format!("older Ingress {home}/good")),
+        note.contains("shop.example.com")
+            && note.contains(&format!("its oldest Ingress is {home}/good")),
         "{note}"
     );
     assert!(

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -71,6 +71,11 @@ pub fn spawn_portico(o: &PorticoOptions<'_>, dir: &Path) -> Result<Contender> {
     cmd.args([
         format!("--ingress-class={}", o.class),
         format!("--namespaces={}", o.namespaces),
+        // The first served namespace holds the catch-alls, as an instance's own would.
+        format!(
+            "--instance-namespace={}",
+            o.namespaces.split(',').next().unwrap_or_default()
+        ),
         format!("--http-port={}", o.listen.http_port),
         format!("--https-port={}", o.listen.https_port),
         format!("--admin-port={}", o.admin_port),

@@ -19,6 +19,7 @@ mod host;
 mod judge;
 mod load_balance;
 mod path;
+mod proxy_args;
 mod size;
 
 pub use check::{
@@ -38,4 +39,8 @@ pub use judge::{
 };
 pub use load_balance::LoadBalance;
 pub use path::{MAX_PATH_LEN, PathKind, PathMatch};
+pub use proxy_args::{
+    Duration, EncodedSlashes, LogFormat, NamespacedName, ProxyArgs, Size, TlsVersion,
+    UnderscoreHeaders,
+};
 pub use size::parse_size;

@@ -544,21 +544,20 @@ impl IngressControllerSpec {
             .and_then(|s| s.type_)
             .unwrap_or_default()
     }
-    /// The `--load-balance` argument of the proxy (docs/contracts.md).
-    pub fn load_balance_arg(&self) -> String {
+    /// The proxy's `--load-balance` (docs/contracts.md).
+    pub fn load_balance(&self) -> portico_ingress::LoadBalance {
+        use portico_ingress::LoadBalance;
         let lb = self.load_balancing.clone().unwrap_or_default();
         match (lb.algorithm.unwrap_or_default(), lb.hash_on) {
-            (Algorithm::RoundRobin, _) => "round-robin".into(),
-            (Algorithm::LeastRequest, _) => "least-request".into(),
-            (Algorithm::ConsistentHash, Some(HashOn::ClientIp)) => "client-ip".into(),
-            (Algorithm::ConsistentHash, Some(HashOn::Header)) => {
-                format!(
-                    "header:{}",
-                    lb.header_name.as_deref().unwrap_or("X-Portico-Hash")
-                )
-            }
+            (Algorithm::RoundRobin, _) => LoadBalance::RoundRobin,
+            (Algorithm::LeastRequest, _) => LoadBalance::LeastRequest,
+            (Algorithm::ConsistentHash, Some(HashOn::ClientIp)) => LoadBalance::ClientIp,
+            (Algorithm::ConsistentHash, Some(HashOn::Header)) => LoadBalance::Header(
+                lb.header_name
+                    .unwrap_or_else(|| "X-Portico-Hash".to_owned()),
+            ),
             // The schema requires hashOn with ConsistentHash; a cookie is the safe default.
-            (Algorithm::ConsistentHash, Some(HashOn::Cookie) | None) => "cookie".into(),
+            (Algorithm::ConsistentHash, Some(HashOn::Cookie) | None) => LoadBalance::Cookie,
         }
     }
     pub fn connect_timeout(&self) -> &str {
@@ -589,93 +588,38 @@ impl IngressControllerSpec {
     }
 }
 
-/// A duration in the one-unit form the proxy parses (`250ms`, `90s`, `2m`, `1h`): the
-/// largest unit that represents it exactly.
-pub fn format_duration(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        0 => "0s".into(),
-        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
-        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
-        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
-        _ => format!("{ms}ms"),
-    }
-}
-
-/// Re-spells a schema-valid duration (possibly compound, `1h30m`) in one unit.
-pub fn normalize_duration(s: &str) -> String {
-    parse_duration(s).map_or_else(|| s.to_owned(), format_duration)
-}
-
-/// Parses a duration of the [`DURATION_PATTERN`] form; `None` when malformed.
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let mut total = std::time::Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (std::time::Duration::from_millis(1), 2)
-        } else if rest.starts_with('s') {
-            (std::time::Duration::from_secs(1), 1)
-        } else if rest.starts_with('m') {
-            (std::time::Duration::from_secs(60), 1)
-        } else if rest.starts_with('h') {
-            (std::time::Duration::from_secs(3600), 1)
-        } else {
-            return None;
-        };
-        total = total.checked_add(unit.checked_mul(u32::try_from(n).ok()?)?)?;
-        rest = &rest[len..];
-    }
-    Some(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(
-            parse_duration("250ms"),
-            Some(std::time::Duration::from_millis(250))
-        );
-        assert_eq!(
-            parse_duration("1h30m"),
-            Some(std::time::Duration::from_secs(5400))
-        );
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("s"), None);
+    fn the_proxy_parses_every_duration_form_the_schema_admits() {
+        // DURATION_PATTERN is `^([0-9]+(ms|s|m|h))+$`: one or more number-unit pairs.
+        assert_eq!(DURATION_PATTERN, r"^([0-9]+(ms|s|m|h))+$");
+        for ok in [
+            "250ms",
+            "5s",
+            "2m",
+            "1h",
+            "1h30m",
+            "1s500ms",
+            "0s",
+            "99999999999h",
+        ] {
+            assert!(ok.parse::<portico_ingress::Duration>().is_ok(), "{ok}");
+        }
     }
 
     #[test]
-    fn durations_are_respelled_in_one_unit() {
-        assert_eq!(normalize_duration("1h30m"), "90m");
-        assert_eq!(normalize_duration("1m30s"), "90s");
-        assert_eq!(normalize_duration("1s500ms"), "1500ms");
-        assert_eq!(normalize_duration("120s"), "2m");
-        assert_eq!(normalize_duration("0ms"), "0s");
-    }
-
-    #[test]
-    fn load_balance_arg_follows_contract() {
+    fn load_balance_follows_contract() {
         let mut spec = IngressControllerSpec::default();
-        assert_eq!(spec.load_balance_arg(), "round-robin");
+        assert_eq!(spec.load_balance().to_string(), "round-robin");
         spec.load_balancing = Some(LoadBalancing {
             algorithm: Some(Algorithm::ConsistentHash),
             hash_on: Some(HashOn::Header),
             header_name: Some("X-User".into()),
         });
-        assert_eq!(spec.load_balance_arg(), "header:X-User");
+        assert_eq!(spec.load_balance().to_string(), "header:X-User");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use portico_proxy::cli::Args;
+use portico_proxy::cli::{self, Args};
 use portico_proxy::config::build::Params;
 use portico_proxy::config::watch::{ConfigLoop, Health};
 use portico_proxy::config::{SharedSnapshot, Snapshot};
@@ -30,7 +30,7 @@ fn init_tracing(args: &Args) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if args.log_format == "json" {
+    if args.log_format == portico_ingress::LogFormat::Json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
@@ -84,9 +84,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect::<BTreeSet<_>>(),
-        default_policy: args.load_balance.clone(),
+        default_policy: cli::load_balance(&args)
+            .map_err(|e| anyhow::anyhow!("--load-balance: {e}"))?,
         ssl_redirect: args.ssl_redirect,
-        default_certificate: args.default_certificate.clone(),
+        default_certificate: cli::default_certificate(&args),
         allow_unverified_backend_tls: args.backend_tls_allow_unverified,
     };
     let workers = std::thread::available_parallelism()
@@ -98,8 +99,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(config_loop.run(rx));
 
     let admin_listener = tokio::net::TcpListener::from_std(
-        server::bind(SocketAddr::new(args.bind_address, args.admin_port), false)
-            .with_context(|| format!("binding the admin port {}", args.admin_port))?,
+        server::bind(
+            SocketAddr::new(cli::bind_address(&args), args.admin_port),
+            false,
+        )
+        .with_context(|| format!("binding the admin port {}", args.admin_port))?,
     )?;
     let admin_stop = CancellationToken::new();
     tokio::spawn(portico_proxy::admin::serve(
@@ -111,32 +115,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings {
         trusted_proxies: args.trusted_proxy_cidrs.clone(),
         retries: args.retries,
-        request_timeout: args.request_timeout,
+        request_timeout: args.request_timeout.get(),
         hsts: args.hsts,
         https_port: args.https_port,
-        allow_encoded_slashes: args.encoded_slashes == "keep",
-        keep_underscores: args.underscores_in_headers == "keep",
-        tunnel_idle_timeout: args.tunnel_idle_timeout,
-        max_body_size: (args.max_request_body_size > 0).then_some(args.max_request_body_size),
+        allow_encoded_slashes: args.encoded_slashes == portico_ingress::EncodedSlashes::Keep,
+        keep_underscores: args.underscores_in_headers == portico_ingress::UnderscoreHeaders::Keep,
+        tunnel_idle_timeout: args.tunnel_idle_timeout.get(),
+        max_body_size: args.max_request_body_size.0,
         max_connections_per_endpoint: args.max_connections_per_endpoint,
-        endpoint_wait: args.connect_timeout,
+        endpoint_wait: args.connect_timeout.get(),
     };
-    let tls_config =
-        portico_proxy::tls::server_config(shared.clone(), args.min_tls_version == "1.3")
-            .context("building the TLS server config")?;
+    let tls_config = portico_proxy::tls::server_config(
+        shared.clone(),
+        args.min_tls_version == portico_ingress::TlsVersion::V1_3,
+    )
+    .context("building the TLS server config")?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
     let stop = CancellationToken::new();
-    let drain_bound = args.request_timeout + Duration::from_secs(1);
+    let drain_bound = args.request_timeout.get() + Duration::from_secs(1);
     // One connection limit for the whole pod, across listeners and workers.
     let mut limits = server::Limits::new(
         args.max_connections as usize,
-        args.idle_timeout,
+        args.idle_timeout.get(),
         drain_bound,
     );
     limits.http2_max_concurrent_streams = args.http2_max_concurrent_streams;
     limits.http2_initial_stream_window = args.http2_initial_stream_window;
-    let http_addr = SocketAddr::new(args.bind_address, args.http_port);
-    let https_addr = SocketAddr::new(args.bind_address, args.https_port);
+    let http_addr = SocketAddr::new(cli::bind_address(&args), args.http_port);
+    let https_addr = SocketAddr::new(cli::bind_address(&args), args.https_port);
     let mut threads = Vec::new();
     for i in 0..workers {
         // Bind here, so a taken port fails the start instead of a worker.
@@ -144,7 +150,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("binding the HTTP port {}", args.http_port))?;
         let https_listener = server::bind(https_addr, workers > 1)
             .with_context(|| format!("binding the HTTPS port {}", args.https_port))?;
-        let upstream = Arc::new(Client::new(args.connect_timeout, args.idle_timeout));
+        let upstream = Arc::new(Client::new(
+            args.connect_timeout.get(),
+            args.idle_timeout.get(),
+        ));
         let proxy = Arc::new(Proxy {
             snapshot: shared.clone(),
             client: upstream.clone(),
@@ -189,7 +198,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     shutdown_signal().await;
     info!(drain_period = ?args.drain_period, "shutdown signal: not ready, still serving for the drain period");
     health.start_draining();
-    tokio::time::sleep(args.drain_period).await;
+    tokio::time::sleep(args.drain_period.get()).await;
     stop.cancel();
     let joined = tokio::task::spawn_blocking(move || {
         threads

@@ -2,8 +2,6 @@
 //! docs/contracts.md, hardened (non-root, read-only root, no capabilities) and able to
 //! bind ports below 1024 through the namespaced sysctl `net.ipv4.ip_unprivileged_port_start`.
 
-use std::time::Duration;
-
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -16,135 +14,108 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Inputs;
-use crate::api::{
-    EncodedSlashes, TlsVersion, UnderscoreHeaders, normalize_duration, parse_duration,
-};
+use portico_ingress::{Duration, LogFormat, NamespacedName, ProxyArgs};
+
+use crate::api::{EncodedSlashes, TlsVersion, UnderscoreHeaders};
 
 /// The unprivileged user of the distroless proxy image.
 pub const PROXY_UID: i64 = 65532;
 
-/// The proxy's command line, in contract order.
-pub fn args(inputs: &Inputs) -> Vec<String> {
+/// The proxy's command line: the shared [`ProxyArgs`] the proxy parses, filled from the
+/// spec (already schema-checked) and the operator's settings.
+pub fn proxy_args(inputs: &Inputs) -> ProxyArgs {
     let spec = &inputs.instance.spec;
     let ports = spec.ports();
     let tls = spec.tls.clone().unwrap_or_default();
     let http = spec.http.clone().unwrap_or_default();
-    let mut args = vec![
-        format!("--ingress-class={}", inputs.class_name()),
-        format!("--instance-namespace={}", inputs.namespace),
-        format!("--namespaces={}", inputs.served_namespaces.join(",")),
-        format!("--http-port={}", ports.http),
-        format!("--https-port={}", ports.https),
-        format!("--admin-port={}", ports.admin),
-        format!("--load-balance={}", spec.load_balance_arg()),
-        // The CRD accepts compound durations (`1h30m`); the proxy takes one unit.
-        format!(
-            "--connect-timeout={}",
-            normalize_duration(spec.connect_timeout())
-        ),
-        format!(
-            "--request-timeout={}",
-            normalize_duration(spec.request_timeout())
-        ),
-        format!("--idle-timeout={}", normalize_duration(spec.idle_timeout())),
-        format!("--retries={}", spec.retries()),
-    ];
     let policy = inputs
         .settings
         .tenant_policy(&inputs.namespace, &inputs.name);
-    if !policy.host_ownership {
-        args.push("--host-ownership=false".to_owned());
+    let mut a = ProxyArgs::new(
+        inputs.class_name(),
+        &inputs.namespace,
+        inputs.served_namespaces.clone(),
+    );
+    // The schema bounds every number and the pattern every duration and size; a value
+    // outside them keeps the proxy's default rather than a command line it would refuse.
+    let port = |p: i32, default: u16| u16::try_from(p).unwrap_or(default);
+    let count =
+        |v: Option<i32>, default: u32| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(default);
+    let duration = |v: &str, default: Duration| v.parse().unwrap_or(default);
+    a.host_ownership = policy.host_ownership;
+    a.catch_all_namespaces = policy.catch_all_namespaces.into_iter().collect();
+    a.http_port = port(ports.http, a.http_port);
+    a.https_port = port(ports.https, a.https_port);
+    a.admin_port = port(ports.admin, a.admin_port);
+    a.load_balance = spec.load_balance();
+    a.connect_timeout = duration(spec.connect_timeout(), a.connect_timeout);
+    a.request_timeout = duration(spec.request_timeout(), a.request_timeout);
+    a.idle_timeout = duration(spec.idle_timeout(), a.idle_timeout);
+    a.retries = u32::try_from(spec.retries()).unwrap_or(a.retries);
+    a.trusted_proxy_cidrs = spec
+        .trusted_proxy_cidrs
+        .iter()
+        .flatten()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    a.default_certificate = spec
+        .default_certificate_secret()
+        .map(|secret| NamespacedName {
+            namespace: inputs.namespace.clone(),
+            name: secret.to_owned(),
+        });
+    a.ssl_redirect = tls.redirect.unwrap_or(true);
+    a.hsts = tls.hsts.unwrap_or(false);
+    a.min_tls_version = match tls.min_version.unwrap_or_default() {
+        TlsVersion::V1_2 => portico_ingress::TlsVersion::V1_2,
+        TlsVersion::V1_3 => portico_ingress::TlsVersion::V1_3,
+    };
+    if let Some(d) = spec
+        .timeouts
+        .as_ref()
+        .and_then(|t| t.tunnel_idle.as_deref())
+    {
+        a.tunnel_idle_timeout = duration(d, a.tunnel_idle_timeout);
     }
-    if !policy.catch_all_namespaces.is_empty() {
-        args.push(format!(
-            "--catch-all-namespaces={}",
-            policy
-                .catch_all_namespaces
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
+    a.max_connections = count(http.max_connections, a.max_connections);
+    a.backend_tls_allow_unverified = spec.backend_tls_allow_unverified();
+    a.max_connections_per_endpoint = count(
+        http.max_connections_per_endpoint,
+        a.max_connections_per_endpoint,
+    );
+    a.http2_max_concurrent_streams = count(
+        http.http2_max_concurrent_streams,
+        a.http2_max_concurrent_streams,
+    );
+    a.http2_initial_stream_window = count(
+        http.http2_initial_stream_window_size,
+        a.http2_initial_stream_window,
+    );
+    if let Some(size) = http.max_request_body_size.as_deref() {
+        a.max_request_body_size = size.parse().unwrap_or(a.max_request_body_size);
     }
-    if let Some(cidrs) = spec.trusted_proxy_cidrs.as_ref().filter(|c| !c.is_empty()) {
-        args.push(format!("--trusted-proxy-cidrs={}", cidrs.join(",")));
-    }
-    if let Some(secret) = spec.default_certificate_secret() {
-        args.push(format!(
-            "--default-certificate={}/{secret}",
-            inputs.namespace
-        ));
-    }
-    args.extend([
-        format!("--ssl-redirect={}", tls.redirect.unwrap_or(true)),
-        format!("--hsts={}", tls.hsts.unwrap_or(false)),
-        format!(
-            "--min-tls-version={}",
-            match tls.min_version.unwrap_or_default() {
-                TlsVersion::V1_2 => "1.2",
-                TlsVersion::V1_3 => "1.3",
-            }
-        ),
-        format!(
-            "--tunnel-idle-timeout={}",
-            normalize_duration(
-                spec.timeouts
-                    .as_ref()
-                    .and_then(|t| t.tunnel_idle.as_deref())
-                    .unwrap_or("1h")
-            )
-        ),
-        format!(
-            "--max-connections={}",
-            http.max_connections.unwrap_or(16_384)
-        ),
-        format!(
-            "--backend-tls-allow-unverified={}",
-            spec.backend_tls_allow_unverified()
-        ),
-        format!(
-            "--max-connections-per-endpoint={}",
-            http.max_connections_per_endpoint.unwrap_or(1024)
-        ),
-        format!(
-            "--http2-max-concurrent-streams={}",
-            http.http2_max_concurrent_streams.unwrap_or(100)
-        ),
-        format!(
-            "--http2-initial-stream-window={}",
-            http.http2_initial_stream_window_size.unwrap_or(65_536)
-        ),
-        format!(
-            "--max-request-body-size={}",
-            http.max_request_body_size.as_deref().unwrap_or("1m")
-        ),
-        format!(
-            "--encoded-slashes={}",
-            match http.encoded_slashes.unwrap_or_default() {
-                EncodedSlashes::Reject => "reject",
-                EncodedSlashes::Keep => "keep",
-            }
-        ),
-        format!(
-            "--underscores-in-headers={}",
-            match http.headers_with_underscores.unwrap_or_default() {
-                UnderscoreHeaders::Drop => "drop",
-                UnderscoreHeaders::Keep => "keep",
-            }
-        ),
-        format!(
-            "--drain-period={}",
-            crate::api::format_duration(inputs.settings.drain_period)
-        ),
-        "--log-format=json".to_owned(),
-    ]);
-    args
+    a.encoded_slashes = match http.encoded_slashes.unwrap_or_default() {
+        EncodedSlashes::Reject => portico_ingress::EncodedSlashes::Reject,
+        EncodedSlashes::Keep => portico_ingress::EncodedSlashes::Keep,
+    };
+    a.underscores_in_headers = match http.headers_with_underscores.unwrap_or_default() {
+        UnderscoreHeaders::Drop => portico_ingress::UnderscoreHeaders::Drop,
+        UnderscoreHeaders::Keep => portico_ingress::UnderscoreHeaders::Keep,
+    };
+    a.drain_period = Duration(inputs.settings.drain_period);
+    a.log_format = LogFormat::Json;
+    a
+}
+
+/// The proxy's command line, in contract order.
+pub fn args(inputs: &Inputs) -> Vec<String> {
+    proxy_args(inputs).to_args()
 }
 
 /// Long enough for the drain period plus the longest request it lets finish.
 pub fn termination_grace_period(inputs: &Inputs) -> i64 {
-    let request =
-        parse_duration(inputs.instance.spec.request_timeout()).unwrap_or(Duration::from_secs(60));
-    let total = inputs.settings.drain_period + request + Duration::from_secs(5);
+    let request = proxy_args(inputs).request_timeout.get();
+    let total = inputs.settings.drain_period + request + std::time::Duration::from_secs(5);
     i64::try_from(total.as_secs()).unwrap_or(i64::MAX).max(30)
 }
 

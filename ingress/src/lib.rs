@@ -8,12 +8,14 @@
 //!                                               └─▶ Vec<Problem> (the Ingress is not served)
 //!  Checked Ingresses of one class ─▶ oldest first ─▶ Claims (host+path, defaultBackend)
 //!                                                      └─▶ Conflict (the newer one loses)
+//!  EndpointSlice address + EndpointPolicy ─▶ refused() ─▶ Refusal (never dialled)
 //! ```
 //!
 //! No IO and no Kubernetes client: objects in, verdicts out.
 
 mod check;
 mod conflict;
+mod endpoint;
 mod host;
 mod load_balance;
 mod path;
@@ -26,6 +28,7 @@ pub use check::{
     SSL_REDIRECT_ANNOTATION, TlsHost, check, is_tls_app_protocol, validate,
 };
 pub use conflict::{Claims, Conflict, Contested, IngressKey, Resolution, conflicts, oldest_first};
+pub use endpoint::{EndpointPolicy, METADATA_ADDRESSES, Refusal, Usable, refused, slice_endpoints};
 pub use host::HostPattern;
 pub use load_balance::LoadBalance;
 pub use path::{MAX_PATH_LEN, PathKind, PathMatch};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ipnet::IpNet;
+use portico_ingress::EndpointPolicy;
 
 use crate::config::ObjectKey;
 use crate::lb::Policy;
@@ -121,6 +122,16 @@ pub struct Args {
     #[arg(long, env = "PORTICO_UNDERSCORES_IN_HEADERS", default_value = "drop", value_parser = ["drop", "keep"])]
     pub underscores_in_headers: String,
 
+    /// Endpoints in these ranges are never dialled (the platform's node and control-plane
+    /// networks); loopback, link-local, metadata and this pod's own addresses never are.
+    #[arg(long, env = "PORTICO_DENIED_ENDPOINT_CIDRS", value_delimiter = ',')]
+    pub denied_endpoint_cidrs: Vec<IpNet>,
+
+    /// This pod's addresses (the downward API's `status.podIPs`): endpoints there are
+    /// refused on every port. Set by the Deployment; not a flag you need to pass.
+    #[arg(long, env = "POD_IPS", value_delimiter = ',')]
+    pub pod_ips: Vec<IpAddr>,
+
     /// After SIGTERM: not ready, still serving, then close.
     #[arg(long, env = "PORTICO_DRAIN_PERIOD", default_value = "10s", value_parser = parse_duration)]
     pub drain_period: Duration,
@@ -130,6 +141,23 @@ pub struct Args {
 
     #[arg(long, env = "PORTICO_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+impl Args {
+    /// The endpoints this proxy refuses: the denied ranges, and its own addresses (its pod
+    /// IPs and a specific `--bind-address`), whatever the port.
+    pub fn endpoint_policy(&self) -> EndpointPolicy {
+        let mut own = self.pod_ips.clone();
+        if !self.bind_address.is_unspecified() {
+            own.push(self.bind_address);
+        }
+        own.sort();
+        own.dedup();
+        EndpointPolicy {
+            denied: self.denied_endpoint_cidrs.clone(),
+            own,
+        }
+    }
 }
 
 /// Durations like `250ms`, `5s`, `2m`, `1h`, and compound ones like `1m30s` (the CRD's
@@ -227,5 +255,42 @@ mod tests {
         );
         assert!(matches!(a.load_balance, Policy::Header(_)));
         assert_eq!(a.drain_period, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_endpoint_policy_holds_the_denied_ranges_and_this_pods_addresses() {
+        let a = Args::try_parse_from([
+            "portico-proxy",
+            "--ingress-class=c",
+            "--namespaces=a",
+            "--denied-endpoint-cidrs=10.0.0.0/24,fd00:1::/64",
+            "--pod-ips=10.244.1.7,fd00:10:244::7",
+            "--bind-address=10.244.1.7",
+        ])
+        .expect("parse");
+        let p = a.endpoint_policy();
+        assert_eq!(p.denied.len(), 2);
+        assert_eq!(
+            p.own,
+            vec![
+                "10.244.1.7".parse::<IpAddr>().expect("ip"),
+                "fd00:10:244::7".parse().expect("ip"),
+            ]
+        );
+        // The default bind address is every interface, which names no address.
+        let a = Args::try_parse_from(["portico-proxy", "--ingress-class=c", "--namespaces=a"])
+            .expect("parse");
+        assert!(a.endpoint_policy().own.is_empty());
+        assert!(a.endpoint_policy().denied.is_empty());
+        assert!(
+            Args::try_parse_from([
+                "portico-proxy",
+                "--ingress-class=c",
+                "--namespaces=a",
+                "--denied-endpoint-cidrs=10.0.0.0/33",
+            ])
+            .is_err(),
+            "a bad CIDR fails the start"
+        );
     }
 }

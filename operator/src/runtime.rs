@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
+use ipnet::IpNet;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -41,6 +42,11 @@ pub struct Options {
     /// the namespace's consent annotation.
     #[arg(long, env = "PORTICO_TRUSTED_NAMESPACES", value_delimiter = ',')]
     pub trusted_namespaces: Vec<String>,
+
+    /// Ranges no proxy may dial, whatever an EndpointSlice says: the node and
+    /// control-plane networks (the proxies' --denied-endpoint-cidrs).
+    #[arg(long, env = "PORTICO_DENIED_ENDPOINT_CIDRS", value_delimiter = ',')]
+    pub denied_endpoint_cidrs: Vec<IpNet>,
 
     /// Port of /metrics, /healthz and /readyz.
     #[arg(long, env = "PORTICO_ADMIN_PORT", default_value_t = 8080)]
@@ -86,6 +92,7 @@ impl Options {
                 .cloned()
                 .collect::<BTreeSet<_>>(),
             drain_period: std::time::Duration::from_secs(self.proxy_drain_seconds),
+            denied_endpoint_cidrs: self.denied_endpoint_cidrs.clone(),
         }
     }
 }

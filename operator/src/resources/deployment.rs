@@ -51,6 +51,15 @@ pub fn args(inputs: &Inputs) -> Vec<String> {
     if let Some(cidrs) = spec.trusted_proxy_cidrs.as_ref().filter(|c| !c.is_empty()) {
         args.push(format!("--trusted-proxy-cidrs={}", cidrs.join(",")));
     }
+    if !inputs.settings.denied_endpoint_cidrs.is_empty() {
+        let cidrs: Vec<String> = inputs
+            .settings
+            .denied_endpoint_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.push(format!("--denied-endpoint-cidrs={}", cidrs.join(",")));
+    }
     if let Some(secret) = spec.default_certificate_secret() {
         args.push(format!(
             "--default-certificate={}/{secret}",
@@ -187,6 +196,8 @@ pub fn build(inputs: &Inputs) -> Deployment {
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
+            // The proxy never dials its own addresses (an EndpointSlice could name them).
+            field_env("POD_IPS", "status.podIPs"),
         ]),
         ports: Some(vec![
             port("http", ports.http),

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -49,6 +50,8 @@ pub struct Settings {
     pub trusted_namespaces: BTreeSet<String>,
     /// The proxy's `--drain-period`.
     pub drain_period: Duration,
+    /// Ranges no proxy dials, whatever an EndpointSlice says (`--denied-endpoint-cidrs`).
+    pub denied_endpoint_cidrs: Vec<IpNet>,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             proxy_image: "ghcr.io/portico-dev/portico-proxy:latest".into(),
             trusted_namespaces: BTreeSet::new(),
             drain_period: Duration::from_secs(10),
+            denied_endpoint_cidrs: Vec::new(),
         }
     }
 }

@@ -30,6 +30,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use portico_ingress::{EndpointPolicy, Limits, Refusal};
+use tracing::warn;
 
 use crate::api::IngressController;
 use crate::resources::{
@@ -70,12 +71,12 @@ impl Slices {
             .default_backoff()
             .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
             .reflect(hw_writer)
-            .for_each(|_| std::future::ready(()));
+            .for_each(|r| log_error("hand-written", r));
         let fl = watcher(api, fleet_config())
             .default_backoff()
             .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
             .reflect(fleet_writer)
-            .for_each(|_| std::future::ready(()));
+            .for_each(|r| log_error("proxy Service", r));
         let run = async move {
             futures::join!(hw, fl);
         };
@@ -131,6 +132,14 @@ impl Slices {
         }
         out
     }
+}
+
+/// A failed watch is retried with backoff; say why, since reports stop meanwhile.
+fn log_error<T>(which: &str, result: Result<T, watcher::Error>) -> std::future::Ready<()> {
+    if let Err(e) = result {
+        warn!(error = %e, watch = which, "EndpointSlice watch failed; retrying with backoff");
+    }
+    std::future::ready(())
 }
 
 /// EndpointSlices by (namespace, Service name).

@@ -8,6 +8,7 @@
 //!     ─▶ class ─▶ served namespace ─▶ check() (typed rules, resolved ports) ─▶ host owner
 //!     ─▶ Claims (host+path, defaultBackend; the older Ingress wins)
 //!     ─▶ Verdict per Ingress: what is served, and each Rejection with its reason
+//!  EndpointSlice address + EndpointPolicy ─▶ refused() ─▶ Refusal (never dialled)
 //! ```
 //!
 //! No IO and no Kubernetes client: objects in, verdicts out.
@@ -15,6 +16,7 @@
 mod check;
 mod class;
 mod conflict;
+mod endpoint;
 mod host;
 mod judge;
 mod load_balance;
@@ -32,6 +34,7 @@ pub use class::{
     DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, belongs_to_class, class_of, is_default_class,
 };
 pub use conflict::{Claims, Conflict, Contested, IngressKey, oldest_first};
+pub use endpoint::{EndpointPolicy, METADATA_ADDRESSES, Refusal, Usable, refused, slice_endpoints};
 pub use host::HostPattern;
 pub use judge::{
     CatchAll, Judgement, Rejection, SHARE_HOST_ANNOTATION, Scope, TenantPolicy, Verdict, judge,

@@ -324,6 +324,16 @@ pub struct ProxyArgs {
     )]
     pub underscores_in_headers: UnderscoreHeaders,
 
+    /// Endpoints in these ranges are never dialled (the platform's node and control-plane
+    /// networks); loopback, link-local, metadata and this pod's own addresses never are.
+    #[arg(long, env = "PORTICO_DENIED_ENDPOINT_CIDRS", value_delimiter = ',')]
+    pub denied_endpoint_cidrs: Vec<IpNet>,
+
+    /// This pod's addresses (the downward API's `status.podIPs`): endpoints there are
+    /// refused on every port. Set by the Deployment's env; never rendered as a flag.
+    #[arg(long, env = "POD_IPS", value_delimiter = ',')]
+    pub pod_ips: Vec<IpAddr>,
+
     /// After SIGTERM: not ready, still serving, then close.
     #[arg(long, env = "PORTICO_DRAIN_PERIOD", default_value = "10s")]
     pub drain_period: Duration,
@@ -420,6 +430,16 @@ impl ProxyArgs {
                 "--underscores-in-headers={}",
                 value_name(self.underscores_in_headers)
             ),
+        ]);
+        if !self.denied_endpoint_cidrs.is_empty() {
+            let cidrs: Vec<String> = self
+                .denied_endpoint_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            out.push(format!("--denied-endpoint-cidrs={}", join(&cidrs)));
+        }
+        out.extend([
             format!("--drain-period={}", self.drain_period),
             format!("--log-format={}", value_name(self.log_format)),
             format!("--log-level={}", self.log_level),
@@ -478,6 +498,7 @@ mod tests {
         args.underscores_in_headers = UnderscoreHeaders::Keep;
         args.log_format = LogFormat::Text;
         args.bind_address = Some("10.244.0.9".parse().expect("ip"));
+        args.denied_endpoint_cidrs = vec!["192.168.0.0/16".parse().expect("cidr")];
         let rendered = args.to_args();
         assert!(rendered.contains(&"--max-request-body-size=1536k".to_owned()));
         let parsed =

@@ -25,6 +25,7 @@ use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -42,6 +43,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{IngressController, IngressControllerStatus};
 use crate::apply;
+use crate::endpoints;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::resources::ingress_class::{self, Claim};
@@ -71,6 +73,8 @@ pub struct Context {
     /// problem gets one Event rather than one per reconcile. In memory: a restarted or
     /// newly elected operator publishes the current ones once more.
     published: Mutex<HashMap<ObjectRef<IngressController>, HashSet<PublishedWarning>>>,
+    /// EndpointSlices reflected by `run`, read to report refused endpoints.
+    slices: Mutex<Option<endpoints::Slices>>,
 }
 
 /// (Ingress uid, reason, note): a recreated Ingress is a new one.
@@ -94,6 +98,7 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             published: Mutex::new(HashMap::new()),
+            slices: Mutex::new(None),
         }
     }
 
@@ -194,6 +199,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher::Config::default().any_semantic(),
     );
     let store = controller.store();
+    // Reflected for reconcile to read, as long as this controller runs.
+    let (slices, reflect) = endpoints::Slices::reflect(&client);
+    *ctx.slices.lock().unwrap_or_else(|e| e.into_inner()) = Some(slices);
+    let reflecting = tokio::spawn(reflect);
 
     controller
         .owns(Api::<Deployment>::all(client.clone()), managed())
@@ -251,6 +260,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 move |service| instances_for_service(&store, &service)
             },
         )
+        // A hand-written EndpointSlice may name an endpoint the proxies refuse (an Event);
+        // the proxy Service's slices say which addresses are the proxies' own.
+        .watches(
+            Api::<EndpointSlice>::all(client.clone()),
+            endpoints::hand_written_config(),
+            {
+                let store = store.clone();
+                move |slice| endpoints::instances_for_slice(&store, &slice)
+            },
+        )
+        .watches(
+            Api::<EndpointSlice>::all(client.clone()),
+            endpoints::fleet_config(),
+            |o| labelled_instance(o.meta()),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -260,6 +284,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
+    reflecting.abort();
 }
 
 fn labelled_instance(meta: &kube::api::ObjectMeta) -> Option<ObjectRef<IngressController>> {
@@ -627,7 +652,18 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
             .await?;
         }
     }
-    ctx.warn_ingresses(&ObjectRef::from_obj(instance), &verdicts.warnings)
+    let mut warnings = verdicts.warnings.clone();
+    let slices = ctx.slices.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(slices) = slices {
+        warnings.extend(endpoints::for_instance(
+            &slices,
+            &ctx.settings,
+            (&namespace, &name),
+            &verdicts.served_ports,
+            &class,
+        ));
+    }
+    ctx.warn_ingresses(&ObjectRef::from_obj(instance), &warnings)
         .await;
     let observed = Observed {
         generation: instance.metadata.generation,

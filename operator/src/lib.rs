@@ -5,9 +5,10 @@
 //!  Deployment, Service, SA, PDB, HPA (owned) ─┤
 //!  Roles, RoleBindings, ClusterRoles (labelled) ─┼─▶ controller::reconcile ─▶ resources::* (pure)
 //!  Namespaces (consent, labels) ─┤                    │
-//!  Ingresses, IngressClasses, Services ─┘            ├─▶ apply (server-side, RBAC first)
-//!                                                     ├─▶ status (instance + Ingress loadBalancer)
-//!                                                     └─▶ verdict (portico-ingress rules ─▶ Events)
+//!  Ingresses, IngressClasses, Services ─┤            ├─▶ apply (server-side, RBAC first)
+//!  hand-written + proxy EndpointSlices ─┘            ├─▶ status (instance + Ingress loadBalancer)
+//!                                                     ├─▶ verdict (portico-ingress rules ─▶ Events)
+//!                                                     └─▶ endpoints (refused endpoints ─▶ Events)
 //! ```
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod api;
 pub mod apply;
 pub mod controller;
 pub mod crd;
+pub mod endpoints;
 pub mod error;
 pub mod leader;
 pub mod metrics;

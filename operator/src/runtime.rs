@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
+use ipnet::IpNet;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -52,6 +53,10 @@ pub struct Options {
     /// serving them (by default only the instance's own namespace's are).
     #[arg(long, env = "PORTICO_CATCH_ALL_NAMESPACES", value_delimiter = ',')]
     pub catch_all_namespaces: Vec<String>,
+    /// Ranges no proxy may dial, whatever an EndpointSlice says: the node and
+    /// control-plane networks (the proxies' --denied-endpoint-cidrs).
+    #[arg(long, env = "PORTICO_DENIED_ENDPOINT_CIDRS", value_delimiter = ',')]
+    pub denied_endpoint_cidrs: Vec<IpNet>,
 
     /// Port of /metrics, /healthz and /readyz.
     #[arg(long, env = "PORTICO_ADMIN_PORT", default_value_t = 8080)]
@@ -104,6 +109,7 @@ impl Options {
                 .map(|n| n.trim().to_owned())
                 .filter(|n| !n.is_empty())
                 .collect(),
+            denied_endpoint_cidrs: self.denied_endpoint_cidrs.clone(),
         }
     }
 }

@@ -46,7 +46,13 @@ pub struct Verdicts<'a> {
     pub tls_secrets: BTreeMap<String, BTreeSet<String>>,
     /// Per namespace, where the CA bundles live that served backends name.
     pub backend_cas: BTreeMap<String, BTreeSet<CaSource>>,
+    /// Each served Ingress with the Service ports (`(service, port name)`) of the rules and
+    /// default backend it is served for: whose endpoints the proxies will dial.
+    pub served_ports: Vec<(&'a Ingress, BTreeSet<ServicePort>)>,
 }
+
+/// A Service port as EndpointSlices name it: `(service, port name)`.
+pub type ServicePort = (String, String);
 
 /// Judges the Ingresses of the class of instance `<namespace>/<name>`, as its proxies do.
 pub fn judge<'a>(
@@ -109,7 +115,9 @@ pub fn judge<'a>(
             .map(|r| &r.backend)
             .chain(checked.default_backend.iter());
         let mut unverified = BTreeSet::new();
+        let mut ports = BTreeSet::new();
         for b in backends {
+            ports.insert((b.service.clone(), b.port_name.clone()));
             match b.tls.as_ref().map(|t| &t.ca) {
                 Some(Some(ca)) => {
                     out.backend_cas
@@ -123,6 +131,7 @@ pub fn judge<'a>(
                 None => {}
             }
         }
+        out.served_ports.push((ingress, ports));
         if !unverified.is_empty() {
             out.warnings.push(Warning {
                 ingress,

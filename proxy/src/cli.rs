@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use portico_ingress::EndpointPolicy;
 pub use portico_ingress::ProxyArgs as Args;
 
 use crate::config::ObjectKey;
@@ -18,6 +19,19 @@ pub fn bind_address(args: &Args) -> IpAddr {
 /// `--load-balance` as the proxy's policy.
 pub fn load_balance(args: &Args) -> Result<Policy, String> {
     Policy::try_from(args.load_balance.clone())
+}
+
+/// The endpoints this pod never dials besides the fixed ranges: `--denied-endpoint-cidrs`
+/// and its own addresses (`POD_IPS`, and a specific `--bind-address`).
+pub fn endpoint_policy(args: &Args) -> EndpointPolicy {
+    let mut own = args.pod_ips.clone();
+    own.extend(args.bind_address.filter(|ip| !ip.is_unspecified()));
+    own.sort();
+    own.dedup();
+    EndpointPolicy {
+        denied: args.denied_endpoint_cidrs.clone(),
+        own,
+    }
 }
 
 /// `--default-certificate` as a store key.
@@ -60,5 +74,49 @@ mod tests {
         assert!(matches!(load_balance(&a), Ok(Policy::Header(_))));
         assert_eq!(a.drain_period.get(), std::time::Duration::from_secs(1));
         assert_eq!(bind_address(&a), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn the_endpoint_policy_holds_the_denied_ranges_and_this_pods_addresses() {
+        let a = Args::try_parse_from([
+            "portico-proxy",
+            "--ingress-class=c",
+            "--instance-namespace=a",
+            "--namespaces=a",
+            "--denied-endpoint-cidrs=10.0.0.0/24,fd00:1::/64",
+            "--pod-ips=10.244.1.7,fd00:10:244::7",
+            "--bind-address=10.244.1.7",
+        ])
+        .expect("parse");
+        let p = endpoint_policy(&a);
+        assert_eq!(p.denied.len(), 2);
+        assert_eq!(
+            p.own,
+            vec![
+                "10.244.1.7".parse::<IpAddr>().expect("ip"),
+                "fd00:10:244::7".parse().expect("ip"),
+            ]
+        );
+        // The default bind address is every interface, which names no address.
+        let a = Args::try_parse_from([
+            "portico-proxy",
+            "--ingress-class=c",
+            "--instance-namespace=a",
+            "--namespaces=a",
+        ])
+        .expect("parse");
+        assert!(endpoint_policy(&a).own.is_empty());
+        assert!(endpoint_policy(&a).denied.is_empty());
+        assert!(
+            Args::try_parse_from([
+                "portico-proxy",
+                "--ingress-class=c",
+                "--instance-namespace=a",
+                "--namespaces=a",
+                "--denied-endpoint-cidrs=10.0.0.0/33",
+            ])
+            .is_err(),
+            "a bad CIDR fails the start"
+        );
     }
 }

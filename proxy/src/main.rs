@@ -95,7 +95,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or(1)
         .clamp(1, 64);
     info!(class = %params.class_name, namespaces = ?params.namespaces, workers, "starting");
+    let endpoint_policy = cli::endpoint_policy(&args);
+    if endpoint_policy.own.is_empty() {
+        warn!(
+            "this pod's addresses are unknown (POD_IPS unset, --bind-address unspecified): endpoints naming them are not refused"
+        );
+    }
+    info!(denied = ?endpoint_policy.denied, own = ?endpoint_policy.own, "endpoints refused besides loopback, link-local, metadata, multicast and broadcast");
     let (config_loop, rx) = ConfigLoop::new(client, params, shared.clone(), health.clone());
+    let config_loop = config_loop.with_endpoint_policy(endpoint_policy);
     tokio::spawn(config_loop.run(rx));
 
     let admin_listener = tokio::net::TcpListener::from_std(

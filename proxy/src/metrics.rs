@@ -10,7 +10,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::lb::Backend;
+use crate::lb::{Backend, BackendKey};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -21,6 +21,7 @@ pub struct Metrics {
     pub config_rebuilds: IntCounterVec,
     pub config_rebuild_duration: Histogram,
     pub backend_endpoints: IntGaugeVec,
+    pub backend_endpoints_refused: IntGaugeVec,
     pub ingresses: IntGaugeVec,
     pub connections: IntGaugeVec,
     pub connections_refused: IntCounterVec,
@@ -83,6 +84,14 @@ fn new_metrics() -> Metrics {
         &["namespace", "service", "port"],
     )
     .expect("metric");
+    let backend_endpoints_refused = IntGaugeVec::new(
+        Opts::new(
+            "backend_endpoints_refused",
+            "Endpoints per Service port that EndpointSlices name but the proxy never dials (own, loopback, link-local, metadata, multicast or denied addresses)",
+        ),
+        &["namespace", "service", "port"],
+    )
+    .expect("metric");
     let ingresses = IntGaugeVec::new(
         Opts::new("ingresses", "Ingresses in the snapshot, by state"),
         &["state"],
@@ -103,7 +112,7 @@ fn new_metrics() -> Metrics {
     .expect("metric");
     let log_lines_suppressed = prometheus::IntCounter::new(
         "log_lines_suppressed_total",
-        "Upstream-error log lines not written because their route was over its budget",
+        "Upstream-error and refused-endpoint log lines not written because they were over their budget",
     )
     .expect("metric");
     for c in [
@@ -114,6 +123,7 @@ fn new_metrics() -> Metrics {
         Box::new(config_rebuilds.clone()),
         Box::new(config_rebuild_duration.clone()),
         Box::new(backend_endpoints.clone()),
+        Box::new(backend_endpoints_refused.clone()),
         Box::new(ingresses.clone()),
         Box::new(connections.clone()),
         Box::new(connections_refused.clone()),
@@ -130,6 +140,7 @@ fn new_metrics() -> Metrics {
         config_rebuilds,
         config_rebuild_duration,
         backend_endpoints,
+        backend_endpoints_refused,
         ingresses,
         connections,
         connections_refused,
@@ -151,11 +162,46 @@ pub fn set_backend_endpoints(b: &Backend) {
 }
 
 pub fn remove_backend_endpoints(b: &Backend) {
-    let _ = METRICS.backend_endpoints.remove_label_values(&[
+    let labels = [
         b.key.namespace.as_str(),
         b.key.service.as_str(),
         b.key.port_name.as_str(),
-    ]);
+    ];
+    let _ = METRICS.backend_endpoints.remove_label_values(&labels);
+    let _ = METRICS
+        .backend_endpoints_refused
+        .remove_label_values(&labels);
+}
+
+/// Refused endpoints of one Service port; a port with none has no series.
+pub fn set_refused_endpoints(key: &BackendKey, refused: usize) {
+    let labels = [
+        key.namespace.as_str(),
+        key.service.as_str(),
+        key.port_name.as_str(),
+    ];
+    if refused == 0 {
+        let _ = METRICS
+            .backend_endpoints_refused
+            .remove_label_values(&labels);
+    } else {
+        METRICS
+            .backend_endpoints_refused
+            .with_label_values(&labels)
+            .set(refused as i64);
+    }
+}
+
+/// Whether a refused-endpoint line may be logged now (one budget for the whole proxy: a
+/// tenant churning hostile EndpointSlices cannot flood the log); counts it as suppressed
+/// when not.
+pub fn allow_refusal_log() -> bool {
+    static BUDGET: LazyLock<LogBudget> = LazyLock::new(LogBudget::default);
+    let allowed = BUDGET.allow();
+    if !allowed {
+        METRICS.log_lines_suppressed.inc();
+    }
+    allowed
 }
 
 /// Per-route metric handles, resolved once when the snapshot is built so that a request
@@ -169,6 +215,7 @@ pub struct RouteMetrics {
 
 /// Upstream-error log lines a route may write per second; the rest are only counted
 /// (`portico_log_lines_suppressed_total`), so one failing backend cannot flood the log.
+/// Refused-endpoint lines have one budget of the same size for the whole proxy.
 pub const LOG_LINES_PER_SECOND: u32 = 5;
 
 #[derive(Debug, Default)]

@@ -65,13 +65,14 @@ pub struct PodTemplate {
     /// The container's command after the entrypoint, then its args, with `$(VAR)` expanded.
     pub args: Vec<String>,
     /// The container's environment: literal values and the downward-API fields
-    /// `metadata.namespace`, `metadata.name`, `status.podIP`.
+    /// `metadata.namespace`, `metadata.name`, `status.podIP`, `status.podIPs`.
     pub env: Vec<(String, String)>,
     pub service_account: String,
 }
 
 impl PodTemplate {
-    /// Reads Deployment `namespace/name`; `ip` stands for the pod's IP in `status.podIP`.
+    /// Reads Deployment `namespace/name`; `ip` stands for the pod's IP in `status.podIP`
+    /// (and its only one in `status.podIPs`).
     pub async fn from_deployment(
         cp: &ControlPlane,
         namespace: &str,
@@ -102,7 +103,7 @@ impl PodTemplate {
                 (Some(v), _) => v,
                 (None, Some("metadata.namespace")) => namespace.to_string(),
                 (None, Some("metadata.name")) => pod_name.clone(),
-                (None, Some("status.podIP")) => ip.to_string(),
+                (None, Some("status.podIP" | "status.podIPs")) => ip.to_string(),
                 _ => continue,
             };
             env.push((var.name, value));

@@ -408,6 +408,11 @@ fn typos_and_wrong_types_in_values_are_refused() {
             "/trustedNamespaces/0",
         ),
         (
+            "deniedEndpointCIDRs[0]=node-network",
+            "/deniedEndpointCIDRs/0",
+        ),
+        ("deniedEndpointCIDRs[0]=10.0.0.0", "/deniedEndpointCIDRs/0"),
+        (
             "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false",
             "/metrics/service/enabled",
         ),

@@ -102,6 +102,7 @@ pub fn proxy_args(inputs: &Inputs) -> ProxyArgs {
         UnderscoreHeaders::Drop => portico_ingress::UnderscoreHeaders::Drop,
         UnderscoreHeaders::Keep => portico_ingress::UnderscoreHeaders::Keep,
     };
+    a.denied_endpoint_cidrs = inputs.settings.denied_endpoint_cidrs.clone();
     a.drain_period = Duration(inputs.settings.drain_period);
     a.log_format = LogFormat::Json;
     a
@@ -175,6 +176,8 @@ pub fn build(inputs: &Inputs) -> Deployment {
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
+            // The proxy never dials its own addresses (an EndpointSlice could name them).
+            field_env("POD_IPS", "status.podIPs"),
         ]),
         ports: Some(vec![
             port("http", ports.http),

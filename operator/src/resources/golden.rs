@@ -22,6 +22,8 @@ struct Case {
     tls_secrets: BTreeMap<String, BTreeSet<String>>,
     #[serde(default)]
     trusted_namespaces: BTreeSet<String>,
+    #[serde(default)]
+    denied_endpoint_cidrs: Vec<String>,
 }
 
 fn testdata() -> PathBuf {
@@ -59,6 +61,11 @@ fn builders_match_golden_files() {
         let settings = Settings {
             proxy_image: "ghcr.io/portico-dev/portico-proxy:0.1.0".into(),
             trusted_namespaces: case.trusted_namespaces.clone(),
+            denied_endpoint_cidrs: case
+                .denied_endpoint_cidrs
+                .iter()
+                .map(|c| c.parse().expect("fixture CIDR"))
+                .collect(),
             ..Settings::default()
         };
         let inputs = Inputs::new(

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -55,6 +56,8 @@ pub struct Settings {
     /// Namespaces whose `defaultBackend` and host-less rules any instance serving them
     /// honours, besides the instance's own namespace.
     pub catch_all_namespaces: BTreeSet<String>,
+    /// Ranges no proxy dials, whatever an EndpointSlice says (`--denied-endpoint-cidrs`).
+    pub denied_endpoint_cidrs: Vec<IpNet>,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Default for Settings {
             drain_period: Duration::from_secs(10),
             host_ownership_exempt: BTreeSet::new(),
             catch_all_namespaces: BTreeSet::new(),
+            denied_endpoint_cidrs: Vec::new(),
         }
     }
 }

@@ -4,10 +4,14 @@
 //! write; this compiles the served rules and logs each rejection.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use portico_ingress::{BackendTls, CaSource, Checked, Limits, Problem, Scope, TenantPolicy};
+use portico_ingress::{
+    BackendTls, CaSource, Checked, EndpointPolicy, Limits, Problem, Refusal, Scope, TenantPolicy,
+    Usable,
+};
+use tracing::warn;
 
 use super::store::Store;
 use super::{ObjectKey, Snapshot};
@@ -64,32 +68,83 @@ pub struct Output {
 #[derive(Debug, Default)]
 pub struct Backends {
     by_service: HashMap<ObjectKey, HashMap<String, Arc<Backend>>>,
+    /// Which endpoints are never dialled (portico-ingress's rule, with this pod's addresses
+    /// and the platform's denied ranges).
+    policy: EndpointPolicy,
+    /// Per Service port, the endpoints refused at its last update: a refusal is logged when
+    /// it appears, not at every endpoint change of the Service.
+    refused: HashMap<BackendKey, BTreeSet<SocketAddr>>,
 }
 
 impl Backends {
+    /// Backends that refuse what `policy` (and the fixed classes) refuse.
+    pub fn with_policy(policy: EndpointPolicy) -> Self {
+        Backends {
+            policy,
+            ..Backends::default()
+        }
+    }
+
     fn get_or_create(&mut self, store: &Store, key: BackendKey) -> Arc<Backend> {
         let svc = ObjectKey::new(&key.namespace, &key.service);
-        let ports = self.by_service.entry(svc.clone()).or_default();
-        if let Some(b) = ports.get(&key.port_name) {
+        if let Some(b) = self
+            .by_service
+            .get(&svc)
+            .and_then(|ports| ports.get(&key.port_name))
+        {
             return b.clone();
         }
         let backend = Arc::new(Backend::new(key.clone()));
-        let (addrs, terminating) = endpoints_for(store, &svc, &key.port_name);
-        backend.update(addrs, terminating);
+        self.load(store, &svc, &backend);
         crate::metrics::set_backend_endpoints(&backend);
-        ports.insert(key.port_name, backend.clone());
+        self.by_service
+            .entry(svc)
+            .or_default()
+            .insert(key.port_name, backend.clone());
         backend
     }
 
     /// Recomputes the endpoint sets of one Service's backends from the store.
-    pub fn refresh(&self, store: &Store, service: &ObjectKey) -> bool {
+    pub fn refresh(&mut self, store: &Store, service: &ObjectKey) -> bool {
+        let backends: Vec<Arc<Backend>> = self
+            .by_service
+            .get(service)
+            .into_iter()
+            .flat_map(|ports| ports.values().cloned())
+            .collect();
         let mut changed = false;
-        for (port_name, backend) in self.by_service.get(service).into_iter().flatten() {
-            let (addrs, terminating) = endpoints_for(store, service, port_name);
-            if backend.update(addrs, terminating) {
-                crate::metrics::set_backend_endpoints(backend);
-                changed = true;
+        for backend in backends {
+            changed |= self.load(store, service, &backend);
+        }
+        changed
+    }
+
+    /// Sets one backend's endpoints from the store, minus the refused ones.
+    fn load(&mut self, store: &Store, service: &ObjectKey, backend: &Backend) -> bool {
+        let found = endpoints_for(store, service, &backend.key.port_name, &self.policy);
+        let refused: BTreeSet<SocketAddr> = found.refused.iter().map(|(a, _)| *a).collect();
+        let before = self.refused.get(&backend.key);
+        for (addr, why) in &found.refused {
+            if before.is_some_and(|b| b.contains(addr)) || !crate::metrics::allow_refusal_log() {
+                continue;
             }
+            warn!(
+                service = %service,
+                port = %backend.key.port_name,
+                endpoint = %addr,
+                reason = why.label(),
+                "endpoint refused, never dialled: {addr} is {why}"
+            );
+        }
+        crate::metrics::set_refused_endpoints(&backend.key, refused.len());
+        if refused.is_empty() {
+            self.refused.remove(&backend.key);
+        } else {
+            self.refused.insert(backend.key.clone(), refused);
+        }
+        let changed = backend.update(found.addrs, found.terminating);
+        if changed {
+            crate::metrics::set_backend_endpoints(backend);
         }
         changed
     }
@@ -105,56 +160,54 @@ impl Backends {
             });
         }
         self.by_service.retain(|_, ports| !ports.is_empty());
+        self.refused.retain(|key, _| used.contains(key));
     }
 }
 
-/// The endpoints of one Service port: `ready` ones, else serving-and-terminating ones.
+/// The endpoints of one Service port.
+#[derive(Debug, Default, PartialEq)]
+pub struct Endpoints {
+    /// Ready ones, else serving-and-terminating ones; never a refused one.
+    pub addrs: Vec<SocketAddr>,
+    /// `addrs` are the terminating fallback.
+    pub terminating: bool,
+    /// Endpoints the slices name but the proxy never dials, and why.
+    pub refused: Vec<(SocketAddr, Refusal)>,
+}
+
+/// The endpoints of one Service port: `ready` ones, else serving-and-terminating ones,
+/// without those `policy` refuses (portico-ingress's rule). A port left with none answers
+/// 503, as one without endpoints does.
 pub fn endpoints_for(
     store: &Store,
     service: &ObjectKey,
     port_name: &str,
-) -> (Vec<SocketAddr>, bool) {
+    policy: &EndpointPolicy,
+) -> Endpoints {
     let mut ready = Vec::new();
     let mut terminating = Vec::new();
+    let mut refused = Vec::new();
     for slice in store.slices_of(service) {
-        if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
-            continue;
-        }
-        let Some(port) = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| {
-                p.name.as_deref().unwrap_or("") == port_name
-                    && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
-            })
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok())
-        else {
-            continue;
-        };
-        for ep in &slice.endpoints {
-            let cond = ep.conditions.clone().unwrap_or_default();
-            let is_ready = cond.ready.unwrap_or(true);
-            let is_serving = cond.serving.unwrap_or(is_ready);
-            let is_terminating = cond.terminating.unwrap_or(false);
-            for a in &ep.addresses {
-                let Ok(ip) = a.parse::<IpAddr>() else {
-                    continue;
-                };
-                let addr = SocketAddr::new(ip, port);
-                if is_ready {
-                    ready.push(addr);
-                } else if is_serving && is_terminating {
-                    terminating.push(addr);
-                }
+        for (addr, usable) in portico_ingress::slice_endpoints(slice, port_name) {
+            if let Some(why) = portico_ingress::refused(addr, policy) {
+                refused.push((addr, why));
+                continue;
+            }
+            match usable {
+                Usable::Ready => ready.push(addr),
+                Usable::Terminating => terminating.push(addr),
             }
         }
     }
-    if ready.is_empty() && !terminating.is_empty() {
+    let (addrs, terminating) = if ready.is_empty() && !terminating.is_empty() {
         (terminating, true)
     } else {
         (ready, false)
+    };
+    Endpoints {
+        addrs,
+        terminating,
+        refused,
     }
 }
 

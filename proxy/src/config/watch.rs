@@ -183,6 +183,12 @@ impl ConfigLoop {
         (this, rx)
     }
 
+    /// Endpoints `policy` refuses are dropped from every backend (portico-ingress's rule).
+    pub fn with_endpoint_policy(mut self, policy: portico_ingress::EndpointPolicy) -> Self {
+        self.caches.backends = super::build::Backends::with_policy(policy);
+        self
+    }
+
     fn start_core_watchers(&mut self) {
         let class = self.params.class_name.clone();
         let scope = Scope {

@@ -39,6 +39,11 @@ use serde_json::{Value, json};
 /// How long the operator may take to produce or update an instance's children.
 pub const OPERATOR_WAIT: Duration = Duration::from_secs(30);
 
+/// The range the tests' platform denies to endpoints (`--denied-endpoint-cidrs`), standing
+/// for a node network: inside the namespace's 10.244.0.0/16, so a listener there is
+/// reachable, and far above the addresses `netns::pod_ip()` hands out.
+pub const DENIED_ENDPOINT_CIDR: &str = "10.244.250.0/24";
+
 static OPERATOR: tokio::sync::OnceCell<std::sync::Mutex<Process>> =
     tokio::sync::OnceCell::const_new();
 
@@ -58,6 +63,7 @@ async fn cluster() -> Result<&'static ControlPlane> {
                     "--log-format=text",
                 ])
                 .arg(format!("--admin-port={port}"))
+                .arg(format!("--denied-endpoint-cidrs={DENIED_ENDPOINT_CIDR}"))
                 .arg("--proxy-image=portico-proxy:test")
                 // Short drains keep the SIGTERM test quick; the proxy reads it from its args.
                 .arg("--proxy-drain-seconds=1");

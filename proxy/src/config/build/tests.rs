@@ -444,6 +444,106 @@ fn endpoint_churn_updates_shared_backend_without_rebuild() {
 }
 
 #[test]
+fn refused_endpoints_are_never_dialled_and_a_port_left_with_none_has_no_endpoints() {
+    let mut s = base_store();
+    let policy = EndpointPolicy {
+        denied: vec!["10.0.0.0/24".parse().expect("cidr")],
+        own: vec!["10.244.9.9".parse().expect("ip")],
+    };
+    let mut c = Caches {
+        backends: Backends::with_policy(policy.clone()),
+        ..Caches::default()
+    };
+    s.apply(ingress("a", "i", T0, json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", "web")]})));
+    // The apiserver refuses loopback and link-local addresses in EndpointSlices; the proxy
+    // does not rely on it.
+    let hostile = [
+        ("127.0.0.1", true, true, false),
+        ("169.254.169.254", true, true, false),
+        ("169.254.10.1", true, true, false),
+        ("100.100.100.200", true, true, false),
+        ("10.244.9.9", true, true, false),
+        ("10.0.0.5", true, true, false),
+        ("224.0.0.251", true, true, false),
+    ];
+    let mut eps = hostile.to_vec();
+    eps.push(("10.244.0.10", true, true, false));
+    s.apply(slice("a", "web-1", "web", "http", 8080, &eps));
+    let found = endpoints_for(&s, &ObjectKey::new("a", "web"), "http", &policy);
+    assert_eq!(found.addrs, vec!["10.244.0.10:8080".parse().expect("addr")]);
+    let reasons: Vec<String> = found
+        .refused
+        .iter()
+        .map(|(a, why)| format!("{a} {}", why.label()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "127.0.0.1:8080 loopback",
+            "169.254.169.254:8080 metadata",
+            "169.254.10.1:8080 link-local",
+            "100.100.100.200:8080 metadata",
+            "10.244.9.9:8080 own",
+            "10.0.0.5:8080 denied",
+            "224.0.0.251:8080 multicast",
+        ]
+    );
+
+    let out = build_now(&s, &mut c);
+    let RouteMatch::Rule(route) = out.snapshot.routes.find("x.com", "/", &HeaderMap::new()) else {
+        panic!("no route")
+    };
+    let backend = route.backends[0].backend.clone();
+    let addrs = |b: &Backend| {
+        b.endpoints()
+            .endpoints
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(addrs(&backend), ["10.244.0.10:8080"]);
+    let metric = |name: &str| {
+        crate::metrics::encode()
+            .lines()
+            .find(|l| {
+                l.starts_with(name) && l.contains(r#"namespace="a",port="http",service="web""#)
+            })
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        metric("portico_backend_endpoints_refused").as_deref(),
+        Some(r#"portico_backend_endpoints_refused{namespace="a",port="http",service="web"} 7"#)
+    );
+
+    // Only refused ready endpoints: the serving-terminating one is used, as when none is
+    // ready.
+    let mut eps = hostile.to_vec();
+    eps.push(("10.244.0.11", false, true, true));
+    s.apply(slice("a", "web-1", "web", "http", 8080, &eps));
+    assert!(c.backends.refresh(&s, &ObjectKey::new("a", "web")));
+    assert_eq!(addrs(&backend), ["10.244.0.11:8080"]);
+    assert!(backend.endpoints().terminating_fallback);
+
+    // Nothing but refused endpoints: none at all, so requests get 503.
+    s.apply(slice("a", "web-1", "web", "http", 8080, &hostile));
+    assert!(c.backends.refresh(&s, &ObjectKey::new("a", "web")));
+    assert!(backend.endpoints().is_empty());
+
+    // Fixed: the series goes away with the last refused endpoint.
+    s.apply(slice(
+        "a",
+        "web-1",
+        "web",
+        "http",
+        8080,
+        &[("10.244.0.12", true, true, false)],
+    ));
+    assert!(c.backends.refresh(&s, &ObjectKey::new("a", "web")));
+    assert_eq!(addrs(&backend), ["10.244.0.12:8080"]);
+    assert_eq!(metric("portico_backend_endpoints_refused"), None);
+}
+
+#[test]
 fn status_only_updates_do_not_rebuild() {
     let mut s = base_store();
     let obj = ingress(

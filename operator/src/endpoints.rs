@@ -1,0 +1,362 @@
+//! Refused endpoints, told to the user. The proxy drops every EndpointSlice address that
+//! `portico_ingress::refused` refuses, but it may not write Events; the operator reads the
+//! same slices, applies the same rule and warns on the served Ingresses whose backends
+//! name such an address.
+//!
+//! ```text
+//!  EndpointSlices not written by the endpointslice controller ─▶ reflector "hand-written"
+//!  EndpointSlices of the proxy Services (labels copied from them) ─▶ reflector "fleet"
+//!                                                                    └─▶ the proxy pods' IPs
+//!  served Ingress ─▶ its served Service ports (verdict) ─▶ slice_endpoints() ─▶ refused()
+//!                                           └─▶ Warning EndpointRefused on the Ingress
+//! ```
+//!
+//! Memory stays bounded by what tenants write by hand: slices the endpointslice controller
+//! made from Pods hold pod IPs, which a tenant does not choose, and are not reflected
+//! (except the proxy fleet's own). Without Pod read access (the operator has none) the
+//! fleet's addresses come from the EndpointSlices of the proxy Service, which lists every
+//! proxy pod that has an IP, ready or not. What the proxy itself refuses does not depend on
+//! any of this: a slice that hides from the label selector below is still refused by the
+//! proxy, it only goes unreported.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use portico_ingress::{EndpointPolicy, Refusal};
+use tracing::warn;
+
+use crate::api::IngressController;
+use crate::resources::{
+    self, LABEL_INSTANCE_NAME, LABEL_INSTANCE_NAMESPACE, MANAGED_SELECTOR, Settings,
+};
+use crate::verdict::{ServicePort, Warning};
+
+/// Event reason: a served Ingress's backend names an endpoint the proxy never dials.
+pub const ENDPOINT_REFUSED: &str = "EndpointRefused";
+/// Label of an EndpointSlice naming its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Label of an EndpointSlice naming what wrote it.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// The value of `MANAGED_BY_LABEL` on slices the endpointslice controller made from Pods.
+pub const ENDPOINTSLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
+/// Slices anyone but the endpointslice controller wrote: by hand, by a tool, or mirrored
+/// from a hand-written Endpoints object.
+pub const HAND_WRITTEN_SELECTOR: &str =
+    "endpointslice.kubernetes.io/managed-by!=endpointslice-controller.k8s.io";
+/// At most this many refused endpoints are named in one Event.
+const MAX_NAMED: usize = 8;
+
+/// The reflected EndpointSlices the reconciler reads.
+#[derive(Clone)]
+pub struct Slices {
+    hand_written: Store<EndpointSlice>,
+    fleet: Store<EndpointSlice>,
+}
+
+impl Slices {
+    /// Starts both reflectors; they run as long as the returned future is polled.
+    pub fn reflect(client: &Client) -> (Slices, impl Future<Output = ()> + Send + 'static) {
+        let (hand_written, hw_writer) = reflector::store();
+        let (fleet, fleet_writer) = reflector::store();
+        let api = Api::<EndpointSlice>::all(client.clone());
+        // managedFields are often the largest part of an object and never read here.
+        let hw = watcher(api.clone(), hand_written_config())
+            .default_backoff()
+            .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
+            .reflect(hw_writer)
+            .for_each(|r| log_error("hand-written", r));
+        let fl = watcher(api, fleet_config())
+            .default_backoff()
+            .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
+            .reflect(fleet_writer)
+            .for_each(|r| log_error("proxy Service", r));
+        let run = async move {
+            futures::join!(hw, fl);
+        };
+        (
+            Slices {
+                hand_written,
+                fleet,
+            },
+            run,
+        )
+    }
+
+    /// The addresses of instance `<namespace>/<name>`'s proxy pods, as the endpointslice
+    /// controller lists them for its Service (every pod with an IP, ready or not).
+    pub fn fleet_addresses(&self, namespace: &str, name: &str) -> Vec<IpAddr> {
+        let service = resources::proxy_name(name);
+        let mut out: Vec<IpAddr> = self
+            .fleet
+            .state()
+            .iter()
+            .filter(|s| {
+                s.namespace().as_deref() == Some(namespace)
+                    && label(s, SERVICE_NAME_LABEL) == Some(service.as_str())
+                    && label(s, MANAGED_BY_LABEL) == Some(ENDPOINTSLICE_CONTROLLER)
+                    && label(s, LABEL_INSTANCE_NAMESPACE) == Some(namespace)
+                    && label(s, LABEL_INSTANCE_NAME) == Some(name)
+            })
+            .flat_map(|s| {
+                s.endpoints
+                    .iter()
+                    .flat_map(|e| e.addresses.iter())
+                    .filter_map(|a| a.parse().ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Hand-written slices by (namespace, Service), for the given namespaces.
+    pub fn hand_written_in(&self, namespaces: &BTreeSet<String>) -> SlicesByService {
+        let mut out: SlicesByService = HashMap::new();
+        for slice in self.hand_written.state() {
+            let (Some(ns), Some(svc)) = (slice.namespace(), label(&slice, SERVICE_NAME_LABEL))
+            else {
+                continue;
+            };
+            if namespaces.contains(&ns) {
+                let svc = svc.to_owned();
+                out.entry((ns, svc)).or_default().push(slice);
+            }
+        }
+        out
+    }
+}
+
+/// A failed watch is retried with backoff; say why, since reports stop meanwhile.
+fn log_error<T>(which: &str, result: Result<T, watcher::Error>) -> std::future::Ready<()> {
+    if let Err(e) = result {
+        warn!(error = %e, watch = which, "EndpointSlice watch failed; retrying with backoff");
+    }
+    std::future::ready(())
+}
+
+/// EndpointSlices by (namespace, Service name).
+pub type SlicesByService = HashMap<(String, String), Vec<Arc<EndpointSlice>>>;
+
+/// The watch of hand-written slices (also the reconcile trigger).
+pub fn hand_written_config() -> watcher::Config {
+    watcher::Config::default()
+        .labels(HAND_WRITTEN_SELECTOR)
+        .any_semantic()
+}
+
+/// The watch of the proxy Services' slices: the endpointslice controller copies a
+/// Service's labels onto its slices, so ours carry the operator's.
+pub fn fleet_config() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&format!(
+            "{MANAGED_SELECTOR},{MANAGED_BY_LABEL}={ENDPOINTSLICE_CONTROLLER}"
+        ))
+        .any_semantic()
+}
+
+/// Instances that live in or serve the slice's namespace (by their last status).
+pub fn instances_for_slice(
+    store: &Store<IngressController>,
+    slice: &EndpointSlice,
+) -> Vec<ObjectRef<IngressController>> {
+    let Some(ns) = slice.namespace() else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|ic| {
+            ic.namespace().as_deref() == Some(ns.as_str())
+                || ic
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.served_namespaces.contains(&ns))
+        })
+        .map(|ic| ObjectRef::from_obj(ic.as_ref()))
+        .collect()
+}
+
+/// The Warnings for instance `<namespace>/<name>`: its proxies refuse the platform's
+/// denied ranges and their own pod addresses (here: every pod of the fleet). `served` is
+/// each served Ingress with the Service ports of the rules it is served for.
+pub fn for_instance<'a>(
+    slices: &Slices,
+    settings: &Settings,
+    instance: (&str, &str),
+    served: &[(&'a Ingress, BTreeSet<ServicePort>)],
+    class: &str,
+) -> Vec<Warning<'a>> {
+    let (namespace, name) = instance;
+    let policy = EndpointPolicy {
+        denied: settings.denied_endpoint_cidrs.clone(),
+        own: slices.fleet_addresses(namespace, name),
+    };
+    let namespaces: BTreeSet<String> = served.iter().filter_map(|(i, _)| i.namespace()).collect();
+    warnings(served, &slices.hand_written_in(&namespaces), &policy, class)
+}
+
+fn label<'a>(slice: &'a EndpointSlice, key: &str) -> Option<&'a str> {
+    slice.labels().get(key).map(String::as_str)
+}
+
+/// One Warning per served Ingress and backend Service that names endpoints the proxy
+/// refuses, judged only for the Service ports its served rules use (a rule the judgement
+/// refused is not reported on).
+pub fn warnings<'a>(
+    served: &[(&'a Ingress, BTreeSet<ServicePort>)],
+    slices: &SlicesByService,
+    policy: &EndpointPolicy,
+    class: &str,
+) -> Vec<Warning<'a>> {
+    let mut out = Vec::new();
+    for (ingress, ports) in served {
+        let ns = ingress.namespace().unwrap_or_default();
+        // Per Service, the refused endpoints of the ports this Ingress uses.
+        let mut refused: BTreeMap<String, BTreeMap<SocketAddr, Refusal>> = BTreeMap::new();
+        for (service, port_name) in ports {
+            let (service, port_name) = (service.clone(), port_name.clone());
+            for slice in slices
+                .get(&(ns.clone(), service.clone()))
+                .into_iter()
+                .flatten()
+            {
+                for (addr, _) in portico_ingress::slice_endpoints(slice, &port_name) {
+                    if let Some(why) = portico_ingress::refused(addr, policy) {
+                        refused
+                            .entry(service.clone())
+                            .or_default()
+                            .insert(addr, why);
+                    }
+                }
+            }
+        }
+        for (service, endpoints) in refused {
+            out.push(Warning {
+                ingress,
+                reason: ENDPOINT_REFUSED,
+                note: note(class, &ns, &service, &endpoints),
+            });
+        }
+    }
+    out
+}
+
+fn note(
+    class: &str,
+    namespace: &str,
+    service: &str,
+    endpoints: &BTreeMap<SocketAddr, Refusal>,
+) -> String {
+    let mut named: Vec<String> = endpoints
+        .iter()
+        .take(MAX_NAMED)
+        .map(|(addr, why)| format!("{addr} ({why})"))
+        .collect();
+    if endpoints.len() > MAX_NAMED {
+        named.push(format!("and {} more", endpoints.len() - MAX_NAMED));
+    }
+    format!(
+        "IngressClass {class} never sends requests to these endpoints of Service \
+         {namespace}/{service}: {}; requests go to its other endpoints, or get 503 when \
+         none is left",
+        named.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ingress(name: &str) -> Ingress {
+        serde_json::from_value(json!({"metadata": {"namespace": "a", "name": name, "uid": name}}))
+            .expect("ingress")
+    }
+
+    fn slice(service: &str, port_name: &str, port: u16, addrs: &[&str]) -> Arc<EndpointSlice> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "a", "name": format!("{service}-{port_name}"),
+                    "labels": {SERVICE_NAME_LABEL: service}},
+                "addressType": "IPv4",
+                "ports": [{"name": port_name, "port": port}],
+                "endpoints": addrs.iter().map(|a| json!({"addresses": [a]})).collect::<Vec<_>>(),
+            }))
+            .expect("slice"),
+        )
+    }
+
+    #[test]
+    fn only_the_ports_a_served_ingress_uses_are_judged_and_each_service_gets_one_warning() {
+        let slices: SlicesByService = [
+            (
+                ("a".to_owned(), "site".to_owned()),
+                vec![
+                    slice(
+                        "site",
+                        "http",
+                        8080,
+                        &["10.244.0.5", "100.100.100.200", "10.244.7.7", "10.0.0.9"],
+                    ),
+                    // A port no Ingress here uses: not reported.
+                    slice("site", "admin", 9000, &["168.63.129.16"]),
+                ],
+            ),
+            (
+                ("a".to_owned(), "clean".to_owned()),
+                vec![slice("clean", "http", 8080, &["10.244.0.6"])],
+            ),
+        ]
+        .into();
+        let policy = EndpointPolicy {
+            denied: vec!["10.0.0.0/24".parse().expect("cidr")],
+            own: vec!["10.244.7.7".parse().expect("ip")],
+        };
+        let by_name = ingress("byname");
+        let by_number = ingress("bynumber");
+        let clean = ingress("clean");
+        let port = |s: &str, p: &str| (s.to_owned(), p.to_owned());
+        let served = [
+            (&by_name, [port("site", "http")].into()),
+            (&by_number, [port("site", "http")].into()),
+            (&clean, [port("clean", "http")].into()),
+        ];
+        let w = warnings(&served, &slices, &policy, "web");
+        let got: Vec<(String, &str)> = w.iter().map(|w| (w.ingress.name_any(), w.reason)).collect();
+        assert_eq!(
+            got,
+            [
+                ("byname".to_owned(), ENDPOINT_REFUSED),
+                ("bynumber".to_owned(), ENDPOINT_REFUSED)
+            ]
+        );
+        assert_eq!(
+            w[0].note,
+            "IngressClass web never sends requests to these endpoints of Service a/site: \
+             10.0.0.9:8080 (in 10.0.0.0/24, a range the platform denies to endpoints), \
+             10.244.7.7:8080 (an address of the proxy pod itself), \
+             100.100.100.200:8080 (a cloud metadata service address); requests go to its \
+             other endpoints, or get 503 when none is left"
+        );
+        assert_eq!(w[0].note, w[1].note, "same Service port, same note");
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        let endpoints: BTreeMap<SocketAddr, Refusal> = (1..=12u8)
+            .map(|i| (SocketAddr::from(([127, 0, 0, i], 80)), Refusal::Loopback))
+            .collect();
+        let n = note("web", "a", "s", &endpoints);
+        assert!(n.contains("127.0.0.8:80 (a loopback"), "{n}");
+        assert!(!n.contains("127.0.0.9:80"), "{n}");
+        assert!(n.contains("and 4 more"), "{n}");
+    }
+}

@@ -393,13 +393,13 @@ async fn apply(instance: &IngressController, ctx: &Context) -> Result<Action> {
             ctx.event(
                 instance,
                 EventType::Warning,
-                "ReconcileFailed",
+                error.reason(),
                 error.to_string(),
             )
             .await;
             let observed = Observed {
                 generation: instance.metadata.generation,
-                error: Some(error.to_string()),
+                error: Some((error.reason(), error.to_string())),
                 ..Default::default()
             };
             let mut status = instance.status.clone().unwrap_or_default();
@@ -522,56 +522,69 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         }
     }
 
-    // 4. RBAC first, so the pods can read what they serve from their first second.
-    apply::namespaced(client, &service_account::build(&inputs)).await?;
-    apply::cluster(client, &rbac::cluster_role(&inputs)).await?;
-    apply::cluster(client, &rbac::cluster_role_binding(&inputs)).await?;
+    // 4. RBAC first, so the pods can read what they serve from their first second. Every
+    //    child is applied only when absent or already ours (apply::NotOurs otherwise).
+    let owner = (namespace.clone(), name.clone());
+    apply::namespaced(client, &service_account::build(&inputs), &owner).await?;
+    apply::cluster(client, &rbac::cluster_role(&inputs), &owner).await?;
+    apply::cluster(client, &rbac::cluster_role_binding(&inputs), &owner).await?;
     let role_namespaces = rbac::role_namespaces(&inputs);
     for ns in &role_namespaces {
-        apply::namespaced(client, &rbac::role(&inputs, ns)).await?;
-        apply::namespaced(client, &rbac::role_binding(&inputs, ns)).await?;
+        apply::namespaced(client, &rbac::role(&inputs, ns), &owner).await?;
+        apply::namespaced(client, &rbac::role_binding(&inputs, ns), &owner).await?;
     }
-    // Access to namespaces no longer served goes away (bindings first).
+    // Access to namespaces no longer served goes away (bindings first), and so does RBAC
+    // of ours under any other name: the `portico-<ns>-<name>` objects of older operators.
     let selector = resources::instance_selector(&namespace, &name);
-    let keep = |ns: Option<String>| ns.is_some_and(|ns| role_namespaces.contains(&ns));
-    let mut revoked =
-        apply::delete_labelled::<RoleBinding>(client, &selector, |o| keep(o.namespace())).await?;
-    revoked
-        .extend(apply::delete_labelled::<Role>(client, &selector, |o| keep(o.namespace())).await?);
+    let rbac_name = inputs.rbac_name();
+    let keep = |ns: Option<String>, object: String| {
+        object == rbac_name && ns.is_some_and(|ns| role_namespaces.contains(&ns))
+    };
+    let mut revoked = apply::delete_labelled::<RoleBinding>(client, &selector, |o| {
+        keep(o.namespace(), o.name_any())
+    })
+    .await?;
+    revoked.extend(
+        apply::delete_labelled::<Role>(client, &selector, |o| keep(o.namespace(), o.name_any()))
+            .await?,
+    );
+    revoked.extend(
+        apply::delete_labelled_cluster::<ClusterRoleBinding>(client, &selector, |o| {
+            o.name_any() == rbac_name
+        })
+        .await?,
+    );
+    revoked.extend(
+        apply::delete_labelled_cluster::<ClusterRole>(client, &selector, |o| {
+            o.name_any() == rbac_name
+        })
+        .await?,
+    );
     if !revoked.is_empty() {
-        info!(instance = %format!("{namespace}/{name}"), ?revoked, "revoked RBAC in namespaces no longer served");
+        info!(instance = %format!("{namespace}/{name}"), ?revoked, "revoked RBAC no longer needed");
     }
 
-    // 5. The rest; a class renamed away from is released.
-    apply::cluster(client, &ingress_class::build(&inputs)).await?;
+    // 5. The rest; a class renamed away from is released. The class itself was claimed
+    //    above by its parameters, the one mark of ownership an IngressClass has for sure.
+    apply::cluster(client, &ingress_class::build(&inputs), &owner).await?;
     for old in classes
         .list(&ListParams::default().labels(&selector))
         .await?
     {
         if old.name_any() != class {
-            apply::delete_if_labelled(
-                &classes,
-                &old.name_any(),
-                &(namespace.clone(), name.clone()),
-            )
-            .await?;
+            apply::delete_if_labelled(&classes, &old.name_any(), &owner).await?;
         }
     }
-    let deployment = apply::namespaced(client, &deployment::build(&inputs)).await?;
-    let service = apply::namespaced(client, &service::build(&inputs)).await?;
-    apply::namespaced(client, &pdb::build(&inputs)).await?;
+    let deployment = apply::namespaced(client, &deployment::build(&inputs), &owner).await?;
+    let service = apply::namespaced(client, &service::build(&inputs), &owner).await?;
+    apply::namespaced(client, &pdb::build(&inputs), &owner).await?;
     match hpa::build(&inputs) {
         Some(hpa) => {
-            apply::namespaced(client, &hpa).await?;
+            apply::namespaced(client, &hpa, &owner).await?;
         }
         None => {
             let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &namespace);
-            apply::delete_if_labelled(
-                &api,
-                &inputs.proxy_name(),
-                &(namespace.clone(), name.clone()),
-            )
-            .await?;
+            apply::delete_if_labelled(&api, &inputs.proxy_name(), &owner).await?;
         }
     }
 
@@ -698,14 +711,9 @@ async fn cleanup(instance: &IngressController, ctx: &Context) -> Result<Action> 
     {
         apply::delete_if_labelled(&classes, &class, &owner).await?;
     }
-    let rbac_name = resources::rbac_name(&namespace, &name);
-    apply::delete_if_labelled(
-        &Api::<ClusterRoleBinding>::all(client.clone()),
-        &rbac_name,
-        &owner,
-    )
-    .await?;
-    apply::delete_if_labelled(&Api::<ClusterRole>::all(client.clone()), &rbac_name, &owner).await?;
+    // By label, not by name: older operators' `portico-<ns>-<name>` objects go too.
+    apply::delete_labelled_cluster::<ClusterRoleBinding>(client, &selector, |_| false).await?;
+    apply::delete_labelled_cluster::<ClusterRole>(client, &selector, |_| false).await?;
     apply::delete_labelled::<RoleBinding>(client, &selector, |_| false).await?;
     apply::delete_labelled::<Role>(client, &selector, |_| false).await?;
 

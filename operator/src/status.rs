@@ -88,8 +88,8 @@ pub struct Observed<'a> {
     pub deployment: Option<&'a Deployment>,
     /// A message when another owner holds the class.
     pub class_conflict: Option<String>,
-    /// A permanent reconcile error the user must fix.
-    pub error: Option<String>,
+    /// A permanent reconcile error the user must fix: its reason and message.
+    pub error: Option<(&'static str, String)>,
 }
 
 struct Cond {
@@ -144,16 +144,11 @@ fn compute(observed: &Observed) -> Vec<Cond> {
         "ClassOwned",
         "the IngressClass belongs to this instance",
     );
-    if let Some(error) = &observed.error {
+    if let Some((reason, error)) = &observed.error {
         return vec![
-            cond(conditions::READY, false, "ReconcileFailed", error.clone()),
-            cond(
-                conditions::PROGRESSING,
-                false,
-                "ReconcileFailed",
-                error.clone(),
-            ),
-            cond(conditions::DEGRADED, true, "ReconcileFailed", error.clone()),
+            cond(conditions::READY, false, reason, error.clone()),
+            cond(conditions::PROGRESSING, false, reason, error.clone()),
+            cond(conditions::DEGRADED, true, reason, error.clone()),
             class,
         ];
     }

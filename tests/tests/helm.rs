@@ -819,7 +819,7 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         .context("create Ingress")?;
 
     let children = Duration::from_secs(60);
-    let rbac_name = format!("portico-{tenant}-web");
+    let rbac_name = format!("portico:{tenant}:web");
     let check = async {
         wait_for(
             &Api::<ServiceAccount>::namespaced(client.clone(), &tenant),

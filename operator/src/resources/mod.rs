@@ -112,7 +112,7 @@ impl<'a> Inputs<'a> {
     pub fn proxy_name(&self) -> String {
         proxy_name(&self.name)
     }
-    /// `portico-<ns>-<name>`: Roles, RoleBindings, ClusterRole, ClusterRoleBinding.
+    /// `portico:<ns>:<name>`: Roles, RoleBindings, ClusterRole, ClusterRoleBinding.
     pub fn rbac_name(&self) -> String {
         rbac_name(&self.namespace, &self.name)
     }
@@ -169,8 +169,12 @@ pub fn proxy_name(name: &str) -> String {
     format!("portico-{name}")
 }
 
+/// `portico:<ns>:<name>`, the name of an instance's Roles, RoleBindings, ClusterRole and
+/// ClusterRoleBinding. RBAC names may hold colons; namespace and IngressController names
+/// (DNS labels and subdomains) cannot, so no two instances ever share one. The earlier
+/// `portico-<ns>-<name>` gave `team-a/web` and `team/a-web` the same ClusterRole.
 pub fn rbac_name(namespace: &str, name: &str) -> String {
-    format!("portico-{namespace}-{name}")
+    format!("portico:{namespace}:{name}")
 }
 
 /// Labels on every child of `<namespace>/<name>` (docs/contracts.md).
@@ -209,3 +213,32 @@ pub fn instance_of(meta: &ObjectMeta) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod golden;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rbac_names_of_instances_whose_names_join_alike_differ() {
+        // Both joined to `portico-team-a-web` before.
+        assert_ne!(rbac_name("team-a", "web"), rbac_name("team", "a-web"));
+        assert_eq!(rbac_name("team-a", "web"), "portico:team-a:web");
+        assert_eq!(rbac_name("team", "a-web"), "portico:team:a-web");
+    }
+
+    #[test]
+    fn only_objects_labelled_by_us_for_one_instance_belong_to_it() {
+        let meta = |labels: BTreeMap<String, String>| ObjectMeta {
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(
+            instance_of(&meta(instance_labels("team-a", "web"))),
+            Some(("team-a".to_owned(), "web".to_owned()))
+        );
+        let mut hand_made = instance_labels("team-a", "web");
+        hand_made.insert(LABEL_MANAGED_BY.into(), "kubectl".into());
+        assert_eq!(instance_of(&meta(hand_made)), None);
+        assert_eq!(instance_of(&ObjectMeta::default()), None);
+    }
+}

@@ -8,13 +8,15 @@
 //!  Namespace (labels, consent annotation) ──────────┤      │ finalizer: cleanup on delete
 //!  Ingress (class ─▶ TLS Secret names, status) ─────┤      ▼
 //!  Service (in served namespaces: backends) ────────┘
-//!      served namespaces ─▶ class claim ─▶ builders ─▶ SSA: SA, RBAC, IngressClass,
+//!      tenant policy (refused: PolicyViolation, nothing applied)
+//!      ─▶ served namespaces ─▶ class claim ─▶ builders ─▶ SSA: SA, RBAC, IngressClass,
 //!      Deployment, Service, PDB, HPA ─▶ prune stale RBAC ─▶ status + Ingress loadBalancer
 //!      ─▶ Warning Events on Ingresses the proxies skip (verdict.rs), once per problem
 //! ```
 //!
-//! A class owned by someone else (`ClassConflict`) stops everything but the status: the
-//! instance creates and modifies nothing. The class is claimed with a plain create, so two
+//! A spec the tenant policy refuses (`PolicyViolation`, see `policy.rs`) and a class owned
+//! by someone else (`ClassConflict`) stop everything but the status: the instance creates
+//! and modifies nothing, and what it runs already keeps running as it was. The class is claimed with a plain create, so two
 //! instances racing for a new class cannot both win.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -44,6 +46,7 @@ use crate::api::{IngressController, IngressControllerStatus};
 use crate::apply;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::policy;
 use crate::resources::ingress_class::{self, Claim};
 use crate::resources::{
     self, Inputs, MANAGED_SELECTOR, Settings, deployment, hpa, pdb, rbac, service, service_account,
@@ -419,6 +422,12 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let class = instance.spec.class_name(&name).to_owned();
     let previous = instance.status.clone().unwrap_or_default();
 
+    // 0. The tenant policy, before anything is read or written for the instance.
+    let violations = policy::violations(&instance.spec, &namespace, &ctx.settings);
+    if !violations.is_empty() {
+        return refuse_by_policy(instance, ctx, &violations).await;
+    }
+
     // 1. Which namespaces, which Ingresses.
     let namespaces = candidate_namespaces(client, instance, &namespace).await?;
     let served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
@@ -644,6 +653,52 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         ingresses_served: i32::try_from(verdicts.served.len()).unwrap_or(i32::MAX),
         ingresses_rejected: i32::try_from(verdicts.rejected.len()).unwrap_or(i32::MAX),
         observed_generation: instance.metadata.generation,
+    };
+    write_status(instance, ctx, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Reports a spec the tenant policy refuses: the `PolicyViolation` condition, and a Warning
+/// Event when the refusal is new. Nothing is applied; children from an earlier, allowed
+/// spec stay as they were.
+async fn refuse_by_policy(
+    instance: &IngressController,
+    ctx: &Context,
+    violations: &[policy::Violation],
+) -> Result<Action> {
+    let message = format!(
+        "the tenant policy refuses {}; nothing is applied until the spec is fixed (or the platform trusts this namespace)",
+        violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let previous = instance.status.clone().unwrap_or_default();
+    let already = previous.conditions.iter().any(|c| {
+        c.type_ == crate::api::conditions::POLICY_VIOLATION
+            && c.status == "True"
+            && c.message == message
+    });
+    if !already {
+        warn!(instance = %format!("{}/{}", instance.namespace().unwrap_or_default(), instance.name_any()), %message, "refused by the tenant policy");
+        ctx.event(
+            instance,
+            EventType::Warning,
+            "PolicyViolation",
+            message.clone(),
+        )
+        .await;
+    }
+    let observed = Observed {
+        generation: instance.metadata.generation,
+        policy_violation: Some(message),
+        ..Default::default()
+    };
+    let status = IngressControllerStatus {
+        conditions: status::conditions(&previous.conditions, &observed, Timestamp::now()),
+        observed_generation: instance.metadata.generation,
+        ..previous
     };
     write_status(instance, ctx, status).await?;
     Ok(Action::requeue(RESYNC))

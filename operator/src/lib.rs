@@ -4,7 +4,7 @@
 //!  IngressController ─┐
 //!  Deployment, Service, SA, PDB, HPA (owned) ─┤
 //!  Roles, RoleBindings, ClusterRoles (labelled) ─┼─▶ controller::reconcile ─▶ resources::* (pure)
-//!  Namespaces (consent, labels) ─┤                    │
+//!  Namespaces (consent, labels) ─┤                    ├─▶ policy (tenant policy: refuse, or go on)
 //!  Ingresses, IngressClasses, Services ─┘            ├─▶ apply (server-side, RBAC first)
 //!                                                     ├─▶ status (instance + Ingress loadBalancer)
 //!                                                     └─▶ verdict (portico-ingress rules ─▶ Events)
@@ -18,6 +18,7 @@ pub mod crd;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod resources;
 pub mod status;
 pub mod tenancy;

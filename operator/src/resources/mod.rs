@@ -49,6 +49,8 @@ pub struct Settings {
     pub trusted_namespaces: BTreeSet<String>,
     /// The proxy's `--drain-period`.
     pub drain_period: Duration,
+    /// What instances outside trusted namespaces may set (`crate::policy`).
+    pub policy: crate::policy::TenantPolicy,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             proxy_image: "ghcr.io/portico-dev/portico-proxy:latest".into(),
             trusted_namespaces: BTreeSet::new(),
             drain_period: Duration::from_secs(10),
+            policy: crate::policy::TenantPolicy::default(),
         }
     }
 }

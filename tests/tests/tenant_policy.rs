@@ -216,7 +216,7 @@ async fn privileged_fields_are_refused_at_admission_and_again_by_the_operator() 
     // with 422 and says so), and the admitted specs pass every expression without error.
     // (The policy's status type-checking cannot help here: kube-controller-manager resolves
     // the CRD's type through a discovery cache that predates the CRD, and skips it.)
-    let as_tenant = tenant_client(&cp, &tenant).await?;
+    let as_tenant = tenant_client(cp, &tenant).await?;
     let tenant_api = Api::<IngressController>::namespaced(as_tenant.clone(), &tenant);
     // The binding takes effect once the apiserver has seen it: ask with dry runs.
     let dry_run = PostParams {
@@ -287,7 +287,7 @@ async fn privileged_fields_are_refused_at_admission_and_again_by_the_operator() 
         .context("a label-only change")?;
 
     // A privileged namespace may set them all at once, with the same rights.
-    let as_edge = tenant_client(&cp, &edge).await?;
+    let as_edge = tenant_client(cp, &edge).await?;
     let everything = json!({
         "ingressClassName": format!("{edge}-class"),
         "image": "registry.example.com/portico-proxy:edge",

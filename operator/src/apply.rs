@@ -8,6 +8,7 @@
 //! Force takes fields back from whoever hand-edited *our* objects; the label check keeps
 //! it from taking over objects that are not ours at all.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
@@ -123,10 +124,46 @@ where
     }
 }
 
-/// Deletes, in every namespace, each namespaced object matching `selector` for which
-/// `keep` is false. Returns the `namespace/name`s deleted.
+/// The APIs through which to list or watch a namespaced kind: one across all namespaces,
+/// or one per namespace of `--watch-namespaces` (where the operator may hold only
+/// namespaced Roles, so a cluster-wide list would be forbidden).
+pub fn scoped<K>(client: &Client, namespaces: Option<&BTreeSet<String>>) -> Vec<Api<K>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespaces {
+        None => vec![Api::all(client.clone())],
+        Some(list) => list
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect(),
+    }
+}
+
+/// Lists a namespaced kind across the namespaces the operator watches ([`scoped`]).
+pub async fn list_scoped<K>(
+    client: &Client,
+    namespaces: Option<&BTreeSet<String>>,
+    params: &ListParams,
+) -> Result<Vec<K>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let mut out = Vec::new();
+    for api in scoped::<K>(client, namespaces) {
+        out.extend(api.list(params).await?.items);
+    }
+    Ok(out)
+}
+
+/// Deletes, in every watched namespace ([`scoped`]), each namespaced object matching
+/// `selector` for which `keep` is false. Returns the `namespace/name`s deleted.
 pub async fn delete_labelled<K>(
     client: &Client,
+    namespaces: Option<&BTreeSet<String>>,
     selector: &str,
     keep: impl Fn(&K) -> bool,
 ) -> Result<Vec<String>>
@@ -137,8 +174,8 @@ where
         + Debug,
 {
     let mut deleted = Vec::new();
-    let all: Api<K> = Api::all(client.clone());
-    for obj in all.list(&ListParams::default().labels(selector)).await? {
+    let params = ListParams::default().labels(selector);
+    for obj in list_scoped::<K>(client, namespaces, &params).await? {
         if keep(&obj) || obj.meta().deletion_timestamp.is_some() {
             continue;
         }

@@ -185,34 +185,61 @@ impl Context {
 }
 
 /// Runs the controller until `shutdown` resolves.
+///
+/// With `--watch-namespaces` every namespaced kind is watched in each listed namespace
+/// (one watch per namespace, where the operator's Roles allow it) rather than across the
+/// cluster. IngressControllers themselves are watched cluster-wide, which the chart's
+/// small ClusterRole allows in that mode too (read only): instances elsewhere are seen
+/// and left alone.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
+    let scope = ctx.settings.watch_namespaces.clone();
     let managed = || {
         watcher::Config::default()
             .labels(MANAGED_SELECTOR)
             .any_semantic()
     };
-    let controller = Controller::new(
-        Api::<IngressController>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
+    let everything = || watcher::Config::default().any_semantic();
+    let mut controller =
+        Controller::new(Api::<IngressController>::all(client.clone()), everything());
     let store = controller.store();
 
+    for api in apply::scoped::<Deployment>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<Service>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<ServiceAccount>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<PodDisruptionBudget>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<HorizontalPodAutoscaler>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<Role>(&client, scope.as_ref()) {
+        controller = controller.watches(api, managed(), |o| labelled_instance(o.meta()));
+    }
+    for api in apply::scoped::<RoleBinding>(&client, scope.as_ref()) {
+        controller = controller.watches(api, managed(), |o| labelled_instance(o.meta()));
+    }
+    for api in apply::scoped::<Ingress>(&client, scope.as_ref()) {
+        let store = store.clone();
+        controller = controller.watches(api, everything(), move |ingress| {
+            instances_for_ingress(&store, &ingress)
+        });
+    }
+    // A Service appearing or changing ports can heal (or break) an Ingress naming it.
+    for api in apply::scoped::<Service>(&client, scope.as_ref()) {
+        let store = store.clone();
+        controller = controller.watches(api, everything(), move |service| {
+            instances_for_service(&store, &service)
+        });
+    }
+
     controller
-        .owns(Api::<Deployment>::all(client.clone()), managed())
-        .owns(Api::<Service>::all(client.clone()), managed())
-        .owns(Api::<ServiceAccount>::all(client.clone()), managed())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed())
-        .owns(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            managed(),
-        )
-        .watches(Api::<Role>::all(client.clone()), managed(), |o| {
-            labelled_instance(o.meta())
-        })
-        .watches(Api::<RoleBinding>::all(client.clone()), managed(), |o| {
-            labelled_instance(o.meta())
-        })
         .watches(Api::<ClusterRole>::all(client.clone()), managed(), |o| {
             labelled_instance(o.meta())
         })
@@ -221,39 +248,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             managed(),
             |o| labelled_instance(o.meta()),
         )
-        .watches(
-            Api::<IngressClass>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            {
-                let store = store.clone();
-                move |class| instances_for_class(&store, &class)
-            },
-        )
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            {
-                let store = store.clone();
-                move |ns| instances_for_namespace(&store, &ns)
-            },
-        )
-        .watches(
-            Api::<Ingress>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            {
-                let store = store.clone();
-                move |ingress| instances_for_ingress(&store, &ingress)
-            },
-        )
-        // A Service appearing or changing ports can heal (or break) an Ingress naming it.
-        .watches(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            {
-                let store = store.clone();
-                move |service| instances_for_service(&store, &service)
-            },
-        )
+        .watches(Api::<IngressClass>::all(client.clone()), everything(), {
+            let store = store.clone();
+            move |class| instances_for_class(&store, &class)
+        })
+        .watches(Api::<Namespace>::all(client.clone()), everything(), {
+            let store = store.clone();
+            move |ns| instances_for_namespace(&store, &ns)
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -367,6 +369,11 @@ async fn reconcile(instance: Arc<IngressController>, ctx: Arc<Context>) -> Resul
         .namespace()
         .ok_or(resources::MissingMetadata("namespace"))?;
     let object = ObjectRef::from_obj(instance.as_ref());
+    if !ctx.settings.watches(&namespace) {
+        // Outside --watch-namespaces the operator may not write (not even a finalizer).
+        debug!(instance = %object, "not in --watch-namespaces; left alone");
+        return Ok(Action::await_change());
+    }
     let api: Api<IngressController> = Api::namespaced(ctx.client.clone(), &namespace);
     let action = finalizer(&api, FINALIZER, instance, |event| async {
         match event {
@@ -430,11 +437,11 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
 
     // 1. Which namespaces, which Ingresses.
     let namespaces = candidate_namespaces(client, instance, &namespace).await?;
-    let served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
-    let ingresses = Api::<Ingress>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let mut served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
+    // With --watch-namespaces, those are the only namespaces instances may serve.
+    served.retain(|ns| ctx.settings.watches(ns));
+    let scope = ctx.settings.watch_namespaces.as_ref();
+    let ingresses: Vec<Ingress> = apply::list_scoped(client, scope, &ListParams::default()).await?;
     let split = ClassIngresses::split(
         &ingresses,
         &class,
@@ -549,13 +556,15 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let keep = |ns: Option<String>, object: String| {
         object == rbac_name && ns.is_some_and(|ns| role_namespaces.contains(&ns))
     };
-    let mut revoked = apply::delete_labelled::<RoleBinding>(client, &selector, |o| {
+    let mut revoked = apply::delete_labelled::<RoleBinding>(client, scope, &selector, |o| {
         keep(o.namespace(), o.name_any())
     })
     .await?;
     revoked.extend(
-        apply::delete_labelled::<Role>(client, &selector, |o| keep(o.namespace(), o.name_any()))
-            .await?,
+        apply::delete_labelled::<Role>(client, scope, &selector, |o| {
+            keep(o.namespace(), o.name_any())
+        })
+        .await?,
     );
     revoked.extend(
         apply::delete_labelled_cluster::<ClusterRoleBinding>(client, &selector, |o| {
@@ -769,8 +778,9 @@ async fn cleanup(instance: &IngressController, ctx: &Context) -> Result<Action> 
     // By label, not by name: older operators' `portico-<ns>-<name>` objects go too.
     apply::delete_labelled_cluster::<ClusterRoleBinding>(client, &selector, |_| false).await?;
     apply::delete_labelled_cluster::<ClusterRole>(client, &selector, |_| false).await?;
-    apply::delete_labelled::<RoleBinding>(client, &selector, |_| false).await?;
-    apply::delete_labelled::<Role>(client, &selector, |_| false).await?;
+    let scope = ctx.settings.watch_namespaces.as_ref();
+    apply::delete_labelled::<RoleBinding>(client, scope, &selector, |_| false).await?;
+    apply::delete_labelled::<Role>(client, scope, &selector, |_| false).await?;
 
     let proxy = resources::proxy_name(&name);
     apply::delete_if_labelled(

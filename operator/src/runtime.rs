@@ -44,6 +44,12 @@ pub struct Options {
     #[arg(long, env = "PORTICO_TRUSTED_NAMESPACES", value_delimiter = ',')]
     pub trusted_namespaces: Vec<String>,
 
+    /// The only namespaces instances may live in and serve; the operator then watches and
+    /// writes namespaced objects only there, so namespaced Roles suffice (the chart's
+    /// `watchNamespaces`). Empty: every namespace.
+    #[arg(long, env = "PORTICO_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
     /// Namespaces whose instances may set the fields the tenant policy keeps for the
     /// platform (image, default class, scheduling, annotations, Service type and ports,
     /// beyond the ceilings), without serving other namespaces unasked.
@@ -164,6 +170,7 @@ impl Options {
                 max_cpu: policy::Ceiling::parse(&self.max_cpu),
                 max_memory: policy::Ceiling::parse(&self.max_memory),
             },
+            watch_namespaces: Some(names(&self.watch_namespaces)).filter(|n| !n.is_empty()),
         }
     }
 }
@@ -347,8 +354,27 @@ mod tests {
         assert_eq!(p.max_cpu, None, "empty: no ceiling");
         assert_eq!(p.max_memory, policy::Ceiling::parse("512Mi"));
         assert!(policy::trusted("platform", &settings));
+        assert_eq!(
+            settings.watch_namespaces, None,
+            "every namespace by default"
+        );
+        assert!(settings.watches("anywhere"));
         assert!(policy::trusted("edge", &settings));
         assert!(!policy::trusted("team-a", &settings));
+    }
+
+    #[test]
+    fn watch_namespaces_confine_instances() {
+        let options =
+            Options::try_parse_from(["portico-operator", "--watch-namespaces=team-a,shop"])
+                .expect("parses");
+        let settings = options.settings();
+        assert_eq!(
+            settings.watch_namespaces,
+            Some(["shop".to_owned(), "team-a".to_owned()].into())
+        );
+        assert!(settings.watches("shop"));
+        assert!(!settings.watches("team-b"));
     }
 
     #[test]

@@ -51,6 +51,18 @@ pub struct Settings {
     pub drain_period: Duration,
     /// What instances outside trusted namespaces may set (`crate::policy`).
     pub policy: crate::policy::TenantPolicy,
+    /// `--watch-namespaces`: the only namespaces instances may live in and serve, where
+    /// the operator may hold only namespaced Roles. `None`: every namespace.
+    pub watch_namespaces: Option<BTreeSet<String>>,
+}
+
+impl Settings {
+    /// May instances live in, and serve, `namespace`?
+    pub fn watches(&self, namespace: &str) -> bool {
+        self.watch_namespaces
+            .as_ref()
+            .is_none_or(|list| list.contains(namespace))
+    }
 }
 
 impl Default for Settings {
@@ -60,6 +72,7 @@ impl Default for Settings {
             trusted_namespaces: BTreeSet::new(),
             drain_period: Duration::from_secs(10),
             policy: crate::policy::TenantPolicy::default(),
+            watch_namespaces: None,
         }
     }
 }

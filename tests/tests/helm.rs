@@ -482,14 +482,25 @@ fn typos_and_wrong_types_in_values_are_refused() {
 /// the exact rules; this says which properties must survive any change to them.)
 #[test]
 fn operator_rbac_has_no_wildcards_or_escalation() {
-    let out = template(&[
-        "--show-only",
-        "templates/clusterrole.yaml",
-        "--show-only",
-        "templates/role.yaml",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let rendered = text(&out.stdout);
+    let namespaced = chart_dir().join("ci/namespaced-values.yaml");
+    for extra in [
+        &[][..],
+        &["--values", namespaced.to_str().expect("utf-8")][..],
+    ] {
+        let mut args = vec![
+            "--show-only",
+            "templates/clusterrole.yaml",
+            "--show-only",
+            "templates/role.yaml",
+        ];
+        args.extend_from_slice(extra);
+        let out = template(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        check_operator_rules(&text(&out.stdout));
+    }
+}
+
+fn check_operator_rules(rendered: &str) {
     let mut rules = Vec::new();
     for doc in rendered.split("\n---").filter(|d| d.contains("kind:")) {
         let obj: Value = serde_saphyr::from_str(doc).expect("rendered RBAC parses");

@@ -160,7 +160,9 @@ pub struct IngressControllerSpec {
 }
 
 /// Kubernetes Service type of the proxy Service.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum ServiceType {
     #[default]
     LoadBalancer,
@@ -466,7 +468,7 @@ pub struct Disruption {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressControllerStatus {
-    /// `Ready`, `Progressing`, `Degraded`, `ClassConflict`.
+    /// `Ready`, `Progressing`, `Degraded`, `ClassConflict`, `PolicyViolation`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -514,6 +516,8 @@ pub mod conditions {
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
     pub const CLASS_CONFLICT: &str = "ClassConflict";
+    /// The spec sets fields the tenant policy keeps for trusted namespaces.
+    pub const POLICY_VIOLATION: &str = "PolicyViolation";
 }
 
 /// Resolved defaults: the only place defaults live.

@@ -8,13 +8,15 @@
 //!  Namespace (labels, consent annotation) ──────────┤      │ finalizer: cleanup on delete
 //!  Ingress (class ─▶ TLS Secret names, status) ─────┤      ▼
 //!  Service (in served namespaces: backends) ────────┘
-//!      served namespaces ─▶ class claim ─▶ builders ─▶ SSA: SA, RBAC, IngressClass,
+//!      tenant policy (refused: PolicyViolation, nothing applied)
+//!      ─▶ served namespaces ─▶ class claim ─▶ builders ─▶ SSA: SA, RBAC, IngressClass,
 //!      Deployment, Service, PDB, HPA ─▶ prune stale RBAC ─▶ status + Ingress loadBalancer
 //!      ─▶ Warning Events on Ingresses the proxies skip (verdict.rs), once per problem
 //! ```
 //!
-//! A class owned by someone else (`ClassConflict`) stops everything but the status: the
-//! instance creates and modifies nothing. The class is claimed with a plain create, so two
+//! A spec the tenant policy refuses (`PolicyViolation`, see `policy.rs`) and a class owned
+//! by someone else (`ClassConflict`) stop everything but the status: the instance creates
+//! and modifies nothing, and what it runs already keeps running as it was. The class is claimed with a plain create, so two
 //! instances racing for a new class cannot both win.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -46,6 +48,7 @@ use crate::apply;
 use crate::endpoints;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::policy;
 use crate::resources::ingress_class::{self, Claim};
 use crate::resources::{
     self, Inputs, MANAGED_SELECTOR, Settings, deployment, hpa, pdb, rbac, service, service_account,
@@ -187,38 +190,78 @@ impl Context {
 }
 
 /// Runs the controller until `shutdown` resolves.
+///
+/// With `--watch-namespaces` every namespaced kind is watched in each listed namespace
+/// (one watch per namespace, where the operator's Roles allow it) rather than across the
+/// cluster. IngressControllers themselves are watched cluster-wide, which the chart's
+/// small ClusterRole allows in that mode too (read only): instances elsewhere are seen
+/// and left alone.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
+    let scope = ctx.settings.watch_namespaces.clone();
     let managed = || {
         watcher::Config::default()
             .labels(MANAGED_SELECTOR)
             .any_semantic()
     };
-    let controller = Controller::new(
-        Api::<IngressController>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
+    let everything = || watcher::Config::default().any_semantic();
+    let mut controller =
+        Controller::new(Api::<IngressController>::all(client.clone()), everything());
     let store = controller.store();
     // Reflected for reconcile to read, as long as this controller runs.
-    let (slices, reflect) = endpoints::Slices::reflect(&client);
+    let (slices, reflect) = endpoints::Slices::reflect(&client, scope.as_ref());
     *ctx.slices.lock().unwrap_or_else(|e| e.into_inner()) = Some(slices);
     let reflecting = tokio::spawn(reflect);
 
+    for api in apply::scoped::<Deployment>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<Service>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<ServiceAccount>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<PodDisruptionBudget>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<HorizontalPodAutoscaler>(&client, scope.as_ref()) {
+        controller = controller.owns(api, managed());
+    }
+    for api in apply::scoped::<Role>(&client, scope.as_ref()) {
+        controller = controller.watches(api, managed(), |o| labelled_instance(o.meta()));
+    }
+    for api in apply::scoped::<RoleBinding>(&client, scope.as_ref()) {
+        controller = controller.watches(api, managed(), |o| labelled_instance(o.meta()));
+    }
+    for api in apply::scoped::<Ingress>(&client, scope.as_ref()) {
+        let store = store.clone();
+        controller = controller.watches(api, everything(), move |ingress| {
+            instances_for_ingress(&store, &ingress)
+        });
+    }
+    // A Service appearing or changing ports can heal (or break) an Ingress naming it.
+    for api in apply::scoped::<Service>(&client, scope.as_ref()) {
+        let store = store.clone();
+        controller = controller.watches(api, everything(), move |service| {
+            instances_for_service(&store, &service)
+        });
+    }
+    // A hand-written EndpointSlice may name an endpoint the proxies refuse (an Event);
+    // the proxy Service's slices say which addresses are the proxies' own.
+    for api in apply::scoped::<EndpointSlice>(&client, scope.as_ref()) {
+        let store = store.clone();
+        controller = controller.watches(
+            api.clone(),
+            endpoints::hand_written_config(),
+            move |slice| endpoints::instances_for_slice(&store, &slice),
+        );
+        controller = controller.watches(api, endpoints::fleet_config(), |o| {
+            labelled_instance(o.meta())
+        });
+    }
+
     controller
-        .owns(Api::<Deployment>::all(client.clone()), managed())
-        .owns(Api::<Service>::all(client.clone()), managed())
-        .owns(Api::<ServiceAccount>::all(client.clone()), managed())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed())
-        .owns(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            managed(),
-        )
-        .watches(Api::<Role>::all(client.clone()), managed(), |o| {
-            labelled_instance(o.meta())
-        })
-        .watches(Api::<RoleBinding>::all(client.clone()), managed(), |o| {
-            labelled_instance(o.meta())
-        })
         .watches(Api::<ClusterRole>::all(client.clone()), managed(), |o| {
             labelled_instance(o.meta())
         })
@@ -227,54 +270,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             managed(),
             |o| labelled_instance(o.meta()),
         )
-        .watches(
-            Api::<IngressClass>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            {
-                let store = store.clone();
-                move |class| instances_for_class(&store, &class)
-            },
-        )
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            {
-                let store = store.clone();
-                move |ns| instances_for_namespace(&store, &ns)
-            },
-        )
-        .watches(
-            Api::<Ingress>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            {
-                let store = store.clone();
-                move |ingress| instances_for_ingress(&store, &ingress)
-            },
-        )
-        // A Service appearing or changing ports can heal (or break) an Ingress naming it.
-        .watches(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            {
-                let store = store.clone();
-                move |service| instances_for_service(&store, &service)
-            },
-        )
-        // A hand-written EndpointSlice may name an endpoint the proxies refuse (an Event);
-        // the proxy Service's slices say which addresses are the proxies' own.
-        .watches(
-            Api::<EndpointSlice>::all(client.clone()),
-            endpoints::hand_written_config(),
-            {
-                let store = store.clone();
-                move |slice| endpoints::instances_for_slice(&store, &slice)
-            },
-        )
-        .watches(
-            Api::<EndpointSlice>::all(client.clone()),
-            endpoints::fleet_config(),
-            |o| labelled_instance(o.meta()),
-        )
+        .watches(Api::<IngressClass>::all(client.clone()), everything(), {
+            let store = store.clone();
+            move |class| instances_for_class(&store, &class)
+        })
+        .watches(Api::<Namespace>::all(client.clone()), everything(), {
+            let store = store.clone();
+            move |ns| instances_for_namespace(&store, &ns)
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -389,6 +392,11 @@ async fn reconcile(instance: Arc<IngressController>, ctx: Arc<Context>) -> Resul
         .namespace()
         .ok_or(resources::MissingMetadata("namespace"))?;
     let object = ObjectRef::from_obj(instance.as_ref());
+    if !ctx.settings.watches(&namespace) {
+        // Outside --watch-namespaces the operator may not write (not even a finalizer).
+        debug!(instance = %object, "not in --watch-namespaces; left alone");
+        return Ok(Action::await_change());
+    }
     let api: Api<IngressController> = Api::namespaced(ctx.client.clone(), &namespace);
     let action = finalizer(&api, FINALIZER, instance, |event| async {
         match event {
@@ -418,13 +426,13 @@ async fn apply(instance: &IngressController, ctx: &Context) -> Result<Action> {
             ctx.event(
                 instance,
                 EventType::Warning,
-                "ReconcileFailed",
+                error.reason(),
                 error.to_string(),
             )
             .await;
             let observed = Observed {
                 generation: instance.metadata.generation,
-                error: Some(error.to_string()),
+                error: Some((error.reason(), error.to_string())),
                 ..Default::default()
             };
             let mut status = instance.status.clone().unwrap_or_default();
@@ -444,13 +452,19 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let class = instance.spec.class_name(&name).to_owned();
     let previous = instance.status.clone().unwrap_or_default();
 
+    // 0. The tenant policy, before anything is read or written for the instance.
+    let violations = policy::violations(&instance.spec, &namespace, &ctx.settings);
+    if !violations.is_empty() {
+        return refuse_by_policy(instance, ctx, &violations).await;
+    }
+
     // 1. Which namespaces, which Ingresses.
     let namespaces = candidate_namespaces(client, instance, &namespace).await?;
-    let served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
-    let ingresses = Api::<Ingress>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let mut served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
+    // With --watch-namespaces, those are the only namespaces instances may serve.
+    served.retain(|ns| ctx.settings.watches(ns));
+    let scope = ctx.settings.watch_namespaces.as_ref();
+    let ingresses: Vec<Ingress> = apply::list_scoped(client, scope, &ListParams::default()).await?;
     let mut inputs = Inputs::new(instance, served.clone(), BTreeMap::new(), &ctx.settings)?;
 
     // 2. Which Ingresses the proxies will serve: the proxy's own judgement, with the
@@ -478,16 +492,16 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         allow_unverified_backend_tls: instance.spec.backend_tls_allow_unverified(),
         ..portico_ingress::Limits::default()
     };
-    let policy = ctx.settings.tenant_policy(&namespace, &name);
-    let scope = portico_ingress::Scope {
+    let routing = ctx.settings.routing_policy(&namespace, &name);
+    let judged = portico_ingress::Scope {
         class: &class,
         is_default_class,
         instance_namespace: &namespace,
         served_namespaces: &served_set,
-        policy: &policy,
+        policy: &routing,
         limits: &limits,
     };
-    let verdicts = verdict::judge(&scope, &ingresses, &services, &name);
+    let verdicts = verdict::judge(&judged, &ingresses, &services, &name);
     // The proxy may read, by name, what its served Ingresses name: TLS Secrets, and the CA
     // bundles (Secrets or ConfigMaps) their backends' Services name.
     let mut secrets = verdicts.tls_secrets.clone();
@@ -559,56 +573,71 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         }
     }
 
-    // 4. RBAC first, so the pods can read what they serve from their first second.
-    apply::namespaced(client, &service_account::build(&inputs)).await?;
-    apply::cluster(client, &rbac::cluster_role(&inputs)).await?;
-    apply::cluster(client, &rbac::cluster_role_binding(&inputs)).await?;
+    // 4. RBAC first, so the pods can read what they serve from their first second. Every
+    //    child is applied only when absent or already ours (apply::NotOurs otherwise).
+    let owner = (namespace.clone(), name.clone());
+    apply::namespaced(client, &service_account::build(&inputs), &owner).await?;
+    apply::cluster(client, &rbac::cluster_role(&inputs), &owner).await?;
+    apply::cluster(client, &rbac::cluster_role_binding(&inputs), &owner).await?;
     let role_namespaces = rbac::role_namespaces(&inputs);
     for ns in &role_namespaces {
-        apply::namespaced(client, &rbac::role(&inputs, ns)).await?;
-        apply::namespaced(client, &rbac::role_binding(&inputs, ns)).await?;
+        apply::namespaced(client, &rbac::role(&inputs, ns), &owner).await?;
+        apply::namespaced(client, &rbac::role_binding(&inputs, ns), &owner).await?;
     }
-    // Access to namespaces no longer served goes away (bindings first).
+    // Access to namespaces no longer served goes away (bindings first), and so does RBAC
+    // of ours under any other name: the `portico-<ns>-<name>` objects of older operators.
     let selector = resources::instance_selector(&namespace, &name);
-    let keep = |ns: Option<String>| ns.is_some_and(|ns| role_namespaces.contains(&ns));
-    let mut revoked =
-        apply::delete_labelled::<RoleBinding>(client, &selector, |o| keep(o.namespace())).await?;
-    revoked
-        .extend(apply::delete_labelled::<Role>(client, &selector, |o| keep(o.namespace())).await?);
+    let rbac_name = inputs.rbac_name();
+    let keep = |ns: Option<String>, object: String| {
+        object == rbac_name && ns.is_some_and(|ns| role_namespaces.contains(&ns))
+    };
+    let mut revoked = apply::delete_labelled::<RoleBinding>(client, scope, &selector, |o| {
+        keep(o.namespace(), o.name_any())
+    })
+    .await?;
+    revoked.extend(
+        apply::delete_labelled::<Role>(client, scope, &selector, |o| {
+            keep(o.namespace(), o.name_any())
+        })
+        .await?,
+    );
+    revoked.extend(
+        apply::delete_labelled_cluster::<ClusterRoleBinding>(client, &selector, |o| {
+            o.name_any() == rbac_name
+        })
+        .await?,
+    );
+    revoked.extend(
+        apply::delete_labelled_cluster::<ClusterRole>(client, &selector, |o| {
+            o.name_any() == rbac_name
+        })
+        .await?,
+    );
     if !revoked.is_empty() {
-        info!(instance = %format!("{namespace}/{name}"), ?revoked, "revoked RBAC in namespaces no longer served");
+        info!(instance = %format!("{namespace}/{name}"), ?revoked, "revoked RBAC no longer needed");
     }
 
-    // 5. The rest; a class renamed away from is released.
-    apply::cluster(client, &ingress_class::build(&inputs)).await?;
+    // 5. The rest; a class renamed away from is released. The class itself was claimed
+    //    above by its parameters, the one mark of ownership an IngressClass has for sure.
+    apply::cluster(client, &ingress_class::build(&inputs), &owner).await?;
     for old in classes
         .list(&ListParams::default().labels(&selector))
         .await?
     {
         if old.name_any() != class {
-            apply::delete_if_labelled(
-                &classes,
-                &old.name_any(),
-                &(namespace.clone(), name.clone()),
-            )
-            .await?;
+            apply::delete_if_labelled(&classes, &old.name_any(), &owner).await?;
         }
     }
-    let deployment = apply::namespaced(client, &deployment::build(&inputs)).await?;
-    let service = apply::namespaced(client, &service::build(&inputs)).await?;
-    apply::namespaced(client, &pdb::build(&inputs)).await?;
+    let deployment = apply::namespaced(client, &deployment::build(&inputs), &owner).await?;
+    let service = apply::namespaced(client, &service::build(&inputs), &owner).await?;
+    apply::namespaced(client, &pdb::build(&inputs), &owner).await?;
     match hpa::build(&inputs) {
         Some(hpa) => {
-            apply::namespaced(client, &hpa).await?;
+            apply::namespaced(client, &hpa, &owner).await?;
         }
         None => {
             let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &namespace);
-            apply::delete_if_labelled(
-                &api,
-                &inputs.proxy_name(),
-                &(namespace.clone(), name.clone()),
-            )
-            .await?;
+            apply::delete_if_labelled(&api, &inputs.proxy_name(), &owner).await?;
         }
     }
 
@@ -684,6 +713,52 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     Ok(Action::requeue(RESYNC))
 }
 
+/// Reports a spec the tenant policy refuses: the `PolicyViolation` condition, and a Warning
+/// Event when the refusal is new. Nothing is applied; children from an earlier, allowed
+/// spec stay as they were.
+async fn refuse_by_policy(
+    instance: &IngressController,
+    ctx: &Context,
+    violations: &[policy::Violation],
+) -> Result<Action> {
+    let message = format!(
+        "the tenant policy refuses {}; nothing is applied until the spec is fixed (or the platform trusts this namespace)",
+        violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let previous = instance.status.clone().unwrap_or_default();
+    let already = previous.conditions.iter().any(|c| {
+        c.type_ == crate::api::conditions::POLICY_VIOLATION
+            && c.status == "True"
+            && c.message == message
+    });
+    if !already {
+        warn!(instance = %format!("{}/{}", instance.namespace().unwrap_or_default(), instance.name_any()), %message, "refused by the tenant policy");
+        ctx.event(
+            instance,
+            EventType::Warning,
+            "PolicyViolation",
+            message.clone(),
+        )
+        .await;
+    }
+    let observed = Observed {
+        generation: instance.metadata.generation,
+        policy_violation: Some(message),
+        ..Default::default()
+    };
+    let status = IngressControllerStatus {
+        conditions: status::conditions(&previous.conditions, &observed, Timestamp::now()),
+        observed_generation: instance.metadata.generation,
+        ..previous
+    };
+    write_status(instance, ctx, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
 /// The Namespaces that could be served: the own one without a selector, else those the
 /// selector matches (asked of the API server, so we do not read every Namespace).
 async fn candidate_namespaces(
@@ -746,16 +821,12 @@ async fn cleanup(instance: &IngressController, ctx: &Context) -> Result<Action> 
     {
         apply::delete_if_labelled(&classes, &class, &owner).await?;
     }
-    let rbac_name = resources::rbac_name(&namespace, &name);
-    apply::delete_if_labelled(
-        &Api::<ClusterRoleBinding>::all(client.clone()),
-        &rbac_name,
-        &owner,
-    )
-    .await?;
-    apply::delete_if_labelled(&Api::<ClusterRole>::all(client.clone()), &rbac_name, &owner).await?;
-    apply::delete_labelled::<RoleBinding>(client, &selector, |_| false).await?;
-    apply::delete_labelled::<Role>(client, &selector, |_| false).await?;
+    // By label, not by name: older operators' `portico-<ns>-<name>` objects go too.
+    apply::delete_labelled_cluster::<ClusterRoleBinding>(client, &selector, |_| false).await?;
+    apply::delete_labelled_cluster::<ClusterRole>(client, &selector, |_| false).await?;
+    let scope = ctx.settings.watch_namespaces.as_ref();
+    apply::delete_labelled::<RoleBinding>(client, scope, &selector, |_| false).await?;
+    apply::delete_labelled::<Role>(client, scope, &selector, |_| false).await?;
 
     let proxy = resources::proxy_name(&name);
     apply::delete_if_labelled(

@@ -28,7 +28,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use portico_ingress::{EndpointPolicy, Refusal};
 use tracing::warn;
 
@@ -53,40 +53,47 @@ pub const HAND_WRITTEN_SELECTOR: &str =
 /// At most this many refused endpoints are named in one Event.
 const MAX_NAMED: usize = 8;
 
-/// The reflected EndpointSlices the reconciler reads.
+/// The reflected EndpointSlices the reconciler reads: one store per watched namespace
+/// (one for the cluster without `--watch-namespaces`).
 #[derive(Clone)]
 pub struct Slices {
-    hand_written: Store<EndpointSlice>,
-    fleet: Store<EndpointSlice>,
+    hand_written: Vec<Store<EndpointSlice>>,
+    fleet: Vec<Store<EndpointSlice>>,
 }
 
 impl Slices {
-    /// Starts both reflectors; they run as long as the returned future is polled.
-    pub fn reflect(client: &Client) -> (Slices, impl Future<Output = ()> + Send + 'static) {
-        let (hand_written, hw_writer) = reflector::store();
-        let (fleet, fleet_writer) = reflector::store();
-        let api = Api::<EndpointSlice>::all(client.clone());
-        // managedFields are often the largest part of an object and never read here.
-        let hw = watcher(api.clone(), hand_written_config())
-            .default_backoff()
-            .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
-            .reflect(hw_writer)
-            .for_each(|r| log_error("hand-written", r));
-        let fl = watcher(api, fleet_config())
-            .default_backoff()
-            .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
-            .reflect(fleet_writer)
-            .for_each(|r| log_error("proxy Service", r));
-        let run = async move {
-            futures::join!(hw, fl);
+    /// Starts the reflectors; they run as long as the returned future is polled.
+    pub fn reflect(
+        client: &Client,
+        namespaces: Option<&BTreeSet<String>>,
+    ) -> (Slices, impl Future<Output = ()> + Send + 'static) {
+        let mut slices = Slices {
+            hand_written: Vec::new(),
+            fleet: Vec::new(),
         };
-        (
-            Slices {
-                hand_written,
-                fleet,
-            },
-            run,
-        )
+        let mut runs = Vec::new();
+        for api in crate::apply::scoped::<EndpointSlice>(client, namespaces) {
+            let (hand_written, hw_writer) = reflector::store();
+            let (fleet, fleet_writer) = reflector::store();
+            // managedFields are often the largest part of an object and never read here.
+            let hw = watcher(api.clone(), hand_written_config())
+                .default_backoff()
+                .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
+                .reflect(hw_writer)
+                .for_each(|r| log_error("hand-written", r));
+            let fl = watcher(api, fleet_config())
+                .default_backoff()
+                .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
+                .reflect(fleet_writer)
+                .for_each(|r| log_error("proxy Service", r));
+            runs.push(futures::future::join(hw, fl));
+            slices.hand_written.push(hand_written);
+            slices.fleet.push(fleet);
+        }
+        let run = async move {
+            futures::future::join_all(runs).await;
+        };
+        (slices, run)
     }
 
     /// The addresses of instance `<namespace>/<name>`'s proxy pods, as the endpointslice
@@ -95,8 +102,8 @@ impl Slices {
         let service = resources::proxy_name(name);
         let mut out: Vec<IpAddr> = self
             .fleet
-            .state()
             .iter()
+            .flat_map(Store::state)
             .filter(|s| {
                 s.namespace().as_deref() == Some(namespace)
                     && label(s, SERVICE_NAME_LABEL) == Some(service.as_str())
@@ -120,7 +127,7 @@ impl Slices {
     /// Hand-written slices by (namespace, Service), for the given namespaces.
     pub fn hand_written_in(&self, namespaces: &BTreeSet<String>) -> SlicesByService {
         let mut out: SlicesByService = HashMap::new();
-        for slice in self.hand_written.state() {
+        for slice in self.hand_written.iter().flat_map(Store::state) {
             let (Some(ns), Some(svc)) = (slice.namespace(), label(&slice, SERVICE_NAME_LABEL))
             else {
                 continue;

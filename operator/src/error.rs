@@ -1,6 +1,7 @@
 //! The operator's one error type: transient errors requeue with backoff, permanent ones
 //! set a condition and wait for the user to change something.
 
+use crate::apply::NotOurs;
 use crate::resources::MissingMetadata;
 use crate::tenancy::InvalidSelector;
 
@@ -25,6 +26,10 @@ pub enum Error {
     /// Serializing an object for server-side apply failed (a bug).
     #[error("serialize {0}: {1}")]
     Serialize(&'static str, #[source] serde_json::Error),
+
+    /// A child's name is taken by an object that is not this instance's.
+    #[error(transparent)]
+    NotOurs(#[from] NotOurs),
 }
 
 impl Error {
@@ -40,13 +45,30 @@ impl Error {
                 _ => "finalizer",
             },
             Error::Serialize(..) => "serialize",
+            Error::NotOurs(_) => "not_ours",
+        }
+    }
+
+    /// The reason of the condition and Event a permanent error becomes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::NotOurs(_) => "ObjectOwnedElsewhere",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => "ReconcileFailed",
+            },
+            _ => "ReconcileFailed",
         }
     }
 
     /// Permanent errors need a change by the user; retrying soon will not help.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::InvalidSelector(_) | Error::MissingMetadata(_) | Error::Serialize(..) => true,
+            Error::InvalidSelector(_)
+            | Error::MissingMetadata(_)
+            | Error::Serialize(..)
+            | Error::NotOurs(_) => true,
             // 4xx other than conflicts and throttling mean the request itself is wrong.
             Error::Kube(kube::Error::Api(status)) => {
                 matches!(status.code, 400 | 403 | 404 | 422) && status.reason != "NotFound"
@@ -94,6 +116,20 @@ mod tests {
         assert_eq!(
             Error::InvalidSelector(InvalidSelector::new("bad")).metric_label(),
             "invalid_selector"
+        );
+        let taken = Error::from(NotOurs {
+            kind: "ClusterRole".into(),
+            name: "portico:team:web".into(),
+            owner: "belongs to IngressController other/web".into(),
+        });
+        assert!(taken.is_permanent(), "someone must remove the object");
+        assert_eq!(taken.reason(), "ObjectOwnedElsewhere");
+        assert_eq!(api_error(403, "Forbidden").reason(), "ReconcileFailed");
+        assert!(
+            taken.to_string().contains(
+                "ClusterRole portico:team:web already exists and belongs to IngressController other/web"
+            ),
+            "{taken}"
         );
     }
 }

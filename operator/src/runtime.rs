@@ -24,6 +24,7 @@ use crate::api::IngressController;
 use crate::controller::{self, Context};
 use crate::leader::{LeaderElector, LeaseConfig, default_identity};
 use crate::metrics::Metrics;
+use crate::policy;
 use crate::resources::Settings;
 
 /// Command line of `portico-operator`; every flag also reads `PORTICO_<FLAG>`.
@@ -39,7 +40,8 @@ pub struct Options {
     pub proxy_image: String,
 
     /// Namespaces whose instances may serve any namespace their selector matches, without
-    /// the namespace's consent annotation.
+    /// the namespace's consent annotation, and may set every field the tenant policy keeps
+    /// for the platform.
     #[arg(long, env = "PORTICO_TRUSTED_NAMESPACES", value_delimiter = ',')]
     pub trusted_namespaces: Vec<String>,
 
@@ -53,10 +55,62 @@ pub struct Options {
     /// serving them (by default only the instance's own namespace's are).
     #[arg(long, env = "PORTICO_CATCH_ALL_NAMESPACES", value_delimiter = ',')]
     pub catch_all_namespaces: Vec<String>,
+
     /// Ranges no proxy may dial, whatever an EndpointSlice says: the node and
     /// control-plane networks (the proxies' --denied-endpoint-cidrs).
     #[arg(long, env = "PORTICO_DENIED_ENDPOINT_CIDRS", value_delimiter = ',')]
     pub denied_endpoint_cidrs: Vec<IpNet>,
+    /// The only namespaces instances may live in and serve; the operator then watches and
+    /// writes namespaced objects only there, so namespaced Roles suffice (the chart's
+    /// `watchNamespaces`). Empty: every namespace.
+    #[arg(long, env = "PORTICO_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// Namespaces whose instances may set the fields the tenant policy keeps for the
+    /// platform (image, default class, scheduling, annotations, Service type and ports,
+    /// beyond the ceilings), without serving other namespaces unasked.
+    #[arg(long, env = "PORTICO_PRIVILEGED_NAMESPACES", value_delimiter = ',')]
+    pub privileged_namespaces: Vec<String>,
+
+    /// Proxy images other namespaces may set in spec.image, besides --proxy-image; an entry
+    /// ending in `*` is a prefix.
+    #[arg(long, env = "PORTICO_ALLOWED_PROXY_IMAGES", value_delimiter = ',')]
+    pub allowed_proxy_images: Vec<String>,
+
+    /// Service annotation keys other namespaces may set; an entry ending in `*` is a prefix.
+    #[arg(
+        long,
+        env = "PORTICO_ALLOWED_SERVICE_ANNOTATIONS",
+        value_delimiter = ','
+    )]
+    pub allowed_service_annotations: Vec<String>,
+
+    /// Pod annotation keys other namespaces may set; an entry ending in `*` is a prefix.
+    #[arg(long, env = "PORTICO_ALLOWED_POD_ANNOTATIONS", value_delimiter = ',')]
+    pub allowed_pod_annotations: Vec<String>,
+
+    /// Service types other namespaces may use (an unset type is LoadBalancer).
+    #[arg(
+        long,
+        env = "PORTICO_ALLOWED_SERVICE_TYPES",
+        value_delimiter = ',',
+        default_values = ["LoadBalancer", "NodePort", "ClusterIP"],
+        value_parser = ["LoadBalancer", "NodePort", "ClusterIP"]
+    )]
+    pub allowed_service_types: Vec<String>,
+
+    /// Most proxy pods an instance in another namespace may ask for (spec.replicas, 2 when
+    /// unset, or spec.autoscaling.maxReplicas).
+    #[arg(long, env = "PORTICO_MAX_REPLICAS", default_value_t = policy::DEFAULT_MAX_REPLICAS, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub max_replicas: i32,
+
+    /// Ceiling of the proxy's cpu request and limit for other namespaces; empty for none.
+    #[arg(long, env = "PORTICO_MAX_CPU", default_value = policy::DEFAULT_MAX_CPU, value_parser = ceiling)]
+    pub max_cpu: String,
+
+    /// Ceiling of the proxy's memory request and limit for other namespaces; empty for none.
+    #[arg(long, env = "PORTICO_MAX_MEMORY", default_value = policy::DEFAULT_MAX_MEMORY, value_parser = ceiling)]
+    pub max_memory: String,
 
     /// Port of /metrics, /healthz and /readyz.
     #[arg(long, env = "PORTICO_ADMIN_PORT", default_value_t = 8080)]
@@ -91,25 +145,51 @@ pub struct Options {
     pub log_level: String,
 }
 
+/// A resource ceiling flag: a quantity, or empty for none.
+fn ceiling(s: &str) -> Result<String, String> {
+    match policy::parse_quantity(s) {
+        _ if s.is_empty() => Ok(String::new()),
+        Some(n) if n >= 0 => Ok(s.to_owned()),
+        _ => Err(format!(
+            "{s:?} is not a resource quantity such as 2, 500m or 4Gi (empty: no ceiling)"
+        )),
+    }
+}
+
 impl Options {
     pub fn settings(&self) -> Settings {
+        let names = |list: &[String]| -> BTreeSet<String> {
+            list.iter().filter(|n| !n.is_empty()).cloned().collect()
+        };
+        let patterns = |list: &[String]| -> Vec<policy::Pattern> {
+            list.iter()
+                .filter(|n| !n.is_empty())
+                .map(|p| policy::Pattern(p.clone()))
+                .collect()
+        };
         Settings {
             proxy_image: self.proxy_image.clone(),
-            trusted_namespaces: self
-                .trusted_namespaces
-                .iter()
-                .filter(|n| !n.is_empty())
-                .cloned()
-                .collect::<BTreeSet<_>>(),
+            trusted_namespaces: names(&self.trusted_namespaces),
             drain_period: std::time::Duration::from_secs(self.proxy_drain_seconds),
             host_ownership_exempt: self.host_ownership_exempt.iter().cloned().collect(),
-            catch_all_namespaces: self
-                .catch_all_namespaces
-                .iter()
-                .map(|n| n.trim().to_owned())
-                .filter(|n| !n.is_empty())
-                .collect(),
+            catch_all_namespaces: names(&self.catch_all_namespaces),
             denied_endpoint_cidrs: self.denied_endpoint_cidrs.clone(),
+            policy: policy::TenantPolicy {
+                privileged_namespaces: names(&self.privileged_namespaces),
+                allowed_images: patterns(&self.allowed_proxy_images),
+                allowed_service_annotations: patterns(&self.allowed_service_annotations),
+                allowed_pod_annotations: patterns(&self.allowed_pod_annotations),
+                allowed_service_types: self
+                    .allowed_service_types
+                    .iter()
+                    .filter_map(|t| policy::parse_service_type(t))
+                    .collect(),
+                max_replicas: self.max_replicas,
+                // Both were checked by `ceiling` when parsed.
+                max_cpu: policy::Ceiling::parse(&self.max_cpu),
+                max_memory: policy::Ceiling::parse(&self.max_memory),
+            },
+            watch_namespaces: Some(names(&self.watch_namespaces)).filter(|n| !n.is_empty()),
         }
     }
 }
@@ -260,4 +340,86 @@ pub fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
         let _ = tx.send(true);
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn policy_flags_default_to_the_policy_defaults() {
+        let options = Options::try_parse_from(["portico-operator"]).expect("defaults parse");
+        assert_eq!(options.settings().policy, policy::TenantPolicy::default());
+    }
+
+    #[test]
+    fn policy_flags_reach_the_settings() {
+        let options = Options::try_parse_from([
+            "portico-operator",
+            "--trusted-namespaces=platform",
+            "--privileged-namespaces=edge,",
+            "--allowed-proxy-images=registry.example.com/proxy:*",
+            "--allowed-service-annotations=a/b,c/*",
+            "--allowed-service-types=ClusterIP",
+            "--max-replicas=4",
+            "--max-cpu=",
+            "--max-memory=512Mi",
+        ])
+        .expect("parses");
+        let settings = options.settings();
+        let p = &settings.policy;
+        assert_eq!(p.privileged_namespaces, ["edge".to_owned()].into());
+        assert_eq!(
+            p.allowed_images,
+            [policy::Pattern("registry.example.com/proxy:*".into())]
+        );
+        assert_eq!(p.allowed_service_annotations.len(), 2);
+        assert!(p.allowed_pod_annotations.is_empty());
+        assert_eq!(
+            p.allowed_service_types,
+            [crate::api::ServiceType::ClusterIP].into()
+        );
+        assert_eq!(p.max_replicas, 4);
+        assert_eq!(p.max_cpu, None, "empty: no ceiling");
+        assert_eq!(p.max_memory, policy::Ceiling::parse("512Mi"));
+        assert!(policy::trusted("platform", &settings));
+        assert_eq!(
+            settings.watch_namespaces, None,
+            "every namespace by default"
+        );
+        assert!(settings.watches("anywhere"));
+        assert!(policy::trusted("edge", &settings));
+        assert!(!policy::trusted("team-a", &settings));
+    }
+
+    #[test]
+    fn watch_namespaces_confine_instances() {
+        let options =
+            Options::try_parse_from(["portico-operator", "--watch-namespaces=team-a,shop"])
+                .expect("parses");
+        let settings = options.settings();
+        assert_eq!(
+            settings.watch_namespaces,
+            Some(["shop".to_owned(), "team-a".to_owned()].into())
+        );
+        assert!(settings.watches("shop"));
+        assert!(!settings.watches("team-b"));
+    }
+
+    #[test]
+    fn bad_policy_flags_are_refused_naming_the_flag() {
+        for (flag, mention) in [
+            ("--max-cpu=two", "--max-cpu"),
+            ("--max-memory=-1Gi", "--max-memory"),
+            ("--allowed-service-types=Ingress", "--allowed-service-types"),
+            ("--max-replicas=0", "--max-replicas"),
+        ] {
+            let error = Options::try_parse_from(["portico-operator", flag])
+                .expect_err(flag)
+                .to_string();
+            assert!(error.contains(mention), "{flag}: {error}");
+        }
+    }
 }

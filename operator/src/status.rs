@@ -4,7 +4,8 @@
 //! ```text
 //!  Deployment (replicas, available) ─┐
 //!  Service (LB ingress | clusterIP)  ─┼─▶ IngressControllerStatus ─▶ status subresource
-//!  class claim, reconcile errors     ─┘          └─ addresses ─▶ Ingress status.loadBalancer
+//!  class claim, tenant policy,       ─┘          └─ addresses ─▶ Ingress status.loadBalancer
+//!  reconcile errors
 //! ```
 
 use std::collections::BTreeMap;
@@ -88,8 +89,10 @@ pub struct Observed<'a> {
     pub deployment: Option<&'a Deployment>,
     /// A message when another owner holds the class.
     pub class_conflict: Option<String>,
-    /// A permanent reconcile error the user must fix.
-    pub error: Option<String>,
+    /// A permanent reconcile error the user must fix: its reason and message.
+    pub error: Option<(&'static str, String)>,
+    /// What the tenant policy refuses in the spec (nothing was applied).
+    pub policy_violation: Option<String>,
 }
 
 struct Cond {
@@ -113,8 +116,53 @@ fn cond(
     }
 }
 
-/// The four conditions, in a fixed order.
+/// Condition types in the order the status lists them.
+const ORDER: [&str; 5] = [
+    conditions::READY,
+    conditions::PROGRESSING,
+    conditions::DEGRADED,
+    conditions::CLASS_CONFLICT,
+    conditions::POLICY_VIOLATION,
+];
+
+/// The conditions `observed` decides; those it did not evaluate (the class is not looked at
+/// while the policy refuses the spec) are left out and keep their last value.
 fn compute(observed: &Observed) -> Vec<Cond> {
+    if let Some(violation) = &observed.policy_violation {
+        return vec![
+            cond(
+                conditions::READY,
+                false,
+                "PolicyViolation",
+                violation.clone(),
+            ),
+            cond(
+                conditions::PROGRESSING,
+                false,
+                "PolicyViolation",
+                "nothing is applied while the spec violates the tenant policy",
+            ),
+            cond(
+                conditions::DEGRADED,
+                true,
+                "PolicyViolation",
+                violation.clone(),
+            ),
+            cond(
+                conditions::POLICY_VIOLATION,
+                true,
+                "FieldsNotAllowed",
+                violation.clone(),
+            ),
+        ];
+    }
+    // Every other path got past the policy.
+    let policy = cond(
+        conditions::POLICY_VIOLATION,
+        false,
+        "WithinPolicy",
+        "the spec keeps to the tenant policy",
+    );
     if let Some(conflict) = &observed.class_conflict {
         return vec![
             cond(conditions::READY, false, "ClassConflict", conflict.clone()),
@@ -136,6 +184,7 @@ fn compute(observed: &Observed) -> Vec<Cond> {
                 "ClassOwnedElsewhere",
                 conflict.clone(),
             ),
+            policy,
         ];
     }
     let class = cond(
@@ -144,17 +193,13 @@ fn compute(observed: &Observed) -> Vec<Cond> {
         "ClassOwned",
         "the IngressClass belongs to this instance",
     );
-    if let Some(error) = &observed.error {
+    if let Some((reason, error)) = &observed.error {
         return vec![
-            cond(conditions::READY, false, "ReconcileFailed", error.clone()),
-            cond(
-                conditions::PROGRESSING,
-                false,
-                "ReconcileFailed",
-                error.clone(),
-            ),
-            cond(conditions::DEGRADED, true, "ReconcileFailed", error.clone()),
+            cond(conditions::READY, false, reason, error.clone()),
+            cond(conditions::PROGRESSING, false, reason, error.clone()),
+            cond(conditions::DEGRADED, true, reason, error.clone()),
             class,
+            policy,
         ];
     }
     let (desired, available, updated, stale) = match observed.deployment {
@@ -219,29 +264,34 @@ fn compute(observed: &Observed) -> Vec<Cond> {
     } else {
         cond(conditions::DEGRADED, false, "AsExpected", "")
     };
-    vec![ready, progressing, degraded, class]
+    vec![ready, progressing, degraded, class, policy]
 }
 
 /// Conditions for `observed`, keeping `lastTransitionTime` of those whose status did not
 /// change, so that an unchanged world yields an identical status (and no write).
 pub fn conditions(previous: &[Condition], observed: &Observed, now: Timestamp) -> Vec<Condition> {
-    compute(observed)
-        .into_iter()
-        .map(|c| {
+    let mut computed = compute(observed);
+    ORDER
+        .iter()
+        .filter_map(|type_| {
+            let Some(at) = computed.iter().position(|c| c.type_ == *type_) else {
+                return previous.iter().find(|p| p.type_ == *type_).cloned();
+            };
+            let c = computed.swap_remove(at);
             let status = if c.status { "True" } else { "False" }.to_owned();
             let last_transition_time = previous
                 .iter()
                 .find(|p| p.type_ == c.type_ && p.status == status)
                 .map(|p| p.last_transition_time.clone())
                 .unwrap_or(Time(now));
-            Condition {
+            Some(Condition {
                 type_: c.type_.into(),
                 status,
                 reason: c.reason.into(),
                 message: c.message,
                 observed_generation: observed.generation,
                 last_transition_time,
-            }
+            })
         })
         .collect()
 }
@@ -338,6 +388,60 @@ mod tests {
         let c = conditions(&[], &obs, Timestamp::UNIX_EPOCH);
         assert_eq!(get(&c, "ClassConflict").status, "True");
         assert_eq!(get(&c, "Ready").status, "False");
+    }
+
+    #[test]
+    fn a_policy_violation_is_a_condition_and_clears_when_fixed() {
+        let now = Timestamp::UNIX_EPOCH;
+        let conflict = Observed {
+            generation: Some(1),
+            class_conflict: Some("owned by x/y".into()),
+            ..Default::default()
+        };
+        let before = conditions(&[], &conflict, now);
+        let refused = Observed {
+            generation: Some(2),
+            policy_violation: Some("spec.nodeSelector: not allowed".into()),
+            ..Default::default()
+        };
+        let c = conditions(&before, &refused, now);
+        let types: Vec<&str> = c.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ORDER, "one of each, in order");
+        assert_eq!(
+            (
+                get(&c, "PolicyViolation").status.as_str(),
+                get(&c, "PolicyViolation").reason.as_str()
+            ),
+            ("True", "FieldsNotAllowed")
+        );
+        assert!(
+            get(&c, "PolicyViolation")
+                .message
+                .contains("spec.nodeSelector")
+        );
+        assert_eq!(get(&c, "Ready").reason, "PolicyViolation");
+        assert_eq!(get(&c, "Degraded").status, "True");
+        assert_eq!(
+            get(&c, "ClassConflict"),
+            get(&before, "ClassConflict"),
+            "the class is not looked at while the policy refuses: its condition is kept"
+        );
+
+        let d = deployment(2, 2);
+        let fixed = Observed {
+            generation: Some(3),
+            deployment: Some(&d),
+            ..Default::default()
+        };
+        let c = conditions(&c, &fixed, Timestamp::from_second(60).expect("valid"));
+        assert_eq!(
+            (
+                get(&c, "PolicyViolation").status.as_str(),
+                get(&c, "PolicyViolation").reason.as_str()
+            ),
+            ("False", "WithinPolicy")
+        );
+        assert_eq!(get(&c, "Ready").status, "True");
     }
 
     #[test]

@@ -19,6 +19,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
@@ -42,6 +45,8 @@ const UPDATE: &str = "PORTICO_UPDATE_GOLDEN";
 /// The release name the golden files and the install test use.
 const RELEASE: &str = "portico";
 const CRD_NAME: &str = "ingresscontrollers.portico.dev";
+/// The chart's ValidatingAdmissionPolicy and its binding, for release [`RELEASE`].
+const TENANT_POLICY: &str = "portico-tenant-policy";
 
 fn chart_dir() -> PathBuf {
     workspace_root().join("charts/portico")
@@ -416,6 +421,19 @@ fn typos_and_wrong_types_in_values_are_refused() {
             "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false",
             "/metrics/service/enabled",
         ),
+        ("tenantPolicy.maxReplica=3", "maxReplica"),
+        (
+            "tenantPolicy.allowedServiceTypes={Ingress}",
+            "/tenantPolicy/allowedServiceTypes/0",
+        ),
+        (
+            "tenantPolicy.maxResources.cpu=two",
+            "/tenantPolicy/maxResources/cpu",
+        ),
+        (
+            "tenantPolicy.privilegedNamespaces[0]=Not_A_Namespace",
+            "/tenantPolicy/privilegedNamespaces/0",
+        ),
     ];
     for (set, mention) in refused {
         let out = template(&["--set", set]);
@@ -437,7 +455,31 @@ fn typos_and_wrong_types_in_values_are_refused() {
         "valid --set refused:\n{}",
         text(&out.stderr)
     );
-    assert!(text(&out.stdout).contains("--trusted-namespaces=platform,edge"));
+    let rendered = text(&out.stdout);
+    assert!(rendered.contains("--trusted-namespaces=platform,edge"));
+    assert!(
+        rendered.contains(r#"values: ["platform","edge"]"#),
+        "trusted namespaces are exempt from the admission policy:\n{rendered}"
+    );
+    let out = template(&[
+        "--set",
+        "tenantPolicy.privilegedNamespaces={edge}",
+        "--set",
+        "tenantPolicy.maxResources.cpu=",
+        "--set",
+        "tenantPolicy.admissionPolicy.enabled=false",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rendered = text(&out.stdout);
+    assert!(rendered.contains("--privileged-namespaces=edge"));
+    assert!(
+        rendered.contains("--max-cpu=\n"),
+        "no cpu ceiling:\n{rendered}"
+    );
+    assert!(
+        !rendered.contains("ValidatingAdmissionPolicy"),
+        "admissionPolicy.enabled=false installs no policy"
+    );
 }
 
 /// The operator's RBAC, as rendered: no wildcards, no verbs that mint or borrow power, no
@@ -445,14 +487,25 @@ fn typos_and_wrong_types_in_values_are_refused() {
 /// the exact rules; this says which properties must survive any change to them.)
 #[test]
 fn operator_rbac_has_no_wildcards_or_escalation() {
-    let out = template(&[
-        "--show-only",
-        "templates/clusterrole.yaml",
-        "--show-only",
-        "templates/role.yaml",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let rendered = text(&out.stdout);
+    let namespaced = chart_dir().join("ci/namespaced-values.yaml");
+    for extra in [
+        &[][..],
+        &["--values", namespaced.to_str().expect("utf-8")][..],
+    ] {
+        let mut args = vec![
+            "--show-only",
+            "templates/clusterrole.yaml",
+            "--show-only",
+            "templates/role.yaml",
+        ];
+        args.extend_from_slice(extra);
+        let out = template(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        check_operator_rules(&text(&out.stdout));
+    }
+}
+
+fn check_operator_rules(rendered: &str) {
     let mut rules = Vec::new();
     for doc in rendered.split("\n---").filter(|d| d.contains("kind:")) {
         let obj: Value = serde_saphyr::from_str(doc).expect("rendered RBAC parses");
@@ -727,6 +780,14 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         .get(RELEASE)
         .await
         .context("chart ClusterRoleBinding")?;
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .get(TENANT_POLICY)
+        .await
+        .context("chart ValidatingAdmissionPolicy")?;
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .get(TENANT_POLICY)
+        .await
+        .context("chart ValidatingAdmissionPolicyBinding")?;
     // The CRD may take a moment to be served after helm created it.
     let deadline = Instant::now() + Duration::from_secs(20);
     while ingress_controller_api(client.clone(), &release_ns)
@@ -825,7 +886,7 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
         .context("create Ingress")?;
 
     let children = Duration::from_secs(60);
-    let rbac_name = format!("portico-{tenant}-web");
+    let rbac_name = format!("portico:{tenant}:web");
     let check = async {
         wait_for(
             &Api::<ServiceAccount>::namespaced(client.clone(), &tenant),
@@ -1063,6 +1124,20 @@ async fn install_reconciles_with_the_charts_rbac_and_uninstall_leaves_nothing() 
             .await?
             .is_none(),
         "ClusterRoleBinding left behind"
+    );
+    assert!(
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .get_opt(TENANT_POLICY)
+            .await?
+            .is_none(),
+        "ValidatingAdmissionPolicy left behind"
+    );
+    assert!(
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .get_opt(TENANT_POLICY)
+            .await?
+            .is_none(),
+        "ValidatingAdmissionPolicyBinding left behind"
     );
     let releases = helm(&[
         "list",

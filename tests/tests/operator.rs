@@ -343,7 +343,7 @@ async fn instance_children_follow_spec_are_repaired_and_removed_with_it() {
     let cluster_bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     let roles_other: Api<Role> = Api::namespaced(client.clone(), &other);
     let bindings_other: Api<RoleBinding> = Api::namespaced(client.clone(), &other);
-    let rbac_name = format!("portico-{ns}-web");
+    let rbac_name = format!("portico:{ns}:web");
 
     let deployment = eventually("the Deployment", || async {
         get_opt(&deployments, "portico-web").await
@@ -624,7 +624,7 @@ async fn tenants_are_isolated_and_a_taken_class_is_a_conflict() {
         .await
         .expect("create Ingress");
     let roles_a: Api<Role> = Api::namespaced(client.clone(), &ns_a);
-    let role_name = format!("portico-{ns_a}-web");
+    let role_name = format!("portico:{ns_a}:web");
     eventually(
         "the Role to allow exactly the referenced Secret",
         || async {
@@ -771,7 +771,7 @@ async fn tenants_are_isolated_and_a_taken_class_is_a_conflict() {
     assert!(
         get_opt(
             &Api::<ClusterRole>::all(client.clone()),
-            &format!("portico-{ns_b}-thief")
+            &format!("portico:{ns_b}:thief")
         )
         .await
         .is_none(),
@@ -832,7 +832,7 @@ async fn consent_and_trust_decide_served_namespaces() {
         json!({ "ingressClassName": format!("{home}-class"), "namespaceSelector": selector }),
     )
     .await;
-    let rbac_name = format!("portico-{home}-web");
+    let rbac_name = format!("portico:{home}:web");
     let roles_guest: Api<Role> = Api::namespaced(client.clone(), &guest);
     let bindings_guest: Api<RoleBinding> = Api::namespaced(client.clone(), &guest);
 
@@ -954,7 +954,7 @@ async fn consent_and_trust_decide_served_namespaces() {
         json!({ "ingressClassName": trusted_class, "namespaceSelector": trusted_selector }),
     )
     .await;
-    let trusted_rbac = format!("portico-{TRUSTED_NS}-{home}");
+    let trusted_rbac = format!("portico:{TRUSTED_NS}:{home}");
     let label = json!({ "metadata": { "labels": { "portico-trusted-test": &home } } });
     namespaces
         .patch(&guest, &PatchParams::default(), &Patch::Merge(&label))
@@ -1426,5 +1426,421 @@ async fn ingresses_the_proxy_would_skip_get_an_event_and_are_counted_as_rejected
             .await
             .is_some_and(|i| has_address(&i)),
         "the older Ingress keeps serving"
+    );
+}
+
+/// Creates `namespace` unless it exists (fixed names, for the tests that need them).
+async fn ensure_namespace(client: &Client, namespace: &str) {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(namespace.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create namespace {namespace}: {e}"),
+    }
+}
+
+/// Creates an RBAC object (or anything else) from JSON with the admin client.
+async fn create_json<K>(api: &Api<K>, body: Value)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(body.clone()).expect("valid object");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {body}: {e}"));
+}
+
+fn labels_of(namespace: &str, name: &str) -> Value {
+    json!(portico_operator::resources::instance_labels(
+        namespace, name
+    ))
+}
+
+fn proxy_subject(namespace: &str, name: &str) -> Value {
+    json!([{ "kind": "ServiceAccount", "name": format!("portico-{name}"), "namespace": namespace }])
+}
+
+#[tokio::test]
+async fn instances_whose_names_join_alike_each_keep_their_own_rbac() {
+    let (cp, client) = cluster().await;
+    // `team-a/web` and `team/a-web` both had the RBAC name `portico-team-a-web` once.
+    let tenants = [
+        ("team-a", "web", "collide-web"),
+        ("team", "a-web", "collide-a-web"),
+    ];
+    for (ns, ..) in tenants {
+        ensure_namespace(&client, ns).await;
+    }
+
+    // What an older operator left behind: one ClusterRole and ClusterRoleBinding both
+    // instances fought over (the last writer, team/a-web, holds the labels), and a Role and
+    // RoleBinding of that name in each namespace.
+    let legacy = "portico-team-a-web";
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    create_json(
+        &cluster_roles,
+        json!({
+            "metadata": { "name": legacy, "labels": labels_of("team", "a-web") },
+            "rules": [{ "apiGroups": ["networking.k8s.io"], "resources": ["ingressclasses"],
+                        "resourceNames": ["collide-a-web"], "verbs": ["get", "list", "watch"] }],
+        }),
+    )
+    .await;
+    create_json(
+        &cluster_bindings,
+        json!({
+            "metadata": { "name": legacy, "labels": labels_of("team", "a-web") },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": legacy },
+            "subjects": proxy_subject("team", "a-web"),
+        }),
+    )
+    .await;
+    for (ns, name, _) in tenants {
+        create_json(
+            &Api::<Role>::namespaced(client.clone(), ns),
+            json!({
+                "metadata": { "name": legacy, "namespace": ns, "labels": labels_of(ns, name) },
+                "rules": [{ "apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"] }],
+            }),
+        )
+        .await;
+        create_json(
+            &Api::<RoleBinding>::namespaced(client.clone(), ns),
+            json!({
+                "metadata": { "name": legacy, "namespace": ns, "labels": labels_of(ns, name) },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": legacy },
+                "subjects": proxy_subject(ns, name),
+            }),
+        )
+        .await;
+    }
+
+    for (ns, name, class) in tenants {
+        apply_instance(
+            &client,
+            ns,
+            name,
+            json!({ "ingressClassName": class, "service": { "type": "ClusterIP" } }),
+        )
+        .await;
+    }
+
+    // Each keeps its own four objects, bound to its own proxy ServiceAccount.
+    for (ns, name, class) in tenants {
+        let rbac = format!("portico:{ns}:{name}");
+        let subjects: Vec<k8s_openapi::api::rbac::v1::Subject> =
+            serde_json::from_value(proxy_subject(ns, name)).expect("subjects");
+        let roles: Api<Role> = Api::namespaced(client.clone(), ns);
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
+        let cluster_role = eventually(&format!("ClusterRole {rbac}"), || async {
+            get_opt(&cluster_roles, &rbac).await
+        })
+        .await;
+        let rules = cluster_role.rules.unwrap_or_default();
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(
+            rules[0].resource_names.as_deref(),
+            Some(&[class.to_owned()][..]),
+            "{rbac} names its own class only"
+        );
+        assert_eq!(
+            portico_operator::resources::instance_of(&cluster_role.metadata),
+            Some((ns.to_owned(), name.to_owned()))
+        );
+        let binding = eventually(&format!("ClusterRoleBinding {rbac}"), || async {
+            get_opt(&cluster_bindings, &rbac).await
+        })
+        .await;
+        assert_eq!(binding.role_ref.name, rbac);
+        assert_eq!(binding.subjects.as_ref(), Some(&subjects));
+        let role = eventually(&format!("Role {ns}/{rbac}"), || async {
+            get_opt(&roles, &rbac).await
+        })
+        .await;
+        assert!(
+            role.rules.iter().flatten().any(|r| r
+                .resources
+                .iter()
+                .flatten()
+                .any(|res| res == "ingresses")),
+            "{role:?}"
+        );
+        let binding = eventually(&format!("RoleBinding {ns}/{rbac}"), || async {
+            get_opt(&bindings, &rbac).await
+        })
+        .await;
+        assert_eq!(
+            (
+                binding.role_ref.kind.as_str(),
+                binding.role_ref.name.as_str()
+            ),
+            ("Role", rbac.as_str())
+        );
+        assert_eq!(binding.subjects.as_ref(), Some(&subjects));
+        // The older operator's objects are gone once the new ones are in place.
+        eventually(
+            &format!("the legacy Role(Binding) in {ns} to go"),
+            || async {
+                (get_opt(&roles, legacy).await.is_none()
+                    && get_opt(&bindings, legacy).await.is_none())
+                .then_some(())
+            },
+        )
+        .await;
+    }
+    eventually("the legacy ClusterRole(Binding) to go", || async {
+        (get_opt(&cluster_roles, legacy).await.is_none()
+            && get_opt(&cluster_bindings, legacy).await.is_none())
+        .then_some(())
+    })
+    .await;
+
+    // Seen from each proxy's real token: its own class and namespace, nothing of the other's.
+    for (i, (ns, name, class)) in tenants.iter().enumerate() {
+        let (other_ns, _, other_class) = tenants[1 - i];
+        let token = cp
+            .service_account_token(ns, &format!("portico-{name}"))
+            .await
+            .expect("token of the proxy");
+        let proxy = cp.client_with_token(&token);
+        eventually(
+            &format!("{ns}/{name}'s proxy reads its class and Ingresses"),
+            || async {
+                let ok = Api::<IngressClass>::all(proxy.clone())
+                    .get(class)
+                    .await
+                    .is_ok()
+                    && Api::<Ingress>::namespaced(proxy.clone(), ns)
+                        .list(&ListParams::default())
+                        .await
+                        .is_ok()
+                    && Api::<EndpointSlice>::namespaced(proxy.clone(), ns)
+                        .list(&ListParams::default())
+                        .await
+                        .is_ok();
+                ok.then_some(())
+            },
+        )
+        .await;
+        assert!(
+            is_403(
+                Api::<IngressClass>::all(proxy.clone())
+                    .get(other_class)
+                    .await
+            ),
+            "{ns}/{name} reads {other_class}"
+        );
+        assert!(
+            is_403(
+                Api::<Ingress>::namespaced(proxy.clone(), other_ns)
+                    .list(&ListParams::default())
+                    .await
+            ),
+            "{ns}/{name} lists Ingresses in {other_ns}"
+        );
+        assert!(
+            is_403(
+                Api::<Service>::namespaced(proxy.clone(), other_ns)
+                    .list(&ListParams::default())
+                    .await
+            ),
+            "{ns}/{name} lists Services in {other_ns}"
+        );
+        assert!(
+            is_403(
+                Api::<IngressClass>::all(proxy.clone())
+                    .list(&ListParams::default())
+                    .await
+            ),
+            "{ns}/{name} lists all IngressClasses"
+        );
+    }
+
+    for (ns, name, _) in tenants {
+        instances(&client, ns)
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete instance");
+    }
+    eventually("both instances' cluster RBAC to go", || async {
+        let mut gone = true;
+        for (ns, name, _) in tenants {
+            let rbac = format!("portico:{ns}:{name}");
+            gone &= get_opt(&cluster_roles, &rbac).await.is_none()
+                && get_opt(&cluster_bindings, &rbac).await.is_none();
+        }
+        gone.then_some(())
+    })
+    .await;
+}
+
+/// Warning Events about the IngressController `ns/name` with `reason`.
+async fn instance_events(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = events
+        .list(&ListParams::default())
+        .await
+        .expect("list Events");
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("IngressController")
+                        && r.name.as_deref() == Some(name)
+                })
+        })
+        .collect()
+}
+
+fn condition_message(ic: &IngressController, type_: &str) -> String {
+    ic.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_child_name_held_by_another_owner_is_never_taken_over() {
+    let (cp, client) = cluster().await;
+    let ns = cp.new_namespace("taken").await;
+    // A ClusterRole under this instance's RBAC name whose labels say another instance owns it.
+    let rbac = format!("portico:{ns}:web");
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    create_json(
+        &cluster_roles,
+        json!({
+            "metadata": { "name": rbac, "labels": labels_of("elsewhere", "web") },
+            "rules": [{ "apiGroups": ["networking.k8s.io"], "resources": ["ingressclasses"],
+                        "resourceNames": ["elsewhere-class"], "verbs": ["get"] }],
+        }),
+    )
+    .await;
+    // And a ServiceAccount under another instance's proxy name that is no one's.
+    cp.ensure_service_account(&ns, "portico-api")
+        .await
+        .expect("ServiceAccount");
+
+    apply_instance(
+        &client,
+        &ns,
+        "web",
+        json!({ "ingressClassName": format!("{ns}-web"), "service": { "type": "ClusterIP" } }),
+    )
+    .await;
+    apply_instance(
+        &client,
+        &ns,
+        "api",
+        json!({ "ingressClassName": format!("{ns}-api"), "service": { "type": "ClusterIP" } }),
+    )
+    .await;
+    for (name, expected) in [
+        (
+            "web",
+            format!(
+                "ClusterRole {rbac} already exists and belongs to IngressController elsewhere/web"
+            ),
+        ),
+        (
+            "api",
+            format!(
+                "ServiceAccount {ns}/portico-api already exists and is not labelled as managed by portico-operator"
+            ),
+        ),
+    ] {
+        let ic = eventually(
+            &format!("{name}: Degraded=True, reason ObjectOwnedElsewhere"),
+            || async {
+                let ic = get_opt(&instances(&client, &ns), name).await?;
+                (condition(&ic, "Degraded")?
+                    == ("True".to_owned(), "ObjectOwnedElsewhere".to_owned()))
+                    .then_some(ic)
+            },
+        )
+        .await;
+        let message = condition_message(&ic, "Degraded");
+        assert!(message.contains(&expected), "{name}: {message}");
+        eventually(
+            &format!("{name}: an ObjectOwnedElsewhere Event"),
+            || async {
+                let events = instance_events(&client, &ns, name, "ObjectOwnedElsewhere").await;
+                events
+                    .iter()
+                    .any(|e| e.note.as_deref().is_some_and(|n| n.contains(&expected)))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    // Nothing was taken over, and nothing after the refusal was created.
+    let untouched = cluster_roles.get(&rbac).await.expect("the ClusterRole");
+    assert_eq!(
+        portico_operator::resources::instance_of(&untouched.metadata),
+        Some(("elsewhere".to_owned(), "web".to_owned()))
+    );
+    assert_eq!(
+        untouched.rules.unwrap_or_default()[0]
+            .resource_names
+            .as_deref(),
+        Some(&["elsewhere-class".to_owned()][..])
+    );
+    let account = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get("portico-api")
+        .await
+        .expect("the ServiceAccount");
+    assert_eq!(
+        account.metadata.labels, None,
+        "the ServiceAccount was labelled"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for name in ["portico-web", "portico-api"] {
+        assert!(
+            get_opt(&deployments, name).await.is_none(),
+            "{name} deployed"
+        );
+    }
+
+    // Once the object is gone, the next reconcile (here: a spec change) proceeds.
+    cluster_roles
+        .delete(&rbac, &DeleteParams::default())
+        .await
+        .expect("delete the foreign ClusterRole");
+    apply_instance(
+        &client,
+        &ns,
+        "web",
+        json!({ "ingressClassName": format!("{ns}-web"), "service": { "type": "ClusterIP" }, "replicas": 1 }),
+    )
+    .await;
+    eventually("web to deploy and Degraded=False", || async {
+        get_opt(&deployments, "portico-web").await?;
+        let ic = get_opt(&instances(&client, &ns), "web").await?;
+        (condition(&ic, "Degraded")?.0 == "False").then_some(())
+    })
+    .await;
+    let taken_back = eventually("the ClusterRole, now the instance's", || async {
+        get_opt(&cluster_roles, &rbac).await
+    })
+    .await;
+    assert_eq!(
+        portico_operator::resources::instance_of(&taken_back.metadata),
+        Some((ns.clone(), "web".to_owned()))
     );
 }

@@ -30,7 +30,7 @@ pub fn proxy_args(inputs: &Inputs) -> ProxyArgs {
     let http = spec.http.clone().unwrap_or_default();
     let policy = inputs
         .settings
-        .tenant_policy(&inputs.namespace, &inputs.name);
+        .routing_policy(&inputs.namespace, &inputs.name);
     let mut a = ProxyArgs::new(
         inputs.class_name(),
         &inputs.namespace,

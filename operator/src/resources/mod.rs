@@ -58,17 +58,30 @@ pub struct Settings {
     pub catch_all_namespaces: BTreeSet<String>,
     /// Ranges no proxy dials, whatever an EndpointSlice says (`--denied-endpoint-cidrs`).
     pub denied_endpoint_cidrs: Vec<IpNet>,
+    /// What instances outside trusted namespaces may set (`crate::policy`).
+    pub policy: crate::policy::TenantPolicy,
+    /// `--watch-namespaces`: the only namespaces instances may live in and serve, where
+    /// the operator may hold only namespaced Roles. `None`: every namespace.
+    pub watch_namespaces: Option<BTreeSet<String>>,
 }
 
 impl Settings {
-    /// The platform's tenancy decisions for instance `<namespace>/<name>`.
-    pub fn tenant_policy(&self, namespace: &str, name: &str) -> portico_ingress::TenantPolicy {
+    /// The tenant policy's routing part for instance `<namespace>/<name>`: the judgement's
+    /// host ownership and catch-all rules (its `IngressController` fields part is `policy`).
+    pub fn routing_policy(&self, namespace: &str, name: &str) -> portico_ingress::TenantPolicy {
         portico_ingress::TenantPolicy {
             host_ownership: !self
                 .host_ownership_exempt
                 .contains(&format!("{namespace}/{name}")),
             catch_all_namespaces: self.catch_all_namespaces.clone(),
         }
+    }
+
+    /// May instances live in, and serve, `namespace`?
+    pub fn watches(&self, namespace: &str) -> bool {
+        self.watch_namespaces
+            .as_ref()
+            .is_none_or(|list| list.contains(namespace))
     }
 }
 
@@ -81,6 +94,8 @@ impl Default for Settings {
             host_ownership_exempt: BTreeSet::new(),
             catch_all_namespaces: BTreeSet::new(),
             denied_endpoint_cidrs: Vec::new(),
+            policy: crate::policy::TenantPolicy::default(),
+            watch_namespaces: None,
         }
     }
 }
@@ -136,7 +151,7 @@ impl<'a> Inputs<'a> {
     pub fn proxy_name(&self) -> String {
         proxy_name(&self.name)
     }
-    /// `portico-<ns>-<name>`: Roles, RoleBindings, ClusterRole, ClusterRoleBinding.
+    /// `portico:<ns>:<name>`: Roles, RoleBindings, ClusterRole, ClusterRoleBinding.
     pub fn rbac_name(&self) -> String {
         rbac_name(&self.namespace, &self.name)
     }
@@ -193,8 +208,12 @@ pub fn proxy_name(name: &str) -> String {
     format!("portico-{name}")
 }
 
+/// `portico:<ns>:<name>`, the name of an instance's Roles, RoleBindings, ClusterRole and
+/// ClusterRoleBinding. RBAC names may hold colons; namespace and IngressController names
+/// (DNS labels and subdomains) cannot, so no two instances ever share one. The earlier
+/// `portico-<ns>-<name>` gave `team-a/web` and `team/a-web` the same ClusterRole.
 pub fn rbac_name(namespace: &str, name: &str) -> String {
-    format!("portico-{namespace}-{name}")
+    format!("portico:{namespace}:{name}")
 }
 
 /// Labels on every child of `<namespace>/<name>` (docs/contracts.md).
@@ -233,3 +252,32 @@ pub fn instance_of(meta: &ObjectMeta) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod golden;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rbac_names_of_instances_whose_names_join_alike_differ() {
+        // Both joined to `portico-team-a-web` before.
+        assert_ne!(rbac_name("team-a", "web"), rbac_name("team", "a-web"));
+        assert_eq!(rbac_name("team-a", "web"), "portico:team-a:web");
+        assert_eq!(rbac_name("team", "a-web"), "portico:team:a-web");
+    }
+
+    #[test]
+    fn only_objects_labelled_by_us_for_one_instance_belong_to_it() {
+        let meta = |labels: BTreeMap<String, String>| ObjectMeta {
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(
+            instance_of(&meta(instance_labels("team-a", "web"))),
+            Some(("team-a".to_owned(), "web".to_owned()))
+        );
+        let mut hand_made = instance_labels("team-a", "web");
+        hand_made.insert(LABEL_MANAGED_BY.into(), "kubectl".into());
+        assert_eq!(instance_of(&meta(hand_made)), None);
+        assert_eq!(instance_of(&ObjectMeta::default()), None);
+    }
+}

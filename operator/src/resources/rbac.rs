@@ -1,12 +1,12 @@
 //! Least-privilege, read-only RBAC of the proxy.
 //!
 //! ```text
-//!  served namespace N ──▶ Role portico-<ns>-<name> in N: get/list/watch ingresses, services,
+//!  served namespace N ──▶ Role portico:<ns>:<name> in N: get/list/watch ingresses, services,
 //!                          endpointslices; get/list/watch secrets and configmaps only by
 //!                          resourceNames (TLS certificates, backend CA bundles)
-//!                     ──▶ RoleBinding portico-<ns>-<name> in N ──▶ SA <ns>/portico-<name>
-//!  cluster            ──▶ ClusterRole portico-<ns>-<name>: get/list/watch its own IngressClass
-//!                     ──▶ ClusterRoleBinding portico-<ns>-<name>
+//!                     ──▶ RoleBinding portico:<ns>:<name> in N ──▶ SA <ns>/portico-<name>
+//!  cluster            ──▶ ClusterRole portico:<ns>:<name>: get/list/watch its own IngressClass
+//!                     ──▶ ClusterRoleBinding portico:<ns>:<name>
 //! ```
 //!
 //! An empty `resourceNames` means *all* objects, so the Secrets rule is omitted when no

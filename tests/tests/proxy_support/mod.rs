@@ -194,7 +194,7 @@ impl Instance {
         &self,
         secrets: BTreeMap<String, BTreeSet<String>>,
     ) -> Result<()> {
-        let role_name = format!("portico-{}-{}", self.ns, self.name);
+        let role_name = format!("portico:{}:{}", self.ns, self.name);
         for (ns, names) in secrets {
             let roles = Api::<Role>::namespaced(self.client.clone(), &ns);
             let role_name = role_name.clone();

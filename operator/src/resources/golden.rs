@@ -24,6 +24,10 @@ struct Case {
     trusted_namespaces: BTreeSet<String>,
     #[serde(default)]
     denied_endpoint_cidrs: Vec<String>,
+    #[serde(default)]
+    host_ownership_exempt: BTreeSet<String>,
+    #[serde(default)]
+    catch_all_namespaces: BTreeSet<String>,
 }
 
 fn testdata() -> PathBuf {
@@ -66,6 +70,8 @@ fn builders_match_golden_files() {
                 .iter()
                 .map(|c| c.parse().expect("fixture CIDR"))
                 .collect(),
+            host_ownership_exempt: case.host_ownership_exempt.clone(),
+            catch_all_namespaces: case.catch_all_namespaces.clone(),
             ..Settings::default()
         };
         let inputs = Inputs::new(

@@ -2,7 +2,7 @@
 //! reasons it cannot be served out. An Ingress with any problem is not served at all (a
 //! half-served Ingress would be harder to notice than a missing one).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
@@ -20,13 +20,16 @@ pub const MAX_PATHS_PER_INGRESS: usize = 1000;
 pub const MAX_PROBLEMS: usize = 10;
 
 /// Bounds on what one Ingress may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_paths: usize,
     /// `appProtocol: https` backends without a CA bundle are served, their certificate
     /// unverified (the instance's `backendTLS.allowUnverified`). When false, such a backend
     /// makes its Ingress unservable: a backend no one can authenticate is not reached.
     pub allow_unverified_backend_tls: bool,
+    /// ingress-nginx annotations (without the prefix) that would fail closed, which the
+    /// instance serves anyway, ignoring them (`spec.ingressNginx.acceptRisk`).
+    pub accept_risk: BTreeSet<String>,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
         Limits {
             max_paths: MAX_PATHS_PER_INGRESS,
             allow_unverified_backend_tls: true,
+            accept_risk: BTreeSet::new(),
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum Problem {
     SslRedirectAnnotation(String),
     #[error("annotation {SHARE_HOST_ANNOTATION}: {0:?} is not a namespace name")]
     ShareHostAnnotation(String),
+    #[error("annotation {}{name}: {reason}", crate::nginx::NGINX_PREFIX)]
+    NginxAnnotation { name: String, reason: String },
     #[error("{count} paths, more than the limit of {limit}")]
     TooManyPaths { count: usize, limit: usize },
     #[error("invalid host {0:?}")]
@@ -115,10 +121,15 @@ pub enum Problem {
 /// A servable Ingress, typed: what the proxy turns into routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
-    /// The `portico.dev/load-balance` annotation, when set.
+    /// The `portico.dev/load-balance` annotation, else ingress-nginx's, when set.
     pub load_balance: Option<LoadBalance>,
-    /// The `portico.dev/ssl-redirect` annotation, when set.
+    /// The `portico.dev/ssl-redirect` annotation, else ingress-nginx's, when set.
     pub ssl_redirect: Option<bool>,
+    /// ingress-nginx's `force-ssl-redirect`: 308 to HTTPS whether the host has TLS or not.
+    pub force_ssl_redirect: bool,
+    /// ingress-nginx annotations Portico does not honour (the Ingress is served without
+    /// them; an Event lists them).
+    pub not_honoured: Vec<crate::nginx::AnnotationVerdict>,
     /// One per path, in spec order.
     pub rules: Vec<Rule>,
     pub default_backend: Option<Backend>,
@@ -218,6 +229,13 @@ pub fn check<'s>(
     if let Err(p) = crate::judge::share_host_with(ingress) {
         problems.push(p);
     }
+    let nginx = crate::nginx::read(ingress, &limits.accept_risk);
+    for p in nginx.refusals.iter().cloned() {
+        problems.push(p);
+    }
+    let load_balance = load_balance.or_else(|| nginx.settings.load_balance.clone());
+    let ssl_redirect = ssl_redirect.or(nginx.settings.ssl_redirect);
+    let app_protocol = nginx.settings.app_protocol;
 
     let rules = spec.rules.as_deref().unwrap_or_default();
     let path_count: usize = rules
@@ -272,7 +290,7 @@ pub fn check<'s>(
         );
         resolved
             .entry(key)
-            .or_insert_with(|| resolve(namespace, b, &services, limits))
+            .or_insert_with(|| resolve(namespace, b, &services, limits, app_protocol))
             .clone()
     };
 
@@ -314,6 +332,8 @@ pub fn check<'s>(
     Ok(Checked {
         load_balance,
         ssl_redirect,
+        force_ssl_redirect: nginx.settings.force_ssl_redirect,
+        not_honoured: nginx.not_honoured().cloned().collect(),
         rules: checked_rules,
         default_backend,
         tls,
@@ -343,6 +363,7 @@ fn resolve<'s>(
     backend: &IngressBackend,
     services: &impl Fn(&str) -> Option<&'s Service>,
     limits: &Limits,
+    app_protocol: Option<&'static str>,
 ) -> Result<Backend, Problem> {
     let svc_backend = backend.service.as_ref().ok_or(Problem::ResourceBackend)?;
     let name = &svc_backend.name;
@@ -374,7 +395,11 @@ fn resolve<'s>(
             service: format!("{namespace}/{name}"),
             port: port_label.clone(),
         })?;
-    let tls = if is_tls_app_protocol(found.app_protocol.as_deref()) {
+    // ingress-nginx's backend-protocol annotation overrides the port's appProtocol.
+    let app_protocol = app_protocol
+        .map(str::to_owned)
+        .or_else(|| found.app_protocol.clone());
+    let tls = if is_tls_app_protocol(app_protocol.as_deref()) {
         Some(backend_tls(namespace, name, svc, limits)?)
     } else {
         None
@@ -383,7 +408,7 @@ fn resolve<'s>(
         service: name.clone(),
         port_label,
         port_name: found.name.clone().unwrap_or_default(),
-        app_protocol: found.app_protocol.clone(),
+        app_protocol,
         tls,
     })
 }

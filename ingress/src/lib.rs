@@ -20,6 +20,7 @@ mod endpoint;
 mod host;
 mod judge;
 mod load_balance;
+pub mod nginx;
 mod path;
 mod proxy_args;
 mod size;

@@ -292,6 +292,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "PORTICO_BACKEND_TLS_ALLOW_UNVERIFIED", default_value_t = true, action = clap::ArgAction::Set)]
     pub backend_tls_allow_unverified: bool,
 
+    /// ingress-nginx annotations (names without the prefix) that would make an Ingress
+    /// unserved because they decide access and are not supported, served anyway (ignored).
+    #[arg(long, env = "PORTICO_ACCEPT_RISK_ANNOTATIONS", value_delimiter = ',')]
+    pub accept_risk_annotations: Vec<String>,
+
     /// Upstream connections in use (requests in flight) per backend endpoint; a request
     /// beyond it waits up to the connect timeout for a slot, then gets 503.
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS_PER_ENDPOINT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -346,6 +351,21 @@ pub struct ProxyArgs {
 }
 
 impl ProxyArgs {
+    /// What one Ingress may ask for on this instance: the judgement's [`crate::Limits`],
+    /// the same for the proxy that parses these flags and the operator that renders them.
+    pub fn limits(&self) -> crate::Limits {
+        crate::Limits {
+            allow_unverified_backend_tls: self.backend_tls_allow_unverified,
+            accept_risk: self
+                .accept_risk_annotations
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            ..crate::Limits::default()
+        }
+    }
+
     /// Every flag's default, with the three the proxy cannot do without.
     pub fn new(ingress_class: &str, instance_namespace: &str, namespaces: Vec<String>) -> Self {
         let mut args = ProxyArgs::parse_from([
@@ -431,6 +451,12 @@ impl ProxyArgs {
                 value_name(self.underscores_in_headers)
             ),
         ]);
+        if !self.accept_risk_annotations.is_empty() {
+            out.push(format!(
+                "--accept-risk-annotations={}",
+                join(&self.accept_risk_annotations)
+            ));
+        }
         if !self.denied_endpoint_cidrs.is_empty() {
             let cidrs: Vec<String> = self
                 .denied_endpoint_cidrs
@@ -499,6 +525,7 @@ mod tests {
         args.log_format = LogFormat::Text;
         args.bind_address = Some("10.244.0.9".parse().expect("ip"));
         args.denied_endpoint_cidrs = vec!["192.168.0.0/16".parse().expect("cidr")];
+        args.accept_risk_annotations = vec!["auth-url".into(), "limit-rps".into()];
         let rendered = args.to_args();
         assert!(rendered.contains(&"--max-request-body-size=1536k".to_owned()));
         let parsed =

@@ -150,6 +150,15 @@ pub struct IngressControllerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSettings>,
 
+    /// How Ingresses written for ingress-nginx are served
+    /// (docs/migrating-from-ingress-nginx.md).
+    #[serde(
+        default,
+        rename = "ingressNginx",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ingress_nginx: Option<IngressNginxSettings>,
+
     /// Scale the fleet with a HorizontalPodAutoscaler on CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
@@ -362,6 +371,23 @@ pub struct Timeouts {
     pub tunnel_idle: Option<String>,
 }
 
+/// ingress-nginx compatibility of the instance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressNginxSettings {
+    /// `nginx.ingress.kubernetes.io/*` annotations (names without the prefix, e.g.
+    /// `auth-url`) that decide who may reach an app and are not supported yet, which this
+    /// instance serves anyway, ignoring them. By default an Ingress carrying one is not
+    /// served at all (fail closed); list one here only when its protection is not needed
+    /// or is provided elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 64),
+        inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
+    pub accept_risk: Option<Vec<String>>,
+}
+
 /// TLS to backends. A Service names its CA with the annotation
 /// `portico.dev/backend-tls-ca-secret` (a Secret in its namespace, key `ca.crt`) and may
 /// set the verified name with `portico.dev/backend-tls-server-name` (default
@@ -492,6 +518,11 @@ pub struct IngressControllerStatus {
     /// Event saying why.
     #[serde(default)]
     pub ingresses_rejected: i32,
+    /// `nginx.ingress.kubernetes.io/*` annotations on served Ingresses that Portico does
+    /// not honour (counted once per Ingress and annotation); each such Ingress has an
+    /// `AnnotationsNotHonoured` Warning Event listing them.
+    #[serde(default)]
+    pub annotations_not_honoured: i32,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

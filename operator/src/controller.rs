@@ -488,10 +488,8 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
             list.items.into_iter().map(|s| (s.name_any(), s)).collect(),
         );
     }
-    let limits = portico_ingress::Limits {
-        allow_unverified_backend_tls: instance.spec.backend_tls_allow_unverified(),
-        ..portico_ingress::Limits::default()
-    };
+    // The Limits the proxy derives from the flags rendered for it.
+    let limits = resources::deployment::proxy_args(&inputs).limits();
     let routing = ctx.settings.routing_policy(&namespace, &name);
     let judged = portico_ingress::Scope {
         class: &class,
@@ -707,6 +705,8 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         served_namespaces: served,
         ingresses_served: i32::try_from(verdicts.served.len()).unwrap_or(i32::MAX),
         ingresses_rejected: i32::try_from(verdicts.rejected.len()).unwrap_or(i32::MAX),
+        annotations_not_honoured: i32::try_from(verdicts.annotations_not_honoured)
+            .unwrap_or(i32::MAX),
         observed_generation: instance.metadata.generation,
     };
     write_status(instance, ctx, status).await?;

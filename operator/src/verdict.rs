@@ -22,6 +22,9 @@ use crate::resources::CONSENT_ANNOTATION;
 /// over TLS without verifying its certificate.
 pub const UNVERIFIED_BACKEND_TLS: &str = "UnverifiedBackendTLS";
 
+/// A served Ingress carries ingress-nginx annotations Portico does not honour.
+pub const ANNOTATIONS_NOT_HONOURED: &str = "AnnotationsNotHonoured";
+
 /// Services by namespace, then name: those of the served namespaces.
 pub type Services = BTreeMap<String, BTreeMap<String, Service>>;
 
@@ -46,6 +49,9 @@ pub struct Verdicts<'a> {
     pub tls_secrets: BTreeMap<String, BTreeSet<String>>,
     /// Per namespace, where the CA bundles live that served backends name.
     pub backend_cas: BTreeMap<String, BTreeSet<CaSource>>,
+    /// ingress-nginx annotations not honoured on served Ingresses, counted once per
+    /// Ingress and annotation (the instance's `status.annotationsNotHonoured`).
+    pub annotations_not_honoured: usize,
     /// Each served Ingress with the Service ports (`(service, port name)`) of the rules and
     /// default backend it is served for: whose endpoints the proxies will dial.
     pub served_ports: Vec<(&'a Ingress, BTreeSet<ServicePort>)>,
@@ -109,6 +115,17 @@ pub fn judge<'a>(
         let Some(checked) = verdict.checked.as_ref().filter(|_| verdict.served) else {
             continue;
         };
+        if !checked.not_honoured.is_empty() {
+            out.annotations_not_honoured += checked.not_honoured.len();
+            out.warnings.push(Warning {
+                ingress,
+                reason: ANNOTATIONS_NOT_HONOURED,
+                note: format!(
+                    "IngressClass {class}: {}",
+                    portico_ingress::nginx::not_honoured_note(&checked.not_honoured)
+                ),
+            });
+        }
         let backends = checked
             .rules
             .iter()

@@ -88,7 +88,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--load-balance: {e}"))?,
         ssl_redirect: args.ssl_redirect,
         default_certificate: cli::default_certificate(&args),
-        allow_unverified_backend_tls: args.backend_tls_allow_unverified,
+        limits: args.limits(),
     };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())

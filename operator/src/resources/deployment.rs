@@ -103,6 +103,11 @@ pub fn proxy_args(inputs: &Inputs) -> ProxyArgs {
         UnderscoreHeaders::Keep => portico_ingress::UnderscoreHeaders::Keep,
     };
     a.denied_endpoint_cidrs = inputs.settings.denied_endpoint_cidrs.clone();
+    a.accept_risk_annotations = spec
+        .ingress_nginx
+        .as_ref()
+        .and_then(|n| n.accept_risk.clone())
+        .unwrap_or_default();
     a.drain_period = Duration(inputs.settings.drain_period);
     a.log_format = LogFormat::Json;
     a

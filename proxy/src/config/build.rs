@@ -36,8 +36,8 @@ pub struct Params {
     pub default_policy: Policy,
     pub ssl_redirect: bool,
     pub default_certificate: Option<ObjectKey>,
-    /// `appProtocol: https` backends without a CA bundle may be reached unverified.
-    pub allow_unverified_backend_tls: bool,
+    /// What one Ingress may ask for (`ProxyArgs::limits`).
+    pub limits: Limits,
 }
 
 /// State kept between builds so that builds stay cheap and endpoints stay shared.
@@ -227,10 +227,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     let (mut served, mut skipped) = (0, 0);
 
     // The shared judgement decides what is served; this only compiles it.
-    let limits = Limits {
-        allow_unverified_backend_tls: params.allow_unverified_backend_tls,
-        ..Limits::default()
-    };
+    let limits = &params.limits;
     let scope = Scope {
         class: &params.class_name,
         is_default_class: store
@@ -240,7 +237,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         instance_namespace: &params.instance_namespace,
         served_namespaces: &params.namespaces,
         policy: &params.tenant_policy,
-        limits: &limits,
+        limits,
     };
     let judgement = portico_ingress::judge(&scope, store.ingresses.values(), |ns, name| {
         store.services.get(&ObjectKey::new(ns, name))
@@ -295,6 +292,16 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             }
         };
         served += 1;
+        if let Some(checked) = verdict
+            .checked
+            .as_ref()
+            .filter(|c| !c.not_honoured.is_empty())
+        {
+            warnings.push(format!(
+                "Ingress {key}: {}",
+                portico_ingress::nginx::not_honoured_note(&checked.not_honoured)
+            ));
+        }
         if !reasons.is_empty() {
             warnings.push(format!(
                 "Ingress {key} partly served: {}{omitted}",
@@ -540,7 +547,7 @@ fn compile(
 
     let mut rules = Vec::with_capacity(checked.rules.len());
     for rule in &checked.rules {
-        let redirect = ssl_redirect && has_tls(&rule.host);
+        let redirect = checked.force_ssl_redirect || (ssl_redirect && has_tls(&rule.host));
         rules.push((
             rule.host.clone(),
             PathRule {

@@ -524,7 +524,7 @@ mod tests {
             default_policy: Policy::RoundRobin,
             ssl_redirect: true,
             default_certificate: None,
-            allow_unverified_backend_tls: true,
+            limits: portico_ingress::Limits::default(),
         };
         let shared = Arc::new(ArcSwap::from_pointee(super::super::Snapshot::default()));
         ConfigLoop::new(client, params, shared, Arc::new(Health::default())).0

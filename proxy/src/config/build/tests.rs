@@ -16,7 +16,7 @@ fn params() -> Params {
         default_policy: Policy::RoundRobin,
         ssl_redirect: true,
         default_certificate: None,
-        allow_unverified_backend_tls: true,
+        limits: portico_ingress::Limits::default(),
     }
 }
 

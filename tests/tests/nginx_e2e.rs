@@ -1,0 +1,189 @@
+//! Ingresses written for ingress-nginx, served as they are: each `nginx.ingress.kubernetes.io/*`
+//! annotation is honoured, or said not to be (an Event, a status count), and one that
+//! decides who may reach the app fails closed. Real apiserver and operator, the proxy from
+//! the operator's Deployment, real HTTP in the test network namespace.
+
+mod proxy_support;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use portico_operator::api::IngressController;
+use portico_tests::pod::flag_value;
+use proxy_support::tls::warnings_on;
+use proxy_support::*;
+use serde_json::{Value, json};
+
+fn nginx_ingress(ns: &str, name: &str, class: &str, annotations: Value) -> Value {
+    let mut ing = ingress(
+        ns,
+        name,
+        class,
+        &format!("{name}.nginx.example.com"),
+        &[("/", "Prefix", "web")],
+    );
+    ing["metadata"]["annotations"] = annotations;
+    ing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> {
+    let inst = Instance::create("nginx-compat", json!({}), &[]).await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let b = backends("web", 2).await?;
+    publish(c, ns, "web", &b).await?;
+    let prefix = "nginx.ingress.kubernetes.io";
+    for (name, annotations) in [
+        ("plain", json!({})),
+        (
+            "auth",
+            json!({ format!("{prefix}/auth-url"): "http://auth.example/verify" }),
+        ),
+        (
+            "snippet",
+            json!({ format!("{prefix}/configuration-snippet"): "more_set_headers \"X-A: b\";" }),
+        ),
+        (
+            "allowlist",
+            json!({ format!("{prefix}/whitelist-source-range"): "10.0.0.0/8" }),
+        ),
+        (
+            "cors",
+            json!({ format!("{prefix}/enable-cors"): "true", format!("{prefix}/ssl-redirect"): "false" }),
+        ),
+        (
+            "force",
+            json!({ format!("{prefix}/force-ssl-redirect"): "true" }),
+        ),
+        (
+            "hash",
+            json!({ format!("{prefix}/upstream-hash-by"): "$http_x_user" }),
+        ),
+    ] {
+        apply_ingress(c, nginx_ingress(ns, name, class, annotations)).await?;
+    }
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+    eventually(
+        Duration::from_secs(10),
+        "the plain Ingress is served",
+        || async { status_of(&http, "plain.nginx.example.com", "/").await == 200 },
+    )
+    .await?;
+
+    // Fail closed: served to no one, rather than served open.
+    for name in ["auth", "snippet", "allowlist"] {
+        assert_eq!(
+            status_of(&http, &format!("{name}.nginx.example.com"), "/").await,
+            404,
+            "{name} is not served"
+        );
+    }
+    for (name, annotation) in [
+        ("auth", "auth-url"),
+        ("snippet", "configuration-snippet"),
+        ("allowlist", "whitelist-source-range"),
+    ] {
+        eventually(
+            OPERATOR_WAIT,
+            &format!("an IngressRejected Event on {name} naming {annotation}"),
+            || async {
+                warnings_on(c, ns, name, "IngressRejected")
+                    .await
+                    .iter()
+                    .any(|n| n.contains(annotation) && n.contains("not served"))
+            },
+        )
+        .await?;
+    }
+
+    // Not honoured, but harmless: served, with an Event and a count.
+    assert_eq!(status_of(&http, "cors.nginx.example.com", "/").await, 200);
+    eventually(
+        OPERATOR_WAIT,
+        "an AnnotationsNotHonoured Event on cors",
+        || async {
+            warnings_on(c, ns, "cors", "AnnotationsNotHonoured")
+                .await
+                .iter()
+                .any(|n| n.contains("enable-cors (not supported)"))
+        },
+    )
+    .await?;
+    let instances = Api::<IngressController>::namespaced(c.clone(), ns);
+    eventually(
+        OPERATOR_WAIT,
+        "status: 4 served, 3 rejected, 1 annotation not honoured",
+        || async {
+            instances
+                .get(&inst.name)
+                .await
+                .ok()
+                .and_then(|i| i.status)
+                .is_some_and(|s| {
+                    (
+                        s.ingresses_served,
+                        s.ingresses_rejected,
+                        s.annotations_not_honoured,
+                    ) == (4, 3, 1)
+                })
+        },
+    )
+    .await?;
+
+    // Honoured: force-ssl-redirect without a TLS section, and a header hash.
+    let r = http.get("force.nginx.example.com", "/x?y=1").await?;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some("https://force.nginx.example.com/x?y=1")
+    );
+    for user in ["alice", "bob", "carol"] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let r = http
+                .get_with("hash.nginx.example.com", "/", &[("x-user", user)])
+                .await?;
+            seen.insert(r.backend().unwrap_or_default().to_owned());
+        }
+        assert_eq!(seen.len(), 1, "{user} always reaches one backend: {seen:?}");
+    }
+
+    // The instance may accept the risk for one annotation: that Ingress is then served,
+    // ignoring it; the others stay refused.
+    let patch = json!({ "spec": { "ingressNginx": { "acceptRisk": ["auth-url"] } } });
+    instances
+        .patch(&inst.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let deployments = Api::<Deployment>::namespaced(c.clone(), ns);
+    eventually(
+        OPERATOR_WAIT,
+        "the Deployment passes --accept-risk-annotations=auth-url",
+        || async {
+            deployments
+                .get(&inst.deployment_name())
+                .await
+                .ok()
+                .and_then(|d| d.spec?.template.spec?.containers.first()?.args.clone())
+                .is_some_and(|args| {
+                    flag_value(&args, "accept-risk-annotations").as_deref() == Some("auth-url")
+                })
+        },
+    )
+    .await?;
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+    eventually(
+        OPERATOR_WAIT,
+        "the auth Ingress is served once the risk is accepted",
+        || async { status_of(&http, "auth.nginx.example.com", "/").await == 200 },
+    )
+    .await?;
+    assert_eq!(
+        status_of(&http, "snippet.nginx.example.com", "/").await,
+        404
+    );
+    Ok(())
+}

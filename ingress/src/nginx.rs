@@ -36,6 +36,14 @@ pub enum Support {
 }
 
 impl Support {
+    /// The verdict as docs/migrating-from-ingress-nginx.md's table says it.
+    pub fn describe(self) -> String {
+        match self {
+            Support::Differs(how) => format!("honoured, differs: {how}"),
+            other => other.label().to_owned(),
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Support::Honoured => "honoured",
@@ -386,6 +394,51 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "i", "namespace": "a",
             "annotations": annotations}}))
         .expect("ingress")
+    }
+
+    /// docs/migrating-from-ingress-nginx.md lists every annotation with the verdict the
+    /// code gives it; `UPDATE_DOCS=1` rewrites the Portico column (keeping the meanings).
+    #[test]
+    fn the_migration_guide_says_what_the_code_does() {
+        const BEGIN: &str = "<!-- annotations:begin";
+        const END: &str = "<!-- annotations:end -->";
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/migrating-from-ingress-nginx.md"
+        );
+        let doc = std::fs::read_to_string(path).expect("the migration guide exists");
+        let start = doc.find(BEGIN).expect("begin marker");
+        let start = start + doc[start..].find('\n').expect("marker line") + 1;
+        let end = doc.find(END).expect("end marker");
+        let meanings: std::collections::BTreeMap<String, String> = doc[start..end]
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                let name = cells.first()?.strip_prefix("| `")?.strip_suffix('`')?;
+                Some((name.to_owned(), cells.get(1)?.to_string()))
+            })
+            .collect();
+        let mut table =
+            String::from("| annotation | ingress-nginx | Portico |\n| --- | --- | --- |\n");
+        for (name, support) in SUPPORT {
+            let meaning = meanings
+                .get(*name)
+                .map_or("(see ingress-nginx docs)", String::as_str);
+            table.push_str(&format!(
+                "| `{name}` | {meaning} | {} |\n",
+                support.describe()
+            ));
+        }
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            let updated = format!("{}{table}{}", &doc[..start], &doc[end..]);
+            std::fs::write(path, updated).expect("write the migration guide");
+            return;
+        }
+        assert_eq!(
+            doc[start..end],
+            table,
+            "docs/migrating-from-ingress-nginx.md is stale: run UPDATE_DOCS=1 cargo test -p portico-ingress nginx"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod endpoints;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod migrate;
 pub mod policy;
 pub mod resources;
 pub mod status;

@@ -7,6 +7,19 @@ use portico_operator::runtime::{Options, init_logging, run, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `portico-operator migrate-report ...`: a report, not the operator.
+    if std::env::args().nth(1).as_deref() == Some("migrate-report") {
+        let options =
+            portico_operator::migrate::ReportOptions::parse_from(std::env::args().skip(1));
+        return match portico_operator::migrate::run(options).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = Options::parse();
     init_logging(&options);
     let result = match shutdown_signal() {

@@ -61,6 +61,13 @@ pub struct IngressControllerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_class: Option<bool>,
 
+    /// Take over the IngressClass when another controller owns it (ingress-nginx's
+    /// `nginx`): it is deleted and recreated for this instance, so that Ingresses of the
+    /// class (and the legacy `kubernetes.io/ingress.class` annotation) move without edits.
+    /// Never takes another Portico instance's class. The platform's field (tenant policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt_ingress_class: Option<bool>,
+
     /// Which namespaces' Ingresses to serve (default: only this instance's namespace).
     /// A selected namespace other than the instance's own is served only with its consent
     /// (annotation `portico.dev/allowed-ingress-controllers`) or when the operator trusts

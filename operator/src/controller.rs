@@ -32,7 +32,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::Selector;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -518,8 +518,12 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
 
     // 3. The class: ours, free (claim it atomically), or someone else's.
     let classes: Api<IngressClass> = Api::all(client.clone());
-    match ingress_class::claim(classes.get_opt(&class).await?.as_ref(), &namespace, &name) {
-        Claim::Ours => {}
+    let conflict = match ingress_class::claim(
+        classes.get_opt(&class).await?.as_ref(),
+        &namespace,
+        &name,
+    ) {
+        Claim::Ours => None,
         Claim::Free => {
             match classes
                 .create(
@@ -540,35 +544,67 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
                 }
                 Err(e) => return Err(e.into()),
             }
+            None
         }
-        Claim::Conflict(message) => {
-            if !previous
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "ClassConflict" && c.status == "True")
-            {
-                ctx.event(
-                    instance,
-                    EventType::Warning,
-                    "ClassConflict",
-                    message.clone(),
-                )
-                .await;
+        // ingress-nginx's `nginx`, taken over on the platform's say-so: deleted (only the
+        // object that was read, by uid), then created for this instance on the requeue.
+        Claim::Foreign { message, uid } if instance.spec.adopt_ingress_class == Some(true) => {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid,
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match classes.delete(&class, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
             }
-            let observed = Observed {
-                generation: instance.metadata.generation,
-                class_conflict: Some(message),
-                ..Default::default()
-            };
-            let status = IngressControllerStatus {
-                conditions: status::conditions(&previous.conditions, &observed, Timestamp::now()),
-                ingress_class_name: Some(class),
-                observed_generation: instance.metadata.generation,
-                ..IngressControllerStatus::default()
-            };
-            write_status(instance, ctx, status).await?;
-            return Ok(Action::requeue(RESYNC));
+            ctx.event(
+                instance,
+                EventType::Normal,
+                "IngressClassAdopted",
+                format!(
+                    "{message}; deleted to be recreated for this instance (spec.adoptIngressClass)"
+                ),
+            )
+            .await;
+            info!(%class, instance = %format!("{namespace}/{name}"), "adopting IngressClass");
+            return Ok(Action::requeue(Duration::from_secs(1)));
         }
+        Claim::Foreign { message, .. } => Some(format!(
+            "{message}; spec.adoptIngressClass (the platform's) takes it over"
+        )),
+        Claim::Conflict(message) => Some(message),
+    };
+    if let Some(message) = conflict {
+        if !previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "ClassConflict" && c.status == "True")
+        {
+            ctx.event(
+                instance,
+                EventType::Warning,
+                "ClassConflict",
+                message.clone(),
+            )
+            .await;
+        }
+        let observed = Observed {
+            generation: instance.metadata.generation,
+            class_conflict: Some(message),
+            ..Default::default()
+        };
+        let status = IngressControllerStatus {
+            conditions: status::conditions(&previous.conditions, &observed, Timestamp::now()),
+            ingress_class_name: Some(class),
+            observed_generation: instance.metadata.generation,
+            ..IngressControllerStatus::default()
+        };
+        write_status(instance, ctx, status).await?;
+        return Ok(Action::requeue(RESYNC));
     }
 
     // 4. RBAC first, so the pods can read what they serve from their first second. Every

@@ -174,6 +174,12 @@ pub fn violations(
             format!("the cluster's default IngressClass is the platform's; {PLATFORM}"),
         );
     }
+    if spec.adopt_ingress_class == Some(true) {
+        refuse(
+            "spec.adoptIngressClass",
+            format!("taking over another controller's IngressClass is the platform's; {PLATFORM}"),
+        );
+    }
     if spec.node_selector.as_ref().is_some_and(|m| !m.is_empty()) {
         refuse("spec.nodeSelector", format!("scheduling; {PLATFORM}"));
     }

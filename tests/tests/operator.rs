@@ -1844,3 +1844,88 @@ async fn a_child_name_held_by_another_owner_is_never_taken_over() {
         Some((ns.clone(), "web".to_owned()))
     );
 }
+
+#[tokio::test]
+async fn the_platform_may_adopt_ingress_nginx_class_and_a_tenant_may_not() {
+    let (cp, client) = cluster().await;
+    // A class ingress-nginx owns, as `nginx` would be; unique per run.
+    let scratch = cp.new_namespace("adopt").await;
+    let class = format!("nginx-{scratch}");
+    let classes: Api<IngressClass> = Api::all(client.clone());
+    create_json(
+        &classes,
+        json!({ "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                "metadata": { "name": class },
+                "spec": { "controller": "k8s.io/ingress-nginx" } }),
+    )
+    .await;
+
+    // A tenant may not take it over: refused by the operator's tenant policy.
+    apply_instance(
+        &client,
+        &scratch,
+        "thief",
+        json!({ "ingressClassName": class, "adoptIngressClass": true }),
+    )
+    .await;
+    let refused = eventually("PolicyViolation naming spec.adoptIngressClass", || async {
+        let ic = get_opt(&instances(&client, &scratch), "thief").await?;
+        let message = condition_message(&ic, "PolicyViolation");
+        message
+            .contains("spec.adoptIngressClass")
+            .then_some(message)
+    })
+    .await;
+    assert!(refused.contains("platform"), "{refused}");
+    let still = classes.get(&class).await.expect("class");
+    assert_eq!(
+        still.spec.and_then(|s| s.controller).as_deref(),
+        Some("k8s.io/ingress-nginx"),
+        "a tenant's instance leaves the class alone"
+    );
+
+    // The platform's instance adopts it; an Ingress with only the legacy annotation moves
+    // with it, unedited.
+    portico_tests::fixtures::apply_service(&client, TRUSTED_NS, "legacy-site", "http", 80, 8080)
+        .await
+        .expect("Service");
+    let ingress = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": { "name": format!("legacy-{scratch}"), "namespace": TRUSTED_NS,
+                      "annotations": { "kubernetes.io/ingress.class": class } },
+        "spec": { "rules": [{ "host": format!("{scratch}.example.com"), "http": { "paths": [
+            { "path": "/", "pathType": "Prefix",
+              "backend": { "service": { "name": "legacy-site", "port": { "number": 80 } } } }] } }] },
+    });
+    portico_tests::fixtures::apply_ingress(&client, ingress)
+        .await
+        .expect("Ingress");
+    let adopter = format!("adopter-{scratch}");
+    apply_instance(
+        &client,
+        TRUSTED_NS,
+        &adopter,
+        json!({ "ingressClassName": class, "adoptIngressClass": true }),
+    )
+    .await;
+    eventually("the class to point at the adopting instance", || async {
+        let c = get_opt(&classes, &class).await?;
+        let spec = c.spec?;
+        (spec.controller.as_deref() == Some("portico.dev/ingress-controller")
+            && spec.parameters?.name == adopter)
+            .then_some(())
+    })
+    .await;
+    eventually("an IngressClassAdopted Event", || async {
+        let events = instance_events(&client, TRUSTED_NS, &adopter, "IngressClassAdopted").await;
+        (!events.is_empty()).then_some(())
+    })
+    .await;
+    eventually("the legacy-annotated Ingress to be served", || async {
+        let status = get_opt(&instances(&client, TRUSTED_NS), &adopter)
+            .await?
+            .status?;
+        (status.ingresses_served == 1 && status.ingresses_rejected == 0).then_some(())
+    })
+    .await;
+}

@@ -101,6 +101,11 @@ fn privileged_cases() -> Vec<(&'static str, Value, &'static str)> {
             "spec.defaultClass:",
         ),
         (
+            "adopt-class",
+            json!({ "adoptIngressClass": true }),
+            "spec.adoptIngressClass:",
+        ),
+        (
             "node-selector",
             json!({ "nodeSelector": { "node-role.kubernetes.io/control-plane": "" } }),
             "spec.nodeSelector:",

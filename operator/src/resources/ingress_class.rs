@@ -41,8 +41,14 @@ pub enum Claim {
     Free,
     /// Ours: controller string and parameters point at this instance.
     Ours,
-    /// Someone else's; the reason is user-facing.
+    /// Another Portico instance's; the reason is user-facing.
     Conflict(String),
+    /// Another controller's (ingress-nginx's `nginx`, say): taken over only when the
+    /// instance asks (`spec.adoptIngressClass`, the platform's); `uid` pins the deletion.
+    Foreign {
+        message: String,
+        uid: Option<String>,
+    },
 }
 
 /// Decides whether `existing` may be managed by the instance `<namespace>/<name>`.
@@ -55,10 +61,13 @@ pub fn claim(existing: Option<&IngressClass>, namespace: &str, name: &str) -> Cl
     match spec.controller.as_deref() {
         Some(CONTROLLER_NAME) => {}
         other => {
-            return Claim::Conflict(format!(
-                "IngressClass {class_name} belongs to controller {}",
-                other.unwrap_or("<none>")
-            ));
+            return Claim::Foreign {
+                message: format!(
+                    "IngressClass {class_name} belongs to controller {}",
+                    other.unwrap_or("<none>")
+                ),
+                uid: class.metadata.uid.clone(),
+            };
         }
     }
     match spec.parameters {

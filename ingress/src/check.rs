@@ -127,6 +127,9 @@ pub struct Checked {
     pub ssl_redirect: Option<bool>,
     /// ingress-nginx's `force-ssl-redirect`: 308 to HTTPS whether the host has TLS or not.
     pub force_ssl_redirect: bool,
+    /// Set when this is a canary Ingress: its rules take part of the traffic of the
+    /// primary Ingress of the same host and path (the judgement pairs them).
+    pub canary: Option<crate::nginx::Canary>,
     /// ingress-nginx annotations Portico does not honour (the Ingress is served without
     /// them; an Event lists them).
     pub not_honoured: Vec<crate::nginx::AnnotationVerdict>,
@@ -333,6 +336,7 @@ pub fn check<'s>(
         load_balance,
         ssl_redirect,
         force_ssl_redirect: nginx.settings.force_ssl_redirect,
+        canary: nginx.settings.canary.clone(),
         not_honoured: nginx.not_honoured().cloned().collect(),
         rules: checked_rules,
         default_backend,

@@ -108,6 +108,11 @@ impl<K: Clone + Eq> Claims<K> {
         }
     }
 
+    /// Who holds a host+path, if anyone.
+    pub fn holder(&self, host: &HostPattern, path: &PathMatch) -> Option<&K> {
+        self.routes.get(&(host.clone(), path.clone()))
+    }
+
     /// Claims the class's default backend for `owner`; `Err(holder)` when another has it.
     pub fn default_backend(&mut self, owner: &K) -> Result<(), K> {
         match &self.default_backend {

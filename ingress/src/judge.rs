@@ -106,6 +106,15 @@ pub enum Rejection {
         host: HostPattern,
         owner: IngressKey,
     },
+    /// A canary rule without a primary Ingress for the same host and path in its
+    /// namespace (or with one that already has a canary there).
+    CanaryWithoutPrimary {
+        host: HostPattern,
+        path: String,
+        /// The Ingress already holding the path when it is not a primary of this
+        /// namespace (another namespace's shared path, or another canary).
+        taken_by: Option<IngressKey>,
+    },
 }
 
 impl Rejection {
@@ -118,6 +127,7 @@ impl Rejection {
             Rejection::HostNotOwned { .. } => "HostNotOwned",
             Rejection::CatchAll { .. } => "CatchAllNotAllowed",
             Rejection::CertificateNotOwned { .. } => "CertificateNotOwned",
+            Rejection::CanaryWithoutPrimary { .. } => "CanaryWithoutPrimary",
         }
     }
 }
@@ -148,6 +158,22 @@ impl fmt::Display for Rejection {
                     CatchAll::HostlessRules => "rules without a host are",
                 }
             ),
+            Rejection::CanaryWithoutPrimary {
+                host,
+                path,
+                taken_by,
+            } => match taken_by {
+                None => write!(
+                    f,
+                    "canary rule host {host} path {path:?} has no primary Ingress for the same \
+                     host and path in its namespace; not served"
+                ),
+                Some(other) => write!(
+                    f,
+                    "canary rule host {host} path {path:?}: the path is held by {other}, which \
+                     is not a primary Ingress of this namespace without a canary; not served"
+                ),
+            },
             Rejection::CertificateNotOwned { host, owner } => write!(
                 f,
                 "spec.tls for host {host} ignored: the host belongs to namespace {} (its oldest \
@@ -387,12 +413,24 @@ pub fn judge<'a, 's>(
         }
     };
 
-    let mut claims = Claims::default();
+    let mut claims: Claims<IngressKey> = Claims::default();
     let mut out = Judgement {
         host_ownership: scope.policy.host_ownership,
         ..Judgement::default()
     };
-    for ingress in of_class {
+    // Canaries pair with the primary that holds their host+path, whatever their age:
+    // primaries claim first.
+    let is_canary = |i: &Ingress| {
+        i.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&format!("{}canary", crate::nginx::NGINX_PREFIX)))
+            .is_some_and(|v| v.trim() == "true")
+    };
+    let (canaries, primaries): (Vec<&'a Ingress>, Vec<&'a Ingress>) =
+        of_class.into_iter().partition(|i| is_canary(i));
+    let mut canary_of: HashMap<(HostPattern, crate::path::PathMatch), IngressKey> = HashMap::new();
+    for ingress in primaries.into_iter().chain(canaries) {
         let key = IngressKey::of(ingress);
         let ns = key.namespace.clone();
         let mut verdict = Verdict {
@@ -441,6 +479,27 @@ pub fn judge<'a, 's>(
             };
             let allowed = match refused {
                 Some(rejection) => Err(rejection),
+                // A canary takes part of its primary's traffic instead of claiming.
+                None if checked.canary.is_some() => {
+                    let at = (rule.host.clone(), rule.path.clone());
+                    let primary = claims.holder(&rule.host, &rule.path).filter(|p| {
+                        p.namespace == ns && canary_of.get(&at).is_none_or(|c| *c == key)
+                    });
+                    match primary {
+                        Some(_) => {
+                            canary_of.insert(at, key.clone());
+                            Ok(())
+                        }
+                        None => Err(Rejection::CanaryWithoutPrimary {
+                            host: rule.host.clone(),
+                            path: rule.path.as_str().to_owned(),
+                            taken_by: canary_of
+                                .get(&at)
+                                .or_else(|| claims.holder(&rule.host, &rule.path))
+                                .cloned(),
+                        }),
+                    }
+                }
                 None => claims
                     .route(&key, &rule.host, &rule.path)
                     .map_err(|winner| {

@@ -98,13 +98,23 @@ pub const SUPPORT: &[(&str, Support)] = &[
         "backend-protocol",
         Differs("HTTP, HTTPS and GRPC (cleartext HTTP/2); GRPCS, AJP and FCGI are refused"),
     ),
-    ("canary", NotSupported),
-    ("canary-by-cookie", NotSupported),
-    ("canary-by-header", NotSupported),
+    (
+        "canary",
+        Differs(
+            "a canary Ingress shares host and path with its primary in the same namespace; one canary per path",
+        ),
+    ),
+    ("canary-by-cookie", Honoured),
+    ("canary-by-header", Honoured),
     ("canary-by-header-pattern", NotSupported),
-    ("canary-by-header-value", NotSupported),
-    ("canary-weight", NotSupported),
-    ("canary-weight-total", NotSupported),
+    ("canary-by-header-value", Honoured),
+    (
+        "canary-weight",
+        Differs(
+            "requests are spread by a deterministic rotation, so the share is exact over every weight-total requests (nginx: random)",
+        ),
+    ),
+    ("canary-weight-total", Honoured),
     ("client-body-buffer-size", NotSupported),
     ("configuration-snippet", FailClosed),
     ("connection-proxy-header", NotSupported),
@@ -248,9 +258,28 @@ pub struct AnnotationVerdict {
     pub bad_value: Option<String>,
 }
 
+/// A canary Ingress (`canary: "true"`): which requests its rules take from the primary
+/// Ingress of the same host and path. Precedence as in ingress-nginx: header, then
+/// cookie, then weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    /// `canary-by-header`: the header; `always` sends to the canary, `never` to the
+    /// primary (unless `header_value` is set: then only that value means the canary).
+    pub by_header: Option<String>,
+    /// `canary-by-header-value`.
+    pub header_value: Option<String>,
+    /// `canary-by-cookie`: `always` sends to the canary, `never` to the primary.
+    pub by_cookie: Option<String>,
+    /// `canary-weight` out of `canary-weight-total` (default 100).
+    pub weight: u32,
+    pub weight_total: u32,
+}
+
 /// The settings Portico takes from an Ingress's nginx annotations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Nginx {
+    /// Set when the Ingress is a canary.
+    pub canary: Option<Canary>,
     pub ssl_redirect: Option<bool>,
     pub force_ssl_redirect: bool,
     pub load_balance: Option<LoadBalance>,
@@ -365,7 +394,80 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
         out.verdicts.push(verdict);
     }
     out.verdicts.sort();
+    if let Some(canary) = canary(annotations, &mut out.verdicts) {
+        out.settings.canary = Some(canary);
+    }
     out
+}
+
+/// The canary settings, when `canary: "true"`; bad values are marked on their verdicts.
+fn canary(
+    annotations: &std::collections::BTreeMap<String, String>,
+    verdicts: &mut [AnnotationVerdict],
+) -> Option<Canary> {
+    let get = |name: &str| {
+        annotations
+            .get(&format!("{NGINX_PREFIX}{name}"))
+            .map(|v| v.trim().to_owned())
+    };
+    if get("canary").as_deref() != Some("true") {
+        return None;
+    }
+    let mut bad = |name: &str| {
+        if let Some(v) = verdicts.iter_mut().find(|v| v.name == name) {
+            v.bad_value = get(name);
+        }
+    };
+    let header_name = |v: Option<String>| {
+        v.filter(|h| {
+            !h.is_empty()
+                && h.len() <= 256
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        })
+    };
+    let by_header = get("canary-by-header");
+    let valid_header = header_name(by_header.clone());
+    if by_header.is_some() && valid_header.is_none() {
+        bad("canary-by-header");
+    }
+    let by_cookie = get("canary-by-cookie");
+    let valid_cookie = by_cookie.clone().filter(|c| {
+        !c.is_empty()
+            && c.len() <= 256
+            && c.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
+    });
+    if by_cookie.is_some() && valid_cookie.is_none() {
+        bad("canary-by-cookie");
+    }
+    let number = |name: &str, default: u32| -> Option<u32> {
+        match get(name) {
+            None => Some(default),
+            Some(v) => v.parse::<u32>().ok().filter(|n| *n <= 1_000_000),
+        }
+    };
+    let weight_total = match number("canary-weight-total", 100) {
+        Some(t) if t > 0 => t,
+        _ => {
+            bad("canary-weight-total");
+            100
+        }
+    };
+    let weight = match number("canary-weight", 0) {
+        Some(w) => w.min(weight_total),
+        None => {
+            bad("canary-weight");
+            0
+        }
+    };
+    Some(Canary {
+        by_header: valid_header,
+        header_value: get("canary-by-header-value").filter(|v| !v.is_empty()),
+        by_cookie: valid_cookie,
+        weight,
+        weight_total,
+    })
 }
 
 /// `upstream-hash-by` keys Portico can hash on.
@@ -434,11 +536,56 @@ mod tests {
             std::fs::write(path, updated).expect("write the migration guide");
             return;
         }
-        assert_eq!(
-            doc[start..end],
-            table,
-            "docs/migrating-from-ingress-nginx.md is stale: run UPDATE_DOCS=1 cargo test -p portico-ingress nginx"
+        let stale: Vec<(&str, &str)> = doc[start..end]
+            .lines()
+            .zip(table.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert!(
+            stale.is_empty() && doc[start..end].lines().count() == table.lines().count(),
+            "docs/migrating-from-ingress-nginx.md is stale (run UPDATE_DOCS=1 cargo test -p \
+             portico-ingress nginx); first difference: {:?}",
+            stale.first()
         );
+    }
+
+    #[test]
+    fn canary_annotations() {
+        let r = read(
+            &ingress(json!({
+                "nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+                "nginx.ingress.kubernetes.io/canary-by-cookie": "canary",
+                "nginx.ingress.kubernetes.io/canary-weight": "30",
+            })),
+            &BTreeSet::new(),
+        );
+        assert_eq!(
+            r.settings.canary,
+            Some(Canary {
+                by_header: Some("X-Canary".into()),
+                header_value: None,
+                by_cookie: Some("canary".into()),
+                weight: 30,
+                weight_total: 100,
+            })
+        );
+        assert_eq!(r.not_honoured().count(), 0);
+        let r = read(
+            &ingress(json!({
+                "nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "lots",
+            })),
+            &BTreeSet::new(),
+        );
+        let bad: Vec<&str> = r.not_honoured().map(|v| v.name.as_str()).collect();
+        assert_eq!(bad, ["canary-weight"]);
+        assert_eq!(r.settings.canary.map(|c| c.weight), Some(0));
+        let r = read(
+            &ingress(json!({"nginx.ingress.kubernetes.io/canary-weight": "30"})),
+            &BTreeSet::new(),
+        );
+        assert_eq!(r.settings.canary, None, "not a canary without canary: true");
     }
 
     #[test]
@@ -507,6 +654,7 @@ mod tests {
         assert_eq!(
             r.settings,
             Nginx {
+                canary: None,
                 ssl_redirect: Some(false),
                 force_ssl_redirect: true,
                 load_balance: Some(LoadBalance::Header("x-user".into())),

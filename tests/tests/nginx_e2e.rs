@@ -187,3 +187,77 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_by_header_cookie_and_weight() -> Result<()> {
+    let inst = Instance::create("nginx-canary", json!({}), &[]).await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let stable = backends("stable", 1).await?;
+    let canary = backends("canary", 1).await?;
+    publish(c, ns, "stable", &stable).await?;
+    publish(c, ns, "canary", &canary).await?;
+    let host = "canary.nginx.example.com";
+    let prefix = "nginx.ingress.kubernetes.io";
+    // The canary is applied first: it pairs with its primary whatever their ages.
+    let mut canary_ing = ingress(ns, "app-canary", class, host, &[("/", "Prefix", "canary")]);
+    canary_ing["metadata"]["annotations"] = json!({
+        format!("{prefix}/canary"): "true",
+        format!("{prefix}/canary-by-header"): "X-Canary",
+        format!("{prefix}/canary-by-cookie"): "canary",
+        format!("{prefix}/canary-weight"): "20",
+    });
+    apply_ingress(c, canary_ing).await?;
+    apply_ingress(
+        c,
+        ingress(ns, "app", class, host, &[("/", "Prefix", "stable")]),
+    )
+    .await?;
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+    eventually(
+        Duration::from_secs(10),
+        "the canary answers to its header",
+        || async {
+            http.get_with(host, "/", &[("x-canary", "always")])
+                .await
+                .is_ok_and(|r| r.backend() == Some("canary-0"))
+        },
+    )
+    .await?;
+    for (headers, want) in [
+        (vec![("x-canary", "always")], "canary-0"),
+        (vec![("x-canary", "never")], "stable-0"),
+        (vec![("cookie", "canary=always")], "canary-0"),
+        (vec![("cookie", "a=b; canary=never")], "stable-0"),
+        // The header decides before the cookie, as in ingress-nginx.
+        (
+            vec![("x-canary", "never"), ("cookie", "canary=always")],
+            "stable-0",
+        ),
+    ] {
+        for _ in 0..5 {
+            let r = http.get_with(host, "/", &headers).await?;
+            assert_eq!(r.backend(), Some(want), "{headers:?}");
+        }
+    }
+    // By weight: 20% of 1,000 requests, within ±3 points.
+    let mut to_canary = 0;
+    for _ in 0..1000 {
+        let r = http.get(host, "/").await?;
+        assert_eq!(r.status, 200);
+        if r.backend() == Some("canary-0") {
+            to_canary += 1;
+        }
+    }
+    assert!(
+        (170..=230).contains(&to_canary),
+        "{to_canary} of 1000 went to the canary, want 200 ± 30"
+    );
+    // No Event says the canary conflicts: it is paired, not competing.
+    assert!(
+        warnings_on(c, ns, "app-canary", "IngressConflict")
+            .await
+            .is_empty()
+    );
+    Ok(())
+}

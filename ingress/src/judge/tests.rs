@@ -326,6 +326,44 @@ fn ownership_conflicts_and_catch_alls() {
             )
         },
     ];
+    let canary = |key: &str, created: &str, host: &str, path: &str| {
+        let mut ing = site(key, created, host, &[path]);
+        ing.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .extend([
+                (
+                    "nginx.ingress.kubernetes.io/canary".to_owned(),
+                    "true".to_owned(),
+                ),
+                (
+                    "nginx.ingress.kubernetes.io/canary-weight".to_owned(),
+                    "20".to_owned(),
+                ),
+            ]);
+        ing
+    };
+    let mut cases = cases;
+    cases.push(Case {
+        want: vec![
+            ("a/primary", true, vec![]),
+            ("a/canary", true, vec![]),
+            ("a/second-canary", false, vec!["CanaryWithoutPrimary"]),
+            ("a/orphan", false, vec!["CanaryWithoutPrimary"]),
+            ("b/guest-canary", false, vec!["CanaryWithoutPrimary"]),
+        ],
+        routes: vec!["a/primary x.com /", "a/canary x.com /"],
+        ..Case::new(
+            "a canary pairs with the primary of its host+path in its namespace, older or not",
+            vec![
+                shared(site("a/primary", T1, "x.com", &["/"]), "b"),
+                canary("a/canary", T0, "x.com", "/"),
+                canary("a/second-canary", T2, "x.com", "/"),
+                canary("a/orphan", T0, "x.com", "/nothing-here"),
+                canary("b/guest-canary", T2, "x.com", "/"),
+            ],
+        )
+    });
     for case in cases {
         let j = run(&case.ingresses, &case.policy);
         let got: Vec<(String, bool, Vec<&str>)> = j

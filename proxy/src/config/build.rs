@@ -16,7 +16,10 @@ use tracing::warn;
 use super::store::Store;
 use super::{ObjectKey, Snapshot};
 use crate::lb::{Backend, BackendKey, Policy};
-use crate::routing::{HostPattern, PathRule, Route, RouteBackend, RouteTable, UpstreamProtocol};
+use crate::routing::{
+    HeaderMatch, HostPattern, HostRules, PathRule, Route, RouteBackend, RouteTable,
+    UpstreamProtocol,
+};
 use crate::tls::upstream::UpstreamTls;
 use crate::tls::{CertCache, CertTable};
 
@@ -308,10 +311,17 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
                 reasons.join("; ")
             ));
         }
+        let canary = verdict.checked.as_ref().and_then(|c| c.canary.as_ref());
         for (host, rule) in compiled.rules {
-            // Refused only when this Ingress names the same host+path twice: its first
-            // rule stays.
-            let _ = table.host_rules_mut(&host).insert(rule);
+            match canary {
+                // The judgement paired it with the primary holding this host+path.
+                Some(c) => attach_canary(table.host_rules_mut(&host), rule, c),
+                // Refused only when this Ingress names the same host+path twice: its
+                // first rule stays.
+                None => {
+                    let _ = table.host_rules_mut(&host).insert(rule);
+                }
+            }
         }
         if let Some(route) = compiled.default {
             let _ = table.set_default_backend(route);
@@ -395,6 +405,72 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             referenced_config_maps: referenced.config_maps,
         },
         warnings,
+    }
+}
+
+/// A canary rule joins its primary's path: `canary-by-header` and `canary-by-cookie` as
+/// rules with a request condition (`always` to the canary, `never` to the primary; header
+/// before cookie, as ingress-nginx checks them), and `canary-weight` as the primary's
+/// route split by weight between both.
+fn attach_canary(rules: &mut HostRules, canary: PathRule, c: &portico_ingress::nginx::Canary) {
+    let Some(primary) = rules.plain_route(&canary.path).cloned() else {
+        return;
+    };
+    let mut conditional = Vec::new();
+    if let Some(name) = c
+        .by_header
+        .as_deref()
+        .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+    {
+        let header = |value: &str| HeaderMatch::Header {
+            name: name.clone(),
+            value: value.to_owned(),
+        };
+        match &c.header_value {
+            Some(value) => conditional.push((header(value), canary.route.clone())),
+            None => {
+                conditional.push((header("always"), canary.route.clone()));
+                conditional.push((header("never"), primary.clone()));
+            }
+        }
+    }
+    if let Some(name) = &c.by_cookie {
+        let cookie = |value: &str| HeaderMatch::Cookie {
+            name: name.clone(),
+            value: value.to_owned(),
+        };
+        conditional.push((cookie("always"), canary.route.clone()));
+        conditional.push((cookie("never"), primary.clone()));
+    }
+    for (condition, route) in conditional {
+        let _ = rules.insert(PathRule {
+            path: canary.path.clone(),
+            headers: vec![condition],
+            route,
+        });
+    }
+    if c.weight > 0 {
+        let scaled = |backends: &[RouteBackend], weight: u32| -> Vec<RouteBackend> {
+            backends
+                .iter()
+                .map(|b| RouteBackend {
+                    weight: b.weight.saturating_mul(weight),
+                    ..b.clone()
+                })
+                .collect()
+        };
+        let mut backends = scaled(&primary.backends, c.weight_total - c.weight);
+        backends.extend(scaled(&canary.route.backends, c.weight));
+        let split = Arc::new(Route {
+            ingress: primary.ingress.clone(),
+            service: primary.service.clone(),
+            backends,
+            policy: primary.policy.clone(),
+            https_redirect: primary.https_redirect,
+            metrics: primary.metrics.clone(),
+            rotor: Default::default(),
+        });
+        rules.set_plain_route(&canary.path, split);
     }
 }
 
@@ -540,6 +616,7 @@ fn compile(
                     crate::metrics::RouteMetrics::new(&key.namespace, &key.name, &b.service)
                 })
                 .clone(),
+            rotor: Default::default(),
         });
         routes.insert(cache_key, route.clone());
         route

@@ -17,6 +17,7 @@ pub mod path;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::HeaderMap;
 
@@ -69,10 +70,17 @@ pub struct Route {
     /// Plain-HTTP requests get a 308 to HTTPS (the host has TLS and redirect is on).
     pub https_redirect: bool,
     pub metrics: crate::metrics::RouteMetrics,
+    /// Weighted routes: the request count that walks the weights (see `pick_backend`).
+    pub rotor: AtomicU32,
 }
 
+/// Multiplier that spreads a weighted rotation: prime, so coprime with most totals.
+const ROTOR_STRIDE: u64 = 7919;
+
 impl Route {
-    /// Picks a backend by weight (one backend: no randomness).
+    /// Picks a backend by weight (one backend: no counting). The n-th request takes slot
+    /// `n * stride mod total`: over every `total` requests each backend gets exactly its
+    /// weight, interleaved rather than in runs, across all worker threads.
     pub fn pick_backend(&self) -> Option<&RouteBackend> {
         match self.backends.len() {
             0 => None,
@@ -82,7 +90,14 @@ impl Route {
                 if total == 0 {
                     return self.backends.first();
                 }
-                let mut n = fastrand::u32(0..total);
+                let stride = if u64::from(total).is_multiple_of(ROTOR_STRIDE) {
+                    1
+                } else {
+                    ROTOR_STRIDE
+                };
+                let n = u64::from(self.rotor.fetch_add(1, Ordering::Relaxed) % total);
+                // `n * stride mod total` is below `total`, a u32.
+                let mut n = u32::try_from(n * stride % u64::from(total)).unwrap_or(0);
                 for b in &self.backends {
                     if n < b.weight {
                         return Some(b);
@@ -95,11 +110,35 @@ impl Route {
     }
 }
 
-/// A header condition on a path rule (unused by Ingress; kept for Gateway API).
-#[derive(Debug, Clone)]
-pub struct HeaderMatch {
-    pub name: http::HeaderName,
-    pub value: String,
+/// A request condition on a path rule: an exact header value, or an exact cookie value
+/// (canary Ingresses; Gateway API header matches later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatch {
+    Header {
+        name: http::HeaderName,
+        value: String,
+    },
+    Cookie {
+        name: String,
+        value: String,
+    },
+}
+
+impl HeaderMatch {
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        match self {
+            HeaderMatch::Header { name, value } => {
+                headers.get(name).and_then(|v| v.to_str().ok()) == Some(value.as_str())
+            }
+            HeaderMatch::Cookie { name, value } => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .any(|(k, v)| k == name && v == value),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,10 +150,7 @@ pub struct PathRule {
 
 impl PathRule {
     fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
-        self.path.matches(path)
-            && self.headers.iter().all(|h| {
-                headers.get(&h.name).and_then(|v| v.to_str().ok()) == Some(h.value.as_str())
-            })
+        self.path.matches(path) && self.headers.iter().all(|h| h.matches(headers))
     }
 }
 
@@ -162,6 +198,25 @@ impl HostRules {
             .map(|r| &r.route)
     }
 
+    /// The route of the rule for `path` without request conditions (a canary's primary).
+    pub fn plain_route(&self, path: &PathMatch) -> Option<&Arc<Route>> {
+        self.rules
+            .iter()
+            .find(|r| r.path == *path && r.headers.is_empty())
+            .map(|r| &r.route)
+    }
+
+    /// Replaces the route of the rule for `path` without request conditions.
+    pub fn set_plain_route(&mut self, path: &PathMatch, route: Arc<Route>) {
+        if let Some(r) = self
+            .rules
+            .iter_mut()
+            .find(|r| r.path == *path && r.headers.is_empty())
+        {
+            r.route = route;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.rules.len()
     }
@@ -172,10 +227,7 @@ impl HostRules {
 }
 
 fn same_headers(a: &[HeaderMatch], b: &[HeaderMatch]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.name == y.name && x.value == y.value)
+    a == b
 }
 
 /// The whole routing table of one snapshot.
@@ -277,6 +329,7 @@ mod tests {
             policy: Policy::RoundRobin,
             https_redirect: false,
             metrics: crate::metrics::RouteMetrics::new("ns", name, name),
+            rotor: AtomicU32::new(0),
         })
     }
 
@@ -460,7 +513,7 @@ mod tests {
         });
         let _ = rules.insert(PathRule {
             path: PathMatch::new(Prefix, "/").expect("p"),
-            headers: vec![HeaderMatch {
+            headers: vec![HeaderMatch::Header {
                 name: http::HeaderName::from_static("x-canary"),
                 value: "1".into(),
             }],
@@ -471,5 +524,57 @@ mod tests {
         assert!(matches!(t.find("a", "/", &h), RouteMatch::Rule(r) if r.ingress.name == "plain"));
         h.insert("x-canary", http::HeaderValue::from_static("1"));
         assert!(matches!(t.find("a", "/", &h), RouteMatch::Rule(r) if r.ingress.name == "canary"));
+    }
+
+    #[test]
+    fn cookie_match_reads_every_cookie_pair() {
+        let m = HeaderMatch::Cookie {
+            name: "canary".into(),
+            value: "always".into(),
+        };
+        let mut h = HeaderMap::new();
+        assert!(!m.matches(&h));
+        h.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("a=1; canary=always"),
+        );
+        assert!(m.matches(&h));
+        h.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("xcanary=always; canary=never"),
+        );
+        assert!(!m.matches(&h));
+    }
+
+    #[test]
+    fn weights_are_exact_over_each_rotation_and_interleaved() {
+        let weighted = |w: &[u32]| Route {
+            backends: w
+                .iter()
+                .enumerate()
+                .map(|(i, w)| RouteBackend {
+                    backend: Arc::new(Backend::new(BackendKey::new("ns", &format!("b{i}"), ""))),
+                    protocol: UpstreamProtocol::Http1,
+                    weight: *w,
+                    tls: None,
+                })
+                .collect(),
+            ..Arc::try_unwrap(route("w")).expect("sole owner")
+        };
+        let r = weighted(&[70, 30]);
+        let picks: Vec<String> = (0..1000)
+            .map(|_| {
+                r.pick_backend()
+                    .expect("backend")
+                    .backend
+                    .key
+                    .service
+                    .clone()
+            })
+            .collect();
+        assert_eq!(picks.iter().filter(|s| *s == "b1").count(), 300);
+        // Interleaved: no run of the minority backend longer than a few requests.
+        let first_hundred = picks[..100].iter().filter(|s| *s == "b1").count();
+        assert_eq!(first_hundred, 30, "exact within every 100 requests");
     }
 }

@@ -61,6 +61,10 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
             "hash",
             json!({ format!("{prefix}/upstream-hash-by"): "$http_x_user" }),
         ),
+        (
+            "grpc",
+            json!({ format!("{prefix}/backend-protocol"): "GRPC" }),
+        ),
     ] {
         apply_ingress(c, nginx_ingress(ns, name, class, annotations)).await?;
     }
@@ -115,7 +119,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
     let instances = Api::<IngressController>::namespaced(c.clone(), ns);
     eventually(
         OPERATOR_WAIT,
-        "status: 4 served, 3 rejected, 1 annotation not honoured",
+        "status: 5 served, 3 rejected, 1 annotation not honoured",
         || async {
             instances
                 .get(&inst.name)
@@ -127,7 +131,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
                         s.ingresses_served,
                         s.ingresses_rejected,
                         s.annotations_not_honoured,
-                    ) == (4, 3, 1)
+                    ) == (5, 3, 1)
                 })
         },
     )
@@ -150,6 +154,18 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
         }
         assert_eq!(seen.len(), 1, "{user} always reaches one backend: {seen:?}");
     }
+
+    // backend-protocol: GRPC: the backend gets cleartext HTTP/2, as a gRPC server needs,
+    // from a Service port that says nothing about it.
+    let r = http
+        .get_with(
+            "grpc.nginx.example.com",
+            "/pkg.Service/Method",
+            &[("content-type", "application/grpc")],
+        )
+        .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["version"], "HTTP/2.0", "{:?}", r.json);
 
     // The instance may accept the risk for one annotation: that Ingress is then served,
     // ignoring it; the others stay refused.

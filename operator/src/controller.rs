@@ -356,18 +356,27 @@ fn instances_for_service(
     store: &Store<IngressController>,
     service: &Service,
 ) -> Vec<ObjectRef<IngressController>> {
-    let Some(ns) = service.namespace() else {
-        return Vec::new();
-    };
+    service
+        .namespace()
+        .map(|ns| instances_serving(store, &ns))
+        .unwrap_or_default()
+}
+
+/// Instances that live in `namespace` or serve it (by their last status): those an
+/// object there (a Service, an EndpointSlice) can change the verdicts of.
+pub fn instances_serving(
+    store: &Store<IngressController>,
+    namespace: &str,
+) -> Vec<ObjectRef<IngressController>> {
     store
         .state()
         .iter()
         .filter(|ic| {
-            ic.namespace().as_deref() == Some(ns.as_str())
+            ic.namespace().as_deref() == Some(namespace)
                 || ic
                     .status
                     .as_ref()
-                    .is_some_and(|s| s.served_namespaces.contains(&ns))
+                    .is_some_and(|s| s.served_namespaces.iter().any(|n| n == namespace))
         })
         .map(|ic| ObjectRef::from_obj(ic.as_ref()))
         .collect()

@@ -174,21 +174,10 @@ pub fn instances_for_slice(
     store: &Store<IngressController>,
     slice: &EndpointSlice,
 ) -> Vec<ObjectRef<IngressController>> {
-    let Some(ns) = slice.namespace() else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter(|ic| {
-            ic.namespace().as_deref() == Some(ns.as_str())
-                || ic
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.served_namespaces.contains(&ns))
-        })
-        .map(|ic| ObjectRef::from_obj(ic.as_ref()))
-        .collect()
+    slice
+        .namespace()
+        .map(|ns| crate::controller::instances_serving(store, &ns))
+        .unwrap_or_default()
 }
 
 /// The Warnings for instance `<namespace>/<name>`: its proxies refuse the platform's

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use portico_tests::pod::ProxyPod;
+use proxy_support::tls::warnings_on;
 use proxy_support::*;
 use serde_json::{Value, json};
 
@@ -126,25 +127,6 @@ async fn tenant_service(
         ),
     )
     .await
-}
-
-/// Warning Events with `reason` on Ingress `ns/name`: their notes.
-async fn warnings_on(c: &kube::Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), ns);
-    let Ok(list) = events.list(&Default::default()).await else {
-        return Vec::new();
-    };
-    list.items
-        .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.type_.as_deref() == Some("Warning")
-                && e.regarding
-                    .as_ref()
-                    .is_some_and(|r| r.name.as_deref() == Some(name))
-        })
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 async fn metrics_of(proxy: &ProxyPod) -> String {

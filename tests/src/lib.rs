@@ -147,3 +147,40 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
     }
     Ok(())
 }
+
+/// Polls `check` every 200 ms until it yields `Some`, for at most `within`; the error
+/// names what was awaited.
+pub async fn poll_until<T, F, Fut>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// An `IngressController` object from a JSON spec.
+pub fn ingress_controller(
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<portico_operator::api::IngressController> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "portico.dev/v1alpha1",
+        "kind": "IngressController",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": spec,
+    }))?)
+}

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -29,30 +29,16 @@ use serde_json::{Value, json};
 const RELEASE: &str = "portico";
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+async fn eventually<T, F, Fut>(what: &str, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {WAIT:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    portico_tests::poll_until(what, WAIT, check).await
 }
 
 fn instance(namespace: &str, name: &str, spec: Value) -> Result<IngressController> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "portico.dev/v1alpha1",
-        "kind": "IngressController",
-        "metadata": { "name": name, "namespace": namespace },
-        "spec": spec,
-    }))?)
+    portico_tests::ingress_controller(namespace, name, spec)
 }
 
 fn is_403<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {

@@ -13,7 +13,7 @@
 //! tests' objects by this test's values.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
@@ -33,31 +33,16 @@ const POLICY: &str = "portico-tenant-policy";
 const OWN_IMAGE: &str = "ghcr.io/portico-dev/portico-proxy:0.1.0";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Polls `check` until it yields `Some`, for at most [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+async fn eventually<T, F, Fut>(what: &str, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {WAIT:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    portico_tests::poll_until(what, WAIT, check).await
 }
 
 fn instance(namespace: &str, name: &str, spec: Value) -> Result<IngressController> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "portico.dev/v1alpha1",
-        "kind": "IngressController",
-        "metadata": { "name": name, "namespace": namespace },
-        "spec": spec,
-    }))?)
+    portico_tests::ingress_controller(namespace, name, spec)
 }
 
 /// A ServiceAccount that may manage IngressControllers in its own namespace and nothing

@@ -130,6 +130,8 @@ pub struct Checked {
     /// ingress-nginx annotations Portico does not honour (the Ingress is served without
     /// them; an Event lists them).
     pub not_honoured: Vec<crate::nginx::AnnotationVerdict>,
+    /// ingress-nginx's body size, timeout, retry and access log annotations.
+    pub traffic: crate::traffic::Traffic,
     /// One per path, in spec order.
     pub rules: Vec<Rule>,
     pub default_backend: Option<Backend>,
@@ -334,6 +336,7 @@ pub fn check<'s>(
         ssl_redirect,
         force_ssl_redirect: nginx.settings.force_ssl_redirect,
         not_honoured: nginx.not_honoured().cloned().collect(),
+        traffic: nginx.settings.traffic,
         rules: checked_rules,
         default_backend,
         tls,

@@ -540,6 +540,7 @@ fn compile(
                     crate::metrics::RouteMetrics::new(&key.namespace, &key.name, &b.service)
                 })
                 .clone(),
+            traffic: (&checked.traffic).into(),
         });
         routes.insert(cache_key, route.clone());
         route

@@ -14,6 +14,7 @@
 
 pub mod host;
 pub mod path;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub struct Route {
     /// Plain-HTTP requests get a 308 to HTTPS (the host has TLS and redirect is on).
     pub https_redirect: bool,
     pub metrics: crate::metrics::RouteMetrics,
+    /// The Ingress's overrides of body size, timeouts, retries and access logging.
+    pub traffic: traffic::RouteTraffic,
 }
 
 impl Route {
@@ -277,6 +280,7 @@ mod tests {
             policy: Policy::RoundRobin,
             https_redirect: false,
             metrics: crate::metrics::RouteMetrics::new("ns", name, name),
+            traffic: Default::default(),
         })
     }
 

@@ -65,6 +65,8 @@ impl AccessLog {
     }
 
     pub fn to_writer(w: impl Write + Send + 'static) -> std::io::Result<AccessLog> {
+        // Registered now, so the series reads 0 rather than missing while nothing drops.
+        dropped();
         let (tx, rx) = sync_channel::<String>(QUEUE);
         std::thread::Builder::new()
             .name("portico-access-log".into())

@@ -133,6 +133,8 @@ pub struct Checked {
     /// ingress-nginx annotations Portico does not honour (the Ingress is served without
     /// them; an Event lists them).
     pub not_honoured: Vec<crate::nginx::AnnotationVerdict>,
+    /// ingress-nginx's body size, timeout, retry and access log annotations.
+    pub traffic: crate::traffic::Traffic,
     /// One per path, in spec order.
     pub rules: Vec<Rule>,
     pub default_backend: Option<Backend>,
@@ -338,6 +340,7 @@ pub fn check<'s>(
         force_ssl_redirect: nginx.settings.force_ssl_redirect,
         canary: nginx.settings.canary.clone(),
         not_honoured: nginx.not_honoured().cloned().collect(),
+        traffic: nginx.settings.traffic,
         rules: checked_rules,
         default_backend,
         tls,

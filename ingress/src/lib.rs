@@ -13,9 +13,11 @@
 //!
 //! No IO and no Kubernetes client: objects in, verdicts out.
 
+pub mod affinity;
 mod check;
 mod class;
 mod conflict;
+pub mod cors;
 mod endpoint;
 mod host;
 mod judge;
@@ -24,6 +26,7 @@ pub mod nginx;
 mod path;
 mod proxy_args;
 mod size;
+pub mod traffic;
 
 pub use check::{
     BACKEND_TLS_CA_ANNOTATION, BACKEND_TLS_CA_CONFIGMAP_ANNOTATION,

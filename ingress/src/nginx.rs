@@ -62,7 +62,7 @@ pub const SUPPORT: &[(&str, Support)] = &[
     (
         "affinity",
         Differs(
-            "\"cookie\" is honoured as Portico's cookie affinity (consistent hash on its own cookie); session-cookie-* are not",
+            "\"cookie\" is honoured as Portico's cookie affinity (consistent hash on its own cookie, whose attributes session-cookie-* set)",
         ),
     ),
     ("affinity-canary-behavior", NotSupported),
@@ -118,18 +118,33 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("client-body-buffer-size", NotSupported),
     ("configuration-snippet", FailClosed),
     ("connection-proxy-header", NotSupported),
-    ("cors-allow-credentials", NotSupported),
-    ("cors-allow-headers", NotSupported),
-    ("cors-allow-methods", NotSupported),
-    ("cors-allow-origin", NotSupported),
-    ("cors-expose-headers", NotSupported),
-    ("cors-max-age", NotSupported),
+    ("cors-allow-credentials", Honoured),
+    ("cors-allow-headers", Honoured),
+    ("cors-allow-methods", Honoured),
+    (
+        "cors-allow-origin",
+        Differs(
+            "\"*\" or a comma-separated list (*.domain matches subdomains); a list Portico cannot read turns CORS off for the Ingress rather than falling back to \"*\"",
+        ),
+    ),
+    ("cors-expose-headers", Honoured),
+    ("cors-max-age", Honoured),
     ("custom-headers", NotSupported),
     ("custom-http-errors", NotSupported),
     ("default-backend", NotSupported),
     ("denylist-source-range", FailClosed),
-    ("enable-access-log", NotSupported),
-    ("enable-cors", NotSupported),
+    (
+        "enable-access-log",
+        Differs(
+            "\"false\" turns the Ingress's lines off when the instance logs (spec.accessLog); \"true\" cannot turn them on where it does not, and the line is Portico's JSON, not nginx's log-format",
+        ),
+    ),
+    (
+        "enable-cors",
+        Differs(
+            "the proxy answers OPTIONS from an allowed origin with 204 and the Access-Control-* headers, as nginx, and sets them on every response of the Ingress, the proxy's own errors included",
+        ),
+    ),
     ("enable-global-auth", NotSupported),
     ("enable-modsecurity", FailClosed),
     ("enable-opentelemetry", NotSupported),
@@ -168,23 +183,48 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("permanent-redirect", NotSupported),
     ("permanent-redirect-code", NotSupported),
     ("preserve-trailing-slash", NotSupported),
-    ("proxy-body-size", NotSupported),
+    ("proxy-body-size", Honoured),
     ("proxy-buffer-size", NotSupported),
     ("proxy-buffering", NotSupported),
     ("proxy-buffers-number", NotSupported),
-    ("proxy-connect-timeout", NotSupported),
+    (
+        "proxy-connect-timeout",
+        Differs(
+            "bounds each connect attempt (TCP and TLS handshake), as nginx; nginx caps it at 75s, Portico does not",
+        ),
+    ),
     ("proxy-cookie-domain", NotSupported),
     ("proxy-cookie-path", NotSupported),
     ("proxy-http-version", NotSupported),
     ("proxy-max-temp-file-size", NotSupported),
-    ("proxy-next-upstream", NotSupported),
+    (
+        "proxy-next-upstream",
+        Differs(
+            "error and timeout retry a request whose connection failed (nothing was sent yet) on another endpoint; non_idempotent extends that to POST and the like; off turns retries off; http_*, invalid_header and failures after the request was sent are not retried",
+        ),
+    ),
     ("proxy-next-upstream-timeout", NotSupported),
-    ("proxy-next-upstream-tries", NotSupported),
-    ("proxy-read-timeout", NotSupported),
+    (
+        "proxy-next-upstream-tries",
+        Differs(
+            "attempts in all, the first included, as nginx; 0 tries each endpoint once at most",
+        ),
+    ),
+    (
+        "proxy-read-timeout",
+        Differs(
+            "one deadline from sending the request to the response head (504 beyond it), the larger of proxy-send-timeout and proxy-read-timeout; nginx times each read and write, so it also cuts a response body that pauses longer, which Portico does not",
+        ),
+    ),
     ("proxy-redirect-from", NotSupported),
     ("proxy-redirect-to", NotSupported),
     ("proxy-request-buffering", NotSupported),
-    ("proxy-send-timeout", NotSupported),
+    (
+        "proxy-send-timeout",
+        Differs(
+            "no separate send deadline: sending the request counts against one deadline to the response head, the larger of proxy-send-timeout and proxy-read-timeout (see proxy-read-timeout)",
+        ),
+    ),
     ("proxy-ssl-ciphers", NotSupported),
     ("proxy-ssl-name", NotSupported),
     ("proxy-ssl-protocols", NotSupported),
@@ -200,12 +240,25 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("session-cookie-change-on-failure", NotSupported),
     ("session-cookie-conditional-samesite-none", NotSupported),
     ("session-cookie-domain", NotSupported),
-    ("session-cookie-expires", NotSupported),
-    ("session-cookie-max-age", NotSupported),
-    ("session-cookie-name", NotSupported),
-    ("session-cookie-path", NotSupported),
-    ("session-cookie-samesite", NotSupported),
-    ("session-cookie-secure", NotSupported),
+    (
+        "session-cookie-expires",
+        Differs(
+            "seconds from when the cookie is set, sent as Expires, as nginx; only with affinity: cookie",
+        ),
+    ),
+    ("session-cookie-max-age", Honoured),
+    (
+        "session-cookie-name",
+        Differs(
+            "names Portico's affinity cookie (default portico-affinity, nginx: INGRESSCOOKIE); its value is Portico's token",
+        ),
+    ),
+    (
+        "session-cookie-path",
+        Differs("default Path=/ (nginx: the Ingress path)"),
+    ),
+    ("session-cookie-samesite", Honoured),
+    ("session-cookie-secure", Honoured),
     ("ssl-ciphers", NotSupported),
     ("ssl-passthrough", NotSupported),
     ("ssl-prefer-server-ciphers", NotSupported),
@@ -285,6 +338,8 @@ pub struct Nginx {
     pub load_balance: Option<LoadBalance>,
     /// `backend-protocol`, as a Service port `appProtocol` Portico already understands.
     pub app_protocol: Option<&'static str>,
+    /// Body size, timeouts, retries, access log (`crate::traffic`).
+    pub traffic: crate::traffic::Traffic,
 }
 
 /// An Ingress's nginx annotations, read.
@@ -383,7 +438,11 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
                     ),
                 }),
             },
-            _ => {}
+            _ => {
+                if crate::traffic::read(name, value, &mut out.settings.traffic) == Some(false) {
+                    bad(&mut verdict);
+                }
+            }
         }
         if support == FailClosed && !accept_risk.contains(name) {
             out.refusals.push(crate::Problem::NginxAnnotation {
@@ -601,7 +660,7 @@ mod tests {
             "nginx.ingress.kubernetes.io/auth-url": "http://auth.example/verify",
             "nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers x;",
             "nginx.ingress.kubernetes.io/auth-future-thing": "x",
-            "nginx.ingress.kubernetes.io/enable-cors": "true",
+            "nginx.ingress.kubernetes.io/mirror-target": "http://mirror",
             "other.io/ignored": "x",
         }));
         let r = read(&ing, &BTreeSet::new());
@@ -625,7 +684,7 @@ mod tests {
                 "auth-future-thing",
                 "auth-url",
                 "configuration-snippet",
-                "enable-cors"
+                "mirror-target"
             ]
         );
         let accepted: BTreeSet<String> = ["auth-url".to_owned()].into();
@@ -659,6 +718,7 @@ mod tests {
                 force_ssl_redirect: true,
                 load_balance: Some(LoadBalance::Header("x-user".into())),
                 app_protocol: Some("kubernetes.io/h2c"),
+                ..Nginx::default()
             }
         );
         let r = read(
@@ -672,5 +732,40 @@ mod tests {
         assert_eq!(r.refusals.len(), 1, "GRPCS is refused, not sent cleartext");
         let bad: Vec<&str> = r.not_honoured().map(|v| v.name.as_str()).collect();
         assert_eq!(bad, ["upstream-hash-by"], "a key Portico cannot hash on");
+    }
+
+    #[test]
+    fn traffic_annotations_are_honoured_and_bad_values_noticed() {
+        let r = read(
+            &ingress(json!({
+                "nginx.ingress.kubernetes.io/proxy-body-size": "8m",
+                "nginx.ingress.kubernetes.io/proxy-read-timeout": "120",
+                "nginx.ingress.kubernetes.io/proxy-next-upstream": "error timeout http_502",
+                "nginx.ingress.kubernetes.io/enable-access-log": "false",
+            })),
+            &BTreeSet::new(),
+        );
+        assert!(r.refusals.is_empty(), "{:?}", r.refusals);
+        assert_eq!(r.not_honoured().count(), 0);
+        assert_eq!(r.settings.traffic.body_size, Some(Some(8 << 20)));
+        assert_eq!(
+            r.settings.traffic.request_timeout(),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(r.settings.traffic.access_log, Some(false));
+        let r = read(
+            &ingress(json!({
+                "nginx.ingress.kubernetes.io/proxy-body-size": "lots",
+                "nginx.ingress.kubernetes.io/proxy-connect-timeout": "soon",
+            })),
+            &BTreeSet::new(),
+        );
+        assert!(
+            r.refusals.is_empty(),
+            "a bad size or timeout is ignored, not refused"
+        );
+        let bad: Vec<&str> = r.not_honoured().map(|v| v.name.as_str()).collect();
+        assert_eq!(bad, ["proxy-body-size", "proxy-connect-timeout"]);
+        assert_eq!(r.settings.traffic, crate::traffic::Traffic::default());
     }
 }

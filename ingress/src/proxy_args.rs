@@ -343,6 +343,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "PORTICO_DRAIN_PERIOD", default_value = "10s")]
     pub drain_period: Duration,
 
+    /// One JSON line per request on stdout (docs/configuration.md, "Access log"); an
+    /// Ingress turns its own off with `nginx.ingress.kubernetes.io/enable-access-log: "false"`.
+    #[arg(long, env = "PORTICO_ACCESS_LOG", default_value_t = false, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 
@@ -465,6 +470,11 @@ impl ProxyArgs {
                 .collect();
             out.push(format!("--denied-endpoint-cidrs={}", join(&cidrs)));
         }
+        // Only when on: a Deployment rendered before the flag existed keeps its arguments,
+        // so upgrading the operator does not roll every proxy fleet.
+        if self.access_log {
+            out.push("--access-log=true".to_owned());
+        }
         out.extend([
             format!("--drain-period={}", self.drain_period),
             format!("--log-format={}", value_name(self.log_format)),
@@ -526,6 +536,7 @@ mod tests {
         args.bind_address = Some("10.244.0.9".parse().expect("ip"));
         args.denied_endpoint_cidrs = vec!["192.168.0.0/16".parse().expect("cidr")];
         args.accept_risk_annotations = vec!["auth-url".into(), "limit-rps".into()];
+        args.access_log = true;
         let rendered = args.to_args();
         assert!(rendered.contains(&"--max-request-body-size=1536k".to_owned()));
         let parsed =

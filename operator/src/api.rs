@@ -157,6 +157,11 @@ pub struct IngressControllerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSettings>,
 
+    /// One JSON line per request on the proxy's stdout (docs/configuration.md, "Access
+    /// log"). Default: off.
+    #[serde(default, rename = "accessLog", skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSettings>,
+
     /// How Ingresses written for ingress-nginx are served
     /// (docs/migrating-from-ingress-nginx.md).
     #[serde(
@@ -376,6 +381,16 @@ pub struct Timeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub tunnel_idle: Option<String>,
+}
+
+/// The proxy's access log.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogSettings {
+    /// Write one JSON line per request on stdout; an Ingress turns its own lines off with
+    /// `nginx.ingress.kubernetes.io/enable-access-log: "false"`. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }
 
 /// ingress-nginx compatibility of the instance.

@@ -132,6 +132,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_body_size: args.max_request_body_size.0,
         max_connections_per_endpoint: args.max_connections_per_endpoint,
         endpoint_wait: args.connect_timeout.get(),
+        access_log: if args.access_log {
+            Some(
+                portico_proxy::http::access_log::AccessLog::stdout()
+                    .context("starting the access log writer")?,
+            )
+        } else {
+            None
+        },
     };
     let tls_config = portico_proxy::tls::server_config(
         shared.clone(),

@@ -50,8 +50,8 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
             json!({ format!("{prefix}/whitelist-source-range"): "10.0.0.0/8" }),
         ),
         (
-            "cors",
-            json!({ format!("{prefix}/enable-cors"): "true", format!("{prefix}/ssl-redirect"): "false" }),
+            "mirror",
+            json!({ format!("{prefix}/mirror-target"): "http://mirror.example/", format!("{prefix}/ssl-redirect"): "false" }),
         ),
         (
             "force",
@@ -104,15 +104,15 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
     }
 
     // Not honoured, but harmless: served, with an Event and a count.
-    assert_eq!(status_of(&http, "cors.nginx.example.com", "/").await, 200);
+    assert_eq!(status_of(&http, "mirror.nginx.example.com", "/").await, 200);
     eventually(
         OPERATOR_WAIT,
-        "an AnnotationsNotHonoured Event on cors",
+        "an AnnotationsNotHonoured Event on mirror",
         || async {
-            warnings_on(c, ns, "cors", "AnnotationsNotHonoured")
+            warnings_on(c, ns, "mirror", "AnnotationsNotHonoured")
                 .await
                 .iter()
-                .any(|n| n.contains("enable-cors (not supported)"))
+                .any(|n| n.contains("mirror-target (not supported)"))
         },
     )
     .await?;

@@ -108,6 +108,11 @@ pub fn proxy_args(inputs: &Inputs) -> ProxyArgs {
         .as_ref()
         .and_then(|n| n.accept_risk.clone())
         .unwrap_or_default();
+    a.access_log = spec
+        .access_log
+        .as_ref()
+        .and_then(|l| l.enabled)
+        .unwrap_or(false);
     a.drain_period = Duration(inputs.settings.drain_period);
     a.log_format = LogFormat::Json;
     a

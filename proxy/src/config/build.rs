@@ -469,6 +469,8 @@ fn attach_canary(rules: &mut HostRules, canary: PathRule, c: &portico_ingress::n
             https_redirect: primary.https_redirect,
             metrics: primary.metrics.clone(),
             rotor: Default::default(),
+            // The primary's Ingress decides its path's limits and logging.
+            traffic: primary.traffic.clone(),
         });
         rules.set_plain_route(&canary.path, split);
     }
@@ -617,6 +619,7 @@ fn compile(
                 })
                 .clone(),
             rotor: Default::default(),
+            traffic: (&checked.traffic).into(),
         });
         routes.insert(cache_key, route.clone());
         route

@@ -112,6 +112,19 @@ impl Client {
         tls: Option<&UpstreamTls>,
         fresh: bool,
     ) -> Result<Checkout, ConnectError> {
+        self.checkout_within(addr, proto, tls, fresh, None).await
+    }
+
+    /// [`Client::checkout`], a new connection's connect bounded by `connect_timeout` (a
+    /// route's own) instead of the client's.
+    pub async fn checkout_within(
+        &self,
+        addr: SocketAddr,
+        proto: UpstreamProtocol,
+        tls: Option<&UpstreamTls>,
+        fresh: bool,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Checkout, ConnectError> {
         let key = (addr, proto, tls.map(|t| t.name.clone()));
         if !fresh && let Some(c) = self.take_idle(&key).await {
             return Ok(c);
@@ -119,7 +132,8 @@ impl Client {
         // Boxed: the connect future (TCP, TLS, HTTP handshakes) is ~2.5 KB, and inlined it
         // would make every request's future that large, copied on each move. Connecting is
         // the rare path; pooled requests should not pay for it.
-        Box::pin(self.connect(addr, proto, tls)).await
+        let timeout = connect_timeout.unwrap_or(self.connect_timeout);
+        Box::pin(self.connect(addr, proto, tls, timeout)).await
     }
 
     async fn take_idle(&self, key: &Key) -> Option<Checkout> {
@@ -214,10 +228,11 @@ impl Client {
         addr: SocketAddr,
         proto: UpstreamProtocol,
         tls: Option<&UpstreamTls>,
+        connect_timeout: Duration,
     ) -> Result<Checkout, ConnectError> {
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+        let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
             Ok(r) => r?,
-            Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
+            Err(_) => return Err(ConnectError::Timeout(connect_timeout)),
         };
         let _ = tcp.set_nodelay(true);
         debug!(%addr, ?proto, "upstream connected");
@@ -238,9 +253,9 @@ impl Client {
                 let handshake = upstream
                     .connector
                     .connect(upstream.server_name.clone(), tcp);
-                let tls = match tokio::time::timeout(self.connect_timeout, handshake).await {
+                let tls = match tokio::time::timeout(connect_timeout, handshake).await {
                     Ok(r) => r.map_err(ConnectError::Tls)?,
-                    Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
+                    Err(_) => return Err(ConnectError::Timeout(connect_timeout)),
                 };
                 Ok(Checkout {
                     conn: Conn::H1(H1Conn {

@@ -2,8 +2,10 @@
 //! upstream connections (`client`), header rules (`headers`), and errors as responses
 //! (`error`).
 
+pub mod access_log;
 pub mod body;
 pub mod client;
+pub mod cors;
 pub mod error;
 pub mod headers;
 pub mod proxy;

@@ -4,7 +4,7 @@
 //! ```text
 //! 1 request_filter   one validated host (400), SNI covers it (421), normalized path (400)
 //! 2 route            snapshot (loaded once) → host → path → Route, or 404; body limit (413)
-//! 3 redirect         plain HTTP to a TLS host → 308 https
+//! 3 redirect         plain HTTP to a TLS host → 308 https; CORS preflight → 204 (cors.rs)
 //! 4 upstream_peer    endpoint set (loaded once) → policy pick → slot under the endpoint's
 //!                    cap (bounded wait, 503) → connect; connect failure: eject, retry
 //!                    idempotent requests on another endpoint
@@ -13,7 +13,10 @@
 //! 6 send             request timeout → 504; a stale pooled connection is redialled once
 //! 7 response_filter  strip hop-by-hop, HSTS, affinity cookie, WebSocket tunnel; pool the
 //!                    connection only after a bodyless request
-//! 8 logging          metrics by namespace/ingress/service/code class
+//! 8 logging          metrics by namespace/ingress/service/code class; CORS headers; the
+//!                    access log line when the body ends (access_log.rs), if on
+//! The route's `traffic` overrides the body limit (2), connect timeout and retries (4) and
+//! the request timeout (6) per Ingress.
 //! ```
 //! Errors from any phase become responses in one place: `ProxyError::into_response`.
 
@@ -40,7 +43,7 @@ use super::headers::{
 use super::server::{Activity, ActivityIo};
 use super::target::{PathOptions, normalize_path, validate_host};
 use crate::config::{SharedSnapshot, Snapshot};
-use crate::lb::{AFFINITY_COOKIE, EJECTION_TIME, EndpointSet, InFlight, Pick, PickKey, Policy};
+use crate::lb::{EJECTION_TIME, EndpointSet, InFlight, Pick, PickKey, Policy};
 use crate::metrics::{METRICS, RouteMetrics};
 use crate::routing::{Route, RouteBackend, RouteMatch, UpstreamProtocol};
 use crate::tls::CertTable;
@@ -65,6 +68,8 @@ pub struct Settings {
     pub max_connections_per_endpoint: u32,
     /// How long a request waits for a slot on a full endpoint before 503.
     pub endpoint_wait: Duration,
+    /// One JSON line per request on stdout (`--access-log`); `None`: off.
+    pub access_log: Option<super::access_log::AccessLog>,
 }
 
 pub struct Proxy {
@@ -94,6 +99,10 @@ struct Ctx {
     route: Option<Arc<Route>>,
     endpoint: Option<SocketAddr>,
     attempts: u32,
+    /// The client as `X-Forwarded-For` is trusted (the peer until it is known).
+    client: std::net::IpAddr,
+    /// The route's CORS policy and the `Access-Control-Allow-Origin` this request gets.
+    cors: Option<(Arc<super::cors::CorsPolicy>, HeaderValue)>,
 }
 
 const HSTS_VALUE: &str = "max-age=31536000";
@@ -115,9 +124,17 @@ impl Proxy {
             route: None,
             endpoint: None,
             attempts: 0,
+            client: conn_activity.peer.ip(),
+            cors: None,
         };
         let method = req.method().clone();
-        let resp = match self.proxy(&mut ctx, req).await {
+        // What the access log needs of the request, taken only when it is on.
+        let logged = self
+            .settings
+            .access_log
+            .as_ref()
+            .map(|log| (log.clone(), access_log_request(&req)));
+        let mut resp = match self.proxy(&mut ctx, req).await {
             Ok(resp) => resp,
             Err(e) => {
                 if let Some(kind) = e.upstream_kind() {
@@ -138,8 +155,32 @@ impl Proxy {
                 e.into_response()
             }
         };
+        if let Some((policy, origin)) = ctx.cors.take() {
+            policy.apply(origin, resp.headers_mut());
+        }
         self.logging(&ctx, &method, resp.status());
-        resp
+        match logged {
+            Some((log, (time, host, path)))
+                if !ctx.route.as_ref().is_some_and(|r| r.traffic.access_log_off) =>
+            {
+                let entry = super::access_log::Entry {
+                    time,
+                    client: ctx.client,
+                    host,
+                    method: method.to_string(),
+                    path,
+                    status: resp.status().as_u16(),
+                    bytes: 0,
+                    duration: 0.0,
+                    upstream: ctx.endpoint.map(|e| e.to_string()),
+                    ingress: ctx.route.as_ref().map(|r| r.ingress.to_string()),
+                };
+                let (parts, body) = resp.into_parts();
+                let body = super::access_log::LoggedBody::new(body, log, entry, ctx.start);
+                Response::from_parts(parts, body.boxed_unsync())
+            }
+            _ => resp,
+        }
     }
 
     async fn proxy(
@@ -176,7 +217,11 @@ impl Proxy {
 
         // A declared length over the limit is refused before anything is sent upstream;
         // an undeclared one is counted as it streams (RequestBody).
-        if let Some(limit) = self.settings.max_body_size
+        let body_limit = route
+            .traffic
+            .max_body_size
+            .unwrap_or(self.settings.max_body_size);
+        if let Some(limit) = body_limit
             && declared_length(req.headers()).is_some_and(|n| n > limit)
         {
             return Err(ProxyError::PayloadTooLarge);
@@ -185,6 +230,18 @@ impl Proxy {
         // 3 redirect
         if !ctx.conn.tls && route.https_redirect {
             return Ok(self.redirect(&host, normalized.as_deref(), req.uri()));
+        }
+
+        // CORS: an allowed origin's preflight is answered here (headers in `handle`).
+        if let Some(policy) = &route.traffic.cors
+            && let Some(allow) = policy.allow_origin(req.headers().get(header::ORIGIN))
+        {
+            ctx.cors = Some((policy.clone(), allow));
+            if req.method() == Method::OPTIONS {
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                return Ok(resp);
+            }
         }
 
         // 4 upstream_peer (the endpoint set is loaded once: pick and retries see one set)
@@ -202,9 +259,12 @@ impl Proxy {
             authority.as_deref(),
             &self.settings.trusted_proxies,
         );
+        ctx.client = fwd.client_ip;
         // Only `cookie` affinity reads the cookie.
         let affinity = match route.policy {
-            Policy::Cookie => cookie(req.headers(), AFFINITY_COOKIE).map(str::to_string),
+            Policy::Cookie => {
+                cookie(req.headers(), route.traffic.affinity_cookie()).map(str::to_string)
+            }
             _ => None,
         };
         let hash_header = match &route.policy {
@@ -229,8 +289,8 @@ impl Proxy {
                 | Method::PUT
                 | Method::DELETE
         );
-        let max_attempts = if idempotent {
-            1 + self.settings.retries
+        let max_attempts = if idempotent || route.traffic.retry_non_idempotent {
+            1u32.saturating_add(route.traffic.retries.unwrap_or(self.settings.retries))
         } else {
             1
         };
@@ -282,13 +342,16 @@ impl Proxy {
                 parts.version = Version::HTTP_11;
             }
         }
-        let body = RequestBody::new(body, self.settings.max_body_size);
+        let body = RequestBody::new(body, body_limit);
         let body_sent = body.sent();
         let up_req = Request::from_parts(parts, body);
 
         // 6 connect and send, under the request timeout
         let sent = tokio::time::timeout(
-            self.settings.request_timeout,
+            route
+                .traffic
+                .request_timeout
+                .unwrap_or(self.settings.request_timeout),
             self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, up_req),
         )
         .await;
@@ -363,8 +426,7 @@ impl Proxy {
             );
         }
         if let Some(token) = &pick.set_cookie
-            && let Ok(v) =
-                HeaderValue::from_str(&format!("{AFFINITY_COOKIE}={token}; Path=/; HttpOnly"))
+            && let Ok(v) = HeaderValue::from_str(&route.traffic.set_affinity_cookie(token))
         {
             parts.headers.append(header::SET_COOKIE, v);
         }
@@ -433,7 +495,13 @@ impl Proxy {
             };
             let checkout = match self
                 .client
-                .checkout(addr, rb.protocol, rb.tls.as_deref(), fresh)
+                .checkout_within(
+                    addr,
+                    rb.protocol,
+                    rb.tls.as_deref(),
+                    fresh,
+                    route.traffic.connect_timeout,
+                )
                 .await
             {
                 Ok(c) => c,
@@ -575,6 +643,25 @@ fn upstream_path_and_query<'a>(normalized: Option<&'a str>, uri: &'a Uri) -> Cow
         (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
         (None, _) => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
     }
+}
+
+/// The access log's time, host and path of `req`, as it came in.
+fn access_log_request<B>(req: &Request<B>) -> (String, String, String) {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or_default();
+    (
+        super::access_log::now(),
+        host.to_owned(),
+        req.uri().path().to_owned(),
+    )
 }
 
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {

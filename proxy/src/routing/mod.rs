@@ -14,6 +14,7 @@
 
 pub mod host;
 pub mod path;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct Route {
     pub metrics: crate::metrics::RouteMetrics,
     /// Weighted routes: the request count that walks the weights (see `pick_backend`).
     pub rotor: AtomicU32,
+    /// The Ingress's overrides of body size, timeouts, retries and access logging.
+    pub traffic: traffic::RouteTraffic,
 }
 
 /// Multiplier that spreads a weighted rotation: prime, so coprime with most totals.
@@ -330,6 +333,7 @@ mod tests {
             https_redirect: false,
             metrics: crate::metrics::RouteMetrics::new("ns", name, name),
             rotor: AtomicU32::new(0),
+            traffic: Default::default(),
         })
     }
 

@@ -647,3 +647,49 @@ fn default_certificate() {
     assert!(out.snapshot.certs.default.is_some());
     assert!(out.snapshot.certs.resolve(Some("unknown.com")).is_some());
 }
+
+#[test]
+fn nginx_traffic_annotations_reach_the_route() {
+    let mut s = base_store();
+    let n = "nginx.ingress.kubernetes.io";
+    s.apply(ingress_with(
+        "a",
+        "tuned",
+        T0,
+        json!({
+            format!("{n}/proxy-body-size"): "0",
+            format!("{n}/proxy-connect-timeout"): "2",
+            format!("{n}/proxy-read-timeout"): "3",
+            format!("{n}/proxy-next-upstream"): "error non_idempotent",
+            format!("{n}/proxy-next-upstream-tries"): "5",
+            format!("{n}/enable-access-log"): "false",
+        }),
+        json!({"ingressClassName": "portico", "rules": [simple_rule("t.com", "Prefix", "/", "web")]}),
+    ));
+    s.apply(ingress(
+        "a",
+        "plain",
+        T0,
+        json!({"ingressClassName": "portico", "rules": [simple_rule("p.com", "Prefix", "/", "web")]}),
+    ));
+    let out = build_now(&s, &mut Caches::default());
+    let route = |host| match out.snapshot.routes.find(host, "/", &HeaderMap::new()) {
+        RouteMatch::Rule(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(
+        route("t.com").traffic,
+        crate::routing::traffic::RouteTraffic {
+            max_body_size: Some(None),
+            connect_timeout: Some(secs(2)),
+            request_timeout: Some(secs(3)),
+            retries: Some(4),
+            retry_non_idempotent: true,
+            access_log_off: true,
+            cors: None,
+            session_cookie: None,
+        }
+    );
+    assert_eq!(route("p.com").traffic, Default::default());
+}

@@ -13,6 +13,7 @@
 //! Ingress builder fills one backend and no header matches.
 
 pub mod host;
+pub mod nginx;
 pub mod path;
 
 use std::collections::HashMap;
@@ -69,6 +70,9 @@ pub struct Route {
     /// Plain-HTTP requests get a 308 to HTTPS (the host has TLS and redirect is on).
     pub https_redirect: bool,
     pub metrics: crate::metrics::RouteMetrics,
+    /// ingress-nginx routing annotations (rewrite, redirects, upstream Host and prefix);
+    /// `None` for most routes, so a request without them reads one pointer.
+    pub nginx: Option<Box<nginx::NginxRoute>>,
 }
 
 impl Route {
@@ -277,6 +281,7 @@ mod tests {
             policy: Policy::RoundRobin,
             https_redirect: false,
             metrics: crate::metrics::RouteMetrics::new("ns", name, name),
+            nginx: None,
         })
     }
 

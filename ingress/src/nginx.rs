@@ -65,7 +65,9 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("allowlist-source-range", FailClosed),
     (
         "app-root",
-        Differs("302 for a request for / that one of the Ingress's paths matches (nginx: any request for / to the host)"),
+        Differs(
+            "302 for a request for / that one of the Ingress's paths matches (nginx: any request for / to the host)",
+        ),
     ),
     ("auth-always-set-cookie", FailClosed),
     ("auth-cache-duration", FailClosed),
@@ -130,7 +132,9 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ),
     (
         "from-to-www-redirect",
-        Differs("308 for www.<host> ↔ <host>, only when no Ingress serves the other name and its owner is the Ingress's namespace"),
+        Differs(
+            "308 for www.<host> ↔ <host>, only when no Ingress serves the other name and its owner is the Ingress's namespace",
+        ),
     ),
     ("global-rate-limit", FailClosed),
     ("global-rate-limit-ignored-cidrs", FailClosed),
@@ -185,7 +189,9 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("proxy-ssl-verify-depth", NotSupported),
     (
         "rewrite-target",
-        Differs("$1 to $9 only (no other nginx variables, no query, no redirect); Rust regex syntax"),
+        Differs(
+            "$1 to $9 only (no other nginx variables, no query, no redirect); Rust regex syntax",
+        ),
     ),
     ("satisfy", FailClosed),
     ("server-alias", NotSupported),
@@ -215,10 +221,15 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ),
     ("upstream-hash-by-subset", NotSupported),
     ("upstream-hash-by-subset-size", NotSupported),
-    ("upstream-vhost", Differs("a host name with an optional port, no nginx variables")),
+    (
+        "upstream-vhost",
+        Differs("a host name with an optional port, no nginx variables"),
+    ),
     (
         "use-regex",
-        Differs("Rust regex syntax (no look-around or back-references, unlike PCRE); patterns up to 1024 bytes"),
+        Differs(
+            "Rust regex syntax (no look-around or back-references, unlike PCRE); patterns up to 1024 bytes",
+        ),
     ),
     ("whitelist-source-range", FailClosed),
     ("x-forwarded-prefix", Honoured),

@@ -92,7 +92,9 @@ impl RewriteTarget {
     /// `rewrite`'s replacement). Other nginx variables, a query and a scheme are refused.
     pub fn parse(value: &str) -> Result<RewriteTarget, String> {
         if !value.starts_with('/') {
-            return Err("must be a path starting with '/' (redirect targets are not supported)".into());
+            return Err(
+                "must be a path starting with '/' (redirect targets are not supported)".into(),
+            );
         }
         check_value(value)?;
         if let Some(c) = value.chars().find(|c| matches!(c, '?' | '#')) {
@@ -138,7 +140,12 @@ impl RewriteTarget {
     /// "(?i)<path>" <target> break;`), with `query` kept; `None` when the regex does not
     /// match (the path goes upstream unchanged, as in nginx). A group the match did not
     /// set expands to nothing.
-    pub fn apply(&self, path: &PathMatch, request_path: &str, query: Option<&str>) -> Option<String> {
+    pub fn apply(
+        &self,
+        path: &PathMatch,
+        request_path: &str,
+        query: Option<&str>,
+    ) -> Option<String> {
         let caps = path.captures(request_path)?;
         let mut out = String::with_capacity(request_path.len() + 16);
         for part in &self.parts {
@@ -183,10 +190,12 @@ fn check_vhost(value: &str) -> Result<(), String> {
     check_value(value)?;
     let ok = !value.is_empty()
         && value.len() <= 261
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_')
+        })
         && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_'))
-        && value.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == value);
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == value);
     if ok {
         Ok(())
     } else {
@@ -248,9 +257,7 @@ pub(super) fn read(
         },
         "permanent-redirect" | "temporal-redirect" => {
             let temporal = name == "temporal-redirect";
-            if !temporal
-                && annotations.contains_key(&format!("{NGINX_PREFIX}temporal-redirect"))
-            {
+            if !temporal && annotations.contains_key(&format!("{NGINX_PREFIX}temporal-redirect")) {
                 // ingress-nginx reads temporal-redirect first; the permanent one is unused.
                 return;
             }
@@ -340,7 +347,10 @@ mod tests {
         assert_eq!(r.not_honoured().count(), 0);
         let s = &r.settings.routing;
         assert!(s.use_regex && s.from_to_www && s.regex_paths());
-        assert_eq!(s.rewrite_target.as_ref().map(RewriteTarget::as_str), Some("/$1"));
+        assert_eq!(
+            s.rewrite_target.as_ref().map(RewriteTarget::as_str),
+            Some("/$1")
+        );
         assert_eq!(s.app_root.as_deref(), Some("/app"));
         assert_eq!(s.x_forwarded_prefix.as_deref(), Some("/api"));
         assert_eq!(s.upstream_vhost.as_deref(), Some("internal.example:8080"));
@@ -352,7 +362,10 @@ mod tests {
             })
         );
         assert!(
-            read(json!({"rewrite-target": "/"})).settings.routing.regex_paths(),
+            read(json!({"rewrite-target": "/"}))
+                .settings
+                .routing
+                .regex_paths(),
             "a rewrite implies regex paths"
         );
     }

@@ -274,10 +274,8 @@ pub(super) fn read(
                 location: value.to_owned(),
             });
         }
-        "permanent-redirect-code" | "temporal-redirect-code" => {
-            if redirect_code(value).is_none() {
-                verdict.bad_value = Some(value.to_owned());
-            }
+        "permanent-redirect-code" | "temporal-redirect-code" if redirect_code(value).is_none() => {
+            verdict.bad_value = Some(value.to_owned());
         }
         _ => {}
     }

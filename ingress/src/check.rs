@@ -86,6 +86,8 @@ pub enum Problem {
     PathCharacter(String, char),
     #[error("path {0:?} contains {1:?}: regular expressions are not supported")]
     RegexPath(String, char),
+    #[error("path {0:?} is not a regular expression Portico can use: {1}")]
+    RegexPathInvalid(String, String),
     #[error("backend without service (resource backends are not supported)")]
     ResourceBackend,
     #[error("backend service {0} has no port")]
@@ -135,6 +137,9 @@ pub struct Checked {
     pub not_honoured: Vec<crate::nginx::AnnotationVerdict>,
     /// ingress-nginx's body size, timeout, retry and access log annotations.
     pub traffic: crate::traffic::Traffic,
+    /// ingress-nginx's routing annotations: regex paths, rewrite, redirects, upstream
+    /// Host and prefix. With regex paths, `rules` hold `PathKind::Regex` matches.
+    pub nginx_routing: crate::nginx::Routing,
     /// One per path, in spec order.
     pub rules: Vec<Rule>,
     pub default_backend: Option<Backend>,
@@ -241,6 +246,9 @@ pub fn check<'s>(
     let load_balance = load_balance.or_else(|| nginx.settings.load_balance.clone());
     let ssl_redirect = ssl_redirect.or(nginx.settings.ssl_redirect);
     let app_protocol = nginx.settings.app_protocol;
+    // ingress-nginx: with use-regex or a rewrite target, every path is a regex, whatever
+    // its pathType (`location ~* "^<path>"`).
+    let regex_paths = nginx.settings.routing.regex_paths();
 
     let rules = spec.rules.as_deref().unwrap_or_default();
     let path_count: usize = rules
@@ -306,8 +314,14 @@ pub fn check<'s>(
             problems.push(p.clone());
         }
         for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
-            let path = PathKind::parse(&p.path_type)
-                .and_then(|kind| PathMatch::new(kind, p.path.as_deref().unwrap_or("/")));
+            let path = PathKind::parse(&p.path_type).and_then(|kind| {
+                let text = p.path.as_deref().unwrap_or("/");
+                if regex_paths {
+                    PathMatch::regex(text)
+                } else {
+                    PathMatch::new(kind, text)
+                }
+            });
             let backend = backend(&p.backend);
             match (&host, path, backend) {
                 (Ok(host), Ok(path), Ok(backend)) => checked_rules.push(Rule {
@@ -341,6 +355,7 @@ pub fn check<'s>(
         canary: nginx.settings.canary.clone(),
         not_honoured: nginx.not_honoured().cloned().collect(),
         traffic: nginx.settings.traffic,
+        nginx_routing: nginx.settings.routing,
         rules: checked_rules,
         default_backend,
         tls,

@@ -429,6 +429,9 @@ pub fn judge<'a, 's>(
     };
     let (canaries, primaries): (Vec<&'a Ingress>, Vec<&'a Ingress>) =
         of_class.into_iter().partition(|i| is_canary(i));
+    // A regex path's cache is interior mutability, but its hash and equality are the
+    // pattern's text.
+    #[allow(clippy::mutable_key_type)]
     let mut canary_of: HashMap<(HostPattern, crate::path::PathMatch), IngressKey> = HashMap::new();
     for ingress in primaries.into_iter().chain(canaries) {
         let key = IngressKey::of(ingress);

@@ -19,6 +19,9 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::LoadBalance;
 
+mod routing;
+pub use routing::{Redirect, RewriteTarget, Routing};
+
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// What Portico does with one ingress-nginx annotation.
@@ -68,7 +71,12 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("affinity-canary-behavior", NotSupported),
     ("affinity-mode", NotSupported),
     ("allowlist-source-range", FailClosed),
-    ("app-root", NotSupported),
+    (
+        "app-root",
+        Differs(
+            "302 for a request for / that one of the Ingress's paths matches (nginx: any request for / to the host)",
+        ),
+    ),
     ("auth-always-set-cookie", FailClosed),
     ("auth-cache-duration", FailClosed),
     ("auth-cache-key", FailClosed),
@@ -155,7 +163,12 @@ pub const SUPPORT: &[(&str, Support)] = &[
         "force-ssl-redirect",
         Differs("308 to HTTPS for every host of the Ingress, TLS section or not (nginx: 308)"),
     ),
-    ("from-to-www-redirect", NotSupported),
+    (
+        "from-to-www-redirect",
+        Differs(
+            "308 for www.<host> ↔ <host>, only when no Ingress serves the other name and its owner is the Ingress's namespace",
+        ),
+    ),
     ("global-rate-limit", FailClosed),
     ("global-rate-limit-ignored-cidrs", FailClosed),
     ("global-rate-limit-key", FailClosed),
@@ -180,8 +193,8 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("modsecurity-transaction-id", FailClosed),
     ("opentelemetry-operation-name", NotSupported),
     ("opentelemetry-trust-incoming-span", NotSupported),
-    ("permanent-redirect", NotSupported),
-    ("permanent-redirect-code", NotSupported),
+    ("permanent-redirect", Honoured),
+    ("permanent-redirect-code", Honoured),
     ("preserve-trailing-slash", NotSupported),
     ("proxy-body-size", Honoured),
     ("proxy-buffer-size", NotSupported),
@@ -232,7 +245,12 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("proxy-ssl-server-name", NotSupported),
     ("proxy-ssl-verify", NotSupported),
     ("proxy-ssl-verify-depth", NotSupported),
-    ("rewrite-target", NotSupported),
+    (
+        "rewrite-target",
+        Differs(
+            "$1 to $9 only (no other nginx variables, no query, no redirect); Rust regex syntax",
+        ),
+    ),
     ("satisfy", FailClosed),
     ("server-alias", NotSupported),
     ("server-snippet", FailClosed),
@@ -264,8 +282,8 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("ssl-prefer-server-ciphers", NotSupported),
     ("ssl-redirect", Honoured),
     ("stream-snippet", FailClosed),
-    ("temporal-redirect", NotSupported),
-    ("temporal-redirect-code", NotSupported),
+    ("temporal-redirect", Honoured),
+    ("temporal-redirect-code", Honoured),
     (
         "upstream-hash-by",
         Differs(
@@ -274,10 +292,18 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ),
     ("upstream-hash-by-subset", NotSupported),
     ("upstream-hash-by-subset-size", NotSupported),
-    ("upstream-vhost", NotSupported),
-    ("use-regex", NotSupported),
+    (
+        "upstream-vhost",
+        Differs("a host name with an optional port, no nginx variables"),
+    ),
+    (
+        "use-regex",
+        Differs(
+            "Rust regex syntax (no look-around or back-references, unlike PCRE); patterns up to 1024 bytes",
+        ),
+    ),
     ("whitelist-source-range", FailClosed),
-    ("x-forwarded-prefix", NotSupported),
+    ("x-forwarded-prefix", Honoured),
 ];
 
 /// What Portico does with annotation `name` (without the prefix). Unknown names are not
@@ -340,6 +366,8 @@ pub struct Nginx {
     pub app_protocol: Option<&'static str>,
     /// Body size, timeouts, retries, access log (`crate::traffic`).
     pub traffic: crate::traffic::Traffic,
+    /// Regex paths, rewrites, redirects, upstream Host and prefix (nginx/routing.rs).
+    pub routing: Routing,
 }
 
 /// An Ingress's nginx annotations, read.
@@ -438,6 +466,14 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
                     ),
                 }),
             },
+            _ if routing::NAMES.contains(&name) => routing::read(
+                name,
+                value,
+                annotations,
+                &mut out.settings.routing,
+                &mut verdict,
+                &mut out.refusals,
+            ),
             _ => {
                 if crate::traffic::read(name, value, &mut out.settings.traffic) == Some(false) {
                     bad(&mut verdict);

@@ -312,3 +312,36 @@ fn backend_tls_takes_its_name_and_ca_from_the_service_and_fails_closed_when_aske
         );
     }
 }
+
+#[test]
+fn nginx_regex_paths_only_with_use_regex_or_a_rewrite() {
+    let spec = json!({"rules": [
+        rule("r.com", "ImplementationSpecific", "/api/(v[0-9]+)/(.*)", "web", json!({"number": 80})),
+        rule("r.com", "Exact", "/plain", "web", json!({"number": 80})),
+    ]});
+    // Without the annotation the regex is still refused.
+    assert!(problems(spec.clone())[0].contains("regular expressions are not supported"));
+    for annotations in [
+        json!({"nginx.ingress.kubernetes.io/use-regex": "true"}),
+        json!({"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}),
+    ] {
+        let checked = run(&ingress("a", "i", T0, annotations, spec.clone())).expect("served");
+        assert!(
+            checked.rules.iter().all(|r| r.path.kind == PathKind::Regex),
+            "every path of the Ingress is a regex, Exact too"
+        );
+        assert!(checked.rules[0].path.matches("/API/v2/users"));
+        assert!(checked.rules[1].path.matches("/plainer"), "^/plain");
+        assert!(checked.nginx_routing.regex_paths());
+    }
+    // A pattern the regex crate cannot compile: not served, with the reason.
+    let bad = problems_with(
+        json!({"nginx.ingress.kubernetes.io/use-regex": "true"}),
+        json!({"rules": [rule("r.com", "Prefix", "/a(?<=b)", "web", json!({"number": 80}))]}),
+    );
+    assert_eq!(bad.len(), 1);
+    assert!(
+        bad[0].starts_with(r#"path "/a(?<=b)" is not a regular expression Portico can use"#),
+        "{bad:?}"
+    );
+}

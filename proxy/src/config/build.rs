@@ -3,7 +3,7 @@
 //! conflicts), which the operator applies too, to publish the Events the proxy may not
 //! write; this compiles the served rules and logs each rejection.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use tracing::warn;
 use super::store::Store;
 use super::{ObjectKey, Snapshot};
 use crate::lb::{Backend, BackendKey, Policy};
+use crate::routing::nginx::NginxRoute;
 use crate::routing::{
     HeaderMatch, HostPattern, HostRules, PathRule, Route, RouteBackend, RouteTable,
     UpstreamProtocol,
@@ -246,6 +247,8 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         store.services.get(&ObjectKey::new(ns, name))
     });
 
+    let regex_hosts = regex_hosts(&judgement);
+
     // Oldest first, so that among certificates for one host the oldest Ingress's wins.
     for verdict in &judgement.verdicts {
         let key = ObjectKey::new(&verdict.key.namespace, &verdict.key.name);
@@ -312,12 +315,18 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             ));
         }
         let canary = verdict.checked.as_ref().and_then(|c| c.canary.as_ref());
-        for (host, rule) in compiled.rules {
+        for (host, mut rule) in compiled.rules {
+            if regex_hosts.contains(&host)
+                && let Some(regex) = rule.path.as_regex()
+            {
+                rule.path = regex;
+            }
             match canary {
                 // The judgement paired it with the primary holding this host+path.
                 Some(c) => attach_canary(table.host_rules_mut(&host), rule, c),
-                // Refused only when this Ingress names the same host+path twice: its
-                // first rule stays.
+                // Refused only when this Ingress names the same host+path twice (or, on
+                // a regex host, a path another Ingress of the host names too): the first
+                // stays.
                 None => {
                     let _ = table.host_rules_mut(&host).insert(rule);
                 }
@@ -353,6 +362,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             }
         }
     }
+    www_redirects(&judgement, params, caches, &mut table);
     // A tenant's host is answered 404 when no path matches, never by another namespace's
     // default backend.
     for verdict in judgement.served() {
@@ -469,10 +479,104 @@ fn attach_canary(rules: &mut HostRules, canary: PathRule, c: &portico_ingress::n
             https_redirect: primary.https_redirect,
             metrics: primary.metrics.clone(),
             rotor: Default::default(),
-            // The primary's Ingress decides its path's limits and logging.
+            // The primary's Ingress decides its path's limits, logging and rewrites.
             traffic: primary.traffic.clone(),
+            nginx: primary.nginx.clone(),
         });
         rules.set_plain_route(&canary.path, split);
+    }
+}
+
+/// ingress-nginx treats every path of a host as a regular expression when one of the
+/// host's Ingresses uses regex paths (`use-regex` or `rewrite-target`): these hosts.
+fn regex_hosts(judgement: &portico_ingress::Judgement<'_>) -> HashSet<HostPattern> {
+    judgement
+        .served()
+        .filter_map(|v| v.checked.as_ref())
+        .filter(|c| c.nginx_routing.regex_paths())
+        .flat_map(|c| c.rules.iter().map(|r| r.host.clone()))
+        .collect()
+}
+
+/// ingress-nginx's `from-to-www-redirect`: for each exact host of such an Ingress, the
+/// other name (`www.<host>` or `<host>` without `www.`) answers 308 to it, when no Ingress
+/// serves that name and (with host ownership) no other namespace owns it. Call after every
+/// Ingress's rules are in `table`.
+fn www_redirects(
+    judgement: &portico_ingress::Judgement<'_>,
+    params: &Params,
+    caches: &mut Caches,
+    table: &mut RouteTable,
+) {
+    for verdict in judgement.served() {
+        let Some(checked) = verdict
+            .checked
+            .as_ref()
+            .filter(|c| c.nginx_routing.from_to_www)
+        else {
+            continue;
+        };
+        let key = ObjectKey::new(&verdict.key.namespace, &verdict.key.name);
+        for rule in &checked.rules {
+            let HostPattern::Exact(to) = &rule.host else {
+                continue;
+            };
+            let other = match to.strip_prefix("www.") {
+                Some(bare) => bare.to_owned(),
+                None => format!("www.{to}"),
+            };
+            let Ok(other) = HostPattern::parse(&other) else {
+                continue;
+            };
+            let wildcard = match &other {
+                HostPattern::Exact(h) => h
+                    .split_once('.')
+                    .map(|(_, s)| HostPattern::Wildcard(s.to_owned())),
+                _ => None,
+            };
+            let foreign = |h: &HostPattern| {
+                judgement
+                    .owner(h)
+                    .is_some_and(|o| o.namespace != key.namespace)
+            };
+            if params.tenant_policy.host_ownership
+                && (foreign(&other) || wildcard.as_ref().is_some_and(foreign))
+            {
+                continue;
+            }
+            let rules = table.host_rules_mut(&other);
+            if !rules.is_empty() {
+                continue;
+            }
+            let metrics = caches
+                .route_metrics
+                .entry((key.clone(), String::new()))
+                .or_insert_with(|| crate::metrics::RouteMetrics::new(&key.namespace, &key.name, ""))
+                .clone();
+            let route = Arc::new(Route {
+                ingress: key.clone(),
+                service: String::new(),
+                backends: Vec::new(),
+                policy: params.default_policy.clone(),
+                https_redirect: false,
+                metrics,
+                rotor: Default::default(),
+                traffic: Default::default(),
+                nginx: Some(Box::new(NginxRoute {
+                    www_redirect_to: Some(to.clone()),
+                    ..NginxRoute::default()
+                })),
+            });
+            if let Ok(path) =
+                portico_ingress::PathMatch::new(portico_ingress::PathKind::Prefix, "/")
+            {
+                let _ = rules.insert(PathRule {
+                    path,
+                    headers: vec![],
+                    route,
+                });
+            }
+        }
     }
 }
 
@@ -583,12 +687,24 @@ fn compile(
         })
     };
 
+    // ingress-nginx routing annotations: shared by the Ingress's routes, except a rewrite,
+    // which needs its rule's regex (such routes are made per path).
+    let nginx = NginxRoute::from_routing(&checked.nginx_routing);
+    let rewrite_target = checked.nginx_routing.rewrite_target.as_ref();
+
     // One Route per (Service port, redirect), shared by the paths that name it.
     let mut routes: HashMap<(String, String), Arc<Route>> = HashMap::new();
-    let mut route_for = |b: &portico_ingress::Backend, https_redirect: bool| -> Arc<Route> {
+    let mut route_for = |b: &portico_ingress::Backend,
+                         https_redirect: bool,
+                         rewrite_path: Option<&portico_ingress::PathMatch>|
+     -> Arc<Route> {
+        let rewrite = rewrite_path.zip(rewrite_target);
         let cache_key = (
             b.service.clone(),
-            format!("{}/{https_redirect}", b.port_label),
+            match rewrite {
+                Some((path, _)) => format!("{}/{https_redirect}/{}", b.port_label, path.as_str()),
+                None => format!("{}/{https_redirect}", b.port_label),
+            },
         );
         if let Some(r) = routes.get(&cache_key) {
             return r.clone();
@@ -620,6 +736,13 @@ fn compile(
                 .clone(),
             rotor: Default::default(),
             traffic: (&checked.traffic).into(),
+            nginx: match rewrite {
+                Some((path, target)) => Some(Box::new(NginxRoute {
+                    rewrite: Some((path.clone(), target.clone())),
+                    ..nginx.clone().unwrap_or_default()
+                })),
+                None => nginx.clone().map(Box::new),
+            },
         });
         routes.insert(cache_key, route.clone());
         route
@@ -633,14 +756,14 @@ fn compile(
             PathRule {
                 path: rule.path.clone(),
                 headers: vec![],
-                route: route_for(&rule.backend, redirect),
+                route: route_for(&rule.backend, redirect, Some(&rule.path)),
             },
         ));
     }
     let default = checked
         .default_backend
         .as_ref()
-        .map(|b| route_for(b, false));
+        .map(|b| route_for(b, false, None));
     Ok(Compiled { rules, default })
 }
 

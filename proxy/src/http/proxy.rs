@@ -4,12 +4,15 @@
 //! ```text
 //! 1 request_filter   one validated host (400), SNI covers it (421), normalized path (400)
 //! 2 route            snapshot (loaded once) → host → path → Route, or 404; body limit (413)
-//! 3 redirect         plain HTTP to a TLS host → 308 https; CORS preflight → 204 (cors.rs)
+//! 3 redirect         plain HTTP to a TLS host → 308 https; CORS preflight → 204 (cors.rs);
+//!                    ingress-nginx's from-to-www, app-root and permanent/temporal
+//!                    redirects; its rewrite-target
 //! 4 upstream_peer    endpoint set (loaded once) → policy pick → slot under the endpoint's
 //!                    cap (bounded wait, 503) → connect; connect failure: eject, retry
 //!                    idempotent requests on another endpoint
 //! 5 upstream_request strip hop-by-hop and what clients may not send, X-Forwarded-*,
-//!                    normalized URI and version for the upstream
+//!                    normalized (or rewritten) URI and version for the upstream;
+//!                    ingress-nginx's X-Forwarded-Prefix and upstream-vhost
 //! 6 send             request timeout → 504; a stale pooled connection is redialled once
 //! 7 response_filter  strip hop-by-hop, HSTS, affinity cookie, WebSocket tunnel; pool the
 //!                    connection only after a bodyless request
@@ -25,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -231,6 +234,18 @@ impl Proxy {
         if !ctx.conn.tls && route.https_redirect {
             return Ok(self.redirect(&host, normalized.as_deref(), req.uri()));
         }
+        // ingress-nginx's redirects (from-to-www, app-root, permanent/temporal), and its
+        // rewrite, decided on the path judged.
+        let nginx = route.nginx.as_deref();
+        if let Some((code, location)) =
+            nginx.and_then(|n| n.redirect(ctx.conn.tls, authority.as_deref(), path, req.uri()))
+        {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = code;
+            resp.headers_mut().insert(header::LOCATION, location);
+            return Ok(resp);
+        }
+        let rewritten = nginx.and_then(|n| n.rewrite(path, req.uri().query()));
 
         // CORS: an allowed origin's preflight is answered here (headers in `handle`).
         if let Some(policy) = &route.traffic.cors
@@ -306,11 +321,24 @@ impl Proxy {
             self.settings.keep_underscores,
         );
         apply_forwarded(&mut parts.headers, &fwd);
+        if let Some(prefix) = nginx.and_then(|n| n.x_forwarded_prefix.as_ref()) {
+            parts.headers.insert(
+                HeaderName::from_static("x-forwarded-prefix"),
+                prefix.clone(),
+            );
+        }
+        let vhost = nginx.and_then(|n| n.upstream_vhost.as_ref());
         match rb.protocol {
             UpstreamProtocol::H2c => {
-                let path_and_query = upstream_path_and_query(normalized.as_deref(), &parts.uri);
+                let path_and_query = match &rewritten {
+                    Some(r) => Cow::Borrowed(r.as_str()),
+                    None => upstream_path_and_query(normalized.as_deref(), &parts.uri),
+                };
                 parts.headers.remove(header::HOST);
-                let auth = authority.as_deref().unwrap_or("upstream");
+                let auth = match vhost {
+                    Some(v) => v.to_str().unwrap_or("upstream"),
+                    None => authority.as_deref().unwrap_or("upstream"),
+                };
                 parts.uri = Uri::builder()
                     .scheme("http")
                     .authority(auth)
@@ -334,10 +362,17 @@ impl Proxy {
                 let origin_form = parts.uri.scheme().is_none()
                     && parts.uri.authority().is_none()
                     && parts.uri.path_and_query().is_some();
-                if !origin_form || normalized.is_some() {
+                if let Some(r) = rewritten {
+                    parts.uri = r
+                        .parse()
+                        .map_err(|_| ProxyError::BadRequest("upstream URI"))?;
+                } else if !origin_form || normalized.is_some() {
                     parts.uri = upstream_path_and_query(normalized.as_deref(), &parts.uri)
                         .parse()
                         .map_err(|_| ProxyError::BadRequest("upstream URI"))?;
+                }
+                if let Some(v) = vhost {
+                    parts.headers.insert(header::HOST, v.clone());
                 }
                 parts.version = Version::HTTP_11;
             }

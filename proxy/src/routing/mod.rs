@@ -13,6 +13,7 @@
 //! Ingress builder fills one backend and no header matches.
 
 pub mod host;
+pub mod nginx;
 pub mod path;
 pub mod traffic;
 
@@ -75,6 +76,9 @@ pub struct Route {
     pub rotor: AtomicU32,
     /// The Ingress's overrides of body size, timeouts, retries and access logging.
     pub traffic: traffic::RouteTraffic,
+    /// ingress-nginx routing annotations (rewrite, redirects, upstream Host and prefix);
+    /// `None` for most routes, so a request without them reads one pointer.
+    pub nginx: Option<Box<nginx::NginxRoute>>,
 }
 
 /// Multiplier that spreads a weighted rotation: prime, so coprime with most totals.
@@ -334,6 +338,7 @@ mod tests {
             metrics: crate::metrics::RouteMetrics::new("ns", name, name),
             rotor: AtomicU32::new(0),
             traffic: Default::default(),
+            nginx: None,
         })
     }
 

@@ -693,3 +693,108 @@ fn nginx_traffic_annotations_reach_the_route() {
     );
     assert_eq!(route("p.com").traffic, Default::default());
 }
+
+#[test]
+fn nginx_regex_paths_are_per_host_and_longest_first() {
+    let mut s = base_store();
+    s.apply(ingress_with(
+        "a",
+        "regex",
+        T0,
+        json!({"nginx.ingress.kubernetes.io/use-regex": "true"}),
+        json!({"ingressClassName": "portico", "rules": [
+            simple_rule("r.com", "ImplementationSpecific", "/foo/bar/[A-Z0-9]{3}", "web"),
+        ]}),
+    ));
+    // No annotation, same host: its paths are regexes too (ingress-nginx's precedence).
+    s.apply(ingress(
+        "a",
+        "plain",
+        T1,
+        json!({"ingressClassName": "portico", "rules": [
+            simple_rule("r.com", "Prefix", "/foo/bar/bar", "api"),
+            simple_rule("r.com", "Exact", "/foo", "other"),
+        ]}),
+    ));
+    // Another host keeps Ingress semantics.
+    s.apply(ingress(
+        "a",
+        "elsewhere",
+        T1,
+        json!({"ingressClassName": "portico", "rules": [simple_rule("e.com", "Exact", "/foo", "web")]}),
+    ));
+    let out = build_now(&s, &mut Caches::default());
+    let snap = &out.snapshot;
+    assert_eq!((snap.ingresses_served, snap.ingresses_skipped), (3, 0));
+    // ingress-nginx's documented example: the longer regex wins for /foo/bar/bar.
+    assert_eq!(
+        lookup(snap, "r.com", "/foo/bar/bar").as_deref(),
+        Some("regex:web")
+    );
+    assert_eq!(
+        lookup(snap, "r.com", "/foo/bar/BAR1").as_deref(),
+        Some("regex:web")
+    );
+    assert_eq!(
+        lookup(snap, "r.com", "/foo/bar/ba").as_deref(),
+        Some("plain:other"),
+        "Exact /foo became ^/foo"
+    );
+    assert_eq!(
+        lookup(snap, "r.com", "/FOOD").as_deref(),
+        Some("plain:other")
+    );
+    assert_eq!(lookup(snap, "e.com", "/food"), None);
+    assert_eq!(
+        lookup(snap, "e.com", "/foo").as_deref(),
+        Some("elsewhere:web")
+    );
+}
+
+#[test]
+fn nginx_www_redirect_only_for_names_no_one_else_serves_or_owns() {
+    let mut s = base_store();
+    let www = json!({"nginx.ingress.kubernetes.io/from-to-www-redirect": "true"});
+    s.apply(ingress_with(
+        "a",
+        "shop",
+        T0,
+        www.clone(),
+        json!({"ingressClassName": "portico", "rules": [
+            simple_rule("shop.com", "Prefix", "/", "web"),
+            simple_rule("www.blog.com", "Prefix", "/", "web"),
+            simple_rule("taken.com", "Prefix", "/", "web"),
+            simple_rule("theirs.com", "Prefix", "/", "web"),
+        ]}),
+    ));
+    // www.taken.com is served by another Ingress of the namespace: no redirect there.
+    s.apply(ingress(
+        "a",
+        "taken",
+        T1,
+        json!({"ingressClassName": "portico", "rules": [simple_rule("www.taken.com", "Exact", "/x", "api")]}),
+    ));
+    // Namespace b owns www.theirs.com (its Ingress is invalid: a missing Service), so a's
+    // redirect may not take it.
+    s.apply(ingress(
+        "b",
+        "theirs",
+        T0,
+        json!({"ingressClassName": "portico", "rules": [simple_rule("www.theirs.com", "Prefix", "/", "missing")]}),
+    ));
+    let out = build_now(&s, &mut Caches::default());
+    let snap = &out.snapshot;
+    let redirect_to = |host: &str| match snap.routes.find(host, "/a", &HeaderMap::new()) {
+        RouteMatch::Rule(r) => r.nginx.as_ref().and_then(|n| n.www_redirect_to.clone()),
+        _ => None,
+    };
+    assert_eq!(redirect_to("www.shop.com").as_deref(), Some("shop.com"));
+    assert_eq!(redirect_to("blog.com").as_deref(), Some("www.blog.com"));
+    assert_eq!(redirect_to("shop.com"), None, "the host itself is served");
+    assert_eq!(redirect_to("www.taken.com"), None);
+    assert_eq!(
+        lookup(snap, "www.taken.com", "/x").as_deref(),
+        Some("taken:api")
+    );
+    assert_eq!(lookup(snap, "www.theirs.com", "/"), None, "b owns it");
+}

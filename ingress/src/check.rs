@@ -336,6 +336,21 @@ pub fn check<'s>(
             }
         }
     }
+    // ingress-nginx's server-alias: the same rules for more hosts (host-less rules stay
+    // host-less). The judgement applies host ownership to each alias like any host.
+    if !nginx.settings.server_alias.is_empty() {
+        let hosted: Vec<Rule> = checked_rules
+            .iter()
+            .filter(|r| !matches!(r.host, HostPattern::Any))
+            .cloned()
+            .collect();
+        for alias in &nginx.settings.server_alias {
+            checked_rules.extend(hosted.iter().map(|r| Rule {
+                host: alias.clone(),
+                ..r.clone()
+            }));
+        }
+    }
     let default_backend = match spec.default_backend.as_ref().map(&mut backend) {
         None => None,
         Some(Ok(b)) => Some(b),

@@ -343,9 +343,18 @@ fn declared_hosts(ingress: &Ingress) -> impl Iterator<Item = HostPattern> + '_ {
         .flatten()
         .flat_map(|t| t.hosts.iter().flatten())
         .map(String::as_str);
+    // server-alias names hosts too: the oldest Ingress naming one owns it.
+    let aliases = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&format!("{}server-alias", crate::nginx::NGINX_PREFIX)))
+        .and_then(|v| crate::nginx::server_aliases(v).ok())
+        .unwrap_or_default();
     rules
         .chain(tls)
         .filter_map(|h| HostPattern::parse(h).ok())
+        .chain(aliases)
         .filter(|h| !matches!(h, HostPattern::Any))
 }
 

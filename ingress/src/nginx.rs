@@ -114,7 +114,12 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ),
     ("canary-by-cookie", Honoured),
     ("canary-by-header", Honoured),
-    ("canary-by-header-pattern", NotSupported),
+    (
+        "canary-by-header-pattern",
+        Differs(
+            "Rust regex syntax (no look-around or back-references), matched anywhere in the value",
+        ),
+    ),
     ("canary-by-header-value", Honoured),
     (
         "canary-weight",
@@ -252,7 +257,12 @@ pub const SUPPORT: &[(&str, Support)] = &[
         ),
     ),
     ("satisfy", FailClosed),
-    ("server-alias", NotSupported),
+    (
+        "server-alias",
+        Differs(
+            "each alias is a host of the Ingress's rules, judged by host ownership like any host it names (a host another namespace owns is refused)",
+        ),
+    ),
     ("server-snippet", FailClosed),
     ("service-upstream", NotSupported),
     ("session-cookie-change-on-failure", NotSupported),
@@ -347,11 +357,47 @@ pub struct Canary {
     pub by_header: Option<String>,
     /// `canary-by-header-value`.
     pub header_value: Option<String>,
+    /// `canary-by-header-pattern`: a header value it matches means the canary (ignored
+    /// when `header_value` is set, as in ingress-nginx).
+    pub header_pattern: Option<HeaderPattern>,
     /// `canary-by-cookie`: `always` sends to the canary, `never` to the primary.
     pub by_cookie: Option<String>,
     /// `canary-weight` out of `canary-weight-total` (default 100).
     pub weight: u32,
     pub weight_total: u32,
+}
+
+/// A compiled `canary-by-header-pattern`, compared by its text.
+#[derive(Debug, Clone)]
+pub struct HeaderPattern(pub std::sync::Arc<regex::Regex>);
+
+impl PartialEq for HeaderPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for HeaderPattern {}
+
+impl HeaderPattern {
+    /// Compiles `pattern` within the same bounds as regex paths; `None` when it is too
+    /// long or does not compile.
+    pub fn new(pattern: &str) -> Option<HeaderPattern> {
+        if pattern.is_empty() || pattern.len() > 1024 {
+            return None;
+        }
+        regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 18)
+            .dfa_size_limit(1 << 18)
+            .nest_limit(64)
+            .build()
+            .ok()
+            .map(|r| HeaderPattern(std::sync::Arc::new(r)))
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        self.0.is_match(value)
+    }
 }
 
 /// The settings Portico takes from an Ingress's nginx annotations.
@@ -368,6 +414,22 @@ pub struct Nginx {
     pub traffic: crate::traffic::Traffic,
     /// Regex paths, rewrites, redirects, upstream Host and prefix (nginx/routing.rs).
     pub routing: Routing,
+    /// `server-alias`: more hosts served by the Ingress's rules.
+    pub server_alias: Vec<crate::HostPattern>,
+}
+
+/// The hosts of a `server-alias` value (comma or space separated); `Err` names the first
+/// that is not a host.
+pub fn server_aliases(value: &str) -> Result<Vec<crate::HostPattern>, String> {
+    value
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| match crate::HostPattern::parse(h) {
+            Ok(crate::HostPattern::Any) | Err(_) => Err(h.to_owned()),
+            Ok(host) => Ok(host),
+        })
+        .collect()
 }
 
 /// An Ingress's nginx annotations, read.
@@ -466,6 +528,13 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
                     ),
                 }),
             },
+            "server-alias" => match server_aliases(value) {
+                Ok(hosts) => out.settings.server_alias = hosts,
+                Err(host) => out.refusals.push(crate::Problem::NginxAnnotation {
+                    name: name.to_owned(),
+                    reason: format!("{host:?} is not a host name"),
+                }),
+            },
             _ if routing::NAMES.contains(&name) => routing::read(
                 name,
                 value,
@@ -556,9 +625,21 @@ fn canary(
             0
         }
     };
+    let header_value = get("canary-by-header-value").filter(|v| !v.is_empty());
+    let header_pattern = match get("canary-by-header-pattern") {
+        Some(p) if header_value.is_none() => {
+            let compiled = HeaderPattern::new(&p);
+            if compiled.is_none() {
+                bad("canary-by-header-pattern");
+            }
+            compiled
+        }
+        _ => None,
+    };
     Some(Canary {
         by_header: valid_header,
-        header_value: get("canary-by-header-value").filter(|v| !v.is_empty()),
+        header_value,
+        header_pattern,
         by_cookie: valid_cookie,
         weight,
         weight_total,
@@ -660,6 +741,7 @@ mod tests {
             Some(Canary {
                 by_header: Some("X-Canary".into()),
                 header_value: None,
+                header_pattern: None,
                 by_cookie: Some("canary".into()),
                 weight: 30,
                 weight_total: 100,

@@ -65,6 +65,10 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
             "grpc",
             json!({ format!("{prefix}/backend-protocol"): "GRPC" }),
         ),
+        (
+            "aliased",
+            json!({ format!("{prefix}/server-alias"): "other-name.nginx.example.com" }),
+        ),
     ] {
         apply_ingress(c, nginx_ingress(ns, name, class, annotations)).await?;
     }
@@ -119,7 +123,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
     let instances = Api::<IngressController>::namespaced(c.clone(), ns);
     eventually(
         OPERATOR_WAIT,
-        "status: 5 served, 3 rejected, 1 annotation not honoured",
+        "status: 6 served, 3 rejected, 1 annotation not honoured",
         || async {
             instances
                 .get(&inst.name)
@@ -131,7 +135,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
                         s.ingresses_served,
                         s.ingresses_rejected,
                         s.annotations_not_honoured,
-                    ) == (5, 3, 1)
+                    ) == (6, 3, 1)
                 })
         },
     )
@@ -166,6 +170,12 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
         .await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.json["version"], "HTTP/2.0", "{:?}", r.json);
+
+    // server-alias: the Ingress's rules answer for the alias too.
+    assert_eq!(
+        status_of(&http, "other-name.nginx.example.com", "/").await,
+        200
+    );
 
     // The instance may accept the risk for one annotation: that Ingress is then served,
     // ignoring it; the others stay refused.
@@ -256,6 +266,49 @@ async fn canary_by_header_cookie_and_weight() -> Result<()> {
             assert_eq!(r.backend(), Some(want), "{headers:?}");
         }
     }
+    // A header pattern: another canary, on another host, by a regex on one header.
+    let pattern_host = "pattern.nginx.example.com";
+    let mut by_pattern = ingress(
+        ns,
+        "tier-canary",
+        class,
+        pattern_host,
+        &[("/", "Prefix", "canary")],
+    );
+    by_pattern["metadata"]["annotations"] = json!({
+        format!("{prefix}/canary"): "true",
+        format!("{prefix}/canary-by-header"): "X-Tier",
+        format!("{prefix}/canary-by-header-pattern"): "^(alpha|beta)-",
+    });
+    apply_ingress(c, by_pattern).await?;
+    apply_ingress(
+        c,
+        ingress(
+            ns,
+            "tier",
+            class,
+            pattern_host,
+            &[("/", "Prefix", "stable")],
+        ),
+    )
+    .await?;
+    eventually(Duration::from_secs(10), "the pattern canary", || async {
+        http.get_with(pattern_host, "/", &[("x-tier", "beta-7")])
+            .await
+            .is_ok_and(|r| r.backend() == Some("canary-0"))
+    })
+    .await?;
+    for (tier, want) in [
+        ("alpha-1", "canary-0"),
+        ("gamma-1", "stable-0"),
+        ("xbeta-1", "stable-0"),
+    ] {
+        let r = http
+            .get_with(pattern_host, "/", &[("x-tier", tier)])
+            .await?;
+        assert_eq!(r.backend(), Some(want), "{tier}");
+    }
+
     // By weight: 20% of 1,000 requests, within ±3 points.
     let mut to_canary = 0;
     for _ in 0..1000 {

@@ -344,6 +344,38 @@ fn ownership_conflicts_and_catch_alls() {
         ing
     };
     let mut cases = cases;
+    let aliased = |key: &str, created: &str, host: &str, aliases: &str| {
+        let mut ing = site(key, created, host, &["/"]);
+        ing.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                "nginx.ingress.kubernetes.io/server-alias".to_owned(),
+                aliases.to_owned(),
+            );
+        ing
+    };
+    cases.push(Case {
+        want: vec![
+            ("a/owner", true, vec![]),
+            ("b/aliases", true, vec!["HostNotOwned"]),
+            ("c/late", false, vec!["HostNotOwned"]),
+        ],
+        routes: vec![
+            "a/owner owned.com /",
+            "b/aliases b.com /",
+            "b/aliases alias.com /",
+        ],
+        ..Case::new(
+            "server-alias hosts go through host ownership like any host",
+            vec![
+                site("a/owner", T0, "owned.com", &["/"]),
+                aliased("b/aliases", T1, "b.com", "alias.com, owned.com"),
+                // The alias was named first: it belongs to b now.
+                site("c/late", T2, "alias.com", &["/"]),
+            ],
+        )
+    });
     cases.push(Case {
         want: vec![
             ("a/primary", true, vec![]),

@@ -436,9 +436,16 @@ fn attach_canary(rules: &mut HostRules, canary: PathRule, c: &portico_ingress::n
             name: name.clone(),
             value: value.to_owned(),
         };
-        match &c.header_value {
-            Some(value) => conditional.push((header(value), canary.route.clone())),
-            None => {
+        match (&c.header_value, &c.header_pattern) {
+            (Some(value), _) => conditional.push((header(value), canary.route.clone())),
+            (None, Some(pattern)) => conditional.push((
+                HeaderMatch::HeaderPattern {
+                    name: name.clone(),
+                    pattern: pattern.clone(),
+                },
+                canary.route.clone(),
+            )),
+            (None, None) => {
                 conditional.push((header("always"), canary.route.clone()));
                 conditional.push((header("never"), primary.clone()));
             }

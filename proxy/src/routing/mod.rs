@@ -129,6 +129,11 @@ pub enum HeaderMatch {
         name: String,
         value: String,
     },
+    /// A header whose value the pattern matches (anywhere in it).
+    HeaderPattern {
+        name: http::HeaderName,
+        pattern: portico_ingress::nginx::HeaderPattern,
+    },
 }
 
 impl HeaderMatch {
@@ -137,6 +142,10 @@ impl HeaderMatch {
             HeaderMatch::Header { name, value } => {
                 headers.get(name).and_then(|v| v.to_str().ok()) == Some(value.as_str())
             }
+            HeaderMatch::HeaderPattern { name, pattern } => headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| pattern.is_match(v)),
             HeaderMatch::Cookie { name, value } => headers
                 .get_all(http::header::COOKIE)
                 .iter()

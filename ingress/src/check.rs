@@ -129,6 +129,8 @@ pub struct Checked {
     pub ssl_redirect: Option<bool>,
     /// ingress-nginx's `force-ssl-redirect`: 308 to HTTPS whether the host has TLS or not.
     pub force_ssl_redirect: bool,
+    /// ingress-nginx's source ranges: which client addresses may reach it.
+    pub source_ranges: crate::source_range::SourceRanges,
     /// Set when this is a canary Ingress: its rules take part of the traffic of the
     /// primary Ingress of the same host and path (the judgement pairs them).
     pub canary: Option<crate::nginx::Canary>,
@@ -368,6 +370,7 @@ pub fn check<'s>(
         ssl_redirect,
         force_ssl_redirect: nginx.settings.force_ssl_redirect,
         canary: nginx.settings.canary.clone(),
+        source_ranges: nginx.settings.source_ranges.clone(),
         not_honoured: nginx.not_honoured().cloned().collect(),
         traffic: nginx.settings.traffic,
         nginx_routing: nginx.settings.routing,

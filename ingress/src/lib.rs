@@ -26,6 +26,7 @@ pub mod nginx;
 mod path;
 mod proxy_args;
 mod size;
+pub mod source_range;
 pub mod traffic;
 
 pub use check::{

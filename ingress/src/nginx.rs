@@ -70,7 +70,12 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ),
     ("affinity-canary-behavior", NotSupported),
     ("affinity-mode", NotSupported),
-    ("allowlist-source-range", FailClosed),
+    (
+        "allowlist-source-range",
+        Differs(
+            "403 for other client addresses; the client is the peer, or the X-Forwarded-For address from a trusted proxy (spec.trustedProxyCIDRs)",
+        ),
+    ),
     (
         "app-root",
         Differs(
@@ -145,7 +150,7 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("custom-headers", NotSupported),
     ("custom-http-errors", NotSupported),
     ("default-backend", NotSupported),
-    ("denylist-source-range", FailClosed),
+    ("denylist-source-range", Honoured),
     (
         "enable-access-log",
         Differs(
@@ -312,7 +317,12 @@ pub const SUPPORT: &[(&str, Support)] = &[
             "Rust regex syntax (no look-around or back-references, unlike PCRE); patterns up to 1024 bytes",
         ),
     ),
-    ("whitelist-source-range", FailClosed),
+    (
+        "whitelist-source-range",
+        Differs(
+            "403 for other client addresses; the client is the peer, or the X-Forwarded-For address from a trusted proxy (spec.trustedProxyCIDRs)",
+        ),
+    ),
     ("x-forwarded-prefix", Honoured),
 ];
 
@@ -416,6 +426,8 @@ pub struct Nginx {
     pub routing: Routing,
     /// `server-alias`: more hosts served by the Ingress's rules.
     pub server_alias: Vec<crate::HostPattern>,
+    /// `whitelist-source-range` / `denylist-source-range`.
+    pub source_ranges: crate::source_range::SourceRanges,
 }
 
 /// The hosts of a `server-alias` value (comma or space separated); `Err` names the first
@@ -528,6 +540,21 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
                     ),
                 }),
             },
+            "whitelist-source-range" | "allowlist-source-range" | "denylist-source-range" => {
+                match crate::source_range::parse(value) {
+                    Ok(ranges) if name == "denylist-source-range" => {
+                        out.settings.source_ranges.deny.extend(ranges);
+                    }
+                    Ok(ranges) => out.settings.source_ranges.allow.extend(ranges),
+                    // Who may reach the app: an unreadable list is not served open.
+                    Err(entry) => out.refusals.push(crate::Problem::NginxAnnotation {
+                        name: name.to_owned(),
+                        reason: format!(
+                            "{entry:?} is not an address or CIDR; the Ingress is not served until it is fixed"
+                        ),
+                    }),
+                }
+            }
             "server-alias" => match server_aliases(value) {
                 Ok(hosts) => out.settings.server_alias = hosts,
                 Err(host) => out.refusals.push(crate::Problem::NginxAnnotation {

@@ -99,13 +99,15 @@ async fn migrate_report_judges_each_annotation_and_fails_when_something_would_no
     };
     let (code, text) = run(&[])?;
     assert_eq!(code, Some(3), "something would not be served:\n{text}");
-    for refused in ["basic-auth", "allowlist", "snippet"] {
+    for refused in ["basic-auth", "snippet"] {
         assert!(
             text.contains(&format!("{ns}/{refused} NOT SERVED")),
             "{refused}:\n{text}"
         );
     }
     assert!(text.contains(&format!("{ns}/sticky served")), "{text}");
+    // Source ranges are honoured: that Ingress moves as it is.
+    assert!(text.contains(&format!("{ns}/allowlist served")), "{text}");
     assert!(
         text.contains(&format!("{n}/ssl-redirect=\"false\": honoured")),
         "{text}"
@@ -124,10 +126,8 @@ async fn migrate_report_judges_each_annotation_and_fails_when_something_would_no
 
     // Accepting the risk of each access-control annotation leaves only what Portico
     // cannot do at all.
-    let (_, text) = run(&[
-        "--accept-risk=auth-type,auth-secret,auth-realm,whitelist-source-range,configuration-snippet",
-    ])?;
-    for accepted in ["basic-auth", "allowlist", "snippet"] {
+    let (_, text) = run(&["--accept-risk=auth-type,auth-secret,auth-realm,configuration-snippet"])?;
+    for accepted in ["basic-auth", "snippet"] {
         assert!(
             text.contains(&format!("{ns}/{accepted} served")),
             "{accepted}:\n{text}"

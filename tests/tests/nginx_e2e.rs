@@ -82,18 +82,14 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
     .await?;
 
     // Fail closed: served to no one, rather than served open.
-    for name in ["auth", "snippet", "allowlist"] {
+    for name in ["auth", "snippet"] {
         assert_eq!(
             status_of(&http, &format!("{name}.nginx.example.com"), "/").await,
             404,
             "{name} is not served"
         );
     }
-    for (name, annotation) in [
-        ("auth", "auth-url"),
-        ("snippet", "configuration-snippet"),
-        ("allowlist", "whitelist-source-range"),
-    ] {
+    for (name, annotation) in [("auth", "auth-url"), ("snippet", "configuration-snippet")] {
         eventually(
             OPERATOR_WAIT,
             &format!("an IngressRejected Event on {name} naming {annotation}"),
@@ -123,7 +119,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
     let instances = Api::<IngressController>::namespaced(c.clone(), ns);
     eventually(
         OPERATOR_WAIT,
-        "status: 6 served, 3 rejected, 1 annotation not honoured",
+        "status: 7 served, 2 rejected, 1 annotation not honoured",
         || async {
             instances
                 .get(&inst.name)
@@ -135,7 +131,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
                         s.ingresses_served,
                         s.ingresses_rejected,
                         s.annotations_not_honoured,
-                    ) == (6, 3, 1)
+                    ) == (7, 2, 1)
                 })
         },
     )
@@ -170,6 +166,13 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
         .await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.json["version"], "HTTP/2.0", "{:?}", r.json);
+
+    // whitelist-source-range is honoured now: this client (a 10.244.x.y pod address) is
+    // inside 10.0.0.0/8.
+    assert_eq!(
+        status_of(&http, "allowlist.nginx.example.com", "/").await,
+        200
+    );
 
     // server-alias: the Ingress's rules answer for the alias too.
     assert_eq!(
@@ -328,5 +331,82 @@ async fn canary_by_header_cookie_and_weight() -> Result<()> {
             .await
             .is_empty()
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ranges_allow_and_deny_by_client_address() -> Result<()> {
+    // The test client is trusted as a front proxy, so its X-Forwarded-For names the
+    // client Portico judges (as behind a cloud load balancer).
+    let inst = Instance::create(
+        "nginx-ranges",
+        json!({ "trustedProxyCIDRs": ["10.244.0.0/16"] }),
+        &[],
+    )
+    .await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let b = backends("web", 1).await?;
+    publish(c, ns, "web", &b).await?;
+    let prefix = "nginx.ingress.kubernetes.io";
+    for (name, annotations) in [
+        (
+            "allow",
+            json!({ format!("{prefix}/whitelist-source-range"): "198.51.100.0/24, 2001:db8::/32" }),
+        ),
+        (
+            "deny",
+            json!({ format!("{prefix}/denylist-source-range"): "203.0.113.0/24" }),
+        ),
+        (
+            "broken",
+            json!({ format!("{prefix}/whitelist-source-range"): "198.51.100.0/24, not-a-range" }),
+        ),
+    ] {
+        apply_ingress(c, nginx_ingress(ns, name, class, annotations)).await?;
+    }
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+    eventually(
+        Duration::from_secs(10),
+        "the deny Ingress is served",
+        || async { status_of(&http, "deny.nginx.example.com", "/").await == 200 },
+    )
+    .await?;
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    for (host, client, want) in [
+        ("allow", "198.51.100.7", 200),
+        ("allow", "2001:db8::1", 200),
+        ("allow", "203.0.113.5", 403),
+        ("allow", "192.0.2.1", 403),
+        ("deny", "203.0.113.5", 403),
+        ("deny", "198.51.100.7", 200),
+    ] {
+        let r = http
+            .get_with(&format!("{host}.nginx.example.com"), "/", &from(client))
+            .await?;
+        assert_eq!(r.status, want, "{host} from {client}");
+        if want == 403 {
+            assert!(
+                r.backend().is_none(),
+                "a refused request never reaches the backend"
+            );
+        }
+    }
+    // Without a forwarded address the client is the peer, a 10.244.x.y address: not in
+    // the allow list.
+    assert_eq!(status_of(&http, "allow.nginx.example.com", "/").await, 403);
+    // An unreadable range list is not served open: not served at all.
+    assert_eq!(status_of(&http, "broken.nginx.example.com", "/").await, 404);
+    eventually(
+        OPERATOR_WAIT,
+        "an IngressRejected Event on the broken range list",
+        || async {
+            warnings_on(c, ns, "broken", "IngressRejected")
+                .await
+                .iter()
+                .any(|n| n.contains("not-a-range"))
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -486,6 +486,7 @@ fn attach_canary(rules: &mut HostRules, canary: PathRule, c: &portico_ingress::n
             https_redirect: primary.https_redirect,
             metrics: primary.metrics.clone(),
             rotor: Default::default(),
+            source_ranges: primary.source_ranges.clone(),
             // The primary's Ingress decides its path's limits, logging and rewrites.
             traffic: primary.traffic.clone(),
             nginx: primary.nginx.clone(),
@@ -568,6 +569,7 @@ fn www_redirects(
                 https_redirect: false,
                 metrics,
                 rotor: Default::default(),
+                source_ranges: None,
                 traffic: Default::default(),
                 nginx: Some(Box::new(NginxRoute {
                     www_redirect_to: Some(to.clone()),
@@ -701,6 +703,9 @@ fn compile(
 
     // One Route per (Service port, redirect), shared by the paths that name it.
     let mut routes: HashMap<(String, String), Arc<Route>> = HashMap::new();
+    // Who may reach this Ingress (ingress-nginx source ranges): shared by its routes.
+    let source_ranges =
+        (!checked.source_ranges.is_empty()).then(|| Arc::new(checked.source_ranges.clone()));
     let mut route_for = |b: &portico_ingress::Backend,
                          https_redirect: bool,
                          rewrite_path: Option<&portico_ingress::PathMatch>|
@@ -742,6 +747,7 @@ fn compile(
                 })
                 .clone(),
             rotor: Default::default(),
+            source_ranges: source_ranges.clone(),
             traffic: (&checked.traffic).into(),
             nginx: match rewrite {
                 Some((path, target)) => Some(Box::new(NginxRoute {

@@ -218,6 +218,22 @@ impl Proxy {
         };
         ctx.route = Some(route.clone());
 
+        // Who the client is (the peer, or a trusted proxy's X-Forwarded-For), and whether
+        // the Ingress's source ranges let it in: before anything else is answered for it.
+        let fwd = forwarded(
+            req.headers(),
+            ctx.conn.peer.ip(),
+            ctx.conn.tls,
+            authority.as_deref(),
+            &self.settings.trusted_proxies,
+        );
+        ctx.client = fwd.client_ip;
+        if let Some(ranges) = &route.source_ranges
+            && !ranges.permits(fwd.client_ip)
+        {
+            return Err(ProxyError::Forbidden);
+        }
+
         // A declared length over the limit is refused before anything is sent upstream;
         // an undeclared one is counted as it streams (RequestBody).
         let body_limit = route
@@ -267,14 +283,6 @@ impl Proxy {
         if set.is_empty() {
             return Err(ProxyError::NoEndpoints(rb.backend.key.to_string()));
         }
-        let fwd = forwarded(
-            req.headers(),
-            ctx.conn.peer.ip(),
-            ctx.conn.tls,
-            authority.as_deref(),
-            &self.settings.trusted_proxies,
-        );
-        ctx.client = fwd.client_ip;
         // Only `cookie` affinity reads the cookie.
         let affinity = match route.policy {
             Policy::Cookie => {

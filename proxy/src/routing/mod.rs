@@ -74,6 +74,8 @@ pub struct Route {
     pub metrics: crate::metrics::RouteMetrics,
     /// Weighted routes: the request count that walks the weights (see `pick_backend`).
     pub rotor: AtomicU32,
+    /// ingress-nginx source ranges: clients outside them get 403 (`None`: anyone).
+    pub source_ranges: Option<Arc<portico_ingress::source_range::SourceRanges>>,
     /// The Ingress's overrides of body size, timeouts, retries and access logging.
     pub traffic: traffic::RouteTraffic,
     /// ingress-nginx routing annotations (rewrite, redirects, upstream Host and prefix);
@@ -346,6 +348,7 @@ mod tests {
             https_redirect: false,
             metrics: crate::metrics::RouteMetrics::new("ns", name, name),
             rotor: AtomicU32::new(0),
+            source_ranges: None,
             traffic: Default::default(),
             nginx: None,
         })

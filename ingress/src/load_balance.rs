@@ -14,6 +14,10 @@ pub enum LoadBalance {
     ClientIp,
     /// Consistent hash on this request header (a valid HTTP header name, as written).
     Header(String),
+    /// Consistent hash on the request's path and query (ingress-nginx `$request_uri`).
+    Uri,
+    /// Consistent hash on this cookie's value (ingress-nginx `$cookie_<name>`).
+    CookieValue(String),
 }
 
 impl FromStr for LoadBalance {
@@ -25,6 +29,22 @@ impl FromStr for LoadBalance {
             "least-request" => Ok(LoadBalance::LeastRequest),
             "cookie" => Ok(LoadBalance::Cookie),
             "client-ip" => Ok(LoadBalance::ClientIp),
+            "uri" => Ok(LoadBalance::Uri),
+            other if other.starts_with("cookie:") => {
+                let name = &other["cookie:".len()..];
+                if !name.is_empty()
+                    && name.len() <= 256
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b))
+                {
+                    Ok(LoadBalance::CookieValue(name.to_string()))
+                } else {
+                    Err(format!(
+                        "invalid cookie name {name:?} in load-balance {s:?}"
+                    ))
+                }
+            }
             other => match other.strip_prefix("header:") {
                 Some(name) if !name.is_empty() => {
                     if is_header_name(name) {
@@ -36,7 +56,7 @@ impl FromStr for LoadBalance {
                     }
                 }
                 _ => Err(format!(
-                    "unknown load-balance {s:?}: expected round-robin, least-request, cookie, client-ip or header:<Header-Name>"
+                    "unknown load-balance {s:?}: expected round-robin, least-request, cookie, client-ip, uri, header:<Header-Name> or cookie:<name>"
                 )),
             },
         }
@@ -69,5 +89,11 @@ mod tests {
         assert!("header:bad header".parse::<LoadBalance>().is_err());
         assert!("header:a:b".parse::<LoadBalance>().is_err());
         assert!("random".parse::<LoadBalance>().is_err());
+        assert_eq!("uri".parse::<LoadBalance>(), Ok(LoadBalance::Uri));
+        assert_eq!(
+            "cookie:session".parse::<LoadBalance>(),
+            Ok(LoadBalance::CookieValue("session".into()))
+        );
+        assert!("cookie:".parse::<LoadBalance>().is_err());
     }
 }

@@ -302,7 +302,7 @@ pub const SUPPORT: &[(&str, Support)] = &[
     (
         "upstream-hash-by",
         Differs(
-            "$remote_addr as client-ip and $http_<name> as a header hash; other keys are not supported",
+            "$remote_addr, $request_uri, $http_<name> and $cookie_<name>; other keys and combinations are not supported",
         ),
     ),
     ("upstream-hash-by-subset", NotSupported),
@@ -678,6 +678,12 @@ fn hash_by(value: &str) -> Option<LoadBalance> {
     if value == "$remote_addr" || value == "$binary_remote_addr" {
         return Some(LoadBalance::ClientIp);
     }
+    if value == "$request_uri" {
+        return Some(LoadBalance::Uri);
+    }
+    if let Some(cookie) = value.strip_prefix("$cookie_") {
+        return format!("cookie:{cookie}").parse().ok();
+    }
     let header = value.strip_prefix("$http_")?;
     if header.is_empty()
         || !header
@@ -870,7 +876,7 @@ mod tests {
             &ingress(json!({
                 "nginx.ingress.kubernetes.io/load-balance": "ewma",
                 "nginx.ingress.kubernetes.io/backend-protocol": "GRPCS",
-                "nginx.ingress.kubernetes.io/upstream-hash-by": "$request_uri",
+                "nginx.ingress.kubernetes.io/upstream-hash-by": "$host$request_uri",
             })),
             &BTreeSet::new(),
         );

@@ -188,6 +188,8 @@ impl fmt::Display for LoadBalance {
             LoadBalance::Cookie => f.write_str("cookie"),
             LoadBalance::ClientIp => f.write_str("client-ip"),
             LoadBalance::Header(h) => write!(f, "header:{h}"),
+            LoadBalance::Uri => f.write_str("uri"),
+            LoadBalance::CookieValue(c) => write!(f, "cookie:{c}"),
         }
     }
 }
@@ -241,7 +243,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "PORTICO_BIND_ADDRESS")]
     pub bind_address: Option<IpAddr>,
 
-    /// `round-robin`, `least-request`, `cookie`, `client-ip`, `header:<Header-Name>`.
+    /// `round-robin`, `least-request`, `cookie`, `client-ip`, `uri`, `header:<Header-Name>`, `cookie:<name>`.
     #[arg(long, env = "PORTICO_LOAD_BALANCE", default_value = "round-robin")]
     pub load_balance: LoadBalance,
 

@@ -69,6 +69,14 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
             "aliased",
             json!({ format!("{prefix}/server-alias"): "other-name.nginx.example.com" }),
         ),
+        (
+            "by-uri",
+            json!({ format!("{prefix}/upstream-hash-by"): "$request_uri" }),
+        ),
+        (
+            "by-cookie",
+            json!({ format!("{prefix}/upstream-hash-by"): "$cookie_session" }),
+        ),
     ] {
         apply_ingress(c, nginx_ingress(ns, name, class, annotations)).await?;
     }
@@ -119,7 +127,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
     let instances = Api::<IngressController>::namespaced(c.clone(), ns);
     eventually(
         OPERATOR_WAIT,
-        "status: 7 served, 2 rejected, 1 annotation not honoured",
+        "status: 9 served, 2 rejected, 1 annotation not honoured",
         || async {
             instances
                 .get(&inst.name)
@@ -131,7 +139,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
                         s.ingresses_served,
                         s.ingresses_rejected,
                         s.annotations_not_honoured,
-                    ) == (7, 2, 1)
+                    ) == (9, 2, 1)
                 })
         },
     )
@@ -166,6 +174,28 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
         .await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.json["version"], "HTTP/2.0", "{:?}", r.json);
+
+    // Hash keys ingress-nginx users write: the URI, a cookie.
+    for (host, headers) in [
+        ("by-uri.nginx.example.com", vec![]),
+        (
+            "by-cookie.nginx.example.com",
+            vec![("cookie", "session=abc")],
+        ),
+        (
+            "by-cookie.nginx.example.com",
+            vec![("cookie", "session=xyz")],
+        ),
+    ] {
+        for path in ["/a?x=1", "/b", "/c/d"] {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..8 {
+                let r = http.get_with(host, path, &headers).await?;
+                seen.insert(r.backend().unwrap_or_default().to_owned());
+            }
+            assert_eq!(seen.len(), 1, "{host}{path} {headers:?}: {seen:?}");
+        }
+    }
 
     // whitelist-source-range is honoured now: this client (a 10.244.x.y pod address) is
     // inside 10.0.0.0/8.

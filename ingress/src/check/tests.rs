@@ -187,7 +187,7 @@ fn each_reason_an_ingress_is_not_served() {
     assert_eq!(
         problems_with(json!({LOAD_BALANCE_ANNOTATION: "random"}), ok.clone()),
         vec![
-            "annotation portico.dev/load-balance: unknown load-balance \"random\": expected round-robin, least-request, cookie, client-ip or header:<Header-Name>"
+            "annotation portico.dev/load-balance: unknown load-balance \"random\": expected round-robin, least-request, cookie, client-ip, uri, header:<Header-Name> or cookie:<name>"
         ]
     );
     assert_eq!(

@@ -296,6 +296,8 @@ impl Proxy {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
+            Policy::Uri => req.uri().path_and_query().map(|p| p.as_str().to_string()),
+            Policy::CookieValue(name) => cookie(req.headers(), name).map(str::to_string),
             _ => None,
         };
         let key = PickKey {

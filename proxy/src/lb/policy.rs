@@ -28,6 +28,10 @@ pub enum Policy {
     ClientIp,
     /// Consistent hash on a request header; round robin when the header is absent.
     Header(HeaderName),
+    /// Consistent hash on the request's path and query.
+    Uri,
+    /// Consistent hash on a named cookie's value; round robin when it is absent.
+    CookieValue(String),
 }
 
 impl FromStr for Policy {
@@ -51,6 +55,8 @@ impl TryFrom<LoadBalance> for Policy {
             LoadBalance::Header(name) => HeaderName::from_bytes(name.as_bytes())
                 .map(Policy::Header)
                 .map_err(|_| format!("invalid header name {name:?}"))?,
+            LoadBalance::Uri => Policy::Uri,
+            LoadBalance::CookieValue(name) => Policy::CookieValue(name),
         })
     }
 }
@@ -59,6 +65,7 @@ impl TryFrom<LoadBalance> for Policy {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PickKey<'a> {
     pub cookie: Option<&'a str>,
+    /// The hashed value of `header`, `uri` and `cookie:<name>` policies.
     pub header: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
 }
@@ -106,7 +113,7 @@ impl Policy {
                 Some(ip) => plain(rendezvous(ip.to_string().as_bytes(), eps, usable)?),
                 None => plain(round_robin(backend, eps, usable)?),
             },
-            Policy::Header(_) => match key.header {
+            Policy::Header(_) | Policy::Uri | Policy::CookieValue(_) => match key.header {
                 Some(v) => plain(rendezvous(v.as_bytes(), eps, usable)?),
                 None => plain(round_robin(backend, eps, usable)?),
             },

@@ -129,6 +129,10 @@ pub struct Checked {
     pub ssl_redirect: Option<bool>,
     /// ingress-nginx's `force-ssl-redirect`: 308 to HTTPS whether the host has TLS or not.
     pub force_ssl_redirect: bool,
+    /// ingress-nginx's `default-backend` (resolved on the Service's first port) and the
+    /// statuses it answers instead of the rule's backend (`custom-http-errors`).
+    pub error_backend: Option<Backend>,
+    pub custom_http_errors: Vec<u16>,
     /// ingress-nginx's source ranges: which client addresses may reach it.
     pub source_ranges: crate::source_range::SourceRanges,
     /// Set when this is a canary Ingress: its rules take part of the traffic of the
@@ -362,6 +366,32 @@ pub fn check<'s>(
         }
     };
 
+    // ingress-nginx's default-backend: the named Service on its first port.
+    let error_backend = match nginx.settings.default_backend.as_deref() {
+        None => None,
+        Some(name) => {
+            let first_port = services(name)
+                .and_then(|svc| svc.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
+            let named = k8s_openapi::api::networking::v1::IngressBackend {
+                service: Some(k8s_openapi::api::networking::v1::IngressServiceBackend {
+                    name: name.to_owned(),
+                    port: Some(k8s_openapi::api::networking::v1::ServiceBackendPort {
+                        number: Some(first_port.unwrap_or(0)),
+                        name: None,
+                    }),
+                }),
+                resource: None,
+            };
+            match backend(&named) {
+                Ok(b) => Some(b),
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            }
+        }
+    };
+
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
@@ -371,6 +401,8 @@ pub fn check<'s>(
         force_ssl_redirect: nginx.settings.force_ssl_redirect,
         canary: nginx.settings.canary.clone(),
         source_ranges: nginx.settings.source_ranges.clone(),
+        error_backend,
+        custom_http_errors: nginx.settings.custom_http_errors.clone(),
         not_honoured: nginx.not_honoured().cloned().collect(),
         traffic: nginx.settings.traffic,
         nginx_routing: nginx.settings.routing,

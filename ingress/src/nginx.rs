@@ -148,8 +148,18 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("cors-expose-headers", Honoured),
     ("cors-max-age", Honoured),
     ("custom-headers", NotSupported),
-    ("custom-http-errors", NotSupported),
-    ("default-backend", NotSupported),
+    (
+        "custom-http-errors",
+        Differs(
+            "only with default-backend on the same Ingress (Portico has no global one); the default backend is asked over cleartext HTTP/1.1 and its answer returned as it is",
+        ),
+    ),
+    (
+        "default-backend",
+        Differs(
+            "a Service of the Ingress's namespace, on its first port, over cleartext HTTP/1.1: used for custom-http-errors and when a rule's Service has no endpoints",
+        ),
+    ),
     ("denylist-source-range", Honoured),
     (
         "enable-access-log",
@@ -428,6 +438,20 @@ pub struct Nginx {
     pub server_alias: Vec<crate::HostPattern>,
     /// `whitelist-source-range` / `denylist-source-range`.
     pub source_ranges: crate::source_range::SourceRanges,
+    /// `default-backend`: a Service of the Ingress's namespace.
+    pub default_backend: Option<String>,
+    /// `custom-http-errors`: statuses answered by the default backend instead.
+    pub custom_http_errors: Vec<u16>,
+}
+
+/// A DNS-1123 label, as Service names are.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// The hosts of a `server-alias` value (comma or space separated); `Err` names the first
@@ -555,6 +579,28 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
                     }),
                 }
             }
+            "default-backend" => {
+                if is_dns_label(value) {
+                    out.settings.default_backend = Some(value.to_owned());
+                } else {
+                    out.refusals.push(crate::Problem::NginxAnnotation {
+                        name: name.to_owned(),
+                        reason: format!("{value:?} is not a Service name"),
+                    });
+                }
+            }
+            "custom-http-errors" => {
+                let codes: Option<Vec<u16>> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| c.parse::<u16>().ok().filter(|c| (400..=599).contains(c)))
+                    .collect();
+                match codes {
+                    Some(codes) => out.settings.custom_http_errors = codes,
+                    None => bad(&mut verdict),
+                }
+            }
             "server-alias" => match server_aliases(value) {
                 Ok(hosts) => out.settings.server_alias = hosts,
                 Err(host) => out.refusals.push(crate::Problem::NginxAnnotation {
@@ -583,6 +629,16 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
             });
         }
         out.verdicts.push(verdict);
+    }
+    if out.settings.default_backend.is_none()
+        && let Some(v) = out
+            .verdicts
+            .iter_mut()
+            .find(|v| v.name == "custom-http-errors" && v.bad_value.is_none())
+    {
+        // Portico has no cluster-wide error backend: without one here it does nothing.
+        v.bad_value = Some("(no default-backend on this Ingress)".to_owned());
+        out.settings.custom_http_errors.clear();
     }
     out.verdicts.sort();
     if let Some(canary) = canary(annotations, &mut out.verdicts) {

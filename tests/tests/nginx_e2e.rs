@@ -440,3 +440,76 @@ async fn source_ranges_allow_and_deny_by_client_address() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_http_errors_and_default_backend() -> Result<()> {
+    let inst = Instance::create("nginx-errors", json!({}), &[]).await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let web = backends("web", 1).await?;
+    publish(c, ns, "web", &web).await?;
+    let pages = backends("errpage", 1).await?;
+    publish(c, ns, "errpages", &pages).await?;
+    // A Service whose EndpointSlice lists nothing.
+    portico_tests::fixtures::apply_service(c, ns, "nothing", "http", 80, 8080).await?;
+    let prefix = "nginx.ingress.kubernetes.io";
+    let annotations = json!({
+        format!("{prefix}/default-backend"): "errpages",
+        format!("{prefix}/custom-http-errors"): "404,503",
+    });
+    let mut errors = ingress(
+        ns,
+        "errors",
+        class,
+        "errors.nginx.example.com",
+        &[("/", "Prefix", "web")],
+    );
+    errors["metadata"]["annotations"] = annotations.clone();
+    apply_ingress(c, errors).await?;
+    let mut empty = ingress(
+        ns,
+        "empty",
+        class,
+        "empty.nginx.example.com",
+        &[("/", "Prefix", "nothing")],
+    );
+    empty["metadata"]["annotations"] = annotations;
+    apply_ingress(c, empty).await?;
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+    eventually(
+        Duration::from_secs(10),
+        "the errors Ingress is served",
+        || async {
+            http.get("errors.nginx.example.com", "/")
+                .await
+                .is_ok_and(|r| r.backend() == Some("web-0"))
+        },
+    )
+    .await?;
+    // A 404 from the backend: the default backend answers, told what happened.
+    let r = http
+        .get_with(
+            "errors.nginx.example.com",
+            "/missing?status=404",
+            &[("accept", "application/json")],
+        )
+        .await?;
+    assert_eq!(r.backend(), Some("errpage-0"));
+    let h = &r.json["headers"];
+    assert_eq!(h["x-code"], "404");
+    assert_eq!(h["x-original-uri"], "/missing?status=404");
+    assert_eq!(h["x-format"], "application/json");
+    assert_eq!(h["x-namespace"], ns);
+    assert_eq!(h["x-ingress-name"], "errors");
+    assert_eq!(h["x-service-name"], "web");
+    // A status not in the list passes through.
+    let r = http
+        .get("errors.nginx.example.com", "/oops?status=500")
+        .await?;
+    assert_eq!((r.status, r.backend()), (500, Some("web-0")));
+    // A Service without endpoints: the default backend, with X-Code 503.
+    let r = http.get("empty.nginx.example.com", "/").await?;
+    assert_eq!(r.backend(), Some("errpage-0"));
+    assert_eq!(r.json["headers"]["x-code"], "503");
+    Ok(())
+}

@@ -487,6 +487,7 @@ fn attach_canary(rules: &mut HostRules, canary: PathRule, c: &portico_ingress::n
             metrics: primary.metrics.clone(),
             rotor: Default::default(),
             source_ranges: primary.source_ranges.clone(),
+            error_backend: primary.error_backend.clone(),
             // The primary's Ingress decides its path's limits, logging and rewrites.
             traffic: primary.traffic.clone(),
             nginx: primary.nginx.clone(),
@@ -570,6 +571,7 @@ fn www_redirects(
                 metrics,
                 rotor: Default::default(),
                 source_ranges: None,
+                error_backend: None,
                 traffic: Default::default(),
                 nginx: Some(Box::new(NginxRoute {
                     www_redirect_to: Some(to.clone()),
@@ -703,6 +705,16 @@ fn compile(
 
     // One Route per (Service port, redirect), shared by the paths that name it.
     let mut routes: HashMap<(String, String), Arc<Route>> = HashMap::new();
+    // ingress-nginx's default-backend, shared by the Ingress's routes.
+    let error_backend = checked.error_backend.as_ref().map(|b| {
+        let bkey = BackendKey::new(&key.namespace, &b.service, &b.port_name);
+        used_backends.insert(bkey.clone());
+        Arc::new(crate::routing::ErrorBackend {
+            backend: caches.backends.get_or_create(store, bkey),
+            service: b.service.clone(),
+            codes: checked.custom_http_errors.clone(),
+        })
+    });
     // Who may reach this Ingress (ingress-nginx source ranges): shared by its routes.
     let source_ranges =
         (!checked.source_ranges.is_empty()).then(|| Arc::new(checked.source_ranges.clone()));
@@ -748,6 +760,7 @@ fn compile(
                 .clone(),
             rotor: Default::default(),
             source_ranges: source_ranges.clone(),
+            error_backend: error_backend.clone(),
             traffic: (&checked.traffic).into(),
             nginx: match rewrite {
                 Some((path, target)) => Some(Box::new(NginxRoute {

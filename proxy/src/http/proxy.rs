@@ -281,8 +281,35 @@ impl Proxy {
             .ok_or_else(|| ProxyError::NoEndpoints(route.service.clone()))?;
         let set = rb.backend.endpoints();
         if set.is_empty() {
+            // ingress-nginx's default-backend answers for a Service with no endpoints.
+            if let Some(eb) = &route.error_backend {
+                let accept = req.headers().get(header::ACCEPT).cloned();
+                return self
+                    .error_page(
+                        ctx,
+                        &route,
+                        eb,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &host,
+                        req.uri(),
+                        accept,
+                    )
+                    .await;
+            }
             return Err(ProxyError::NoEndpoints(rb.backend.key.to_string()));
         }
+        // What the default backend is told about the request, should the answer be one of
+        // its custom-http-errors (kept only when the Ingress has one).
+        let for_error_page = route
+            .error_backend
+            .as_ref()
+            .filter(|eb| !eb.codes.is_empty())
+            .map(|_| {
+                (
+                    req.uri().clone(),
+                    req.headers().get(header::ACCEPT).cloned(),
+                )
+            });
         // Only `cookie` affinity reads the cookie.
         let affinity = match route.policy {
             Policy::Cookie => {
@@ -419,6 +446,17 @@ impl Proxy {
         if body_sent.carried_body() {
             h1_sender = None;
         }
+        // ingress-nginx's custom-http-errors: the default backend answers instead. The
+        // backend's own answer is dropped, and its connection with it.
+        if let (Some(eb), Some((uri, accept))) = (&route.error_backend, for_error_page)
+            && eb.codes.contains(&resp.status().as_u16())
+        {
+            let code = resp.status();
+            drop((resp, h1_sender, in_flight));
+            return self
+                .error_page(ctx, &route, eb, code, &host, &uri, accept)
+                .await;
+        }
         let addr = pick.endpoint.addr;
 
         // 7 response_filter
@@ -489,6 +527,78 @@ impl Proxy {
             parts,
             UpstreamBody::new(body, on_end).boxed_unsync(),
         ))
+    }
+
+    /// Asks an Ingress's default backend for the page of `code`, as ingress-nginx does:
+    /// the request's path, with `X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`,
+    /// `X-Ingress-Name` and `X-Service-Name`; its answer is returned as it is. Cleartext
+    /// HTTP/1.1 on a connection of its own (error pages are rare; they get no pool).
+    #[allow(clippy::too_many_arguments)]
+    async fn error_page(
+        &self,
+        ctx: &mut Ctx,
+        route: &Route,
+        eb: &crate::routing::ErrorBackend,
+        code: StatusCode,
+        host: &str,
+        uri: &Uri,
+        accept: Option<HeaderValue>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let set = eb.backend.endpoints();
+        let pick = Policy::RoundRobin
+            .pick(&eb.backend, &set, &PickKey::default(), &[])
+            .ok_or_else(|| ProxyError::NoEndpoints(eb.service.clone()))?;
+        let addr = pick.endpoint.addr;
+        ctx.endpoint = Some(addr);
+        let tcp = tokio::time::timeout(
+            self.settings.endpoint_wait,
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .map_err(|_| ProxyError::Connect(format!("{addr}: connect timed out")))?
+        .map_err(|e| ProxyError::Connect(format!("{addr}: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "error page connection");
+            }
+        });
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let value =
+            |s: &str| HeaderValue::from_str(s).map_err(|_| ProxyError::BadRequest("header"));
+        let mut req = Request::get(path)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|_| ProxyError::BadRequest("upstream URI"))?;
+        let headers = req.headers_mut();
+        headers.insert(header::HOST, value(host)?);
+        headers.insert(HeaderName::from_static("x-code"), value(code.as_str())?);
+        headers.insert(
+            HeaderName::from_static("x-format"),
+            accept.unwrap_or_else(|| HeaderValue::from_static("text/html")),
+        );
+        headers.insert(HeaderName::from_static("x-original-uri"), value(path)?);
+        headers.insert(
+            HeaderName::from_static("x-namespace"),
+            value(&route.ingress.namespace)?,
+        );
+        headers.insert(
+            HeaderName::from_static("x-ingress-name"),
+            value(&route.ingress.name)?,
+        );
+        headers.insert(
+            HeaderName::from_static("x-service-name"),
+            value(&route.service)?,
+        );
+        let resp = tokio::time::timeout(self.settings.request_timeout, sender.send_request(req))
+            .await
+            .map_err(|_| ProxyError::Timeout)?
+            .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        parts.version = Version::default();
+        Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 
     /// Picks an endpoint, connects (failed connects eject the endpoint and move on to

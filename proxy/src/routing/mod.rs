@@ -59,6 +59,15 @@ pub struct RouteBackend {
     pub tls: Option<Arc<crate::tls::upstream::UpstreamTls>>,
 }
 
+/// ingress-nginx's `default-backend` of an Ingress: asked instead when the rule's Service
+/// has no endpoints, or answered one of `codes`.
+#[derive(Debug)]
+pub struct ErrorBackend {
+    pub backend: Arc<Backend>,
+    pub service: String,
+    pub codes: Vec<u16>,
+}
+
 /// What a matched request does. Shared by every path rule built from the same Ingress
 /// backend.
 #[derive(Debug)]
@@ -76,6 +85,8 @@ pub struct Route {
     pub rotor: AtomicU32,
     /// ingress-nginx source ranges: clients outside them get 403 (`None`: anyone).
     pub source_ranges: Option<Arc<portico_ingress::source_range::SourceRanges>>,
+    /// ingress-nginx's `default-backend` with `custom-http-errors`.
+    pub error_backend: Option<Arc<ErrorBackend>>,
     /// The Ingress's overrides of body size, timeouts, retries and access logging.
     pub traffic: traffic::RouteTraffic,
     /// ingress-nginx routing annotations (rewrite, redirects, upstream Host and prefix);
@@ -349,6 +360,7 @@ mod tests {
             metrics: crate::metrics::RouteMetrics::new("ns", name, name),
             rotor: AtomicU32::new(0),
             source_ranges: None,
+            error_backend: None,
             traffic: Default::default(),
             nginx: None,
         })

@@ -2,7 +2,7 @@
 //!
 //! Answers every request with a small JSON document naming itself and describing what it
 //! received (method, path, HTTP version, headers), so a test can tell which endpoint served a
-//! request and what the proxy forwarded. `?delay_ms=N` delays the answer; a WebSocket upgrade
+//! request and what the proxy forwarded. `?delay_ms=N` delays the answer, `?status=N` answers with that status; a WebSocket upgrade
 //! on any path becomes an echo session. Serves HTTP/1.1 and HTTP/2 cleartext (h2c).
 
 use std::convert::Infallible;
@@ -79,6 +79,13 @@ async fn handle(
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("delay_ms=")))
         .and_then(|v| v.parse::<u64>().ok());
+    let status = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("status=")))
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|v| StatusCode::from_u16(v).ok())
+        .unwrap_or(StatusCode::OK);
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms.min(120_000))).await;
     }
@@ -113,6 +120,7 @@ async fn handle(
         "headers": headers,
     });
     let response = Response::builder()
+        .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header("x-backend", &*name)
         .body(Full::new(Bytes::from(doc.to_string())))

@@ -69,7 +69,12 @@ pub const SUPPORT: &[(&str, Support)] = &[
         ),
     ),
     ("affinity-canary-behavior", NotSupported),
-    ("affinity-mode", NotSupported),
+    (
+        "affinity-mode",
+        Differs(
+            "cookie affinity is a consistent hash of the cookie: a removed endpoint's sessions move, and a new endpoint takes a share of sessions (balanced); persistent is treated as balanced",
+        ),
+    ),
     (
         "allowlist-source-range",
         Differs(

@@ -532,6 +532,16 @@ fn backend_tls(
     Ok(BackendTls { server_name, ca })
 }
 
+/// A DNS-1123 label, as namespace and Service names are.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// A DNS-1123 subdomain, as Secret names are.
 fn is_object_name(s: &str) -> bool {
     !s.is_empty()

@@ -310,23 +310,13 @@ pub fn share_host_with(ingress: &Ingress) -> Result<BTreeSet<String>, Problem> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|ns| {
-            if is_namespace_name(ns) {
+            if crate::check::is_dns_label(ns) {
                 Ok(ns.to_owned())
             } else {
                 Err(Problem::ShareHostAnnotation(ns.to_owned()))
             }
         })
         .collect()
-}
-
-/// A DNS-1123 label, as namespace names are.
-fn is_namespace_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// The hosts an Ingress names, in rules and in `spec.tls`, that parse.

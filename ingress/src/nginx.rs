@@ -449,16 +449,6 @@ pub struct Nginx {
     pub custom_http_errors: Vec<u16>,
 }
 
-/// A DNS-1123 label, as Service names are.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 /// The hosts of a `server-alias` value (comma or space separated); `Err` names the first
 /// that is not a host.
 pub fn server_aliases(value: &str) -> Result<Vec<crate::HostPattern>, String> {
@@ -585,7 +575,7 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
                 }
             }
             "default-backend" => {
-                if is_dns_label(value) {
+                if crate::check::is_dns_label(value) {
                     out.settings.default_backend = Some(value.to_owned());
                 } else {
                     out.refusals.push(crate::Problem::NginxAnnotation {

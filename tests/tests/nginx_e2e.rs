@@ -8,24 +8,18 @@ mod proxy_support;
 use std::time::Duration;
 
 use anyhow::Result;
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use portico_operator::api::IngressController;
-use portico_tests::pod::flag_value;
 use proxy_support::tls::warnings_on;
 use proxy_support::*;
 use serde_json::{Value, json};
 
 fn nginx_ingress(ns: &str, name: &str, class: &str, annotations: Value) -> Value {
-    let mut ing = ingress(
-        ns,
-        name,
-        class,
-        &format!("{name}.nginx.example.com"),
-        &[("/", "Prefix", "web")],
-    );
-    ing["metadata"]["annotations"] = annotations;
-    ing
+    let host = format!("{name}.nginx.example.com");
+    with_annotations(
+        ingress(ns, name, class, &host, &[("/", "Prefix", "web")]),
+        annotations,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,22 +210,8 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
     instances
         .patch(&inst.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    let deployments = Api::<Deployment>::namespaced(c.clone(), ns);
-    eventually(
-        OPERATOR_WAIT,
-        "the Deployment passes --accept-risk-annotations=auth-url",
-        || async {
-            deployments
-                .get(&inst.deployment_name())
-                .await
-                .ok()
-                .and_then(|d| d.spec?.template.spec?.containers.first()?.args.clone())
-                .is_some_and(|args| {
-                    flag_value(&args, "accept-risk-annotations").as_deref() == Some("auth-url")
-                })
-        },
-    )
-    .await?;
+    inst.await_proxy_arg("accept-risk-annotations", "auth-url")
+        .await?;
     let proxy = inst.start_proxy().await?;
     let http = Http::new(&proxy.http_base());
     eventually(

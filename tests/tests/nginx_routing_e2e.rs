@@ -27,13 +27,11 @@ fn annotated(
     annotations: &[(&str, &str)],
 ) -> Value {
     let paths: Vec<(&str, &str, &str)> = paths.iter().map(|(p, k)| (*p, *k, svc)).collect();
-    let mut ing = ingress(ns, name, class, host, &paths);
     let map: serde_json::Map<String, Value> = annotations
         .iter()
         .map(|(k, v)| (format!("{PREFIX}/{k}"), json!(v)))
         .collect();
-    ing["metadata"]["annotations"] = Value::Object(map);
-    ing
+    with_annotations(ingress(ns, name, class, host, &paths), Value::Object(map))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
-use portico_tests::pod::flag_value;
 use proxy_support::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,15 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const N: &str = "nginx.ingress.kubernetes.io";
 
 fn annotated(ns: &str, name: &str, class: &str, service: &str, annotations: Value) -> Value {
-    let mut ing = ingress(
-        ns,
-        name,
-        class,
-        &format!("{name}.traffic.example.com"),
-        &[("/", "Prefix", service)],
-    );
-    ing["metadata"]["annotations"] = annotations;
-    ing
+    let host = format!("{name}.traffic.example.com");
+    with_annotations(
+        ingress(ns, name, class, &host, &[("/", "Prefix", service)]),
+        annotations,
+    )
 }
 
 /// Sends `head` (without the blank line) and `body` as written, returns the status.
@@ -197,20 +190,7 @@ async fn nginx_traffic_annotations_with_real_requests() -> Result<()> {
     ] {
         apply_ingress(c, annotated(ns, name, class, service, annotations)).await?;
     }
-    let deployments = Api::<Deployment>::namespaced(c.clone(), ns);
-    eventually(
-        OPERATOR_WAIT,
-        "the Deployment passes --access-log=true",
-        || async {
-            deployments
-                .get(&inst.deployment_name())
-                .await
-                .ok()
-                .and_then(|d| d.spec?.template.spec?.containers.first()?.args.clone())
-                .is_some_and(|args| flag_value(&args, "access-log").as_deref() == Some("true"))
-        },
-    )
-    .await?;
+    inst.await_proxy_arg("access-log", "true").await?;
     let proxy = inst.start_proxy().await?;
     let addr = SocketAddr::new(proxy.ip, proxy.http_port);
     let http = Http::new(&proxy.http_base());

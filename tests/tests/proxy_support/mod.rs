@@ -157,31 +157,32 @@ impl Instance {
             served,
         };
         let want = instance.served.join(",");
-        let deployments = Api::<Deployment>::namespaced(instance.client.clone(), &instance.ns);
-        let deployment_name = instance.deployment_name();
+        instance.await_proxy_arg("namespaces", &want).await?;
+        Ok(instance)
+    }
+
+    /// Waits until the operator's proxy Deployment passes `--<flag>=<value>`.
+    pub async fn await_proxy_arg(&self, flag: &str, value: &str) -> Result<()> {
+        let deployments = Api::<Deployment>::namespaced(self.client.clone(), &self.ns);
+        let name = self.deployment_name();
         eventually(
             OPERATOR_WAIT,
-            "the operator generates the proxy Deployment",
-            || {
-                let deployments = deployments.clone();
-                let deployment_name = deployment_name.clone();
-                let want = want.clone();
-                async move {
-                    let Ok(Some(d)) = deployments.get_opt(&deployment_name).await else {
-                        return false;
-                    };
-                    let args = d
-                        .spec
-                        .and_then(|s| s.template.spec)
-                        .and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
-                        .unwrap_or_default();
-                    flag_value(&args, "namespaces").as_deref() == Some(want.as_str())
-                }
+            &format!("the proxy Deployment passes --{flag}={value}"),
+            || async {
+                let Ok(Some(d)) = deployments.get_opt(&name).await else {
+                    return false;
+                };
+                let args = d
+                    .spec
+                    .and_then(|s| s.template.spec)
+                    .and_then(|p| p.containers.first().and_then(|c| c.args.clone()))
+                    .unwrap_or_default();
+                flag_value(&args, flag).as_deref() == Some(value)
             },
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}; the operator's log ends with:\n{}", operator_log()))?;
-        Ok(instance)
+        Ok(())
     }
 
     pub fn deployment_name(&self) -> String {
@@ -284,6 +285,12 @@ pub fn ingress(
     let paths: Vec<(&str, &str, &str, &str)> =
         paths.iter().map(|(p, k, s)| (*p, *k, *s, "http")).collect();
     portico_tests::fixtures::ingress(ns, name, class, host, &paths)
+}
+
+/// `ingress` with its `metadata.annotations` set to `annotations` (a JSON object).
+pub fn with_annotations(mut ingress: Value, annotations: Value) -> Value {
+    ingress["metadata"]["annotations"] = annotations;
+    ingress
 }
 
 /// One HTTP exchange's outcome.

@@ -36,6 +36,10 @@ use crate::host::HostPattern;
 /// add paths to the hosts this Ingress names. Certificates and catch-alls are not shared.
 pub const SHARE_HOST_ANNOTATION: &str = "portico.dev/share-host-with";
 
+/// ingress-nginx annotations the judgement itself reads (read once per Ingress per build).
+const SERVER_ALIAS_ANNOTATION: &str = "nginx.ingress.kubernetes.io/server-alias";
+const CANARY_ANNOTATION: &str = "nginx.ingress.kubernetes.io/canary";
+
 /// What the platform decides for an instance (never the tenant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPolicy {
@@ -338,7 +342,7 @@ fn declared_hosts(ingress: &Ingress) -> impl Iterator<Item = HostPattern> + '_ {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(&format!("{}server-alias", crate::nginx::NGINX_PREFIX)))
+        .and_then(|a| a.get(SERVER_ALIAS_ANNOTATION))
         .and_then(|v| crate::nginx::server_aliases(v).ok())
         .unwrap_or_default();
     rules
@@ -423,7 +427,7 @@ pub fn judge<'a, 's>(
         i.metadata
             .annotations
             .as_ref()
-            .and_then(|a| a.get(&format!("{}canary", crate::nginx::NGINX_PREFIX)))
+            .and_then(|a| a.get(CANARY_ANNOTATION))
             .is_some_and(|v| v.trim() == "true")
     };
     let (canaries, primaries): (Vec<&'a Ingress>, Vec<&'a Ingress>) =

@@ -135,6 +135,8 @@ pub struct Checked {
     pub custom_http_errors: Vec<u16>,
     /// ingress-nginx's source ranges: which client addresses may reach it.
     pub source_ranges: crate::source_range::SourceRanges,
+    /// ingress-nginx's basic and external auth, rate limits, client certificates, satisfy.
+    pub auth: crate::auth::Auth,
     /// Set when this is a canary Ingress: its rules take part of the traffic of the
     /// primary Ingress of the same host and path (the judgement pairs them).
     pub canary: Option<crate::nginx::Canary>,
@@ -401,6 +403,7 @@ pub fn check<'s>(
         force_ssl_redirect: nginx.settings.force_ssl_redirect,
         canary: nginx.settings.canary.clone(),
         source_ranges: nginx.settings.source_ranges.clone(),
+        auth: nginx.settings.auth.clone(),
         error_backend,
         custom_http_errors: nginx.settings.custom_http_errors.clone(),
         not_honoured: nginx.not_honoured().cloned().collect(),
@@ -543,7 +546,7 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
 }
 
 /// A DNS-1123 subdomain, as Secret names are.
-fn is_object_name(s: &str) -> bool {
+pub(crate) fn is_object_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes()

@@ -14,6 +14,7 @@
 //! No IO and no Kubernetes client: objects in, verdicts out.
 
 pub mod affinity;
+pub mod auth;
 mod check;
 mod class;
 mod conflict;

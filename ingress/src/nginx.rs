@@ -87,22 +87,56 @@ pub const SUPPORT: &[(&str, Support)] = &[
             "302 for a request for / that one of the Ingress's paths matches (nginx: any request for / to the host)",
         ),
     ),
-    ("auth-always-set-cookie", FailClosed),
-    ("auth-cache-duration", FailClosed),
-    ("auth-cache-key", FailClosed),
-    ("auth-keepalive", FailClosed),
-    ("auth-keepalive-requests", FailClosed),
-    ("auth-keepalive-share-vars", FailClosed),
-    ("auth-keepalive-timeout", FailClosed),
-    ("auth-method", FailClosed),
+    ("auth-always-set-cookie", Honoured),
+    (
+        "auth-cache-duration",
+        Differs("answers are kept per proxy pod, at most 10,000"),
+    ),
+    (
+        "auth-cache-key",
+        Differs(
+            "variables $remote_addr, $host, $request_uri, $remote_user, $http_* and $cookie_*; others refuse the Ingress",
+        ),
+    ),
+    (
+        "auth-keepalive",
+        Differs(
+            "ignored: connections to the auth service are always pooled (at most 128 idle per address and worker)",
+        ),
+    ),
+    (
+        "auth-keepalive-requests",
+        Differs("ignored: connections to the auth service are always pooled"),
+    ),
+    ("auth-keepalive-share-vars", NotSupported),
+    (
+        "auth-keepalive-timeout",
+        Differs("ignored: idle auth connections close after the instance's idle timeout"),
+    ),
+    ("auth-method", Honoured),
     ("auth-proxy-set-headers", FailClosed),
-    ("auth-realm", FailClosed),
-    ("auth-request-redirect", FailClosed),
-    ("auth-response-headers", FailClosed),
-    ("auth-secret", FailClosed),
-    ("auth-secret-type", FailClosed),
-    ("auth-signin", FailClosed),
-    ("auth-signin-redirect-param", FailClosed),
+    ("auth-realm", Honoured),
+    ("auth-request-redirect", Honoured),
+    (
+        "auth-response-headers",
+        Differs(
+            "a header the auth service does not return is removed from the request, so a client cannot supply it",
+        ),
+    ),
+    (
+        "auth-secret",
+        Differs(
+            "a Secret of the Ingress's own namespace only; a missing Secret, or one without a usable user, leaves the Ingress unserved",
+        ),
+    ),
+    ("auth-secret-type", Honoured),
+    (
+        "auth-signin",
+        Differs(
+            "variables $host, $scheme, $request_uri and $escaped_request_uri are filled in; others refuse the Ingress",
+        ),
+    ),
+    ("auth-signin-redirect-param", Honoured),
     ("auth-snippet", FailClosed),
     ("auth-tls-error-page", FailClosed),
     ("auth-tls-match-cn", FailClosed),
@@ -110,8 +144,16 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("auth-tls-secret", FailClosed),
     ("auth-tls-verify-client", FailClosed),
     ("auth-tls-verify-depth", FailClosed),
-    ("auth-type", FailClosed),
-    ("auth-url", FailClosed),
+    (
+        "auth-type",
+        Differs("basic, with bcrypt, {SHA} and MD5-crypt ($apr1$, $1$) entries; digest is refused"),
+    ),
+    (
+        "auth-url",
+        Differs(
+            "http:// only (https:// refuses the Ingress); variables $host, $scheme, $request_uri, $escaped_request_uri; a 5 s deadline; addresses no endpoint may have are refused (500)",
+        ),
+    ),
     (
         "backend-protocol",
         Differs("HTTP, HTTPS and GRPC (cleartext HTTP/2); GRPCS, AJP and FCGI are refused"),
@@ -199,14 +241,29 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ("global-rate-limit-key", FailClosed),
     ("global-rate-limit-window", FailClosed),
     ("http2-push-preload", NotSupported),
-    ("limit-allowlist", FailClosed),
-    ("limit-burst-multiplier", FailClosed),
-    ("limit-connections", FailClosed),
-    ("limit-rate", FailClosed),
-    ("limit-rate-after", FailClosed),
-    ("limit-rpm", FailClosed),
-    ("limit-rps", FailClosed),
-    ("limit-whitelist", FailClosed),
+    ("limit-allowlist", Honoured),
+    ("limit-burst-multiplier", Honoured),
+    (
+        "limit-connections",
+        Differs(
+            "requests in flight per client address and per proxy pod; 429 by default (portico.dev/limit-status-code: 503)",
+        ),
+    ),
+    ("limit-rate", NotSupported),
+    ("limit-rate-after", NotSupported),
+    (
+        "limit-rpm",
+        Differs(
+            "per client address and per proxy pod, as ingress-nginx; 429 with Retry-After by default (portico.dev/limit-status-code: 503)",
+        ),
+    ),
+    (
+        "limit-rps",
+        Differs(
+            "per client address and per proxy pod, as ingress-nginx; 429 with Retry-After by default (portico.dev/limit-status-code: 503)",
+        ),
+    ),
+    ("limit-whitelist", Honoured),
     (
         "load-balance",
         Differs("round_robin as round-robin; ewma as least-request (power of two choices)"),
@@ -276,7 +333,7 @@ pub const SUPPORT: &[(&str, Support)] = &[
             "$1 to $9 only (no other nginx variables, no query, no redirect); Rust regex syntax",
         ),
     ),
-    ("satisfy", FailClosed),
+    ("satisfy", Honoured),
     (
         "server-alias",
         Differs(
@@ -443,6 +500,8 @@ pub struct Nginx {
     pub server_alias: Vec<crate::HostPattern>,
     /// `whitelist-source-range` / `denylist-source-range`.
     pub source_ranges: crate::source_range::SourceRanges,
+    /// Basic and external auth, rate limits, client certificates, `satisfy` (auth.rs).
+    pub auth: crate::auth::Auth,
     /// `default-backend`: a Service of the Ingress's namespace.
     pub default_backend: Option<String>,
     /// `custom-http-errors`: statuses answered by the default backend instead.
@@ -603,6 +662,8 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
                     reason: format!("{host:?} is not a host name"),
                 }),
             },
+            // Read together, below: they depend on each other.
+            _ if crate::auth::NAMES.contains(&name) => {}
             _ if routing::NAMES.contains(&name) => routing::read(
                 name,
                 value,
@@ -624,6 +685,11 @@ pub fn read(ingress: &Ingress, accept_risk: &BTreeSet<String>) -> Read {
             });
         }
         out.verdicts.push(verdict);
+    }
+    let namespace = ingress.metadata.namespace.as_deref().unwrap_or_default();
+    match crate::auth::read(annotations, namespace) {
+        Ok(auth) => out.settings.auth = auth,
+        Err(problems) => out.refusals.extend(problems),
     }
     if out.settings.default_backend.is_none()
         && let Some(v) = out
@@ -859,7 +925,7 @@ mod tests {
     #[test]
     fn access_control_fails_closed_unless_the_instance_accepts_the_risk() {
         let ing = ingress(json!({
-            "nginx.ingress.kubernetes.io/auth-url": "http://auth.example/verify",
+            "nginx.ingress.kubernetes.io/auth-snippet": "return 200;",
             "nginx.ingress.kubernetes.io/configuration-snippet": "more_set_headers x;",
             "nginx.ingress.kubernetes.io/auth-future-thing": "x",
             "nginx.ingress.kubernetes.io/mirror-target": "http://mirror",
@@ -876,7 +942,7 @@ mod tests {
             .collect();
         assert_eq!(
             refused,
-            ["auth-future-thing", "auth-url", "configuration-snippet"],
+            ["auth-future-thing", "auth-snippet", "configuration-snippet"],
             "an unknown auth-* name fails closed too"
         );
         let not_honoured: Vec<&str> = r.not_honoured().map(|v| v.name.as_str()).collect();
@@ -884,17 +950,17 @@ mod tests {
             not_honoured,
             [
                 "auth-future-thing",
-                "auth-url",
+                "auth-snippet",
                 "configuration-snippet",
                 "mirror-target"
             ]
         );
-        let accepted: BTreeSet<String> = ["auth-url".to_owned()].into();
+        let accepted: BTreeSet<String> = ["auth-snippet".to_owned()].into();
         let r = read(&ing, &accepted);
         assert_eq!(
             r.refusals.len(),
             2,
-            "auth-url accepted, the rest still refused"
+            "auth-snippet accepted, the rest still refused"
         );
     }
 

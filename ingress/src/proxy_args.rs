@@ -260,6 +260,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "PORTICO_RETRIES", default_value_t = 2)]
     pub retries: u32,
 
+    /// Every connection opens with a PROXY protocol (v1 or v2) header naming the client;
+    /// one without a valid header is closed.
+    #[arg(long, env = "PORTICO_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub proxy_protocol: bool,
+
     /// Whose `X-Forwarded-*` headers are kept.
     #[arg(long, env = "PORTICO_TRUSTED_PROXY_CIDRS", value_delimiter = ',')]
     pub trusted_proxy_cidrs: Vec<IpNet>,
@@ -418,6 +423,9 @@ impl ProxyArgs {
             format!("--idle-timeout={}", self.idle_timeout),
             format!("--retries={}", self.retries),
         ]);
+        if self.proxy_protocol {
+            out.push("--proxy-protocol=true".to_owned());
+        }
         if !self.trusted_proxy_cidrs.is_empty() {
             let cidrs: Vec<String> = self
                 .trusted_proxy_cidrs
@@ -527,6 +535,7 @@ mod tests {
         args.connect_timeout = "1h30m".parse().expect("duration");
         args.request_timeout = Duration::from_millis(1500);
         args.trusted_proxy_cidrs = vec!["10.0.0.0/8".parse().expect("cidr")];
+        args.proxy_protocol = true;
         args.default_certificate = Some("a/default-cert".parse().expect("name"));
         args.ssl_redirect = false;
         args.hsts = true;

@@ -398,7 +398,7 @@ pub struct AccessLogSettings {
 #[serde(rename_all = "camelCase")]
 pub struct IngressNginxSettings {
     /// `nginx.ingress.kubernetes.io/*` annotations (names without the prefix, e.g.
-    /// `auth-url`) that decide who may reach an app and are not supported yet, which this
+    /// `auth-snippet`) that decide who may reach an app and are not supported yet, which this
     /// instance serves anyway, ignoring them. By default an Ingress carrying one is not
     /// served at all (fail closed); list one here only when its protection is not needed
     /// or is provided elsewhere.
@@ -429,6 +429,12 @@ pub struct BackendTlsSettings {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSettings {
+    /// Every connection to the HTTP and HTTPS ports opens with a PROXY protocol header
+    /// (v1 or v2) from the load balancer in front, naming the client; a connection without
+    /// a valid header is closed. Turn it on only when nothing but that load balancer can
+    /// reach the proxy pods (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
     /// `Reject` (default): a path holding `%2F`, `%5C` or a backslash gets 400. `Keep`:
     /// they are passed on as they are, encoded, and never treated as separators.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -227,7 +227,7 @@ mod tests {
             ),
             ing(
                 "auth",
-                json!({"nginx.ingress.kubernetes.io/auth-url": "http://auth/verify"}),
+                json!({"nginx.ingress.kubernetes.io/auth-snippet": "return 200;"}),
             ),
         ];
         let report = Report::new("nginx", false, &all, |_, _| Some(&svc), &Limits::default());
@@ -251,7 +251,7 @@ mod tests {
             "{text}"
         );
         let accepted = Limits {
-            accept_risk: ["auth-url".to_owned()].into(),
+            accept_risk: ["auth-snippet".to_owned()].into(),
             ..Limits::default()
         };
         let report = Report::new("nginx", false, &all, |_, _| Some(&svc), &accepted);

@@ -44,8 +44,9 @@ pub struct Verdicts<'a> {
     pub rejected: Vec<&'a Ingress>,
     /// One per distinct rejection; a served Ingress may have some (a lost path).
     pub warnings: Vec<Warning<'a>>,
-    /// Per served namespace, the Secrets its Ingresses of the class name in `spec.tls`
-    /// (read even for a broken Ingress, so that fixing the Secret heals it).
+    /// Per served namespace, the Secrets its Ingresses of the class name in `spec.tls` and
+    /// in auth annotations (`portico_ingress::auth::secrets_read`; read even for a broken
+    /// Ingress, so that fixing the Secret heals it).
     pub tls_secrets: BTreeMap<String, BTreeSet<String>>,
     /// Per namespace, where the CA bundles live that served backends name.
     pub backend_cas: BTreeMap<String, BTreeSet<CaSource>>,
@@ -81,12 +82,7 @@ pub fn judge<'a>(
             out.rejected.push(ingress);
         }
         if scope.served_namespaces.contains(ns) {
-            let names = ingress
-                .spec
-                .iter()
-                .flat_map(|s| s.tls.iter().flatten())
-                .filter_map(|tls| tls.secret_name.clone())
-                .filter(|n| !n.is_empty());
+            let names = portico_ingress::auth::secrets_read(ingress);
             out.tls_secrets.entry(ns.clone()).or_default().extend(names);
         }
         let count = verdict.rejections.len();

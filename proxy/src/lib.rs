@@ -8,6 +8,7 @@
 //! tls (SNI resolver)   admin (/metrics /healthz /readyz)   metrics
 //! ```
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod config;

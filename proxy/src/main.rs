@@ -103,7 +103,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     info!(denied = ?endpoint_policy.denied, own = ?endpoint_policy.own, "endpoints refused besides loopback, link-local, metadata, multicast and broadcast");
     let (config_loop, rx) = ConfigLoop::new(client, params, shared.clone(), health.clone());
-    let config_loop = config_loop.with_endpoint_policy(endpoint_policy);
+    let config_loop = config_loop.with_endpoint_policy(endpoint_policy.clone());
+    // One rate-limit table for the pod: its limits are per pod, across workers.
+    let limiter = Arc::new(portico_proxy::access::limit::Limiter::new());
+    let auth_answers = Arc::new(portico_proxy::access::external::AnswerCache::default());
     tokio::spawn(config_loop.run(rx));
 
     let admin_listener = tokio::net::TcpListener::from_std(
@@ -157,6 +160,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     limits.http2_max_concurrent_streams = args.http2_max_concurrent_streams;
     limits.http2_initial_stream_window = args.http2_initial_stream_window;
+    limits.proxy_protocol = args.proxy_protocol;
     let http_addr = SocketAddr::new(cli::bind_address(&args), args.http_port);
     let https_addr = SocketAddr::new(cli::bind_address(&args), args.https_port);
     let mut threads = Vec::new();
@@ -174,6 +178,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             snapshot: shared.clone(),
             client: upstream.clone(),
             settings: settings.clone(),
+            access: portico_proxy::access::Shared {
+                limiter: limiter.clone(),
+                auth: portico_proxy::access::external::AuthClient::new(
+                    upstream.clone(),
+                    endpoint_policy.clone(),
+                    auth_answers.clone(),
+                ),
+            },
         });
         let (acceptor, stop, limits) = (acceptor.clone(), stop.clone(), limits.clone());
         let thread = std::thread::Builder::new()

@@ -33,7 +33,7 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
         ("plain", json!({})),
         (
             "auth",
-            json!({ format!("{prefix}/auth-url"): "http://auth.example/verify" }),
+            json!({ format!("{prefix}/auth-snippet"): "return 200;" }),
         ),
         (
             "snippet",
@@ -91,7 +91,10 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
             "{name} is not served"
         );
     }
-    for (name, annotation) in [("auth", "auth-url"), ("snippet", "configuration-snippet")] {
+    for (name, annotation) in [
+        ("auth", "auth-snippet"),
+        ("snippet", "configuration-snippet"),
+    ] {
         eventually(
             OPERATOR_WAIT,
             &format!("an IngressRejected Event on {name} naming {annotation}"),
@@ -206,11 +209,11 @@ async fn nginx_annotations_are_honoured_reported_or_fail_closed() -> Result<()> 
 
     // The instance may accept the risk for one annotation: that Ingress is then served,
     // ignoring it; the others stay refused.
-    let patch = json!({ "spec": { "ingressNginx": { "acceptRisk": ["auth-url"] } } });
+    let patch = json!({ "spec": { "ingressNginx": { "acceptRisk": ["auth-snippet"] } } });
     instances
         .patch(&inst.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    inst.await_proxy_arg("accept-risk-annotations", "auth-url")
+    inst.await_proxy_arg("accept-risk-annotations", "auth-snippet")
         .await?;
     let proxy = inst.start_proxy().await?;
     let http = Http::new(&proxy.http_base());

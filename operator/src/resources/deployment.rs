@@ -94,6 +94,7 @@ pub fn proxy_args(inputs: &Inputs) -> ProxyArgs {
     if let Some(size) = http.max_request_body_size.as_deref() {
         a.max_request_body_size = size.parse().unwrap_or(a.max_request_body_size);
     }
+    a.proxy_protocol = http.proxy_protocol.unwrap_or(false);
     a.encoded_slashes = match http.encoded_slashes.unwrap_or_default() {
         EncodedSlashes::Reject => portico_ingress::EncodedSlashes::Reject,
         EncodedSlashes::Keep => portico_ingress::EncodedSlashes::Keep,

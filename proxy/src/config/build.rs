@@ -13,8 +13,12 @@ use portico_ingress::{
 };
 use tracing::warn;
 
+use http::HeaderValue;
+
 use super::store::Store;
 use super::{ObjectKey, Snapshot};
+use crate::access::basic::Htpasswd;
+use crate::access::{Access, Basic};
 use crate::lb::{Backend, BackendKey, Policy};
 use crate::routing::nginx::NginxRoute;
 use crate::routing::{
@@ -58,6 +62,9 @@ pub struct Caches {
     generation: u64,
     /// Problems met while building TLS configs, handed to the build's warnings.
     tls_warnings: Vec<String>,
+    /// Parsed htpasswd Secrets by key, resourceVersion and kind (file or map), so that a
+    /// rebuild keeps a table and the credentials it has verified.
+    htpasswd: HashMap<ObjectKey, (String, bool, Arc<Htpasswd>)>,
 }
 
 /// The result of one build: the snapshot and the warnings to log.
@@ -255,17 +262,10 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         // Secrets are referenced (watched) even when the Ingress turns out bad, so fixing
         // them heals it.
         if params.namespaces.contains(&key.namespace) {
-            for tls in verdict
-                .ingress
-                .spec
-                .iter()
-                .flat_map(|s| s.tls.iter().flatten())
-            {
-                if let Some(name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) {
-                    referenced
-                        .secrets
-                        .insert(ObjectKey::new(&key.namespace, name));
-                }
+            for name in portico_ingress::auth::secrets_read(verdict.ingress) {
+                referenced
+                    .secrets
+                    .insert(ObjectKey::new(&key.namespace, &name));
             }
         }
         let reasons: Vec<String> = verdict.rejections.iter().map(ToString::to_string).collect();
@@ -390,6 +390,9 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     caches.backends.retain(&used_backends);
     caches.certs.retain(|k| referenced.secrets.contains(k));
     caches
+        .htpasswd
+        .retain(|k, _| referenced.secrets.contains(k));
+    caches
         .upstream_tls
         .retain(|_, (_, used)| *used == generation);
     warnings.append(&mut caches.tls_warnings);
@@ -486,7 +489,7 @@ fn attach_canary(rules: &mut HostRules, canary: PathRule, c: &portico_ingress::n
             https_redirect: primary.https_redirect,
             metrics: primary.metrics.clone(),
             rotor: Default::default(),
-            source_ranges: primary.source_ranges.clone(),
+            access: primary.access.clone(),
             error_backend: primary.error_backend.clone(),
             // The primary's Ingress decides its path's limits, logging and rewrites.
             traffic: primary.traffic.clone(),
@@ -570,7 +573,7 @@ fn www_redirects(
                 https_redirect: false,
                 metrics,
                 rotor: Default::default(),
-                source_ranges: None,
+                access: None,
                 error_backend: None,
                 traffic: Default::default(),
                 nginx: Some(Box::new(NginxRoute {
@@ -674,6 +677,92 @@ fn upstream_tls_for(
     }
 }
 
+/// An Ingress's access control; `None` when it has none. A basic-auth Secret that is
+/// missing, unreadable or without a usable user is an error: the Ingress is not served
+/// (it must not be served open), and the Secret is watched, so fixing it heals it.
+fn compile_access(
+    key: &ObjectKey,
+    checked: &Checked,
+    store: &Store,
+    caches: &mut Caches,
+) -> Result<Option<Arc<Access>>, Option<String>> {
+    let auth = &checked.auth;
+    let ranges = &checked.source_ranges;
+    if ranges.is_empty()
+        && auth.basic.is_none()
+        && auth.external.is_none()
+        && auth.rate_limit.is_none()
+    {
+        return Ok(None);
+    }
+    let basic = match &auth.basic {
+        None => None,
+        Some(b) => {
+            let secret_key = ObjectKey::new(&key.namespace, &b.secret);
+            let secret = store.secrets.get(&secret_key).ok_or_else(|| {
+                Some(format!(
+                    "basic auth Secret {secret_key} not found (or not readable): not served until it is"
+                ))
+            })?;
+            let rv = secret.metadata.resource_version.clone().unwrap_or_default();
+            let users = match caches.htpasswd.get(&secret_key) {
+                Some((cached_rv, map, users))
+                    if *cached_rv == rv && *map == b.map && !rv.is_empty() =>
+                {
+                    users.clone()
+                }
+                _ => {
+                    let data = secret.data.as_ref();
+                    let (users, skipped) = if b.map {
+                        let entries = data.into_iter().flatten().filter_map(|(k, v)| {
+                            std::str::from_utf8(&v.0).ok().map(|v| (k.as_str(), v))
+                        });
+                        Htpasswd::parse(entries)
+                    } else {
+                        let file = data
+                            .and_then(|d| d.get("auth"))
+                            .and_then(|v| std::str::from_utf8(&v.0).ok())
+                            .ok_or_else(|| Some(format!("basic auth Secret {secret_key} has no key \"auth\" (an htpasswd file)")))?;
+                        Htpasswd::parse_file(file)
+                    };
+                    if !skipped.is_empty() {
+                        caches.tls_warnings.push(format!(
+                            "basic auth Secret {secret_key}: entries left out (they let no one in): {}",
+                            skipped.join("; ")
+                        ));
+                    }
+                    let users = Arc::new(users);
+                    caches
+                        .htpasswd
+                        .insert(secret_key.clone(), (rv, b.map, users.clone()));
+                    users
+                }
+            };
+            if users.is_empty() {
+                return Err(Some(format!(
+                    "basic auth Secret {secret_key} holds no usable user: not served until it does"
+                )));
+            }
+            let challenge = HeaderValue::from_str(&format!("Basic realm=\"{}\"", b.realm))
+                .map_err(|_| Some("auth-realm is not a header value".to_owned()))?;
+            Some(Basic { users, challenge })
+        }
+    };
+    Ok(Some(Arc::new(Access {
+        id: {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            h.finish()
+        },
+        source_ranges: (!ranges.is_empty()).then(|| ranges.clone()),
+        basic,
+        external: auth.external.clone(),
+        rate_limit: auth.rate_limit.clone(),
+        satisfy_any: auth.satisfy_any,
+    })))
+}
+
 fn compile(
     key: &ObjectKey,
     checked: &Checked,
@@ -715,9 +804,8 @@ fn compile(
             codes: checked.custom_http_errors.clone(),
         })
     });
-    // Who may reach this Ingress (ingress-nginx source ranges): shared by its routes.
-    let source_ranges =
-        (!checked.source_ranges.is_empty()).then(|| Arc::new(checked.source_ranges.clone()));
+    // Who may reach this Ingress (ingress-nginx's access control): shared by its routes.
+    let access = compile_access(key, checked, store, caches)?;
     let mut route_for = |b: &portico_ingress::Backend,
                          https_redirect: bool,
                          rewrite_path: Option<&portico_ingress::PathMatch>|
@@ -759,7 +847,7 @@ fn compile(
                 })
                 .clone(),
             rotor: Default::default(),
-            source_ranges: source_ranges.clone(),
+            access: access.clone(),
             error_backend: error_backend.clone(),
             traffic: (&checked.traffic).into(),
             nginx: match rewrite {

@@ -91,7 +91,8 @@ impl Drop for UpstreamBody {
 /// afterwards whether there was a body at all, whether it was too large, and whether the
 /// client broke it.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: a request Portico makes itself, without a body (an auth subrequest).
+    inner: Option<Incoming>,
     /// `None` for a request without a body: nothing to wait for.
     state: Option<Arc<BodyState>>,
     limit: Option<u64>,
@@ -139,9 +140,19 @@ impl RequestBody {
         // Most requests carry no body: no allocation for them.
         let state = (!inner.is_end_stream()).then(|| Arc::new(BodyState::default()));
         RequestBody {
-            inner,
+            inner: Some(inner),
             state,
             limit,
+            seen: 0,
+        }
+    }
+
+    /// No body at all.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            state: None,
+            limit: None,
             seen: 0,
         }
     }
@@ -159,7 +170,10 @@ impl http_body::Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
@@ -180,10 +194,13 @@ impl http_body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|i| i.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(i) => i.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }

@@ -10,8 +10,6 @@ use super::target::{HostError, PathError};
 pub enum ProxyError {
     #[error("no route for this host and path")]
     NotFound,
-    #[error("the client's address is not allowed by the Ingress's source ranges")]
-    Forbidden,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error("bad request path: {0}")]
@@ -38,7 +36,6 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NotFound => StatusCode::NOT_FOUND,
-            ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadHost(_) => {
                 StatusCode::BAD_REQUEST
             }

@@ -9,5 +9,6 @@ pub mod cors;
 pub mod error;
 pub mod headers;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod server;
 pub mod target;

@@ -79,6 +79,8 @@ pub struct Proxy {
     pub snapshot: SharedSnapshot,
     pub client: Arc<Client>,
     pub settings: Settings,
+    /// The rate-limit table (the pod's) and the external auth client (this worker's).
+    pub access: crate::access::Shared,
 }
 
 /// Facts about the downstream connection, shared by its requests (and a tunnel made from
@@ -228,11 +230,24 @@ impl Proxy {
             &self.settings.trusted_proxies,
         );
         ctx.client = fwd.client_ip;
-        if let Some(ranges) = &route.source_ranges
-            && !ranges.permits(fwd.client_ip)
-        {
-            return Err(ProxyError::Forbidden);
-        }
+        let mut granted = match &route.access {
+            None => None,
+            Some(access) => {
+                let facts = crate::access::external::Facts {
+                    method: req.method(),
+                    uri: req.uri(),
+                    headers: req.headers(),
+                    host: &host,
+                    tls: ctx.conn.tls,
+                    client: fwd.client_ip,
+                    ingress: &route.ingress.to_string(),
+                };
+                match access.decide(&self.access, &facts).await {
+                    Ok(g) => Some(g),
+                    Err(denied) => return Ok(*denied),
+                }
+            }
+        };
 
         // A declared length over the limit is refused before anything is sent upstream;
         // an undeclared one is counted as it streams (RequestBody).
@@ -358,6 +373,15 @@ impl Proxy {
             self.settings.keep_underscores,
         );
         apply_forwarded(&mut parts.headers, &fwd);
+        // External auth's answer headers replace whatever the client sent by those names.
+        if let Some(g) = &mut granted {
+            for (name, value) in g.upstream_headers.drain(..) {
+                parts.headers.remove(&name);
+                if let Some(v) = value {
+                    parts.headers.insert(name, v);
+                }
+            }
+        }
         if let Some(prefix) = nginx.and_then(|n| n.x_forwarded_prefix.as_ref()) {
             parts.headers.insert(
                 HeaderName::from_static("x-forwarded-prefix"),
@@ -502,6 +526,10 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         parts.version = Version::default();
+        let limit_guard = granted.as_mut().and_then(|g| {
+            g.set_cookies(parts.status, &mut parts.headers);
+            g.in_flight.take()
+        });
         if ctx.conn.tls && self.settings.hsts {
             parts.headers.insert(
                 header::STRICT_TRANSPORT_SECURITY,
@@ -519,6 +547,7 @@ impl Proxy {
         let tls_name = rb.tls.as_ref().map(|t| t.name.clone());
         let on_end = Box::new(move |clean: bool| {
             drop(in_flight);
+            drop(limit_guard);
             if clean && let Some(conn) = h1_sender {
                 client.checkin(addr, proto, tls_name, conn);
             }

@@ -46,6 +46,9 @@ pub struct Limits {
     pub drain: Duration,
     pub http2_max_concurrent_streams: u32,
     pub http2_initial_stream_window: u32,
+    /// Every connection opens with a PROXY protocol header naming the client
+    /// (proxy_protocol.rs); one without a valid header is closed.
+    pub proxy_protocol: bool,
 }
 
 impl Limits {
@@ -57,6 +60,7 @@ impl Limits {
             drain,
             http2_max_concurrent_streams: 100,
             http2_initial_stream_window: 64 * 1024,
+            proxy_protocol: false,
         }
     }
 }
@@ -95,6 +99,7 @@ pub async fn serve(
     let builder = Arc::new(builder(&limits));
     let limit = limits.connections.clone();
     let idle_timeout = limits.idle_timeout;
+    let proxy_protocol = limits.proxy_protocol;
     let gauge = METRICS.connections.with_label_values(&[name]);
     let refused = METRICS.connections_refused.with_label_values(&[name]);
     info!(listener = name, addr = ?listener.local_addr().ok(), "listening");
@@ -123,6 +128,29 @@ pub async fn serve(
         let stop = stop.clone();
         tokio::spawn(async move {
             gauge.inc();
+            let mut stream = stream;
+            let mut peer = peer;
+            if proxy_protocol {
+                let header = tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    super::proxy_protocol::accept(&mut stream),
+                )
+                .await;
+                match header {
+                    Ok(Ok(Some(client))) => peer = client,
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "no valid PROXY protocol header; closing");
+                        gauge.dec();
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "PROXY protocol header timed out; closing");
+                        gauge.dec();
+                        return;
+                    }
+                }
+            }
             let is_tls = tls.is_some();
             let mut sni = None;
             let io: Box<dyn Io> = match tls {

@@ -83,8 +83,9 @@ pub struct Route {
     pub metrics: crate::metrics::RouteMetrics,
     /// Weighted routes: the request count that walks the weights (see `pick_backend`).
     pub rotor: AtomicU32,
-    /// ingress-nginx source ranges: clients outside them get 403 (`None`: anyone).
-    pub source_ranges: Option<Arc<portico_ingress::source_range::SourceRanges>>,
+    /// ingress-nginx's access control: rate limits, source ranges, basic and external
+    /// auth (`None`: anyone, unlimited).
+    pub access: Option<Arc<crate::access::Access>>,
     /// ingress-nginx's `default-backend` with `custom-http-errors`.
     pub error_backend: Option<Arc<ErrorBackend>>,
     /// The Ingress's overrides of body size, timeouts, retries and access logging.
@@ -359,7 +360,7 @@ mod tests {
             https_redirect: false,
             metrics: crate::metrics::RouteMetrics::new("ns", name, name),
             rotor: AtomicU32::new(0),
-            source_ranges: None,
+            access: None,
             error_backend: None,
             traffic: Default::default(),
             nginx: None,

@@ -138,12 +138,25 @@ pub const SUPPORT: &[(&str, Support)] = &[
     ),
     ("auth-signin-redirect-param", Honoured),
     ("auth-snippet", FailClosed),
-    ("auth-tls-error-page", FailClosed),
+    ("auth-tls-error-page", Honoured),
     ("auth-tls-match-cn", FailClosed),
-    ("auth-tls-pass-certificate-to-upstream", FailClosed),
-    ("auth-tls-secret", FailClosed),
-    ("auth-tls-verify-client", FailClosed),
-    ("auth-tls-verify-depth", FailClosed),
+    (
+        "auth-tls-pass-certificate-to-upstream",
+        Differs(
+            "ssl-client-cert (URL-escaped PEM of the leaf) and ssl-client-verify; no ssl-client-subject-dn or ssl-client-issuer-dn",
+        ),
+    ),
+    (
+        "auth-tls-secret",
+        Differs(
+            "a Secret of the Ingress's own namespace; the handshake asks for a certificate when any Ingress of the SNI host has one, and each Ingress's paths judge it against their own CA (a request whose Host is not its SNI host, or over plain HTTP, has none to show)",
+        ),
+    ),
+    ("auth-tls-verify-client", Honoured),
+    (
+        "auth-tls-verify-depth",
+        Differs("counts the certificates the client sends (its own and intermediates)"),
+    ),
     (
         "auth-type",
         Differs("basic, with bcrypt, {SHA} and MD5-crypt ($apr1$, $1$) entries; digest is refused"),

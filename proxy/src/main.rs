@@ -144,12 +144,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             None
         },
     };
-    let tls_config = portico_proxy::tls::server_config(
+    let acceptor = portico_proxy::tls::Acceptor::new(
         shared.clone(),
         args.min_tls_version == portico_ingress::TlsVersion::V1_3,
     )
     .context("building the TLS server config")?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
     let stop = CancellationToken::new();
     let drain_bound = args.request_timeout.get() + Duration::from_secs(1);
     // One connection limit for the whole pod, across listeners and workers.

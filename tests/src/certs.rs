@@ -68,6 +68,22 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A client certificate (extended key usage clientAuth) named `name`.
+    pub fn client(&self, name: &str) -> Result<Leaf> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
 /// A fresh ECDSA P-256 key pair for service-account token signing: (private PKCS#8 PEM,
 /// public SubjectPublicKeyInfo PEM).
 pub fn signing_key_pem() -> Result<(String, String)> {

@@ -704,3 +704,172 @@ async fn proxy_protocol_names_the_client_and_is_required() -> Result<()> {
     );
     Ok(())
 }
+
+/// One HTTP/1.1 exchange over TLS with SNI `sni`, presenting `client` when asked.
+async fn tls_get(
+    proxy: SocketAddr,
+    sni: &str,
+    host: &str,
+    client: Option<&portico_tests::certs::Leaf>,
+    headers: &[(&str, &str)],
+) -> Result<Option<(u16, String)>> {
+    let (mut stream, _) =
+        proxy_support::tls::tls_connect_as(proxy, sni, &[b"http/1.1"], client).await?;
+    let mut req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    if out.is_empty() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP response: {text:?}"))?;
+    Ok(Some((status, text)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_required_optional_and_invalid() -> Result<()> {
+    let inst = Instance::create("clientcert", json!({}), &[]).await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let b = backends("web", 1).await?;
+    publish(c, ns, "web", &b).await?;
+    let server_ca = portico_tests::certs::Ca::new("server-ca")?;
+    let serving = server_ca.server(&["*.certs.example"])?;
+    proxy_support::tls::apply_tls_secret(c, ns, "serving", &serving.cert_pem, &serving.key_pem)
+        .await?;
+    let client_ca = portico_tests::certs::Ca::new("client-ca")?;
+    let alice = client_ca.client("alice")?;
+    let stranger = portico_tests::certs::Ca::new("other-ca")?.client("mallory")?;
+    let ca_secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "client-ca", "namespace": ns },
+        "stringData": { "ca.crt": client_ca.cert_pem },
+    }))?;
+    Api::<Secret>::namespaced(c.clone(), ns)
+        .patch(
+            "client-ca",
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&ca_secret),
+        )
+        .await?;
+    let tls_ingress = |name: &str, annotations: Value| {
+        let host = format!("{name}.certs.example");
+        let mut ing = with_annotations(
+            ingress(ns, name, class, &host, &[("/", "Prefix", "web")]),
+            annotations,
+        );
+        ing["spec"]["tls"] = json!([{ "hosts": [host], "secretName": "serving" }]);
+        ing
+    };
+    for ing in [
+        tls_ingress(
+            "required",
+            json!({ format!("{N}/auth-tls-secret"): format!("{ns}/client-ca"),
+                    format!("{N}/auth-tls-verify-client"): "on",
+                    format!("{N}/auth-tls-pass-certificate-to-upstream"): "true" }),
+        ),
+        tls_ingress(
+            "optional",
+            json!({ format!("{N}/auth-tls-secret"): "client-ca",
+                    format!("{N}/auth-tls-verify-client"): "optional" }),
+        ),
+        tls_ingress(
+            "paged",
+            json!({ format!("{N}/auth-tls-secret"): "client-ca",
+                    format!("{N}/auth-tls-error-page"): "http://errors.example/cert" }),
+        ),
+        tls_ingress("open", json!({})),
+    ] {
+        apply_ingress(c, ing).await?;
+    }
+    let proxy = inst.start_proxy().await?;
+    let tls = SocketAddr::new(proxy.ip, proxy.https_port);
+    let get = |name: &'static str, client: Option<&'static portico_tests::certs::Leaf>| {
+        let host = format!("{name}.certs.example");
+        async move { tls_get(tls, &host, &host, client, &[]).await }
+    };
+    // 'static borrows for the closure: the leaves live for the whole test.
+    let alice: &'static _ = Box::leak(Box::new(alice));
+    let stranger: &'static _ = Box::leak(Box::new(stranger));
+    eventually(
+        Duration::from_secs(15),
+        "the Ingresses are served",
+        || async { matches!(get("open", None).await, Ok(Some((200, _)))) },
+    )
+    .await?;
+
+    // Required: a certificate of the CA passes, and the backend sees it; none, or one of
+    // another CA, gets 400.
+    let (status, resp) = get("required", Some(alice)).await?.context("no answer")?;
+    assert_eq!(status, 200, "{resp}");
+    let doc = body_json(&resp);
+    assert_eq!(doc["headers"]["ssl-client-verify"], "SUCCESS", "{doc}");
+    assert!(
+        doc["headers"]["ssl-client-cert"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("-----BEGIN%20CERTIFICATE-----")),
+        "{doc}"
+    );
+    for (what, client) in [("no certificate", None), ("another CA's", Some(stranger))] {
+        let got = get("required", client).await?.map(|(s, _)| s);
+        assert_eq!(got, Some(400), "required, {what}");
+    }
+
+    // Optional: none is fine (and a client cannot claim otherwise); a bad one is not.
+    let (status, resp) = tls_get(
+        tls,
+        "optional.certs.example",
+        "optional.certs.example",
+        None,
+        &[("ssl-client-verify", "SUCCESS")],
+    )
+    .await?
+    .context("no answer")?;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(body_json(&resp)["headers"]["ssl-client-verify"], "NONE");
+    assert_eq!(
+        get("optional", Some(stranger)).await?.map(|(s, _)| s),
+        Some(400)
+    );
+    assert_eq!(
+        get("optional", Some(alice)).await?.map(|(s, _)| s),
+        Some(200)
+    );
+
+    // auth-tls-error-page: a refusal is a redirect there.
+    let (status, resp) = get("paged", None).await?.context("no answer")?;
+    assert_eq!(status, 302, "{resp}");
+    assert_eq!(
+        header(&resp, "location"),
+        Some("http://errors.example/cert")
+    );
+
+    // A handshake for a host that does not ask cannot be used for one that requires a
+    // certificate (the same wildcard certificate covers both).
+    let got = tls_get(
+        tls,
+        "open.certs.example",
+        "required.certs.example",
+        Some(alice),
+        &[],
+    )
+    .await?
+    .map(|(s, _)| s);
+    assert_eq!(got, Some(400), "SNI open, Host required");
+    // And plain HTTP has no certificate to show.
+    let http = Http::new(&proxy.http_base());
+    let plain = http.get("required.certs.example", "/").await?.status;
+    assert!(
+        plain == 400 || plain == 308,
+        "plain HTTP to a host requiring a certificate: {plain}"
+    );
+    Ok(())
+}

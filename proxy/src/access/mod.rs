@@ -29,6 +29,7 @@ use portico_ingress::auth::{ExternalAuth, RateLimit};
 use portico_ingress::source_range::SourceRanges;
 
 use crate::http::body::{Body, full};
+use crate::tls::client_auth::{ClientCertPolicy, Outcome};
 use basic::Htpasswd;
 use external::{AuthClient, Facts, Verdict};
 use limit::{LimitId, Limiter};
@@ -43,6 +44,8 @@ pub struct Access {
     pub external: Option<ExternalAuth>,
     pub rate_limit: Option<RateLimit>,
     pub satisfy_any: bool,
+    /// `auth-tls-*`: judged before everything else here, and outside `satisfy`.
+    pub client_cert: Option<ClientCertPolicy>,
 }
 
 #[derive(Debug)]
@@ -95,13 +98,48 @@ enum Check {
 }
 
 impl Access {
-    /// Decides the request described by `facts`.
+    /// Decides the request described by `facts`, which came on a connection whose client
+    /// sent `client_chain` (TLS, when asked).
     pub async fn decide(
         &self,
         shared: &Shared,
         facts: &Facts<'_>,
+        client_chain: Option<&[rustls_pki_types::CertificateDer<'static>]>,
     ) -> Result<Granted, Box<Response<Body>>> {
         let mut granted = Granted::default();
+        if let Some(policy) = &self.client_cert {
+            match policy.judge(client_chain) {
+                Outcome::Allow(headers) => {
+                    // What the client sent by these names never reaches the backend.
+                    for name in ["ssl-client-verify", "ssl-client-cert"] {
+                        let value = headers
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map(|(_, v)| v.clone());
+                        granted
+                            .upstream_headers
+                            .push((HeaderName::from_static(name), value));
+                    }
+                }
+                Outcome::Deny(why) => {
+                    let resp = match &policy.settings.error_page {
+                        Some(page) => {
+                            let mut resp = text(StatusCode::FOUND);
+                            if let Ok(v) = HeaderValue::from_str(page) {
+                                resp.headers_mut().insert(header::LOCATION, v);
+                            }
+                            resp
+                        }
+                        None => {
+                            let mut resp = Response::new(full(Bytes::from(format!("400 {why}\n"))));
+                            *resp.status_mut() = StatusCode::BAD_REQUEST;
+                            resp
+                        }
+                    };
+                    return Err(Box::new(resp));
+                }
+            }
+        }
         if let Some(limit) = &self.rate_limit {
             granted.in_flight = self.limit(limit, &shared.limiter, facts.client)?;
         }
@@ -142,7 +180,7 @@ impl Access {
         if let Some(external) = &self.external {
             settle!(match shared.auth.check(external, facts).await {
                 Verdict::Allow { headers, cookies } => {
-                    granted.upstream_headers = headers;
+                    granted.upstream_headers.extend(headers);
                     granted.cookies = cookies;
                     granted.always_set_cookie = external.always_set_cookie;
                     Check::Allow

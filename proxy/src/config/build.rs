@@ -25,6 +25,7 @@ use crate::routing::{
     HeaderMatch, HostPattern, HostRules, PathRule, Route, RouteBackend, RouteTable,
     UpstreamProtocol,
 };
+use crate::tls::client_auth::ClientCertPolicy;
 use crate::tls::upstream::UpstreamTls;
 use crate::tls::{CertCache, CertTable};
 
@@ -334,6 +335,26 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         }
         if let Some(route) = compiled.default {
             let _ = table.set_default_backend(route);
+        }
+        // Handshakes for the Ingress's hosts ask for a client certificate; its routes
+        // judge it (tls/client_auth.rs).
+        if let Some(checked) = verdict.checked.as_ref().filter(|c| {
+            c.auth
+                .client_cert
+                .as_ref()
+                .is_some_and(|cc| cc.verify != portico_ingress::auth::Verify::Off)
+        }) {
+            for rule in &checked.rules {
+                match &rule.host {
+                    HostPattern::Exact(h) => {
+                        certs.ask_client_cert.insert(h.clone());
+                    }
+                    HostPattern::Wildcard(s) => {
+                        certs.ask_client_cert_wildcard.insert(s.clone());
+                    }
+                    HostPattern::Any => certs.ask_client_cert_all = true,
+                }
+            }
         }
         for tls in &verdict.certificates {
             let Some(secret) = &tls.secret else { continue };
@@ -692,9 +713,27 @@ fn compile_access(
         && auth.basic.is_none()
         && auth.external.is_none()
         && auth.rate_limit.is_none()
+        && auth.client_cert.is_none()
     {
         return Ok(None);
     }
+    let client_cert = match &auth.client_cert {
+        None => None,
+        Some(cc) => {
+            let secret_key = ObjectKey::new(&key.namespace, &cc.secret);
+            let pem = store
+                .secrets
+                .get(&secret_key)
+                .and_then(|s| s.data.as_ref()?.get("ca.crt"))
+                .map(|b| &b.0[..]);
+            let policy = ClientCertPolicy::new(cc.clone(), pem).map_err(|e| {
+                Some(format!(
+                    "client certificate CA Secret {secret_key} unusable ({e}): not served until it is fixed"
+                ))
+            })?;
+            Some(policy)
+        }
+    };
     let basic = match &auth.basic {
         None => None,
         Some(b) => {
@@ -760,6 +799,7 @@ fn compile_access(
         external: auth.external.clone(),
         rate_limit: auth.rate_limit.clone(),
         satisfy_any: auth.satisfy_any,
+        client_cert,
     })))
 }
 

@@ -91,6 +91,9 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The TLS client's SNI, lowercased.
     pub sni: Option<Box<str>>,
+    /// The certificates a TLS client sent when asked (tls/client_auth.rs): it holds the
+    /// key; each request's route decides whether its CA vouches for them.
+    pub client_chain: Option<Arc<[rustls_pki_types::CertificateDer<'static>]>>,
     pub activity: Activity,
     /// The connection's place under the listener's limit, released when the last holder ends.
     pub slot: OwnedSemaphorePermit,
@@ -242,7 +245,8 @@ impl Proxy {
                     client: fwd.client_ip,
                     ingress: &route.ingress.to_string(),
                 };
-                match access.decide(&self.access, &facts).await {
+                let chain = ctx.conn.client_chain.as_deref();
+                match access.decide(&self.access, &facts, chain).await {
                     Ok(g) => Some(g),
                     Err(denied) => return Ok(*denied),
                 }

@@ -91,7 +91,7 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<crate::tls::Acceptor>,
     proxy: Arc<Proxy>,
     stop: CancellationToken,
     limits: Limits,
@@ -153,16 +153,22 @@ pub async fn serve(
             }
             let is_tls = tls.is_some();
             let mut sni = None;
+            let mut client_chain = None;
             let io: Box<dyn Io> = match tls {
                 None => Box::new(stream),
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls_stream)) => {
-                            sni =
-                                tls_stream.get_ref().1.server_name().map(|n| {
-                                    Box::from(n.trim_end_matches('.').to_ascii_lowercase())
-                                });
+                            let session = tls_stream.get_ref().1;
+                            sni = session
+                                .server_name()
+                                .map(|n| Box::from(n.trim_end_matches('.').to_ascii_lowercase()));
+                            client_chain = session.peer_certificates().map(|c| {
+                                c.iter()
+                                    .map(|c| c.clone().into_owned())
+                                    .collect::<Arc<[_]>>()
+                            });
                             Box::new(tls_stream)
                         }
                         Ok(Err(e)) => {
@@ -182,6 +188,7 @@ pub async fn serve(
                 peer,
                 tls: is_tls,
                 sni,
+                client_chain,
                 activity: Activity::new(),
                 slot: permit,
             });

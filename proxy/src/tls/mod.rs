@@ -10,9 +10,10 @@
 //! reads the current snapshot on every handshake, so a rotated Secret is served to the next
 //! handshake while open connections keep their session.
 
+pub mod client_auth;
 pub mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -30,6 +31,11 @@ pub struct CertTable {
     /// Keyed by the suffix after `*.`.
     pub wildcard: HashMap<String, Arc<CertifiedKey>>,
     pub default: Option<Arc<CertifiedKey>>,
+    /// SNI hosts whose handshake asks for a client certificate (some Ingress of the host
+    /// has `auth-tls-secret`): exact names, suffixes after `*.`, or every host.
+    pub ask_client_cert: HashSet<String>,
+    pub ask_client_cert_wildcard: HashSet<String>,
+    pub ask_client_cert_all: bool,
 }
 
 impl CertTable {
@@ -47,6 +53,21 @@ impl CertTable {
             }
         }
         self.default.clone()
+    }
+
+    /// Whether a handshake for `server_name` asks for a client certificate.
+    pub fn asks_client_cert(&self, server_name: Option<&str>) -> bool {
+        if self.ask_client_cert_all {
+            return true;
+        }
+        let Some(name) = server_name else {
+            return false;
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.ask_client_cert.contains(&name)
+            || name
+                .split_once('.')
+                .is_some_and(|(_, suffix)| self.ask_client_cert_wildcard.contains(suffix))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -137,23 +158,61 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// The server config for the HTTPS listener.
-pub fn server_config(
+/// The HTTPS listener's handshakes: the ClientHello is read first, so that hosts whose
+/// Ingresses want client certificates get a config that asks for one
+/// (client_auth.rs), and every other host one that does not.
+#[derive(Debug, Clone)]
+pub struct Acceptor {
     snapshot: SharedSnapshot,
-    min_tls13: bool,
-) -> Result<rustls::ServerConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&'static rustls::SupportedProtocolVersion] = if min_tls13 {
-        &[&rustls::version::TLS13]
-    } else {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
-    };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(snapshot)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    plain: Arc<rustls::ServerConfig>,
+    asking: Arc<rustls::ServerConfig>,
+}
+
+impl Acceptor {
+    pub fn new(snapshot: SharedSnapshot, min_tls13: bool) -> Result<Self, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if min_tls13 {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let resolver = Arc::new(SniResolver::new(snapshot.clone()));
+        let mut plain = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        plain.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut asking = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)?
+            .with_client_cert_verifier(Arc::new(client_auth::AskForCertificate::new(&provider)))
+            .with_cert_resolver(resolver);
+        asking.alpn_protocols = plain.alpn_protocols.clone();
+        Ok(Acceptor {
+            snapshot,
+            plain: Arc::new(plain),
+            asking: Arc::new(asking),
+        })
+    }
+
+    /// The handshake on `stream` (the caller bounds its time).
+    pub async fn accept<IO>(
+        &self,
+        stream: IO,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let asks = self
+            .snapshot
+            .load()
+            .certs
+            .asks_client_cert(start.client_hello().server_name());
+        let config = if asks { &self.asking } else { &self.plain };
+        start.into_stream(config.clone()).await
+    }
 }
 
 #[cfg(test)]

@@ -107,16 +107,34 @@ pub async fn tls_connect(
     host: &str,
     alpn: &[&[u8]],
 ) -> Result<(TlsStream<TcpStream>, Vec<u8>)> {
+    tls_connect_as(addr, host, alpn, None).await
+}
+
+/// [`tls_connect`], presenting `client` (certificate and key) when the server asks.
+pub async fn tls_connect_as(
+    addr: SocketAddr,
+    host: &str,
+    alpn: &[&[u8]],
+    client: Option<&Leaf>,
+) -> Result<(TlsStream<TcpStream>, Vec<u8>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let seen = Arc::new(Mutex::new(None));
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Recorder {
             seen: seen.clone(),
             provider,
-        }))
-        .with_no_client_auth();
+        }));
+    let mut cfg = match client {
+        None => cfg.with_no_client_auth(),
+        Some(leaf) => {
+            let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())?;
+            cfg.with_client_auth_cert(chain, key)?
+        }
+    };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(host.to_string())?;

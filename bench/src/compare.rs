@@ -83,6 +83,7 @@ pub struct CaseResult {
     pub samples: BTreeMap<Kind, Vec<Sample>>,
 }
 
+#[derive(Clone, Copy)]
 pub struct Setup<'a> {
     pub contenders: &'a [Contender],
     pub targets: &'a [Target],
@@ -94,7 +95,7 @@ pub struct Setup<'a> {
     pub reps: usize,
 }
 
-async fn run_one(
+pub async fn run_one(
     setup: &Setup<'_>,
     c: &Contender,
     case: Case,

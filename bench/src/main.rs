@@ -24,6 +24,7 @@ mod churn;
 mod client;
 mod compare;
 mod contenders;
+mod features;
 mod load;
 mod rate;
 mod report;

@@ -31,6 +31,8 @@ pub struct Report {
     pub loaded_rss: BTreeMap<Kind, f64>,
     pub churn: Option<ChurnResult>,
     pub scale: Option<ScaleResult>,
+    /// Portico with access control on, against itself without (features.rs).
+    pub features: Option<crate::features::FeaturesResult>,
     pub failures: Vec<String>,
     pub total_seconds: f64,
     pub load_at_start: String,
@@ -103,6 +105,7 @@ impl Report {
             loaded_rss: BTreeMap::new(),
             churn: None,
             scale: None,
+            features: None,
             failures: Vec::new(),
             total_seconds: 0.0,
             load_at_start: sys::loadavg(),
@@ -199,6 +202,9 @@ impl Report {
         self.targets_md(&mut s);
         if !self.compare.is_empty() {
             self.compare_md(&mut s);
+        }
+        if let Some(f) = &self.features {
+            features_md(&mut s, f);
         }
         if let Some(c) = &self.churn {
             churn_md(&mut s, c);
@@ -446,6 +452,18 @@ impl Report {
                 rss(Kind::Haproxy)
             );
         }
+        if let Some(f) = &self.features {
+            for c in &f.cases {
+                let _ = writeln!(
+                    s,
+                    "- Access control on (a source range, a rate limit and CORS on every Ingress), {}: \
+                     CPU per request {} ×, req/s {} × the plain case (same proxy, alternating runs).",
+                    c.title,
+                    fx(c.ratio(Sample::cpu_us)),
+                    fx(c.ratio(|x| x.rps))
+                );
+            }
+        }
         if let Some(c) = &self.churn {
             for (name, r) in [
                 ("Portico", c.portico.as_ref()),
@@ -653,6 +671,48 @@ fn churn_run_md(s: &mut String, name: &str, r: &ChurnRun) {
             st.count, st.p50, st.p99, st.max
         );
     }
+}
+
+fn features_md(s: &mut String, f: &crate::features::FeaturesResult) {
+    let _ = writeln!(s, "## Access control on\n");
+    let _ = writeln!(
+        s,
+        "Portico alone: the comparison targets, and the same routes under `feat-` hosts whose Ingresses carry {}; \
+         plain and featured runs alternate. Ratios are featured / plain (below 1 is better for CPU).\n",
+        crate::features::ANNOTATIONS
+            .iter()
+            .map(|(k, v)| format!(
+                "`{}: {v}`",
+                k.trim_start_matches("nginx.ingress.kubernetes.io/")
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "| case | plain req/s | featured req/s | ratio | plain CPU µs/req | featured | ratio | errors |"
+    );
+    let _ = writeln!(
+        s,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for c in &f.cases {
+        let med =
+            |v: &[Sample], g: fn(&Sample) -> f64| crate::compare::median(v.iter().map(g).collect());
+        let errors: u64 = c.plain.iter().chain(&c.featured).map(|x| x.errors).sum();
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {errors} |",
+            c.title,
+            med(&c.plain, |x| x.rps),
+            med(&c.featured, |x| x.rps),
+            fx(c.ratio(|x| x.rps)),
+            med(&c.plain, Sample::cpu_us),
+            med(&c.featured, Sample::cpu_us),
+            fx(c.ratio(Sample::cpu_us)),
+        );
+    }
+    s.push('\n');
 }
 
 fn churn_md(s: &mut String, c: &ChurnResult) {

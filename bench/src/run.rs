@@ -43,11 +43,12 @@ pub struct Args {
     /// Which contenders (portico, nginx, haproxy).
     #[arg(long, value_delimiter = ',', default_value = "portico,nginx,haproxy")]
     pub contenders: Vec<String>,
-    /// Which comparison cases: h1-50, h1-200, rate, https, h2, newconn.
+    /// Which comparison cases: h1-50, h1-200, rate, https, h2, newconn, and `features`
+    /// (Portico alone, with and without access control on: a ratio to the plain case).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "h1-50,h1-200,rate,https,h2,newconn"
+        default_value = "h1-50,h1-200,rate,https,h2,newconn,features"
     )]
     pub cases: Vec<String>,
     /// Requests per second of the fixed-rate case (CPU per request).
@@ -434,6 +435,8 @@ async fn compare_phase(
                 streams: 10,
             },
             "newconn" => Case::NewConnection { conns: 50 },
+            // After the comparison, on Portico alone.
+            "features" => continue,
             other => bail!("unknown case {other:?}"),
         };
         println!("[{}] {}", bench.elapsed(), case.title());
@@ -441,6 +444,28 @@ async fn compare_phase(
     }
     for c in &contenders {
         report.loaded_rss.insert(c.kind, sys::rss_mib(c.pid()));
+    }
+    if bench.args.cases.iter().any(|c| c == "features")
+        && let Some(portico) = contenders.iter().find(|c| c.kind == Kind::Portico)
+    {
+        println!(
+            "[{}] Portico with access control on (source range, rate limit, CORS) against itself without",
+            bench.elapsed()
+        );
+        let cases = [
+            Case::FixedRate {
+                conns: 50,
+                rate: bench.args.rate,
+            },
+            Case::Http1 { conns: 50 },
+        ];
+        match crate::features::run(&bench.client()?, table, portico, &setup, &cases).await {
+            Ok(r) => report.features = Some(r),
+            Err(e) => {
+                println!("!! access-control case failed: {e:#}");
+                report.failures.push(format!("access control on: {e:#}"));
+            }
+        }
     }
     Ok(results)
 }

@@ -251,6 +251,21 @@ async fn source_ranges_basic_and_external_auth_and_satisfy() -> Result<()> {
             json!({ format!("{N}/auth-type"): "basic", format!("{N}/auth-secret"): "missing" }),
         ),
         on(
+            "guarded",
+            json!({ format!("{N}/auth-type"): "basic", format!("{N}/auth-secret"): "users" }),
+        ),
+        // A canary of the guarded host with no auth of its own: it inherits the primary's.
+        with_annotations(
+            ingress(
+                ns,
+                "guarded-canary",
+                class,
+                "guarded.access.example",
+                &[("/", "Prefix", "web")],
+            ),
+            json!({ format!("{N}/canary"): "true", format!("{N}/canary-by-header"): "X-Canary" }),
+        ),
+        on(
             "elsewhere",
             json!({ format!("{N}/auth-type"): "basic", format!("{N}/auth-secret"): "kube-system/users" }),
         ),
@@ -450,6 +465,31 @@ async fn source_ranges_basic_and_external_auth_and_satisfy() -> Result<()> {
     );
     assert_eq!(
         status_from(addr, inside, "all.access.example", &with_alice).await,
+        200
+    );
+
+    // A canary header does not skip the primary's auth.
+    for canary in ["always", "never"] {
+        assert_eq!(
+            status_from(
+                addr,
+                outside,
+                "guarded.access.example",
+                &[("X-Canary", canary)]
+            )
+            .await,
+            401,
+            "X-Canary: {canary} without credentials"
+        );
+    }
+    assert_eq!(
+        status_from(
+            addr,
+            outside,
+            "guarded.access.example",
+            &[("X-Canary", "always"), ("Authorization", &alice)]
+        )
+        .await,
         200
     );
 

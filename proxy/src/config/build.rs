@@ -450,6 +450,24 @@ fn attach_canary(rules: &mut HostRules, canary: PathRule, c: &portico_ingress::n
     let Some(primary) = rules.plain_route(&canary.path).cloned() else {
         return;
     };
+    // As in ingress-nginx, a canary inherits its primary's other annotations: above all
+    // who may reach the path, so that a canary header never skips the primary's auth.
+    let canary = PathRule {
+        route: Arc::new(Route {
+            ingress: canary.route.ingress.clone(),
+            service: canary.route.service.clone(),
+            backends: canary.route.backends.clone(),
+            policy: canary.route.policy.clone(),
+            https_redirect: primary.https_redirect,
+            metrics: canary.route.metrics.clone(),
+            rotor: Default::default(),
+            access: primary.access.clone(),
+            error_backend: primary.error_backend.clone(),
+            traffic: primary.traffic.clone(),
+            nginx: primary.nginx.clone(),
+        }),
+        ..canary
+    };
     let mut conditional = Vec::new();
     if let Some(name) = c
         .by_header

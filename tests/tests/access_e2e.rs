@@ -17,8 +17,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
 use proxy_support::tls::warnings_on;
 use proxy_support::*;
 use serde_json::{Value, json};
@@ -158,23 +156,6 @@ async fn auth_service(addr: SocketAddr) -> Result<Arc<AtomicUsize>> {
     Ok(calls)
 }
 
-async fn apply_htpasswd(c: &kube::Client, ns: &str, name: &str, file: &str) -> Result<()> {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": { "name": name, "namespace": ns },
-        "type": "Opaque",
-        "stringData": { "auth": file },
-    }))?;
-    Api::<Secret>::namespaced(c.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::apply("portico-tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
-    Ok(())
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -199,7 +180,7 @@ async fn source_ranges_basic_and_external_auth_and_satisfy() -> Result<()> {
     publish(c, ns, "web", &b).await?;
     let auth_addr = SocketAddr::new(portico_tests::netns::pod_ip(), 9000);
     let auth_calls = auth_service(auth_addr).await?;
-    apply_htpasswd(c, ns, "users", HTPASSWD).await?;
+    proxy_support::tls::apply_opaque_secret(c, ns, "users", json!({ "auth": HTPASSWD })).await?;
     let on = |name: &str, annotations: Value| {
         with_annotations(
             ingress(
@@ -443,30 +424,21 @@ async fn source_ranges_basic_and_external_auth_and_satisfy() -> Result<()> {
     // satisfy any: the range or a password; satisfy all: both.
     let alice = basic("alice", "secret");
     let with_alice = [("Authorization", alice.as_str())];
-    assert_eq!(
-        status_from(addr, inside, "any.access.example", &[]).await,
-        200
-    );
-    assert_eq!(
-        status_from(addr, outside, "any.access.example", &[]).await,
-        401
-    );
-    assert_eq!(
-        status_from(addr, outside, "any.access.example", &with_alice).await,
-        200
-    );
-    assert_eq!(
-        status_from(addr, inside, "all.access.example", &[]).await,
-        401
-    );
-    assert_eq!(
-        status_from(addr, outside, "all.access.example", &with_alice).await,
-        403
-    );
-    assert_eq!(
-        status_from(addr, inside, "all.access.example", &with_alice).await,
-        200
-    );
+    for (host, source, creds, want) in [
+        ("any", inside, false, 200),
+        ("any", outside, false, 401),
+        ("any", outside, true, 200),
+        ("all", inside, false, 401),
+        ("all", outside, true, 403),
+        ("all", inside, true, 200),
+    ] {
+        let headers: &[(&str, &str)] = if creds { &with_alice } else { &[] };
+        assert_eq!(
+            status_from(addr, source, &format!("{host}.access.example"), headers).await,
+            want,
+            "satisfy {host} from {source}, credentials {creds}"
+        );
+    }
 
     // A canary header does not skip the primary's auth.
     for canary in ["always", "never"] {
@@ -788,18 +760,13 @@ async fn client_certificates_required_optional_and_invalid() -> Result<()> {
     let client_ca = portico_tests::certs::Ca::new("client-ca")?;
     let alice = client_ca.client("alice")?;
     let stranger = portico_tests::certs::Ca::new("other-ca")?.client("mallory")?;
-    let ca_secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": { "name": "client-ca", "namespace": ns },
-        "stringData": { "ca.crt": client_ca.cert_pem },
-    }))?;
-    Api::<Secret>::namespaced(c.clone(), ns)
-        .patch(
-            "client-ca",
-            &PatchParams::apply("portico-tests").force(),
-            &Patch::Apply(&ca_secret),
-        )
-        .await?;
+    proxy_support::tls::apply_opaque_secret(
+        c,
+        ns,
+        "client-ca",
+        json!({ "ca.crt": client_ca.cert_pem }),
+    )
+    .await?;
     let tls_ingress = |name: &str, annotations: Value| {
         let host = format!("{name}.certs.example");
         let mut ing = with_annotations(

@@ -14,7 +14,6 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use portico_tests::certs::{Ca, Leaf};
 use proxy_support::tls::*;
@@ -437,19 +436,7 @@ async fn https_service(
 }
 
 async fn apply_ca_secret(c: &kube::Client, ns: &str, name: &str, ca_pem: &str) -> Result<()> {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": { "name": name, "namespace": ns },
-        "stringData": { "ca.crt": ca_pem },
-    }))?;
-    Api::<Secret>::namespaced(c.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::apply("portico-tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
-    Ok(())
+    proxy_support::tls::apply_opaque_secret(c, ns, name, json!({ "ca.crt": ca_pem })).await
 }
 
 fn https_ingress(ns: &str, class: &str, host: &str, svc: &str) -> serde_json::Value {

@@ -151,8 +151,8 @@ fn parse_hash(hash: &str) -> Option<Hash> {
     None
 }
 
-/// `Basic base64(user:password)`.
-fn basic_credentials(value: &[u8]) -> Option<(String, String)> {
+/// User and password of an `Authorization: Basic base64(user:password)` value.
+pub fn basic_credentials(value: &[u8]) -> Option<(String, String)> {
     let value = std::str::from_utf8(value).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

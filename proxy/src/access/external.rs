@@ -413,17 +413,8 @@ fn status_only(status: StatusCode) -> Response<Body> {
 
 /// The user of a `Basic` Authorization header (nginx's `$remote_user`).
 fn remote_user(headers: &HeaderMap) -> Option<String> {
-    use base64::Engine;
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(token.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':').map(|(u, _)| u.to_owned())
+    let value = headers.get(header::AUTHORIZATION)?;
+    super::basic::basic_credentials(value.as_bytes()).map(|(user, _)| user)
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters (nginx's `$escaped_request_uri`

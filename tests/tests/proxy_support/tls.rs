@@ -40,6 +40,31 @@ pub async fn apply_tls_secret(
     Ok(())
 }
 
+/// An Opaque Secret holding `string_data` (a JSON object of key → text): an htpasswd
+/// file, a CA bundle.
+pub async fn apply_opaque_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    string_data: serde_json::Value,
+) -> Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns },
+        "type": "Opaque",
+        "stringData": string_data,
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("portico-tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .with_context(|| format!("apply secret {ns}/{name}"))?;
+    Ok(())
+}
+
 /// The DER of a leaf certificate, to compare with what a server sent.
 pub fn der(leaf: &Leaf) -> Vec<u8> {
     CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes())

@@ -49,18 +49,32 @@ async fn raw_get(
         .await
         .context("connect timed out")??;
     let mut req = Vec::from(preface);
-    req.extend(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n").bytes());
+    req.extend(request_head(host, path, headers).bytes());
+    exchange(&mut stream, &req).await
+}
+
+fn request_head(host: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
-        req.extend(format!("{k}: {v}\r\n").bytes());
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.extend(b"\r\n");
+    req.push_str("\r\n");
+    req
+}
+
+/// Writes `request`, reads to the end: the status and the whole response, or `None` when
+/// the proxy closed without answering.
+async fn exchange<S>(stream: &mut S, request: &[u8]) -> Result<Option<(u16, String)>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     // A proxy that closes at once may reset the connection under the write.
-    if stream.write_all(&req).await.is_err() {
+    if stream.write_all(request).await.is_err() {
         return Ok(None);
     }
     let mut out = Vec::new();
     match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await {
-        Err(_) => bail!("no answer from {proxy} within 10s"),
+        Err(_) => bail!("no answer within 10s"),
         Ok(Err(_)) if out.is_empty() => return Ok(None),
         Ok(_) => {}
     }
@@ -74,6 +88,19 @@ async fn raw_get(
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("not an HTTP response: {text:?}"))?;
     Ok(Some((status, text)))
+}
+
+/// `raw_get` from `source` with no preface, which must be answered.
+async fn answer(
+    proxy: SocketAddr,
+    source: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    raw_get(proxy, ip(source), b"", host, path, headers)
+        .await?
+        .with_context(|| format!("no answer for {host}{path}"))
 }
 
 async fn status_from(proxy: SocketAddr, source: &str, host: &str, headers: &[(&str, &str)]) -> u16 {
@@ -316,9 +343,7 @@ async fn source_ranges_basic_and_external_auth_and_satisfy() -> Result<()> {
     );
 
     // Basic auth: apr1 and bcrypt entries; a challenge with the realm otherwise.
-    let (status, resp) = raw_get(addr, ip(outside), b"", "basic.access.example", "/", &[])
-        .await?
-        .context("no answer")?;
+    let (status, resp) = answer(addr, outside, "basic.access.example", "/", &[]).await?;
     assert_eq!(status, 401);
     assert_eq!(
         header(&resp, "www-authenticate"),
@@ -347,16 +372,14 @@ async fn source_ranges_basic_and_external_auth_and_satisfy() -> Result<()> {
 
     // External auth: allowed with its headers (the client's own X-User is replaced),
     // denied, redirected to sign in, and 500 for an auth service that fails.
-    let (status, resp) = raw_get(
+    let (status, resp) = answer(
         addr,
-        ip(outside),
-        b"",
+        outside,
         "external.access.example",
         "/p?q=1",
         &[("Authorization", "Bearer good"), ("X-User", "mallory")],
     )
-    .await?
-    .context("no answer")?;
+    .await?;
     assert_eq!(status, 200, "{resp}");
     let doc = body_json(&resp);
     assert_eq!(doc["headers"]["x-user"], "alice", "{doc}");
@@ -365,27 +388,16 @@ async fn source_ranges_basic_and_external_auth_and_satisfy() -> Result<()> {
         "{doc}"
     );
     assert_eq!(header(&resp, "set-cookie"), Some("authsession=1; Path=/"));
-    let (status, resp) = raw_get(
+    let (status, resp) = answer(
         addr,
-        ip(outside),
-        b"",
+        outside,
         "external.access.example",
         "/",
         &[("X-User", "mallory"), ("Authorization", "Bearer bad")],
     )
-    .await?
-    .context("no answer")?;
+    .await?;
     assert_eq!(status, 403, "{resp}");
-    let (status, resp) = raw_get(
-        addr,
-        ip(outside),
-        b"",
-        "external.access.example",
-        "/p?q=1",
-        &[],
-    )
-    .await?
-    .context("no answer")?;
+    let (status, resp) = answer(addr, outside, "external.access.example", "/p?q=1", &[]).await?;
     assert_eq!(status, 302, "{resp}");
     assert_eq!(
         header(&resp, "location"),
@@ -727,24 +739,7 @@ async fn tls_get(
 ) -> Result<Option<(u16, String)>> {
     let (mut stream, _) =
         proxy_support::tls::tls_connect_as(proxy, sni, &[b"http/1.1"], client).await?;
-    let mut req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await?;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
-    if out.is_empty() {
-        return Ok(None);
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("not an HTTP response: {text:?}"))?;
-    Ok(Some((status, text)))
+    exchange(&mut stream, request_head(host, "/", headers).as_bytes()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

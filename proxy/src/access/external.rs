@@ -20,7 +20,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -28,7 +27,7 @@ use portico_ingress::EndpointPolicy;
 use portico_ingress::auth::{ExternalAuth, cache_key_parts};
 use tracing::debug;
 
-use crate::http::body::{Body, RequestBody, empty, full};
+use crate::http::body::{Body, RequestBody, empty};
 use crate::http::client::{Client, Conn};
 use crate::routing::UpstreamProtocol;
 
@@ -396,19 +395,14 @@ impl AuthClient {
     }
 }
 
+/// A redirect has no body; other answers say their status.
 fn status_only(status: StatusCode) -> Response<Body> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut resp = Response::new(if status == StatusCode::FOUND {
-        empty()
-    } else {
-        full(Bytes::from(text))
-    });
-    *resp.status_mut() = status;
-    resp
+    if status == StatusCode::FOUND {
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = status;
+        return resp;
+    }
+    crate::http::error::status_text(status)
 }
 
 /// The user of a `Basic` Authorization header (nginx's `$remote_user`).

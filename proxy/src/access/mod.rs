@@ -29,6 +29,7 @@ use portico_ingress::auth::{ExternalAuth, RateLimit};
 use portico_ingress::source_range::SourceRanges;
 
 use crate::http::body::{Body, full};
+use crate::http::error::status_text as text;
 use crate::tls::client_auth::{ClientCertPolicy, Outcome};
 use basic::Htpasswd;
 use external::{AuthClient, Facts, Verdict};
@@ -252,19 +253,4 @@ impl Access {
                 .ok_or_else(|| refuse(Duration::from_secs(1))),
         }
     }
-}
-
-fn text(status: StatusCode) -> Response<Body> {
-    let body = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut resp = Response::new(full(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }

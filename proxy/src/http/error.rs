@@ -64,23 +64,29 @@ impl ProxyError {
     /// A short plain-text body; details stay in the logs.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        let text = format!(
-            "{} {}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        );
-        let mut resp = Response::new(full(Bytes::from(text)));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        let mut resp = status_text(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
+}
+
+/// `<code> <reason>` as plain text: what every answer the proxy makes itself says.
+pub fn status_text(status: StatusCode) -> Response<Body> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(full(Bytes::from(text)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 #[cfg(test)]

@@ -23,21 +23,8 @@ pub async fn apply_tls_secret(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<()> {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": { "name": name, "namespace": ns },
-        "type": "kubernetes.io/tls",
-        "stringData": { "tls.crt": cert_pem, "tls.key": key_pem },
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::apply("portico-tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .with_context(|| format!("apply secret {ns}/{name}"))?;
-    Ok(())
+    let data = json!({ "tls.crt": cert_pem, "tls.key": key_pem });
+    apply_secret(client, ns, name, "kubernetes.io/tls", data).await
 }
 
 /// An Opaque Secret holding `string_data` (a JSON object of key → text): an htpasswd
@@ -48,10 +35,20 @@ pub async fn apply_opaque_secret(
     name: &str,
     string_data: serde_json::Value,
 ) -> Result<()> {
+    apply_secret(client, ns, name, "Opaque", string_data).await
+}
+
+async fn apply_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    string_data: serde_json::Value,
+) -> Result<()> {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": name, "namespace": ns },
-        "type": "Opaque",
+        "type": type_,
         "stringData": string_data,
     }))?;
     Api::<Secret>::namespaced(client.clone(), ns)

@@ -26,6 +26,13 @@ if ((${#missing[@]})); then
   # Keep Debian's service scripts from starting the system nginx/haproxy.
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+# `--profile` records the proxy with perf.
+if [[ " $* " == *" --profile "* ]] && ! command -v perf >/dev/null; then
+  echo "==> installing linux-perf (apt-get) for --profile"
+  sudo=""
+  [[ $(id -u) == 0 ]] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends linux-perf
+fi
 for cmd in taskset unshare; do
   command -v "$cmd" >/dev/null || { echo "bench: $cmd is missing (util-linux)" >&2; exit 1; }
 done

@@ -26,6 +26,7 @@ mod compare;
 mod contenders;
 mod features;
 mod load;
+mod profile;
 mod rate;
 mod report;
 mod run;

@@ -33,6 +33,8 @@ pub struct Report {
     pub scale: Option<ScaleResult>,
     /// Portico with access control on, against itself without (features.rs).
     pub features: Option<crate::features::FeaturesResult>,
+    /// `--profile`: where the proxy's user-space time went (profile.rs).
+    pub profile: Option<crate::profile::Profile>,
     pub failures: Vec<String>,
     pub total_seconds: f64,
     pub load_at_start: String,
@@ -106,6 +108,7 @@ impl Report {
             churn: None,
             scale: None,
             features: None,
+            profile: None,
             failures: Vec::new(),
             total_seconds: 0.0,
             load_at_start: sys::loadavg(),
@@ -205,6 +208,9 @@ impl Report {
         }
         if let Some(f) = &self.features {
             features_md(&mut s, f);
+        }
+        if let Some(p) = &self.profile {
+            profile_md(&mut s, p);
         }
         if let Some(c) = &self.churn {
             churn_md(&mut s, c);
@@ -711,6 +717,29 @@ fn features_md(s: &mut String, f: &crate::features::FeaturesResult) {
             med(&c.featured, Sample::cpu_us),
             fx(c.ratio(Sample::cpu_us)),
         );
+    }
+    s.push('\n');
+}
+
+fn profile_md(s: &mut String, p: &crate::profile::Profile) {
+    let _ = writeln!(s, "## Profile (Portico, user space, fixed rate)\n");
+    let _ = writeln!(
+        s,
+        "`perf record -F 499 -g --call-graph dwarf`, {} samples; flame graph: `{}`. Kernel time is not \
+         sampled (an unprivileged run), so shares are of user-space time.\n",
+        p.samples,
+        p.svg.display()
+    );
+    let _ = writeln!(s, "| symbol (self time) | share |");
+    let _ = writeln!(s, "| --- | ---: |");
+    for (sym, pct) in &p.top_self {
+        let sym: String = sym.chars().take(120).collect();
+        let _ = writeln!(s, "| `{}` | {pct:.1}% |", sym.replace('|', "\\|"));
+    }
+    let _ = writeln!(s, "\n| inclusive | share |");
+    let _ = writeln!(s, "| --- | ---: |");
+    for (label, pct) in &p.inclusive {
+        let _ = writeln!(s, "| {label} | {pct:.1}% |");
     }
     s.push('\n');
 }

@@ -66,6 +66,10 @@ pub struct Args {
     /// Endpoints per Service in the scale phase (10,000 × 5 = 50,000).
     #[arg(long, default_value_t = 5)]
     pub scale_endpoints_per_service: usize,
+    /// Record Portico with perf during a fixed-rate run: a flame graph (SVG) and the top
+    /// user-space symbols beside results.md.
+    #[arg(long)]
+    pub profile: bool,
     /// Where results.md and results.json go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -154,11 +158,7 @@ async fn run(args: Args) -> Result<()> {
         .context("executable directory")?
         .to_path_buf();
     let dir = portico_tests::scratch_dir("bench");
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        portico_tests::workspace_root().join(&args.out)
-    };
+    let out = out_dir(&args);
     std::fs::create_dir_all(&out)?;
 
     // One wildcard certificate for every contender (ECDSA P-256).
@@ -445,6 +445,17 @@ async fn compare_phase(
     for c in &contenders {
         report.loaded_rss.insert(c.kind, sys::rss_mib(c.pid()));
     }
+    if bench.args.profile
+        && let Some(portico) = contenders.iter().find(|c| c.kind == Kind::Portico)
+    {
+        match profile_portico(bench, portico, &setup).await {
+            Ok(p) => report.profile = Some(p),
+            Err(e) => {
+                println!("!! profile failed: {e:#}");
+                report.failures.push(format!("profile: {e:#}"));
+            }
+        }
+    }
     if bench.args.cases.iter().any(|c| c == "features")
         && let Some(portico) = contenders.iter().find(|c| c.kind == Kind::Portico)
     {
@@ -468,6 +479,56 @@ async fn compare_phase(
         }
     }
     Ok(results)
+}
+
+/// Portico at the fixed rate under `perf record`; the flame graph goes beside results.md.
+async fn profile_portico(
+    bench: &Bench,
+    portico: &Contender,
+    setup: &compare::Setup<'_>,
+) -> Result<crate::profile::Profile> {
+    println!(
+        "[{}] profiling Portico at a fixed {} req/s ({} s, perf, user space)",
+        bench.elapsed(),
+        bench.args.rate,
+        bench.args.duration
+    );
+    let out = out_dir(&bench.args);
+    let data = bench.dir.join("perf.data");
+    let mut perf = crate::profile::record(portico.pid(), setup.duration, &data)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let only = compare::Setup {
+        contenders: std::slice::from_ref(portico),
+        ..*setup
+    };
+    let case = Case::FixedRate {
+        conns: 50,
+        rate: bench.args.rate,
+    };
+    let sample = compare::run_one(&only, portico, case, setup.duration).await?;
+    let status = perf.wait().await?;
+    if !status.success() {
+        bail!("perf record exited with {status}");
+    }
+    let profile = crate::profile::render(&data, &out, "flamegraph")?;
+    let _ = std::fs::remove_file(&data);
+    println!(
+        "[{}] {} samples at {:.0} req/s; flame graph {}",
+        bench.elapsed(),
+        profile.samples,
+        sample.rps,
+        profile.svg.display()
+    );
+    Ok(profile)
+}
+
+/// Where results go, absolute.
+pub fn out_dir(args: &Args) -> PathBuf {
+    if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        portico_tests::workspace_root().join(&args.out)
+    }
 }
 
 pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {

@@ -70,6 +70,10 @@ pub struct Args {
     /// user-space symbols beside results.md.
     #[arg(long)]
     pub profile: bool,
+    /// The Portico proxy binary to measure (default: the release build beside this one),
+    /// for A/B runs of a build variant.
+    #[arg(long)]
+    pub portico_binary: Option<PathBuf>,
     /// Where results.md and results.json go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -111,7 +115,10 @@ impl Bench {
         self.args.phases.iter().any(|x| x == p)
     }
     pub fn portico_binary(&self) -> PathBuf {
-        self.release_dir.join("portico-proxy")
+        self.args
+            .portico_binary
+            .clone()
+            .unwrap_or_else(|| self.release_dir.join("portico-proxy"))
     }
     pub fn elapsed(&self) -> String {
         format!("{:>4.0}s", self.started.elapsed().as_secs_f64())

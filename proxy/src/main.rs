@@ -5,6 +5,11 @@
 //! balancers stop sending), stop accepting, let in-flight requests finish (bounded by
 //! `--request-timeout`), exit 0.
 
+/// With the `mimalloc` feature, mimalloc serves every allocation (bench: `--features mimalloc`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -40,6 +40,8 @@ use limit::{LimitId, Limiter};
 pub struct Access {
     /// Keys the Ingress's rate-limit state (a hash of `namespace/name`).
     pub id: u64,
+    /// `namespace/name`: keys its external auth answers.
+    pub ingress: String,
     pub source_ranges: Option<SourceRanges>,
     pub basic: Option<Basic>,
     pub external: Option<ExternalAuth>,

@@ -812,6 +812,7 @@ fn compile_access(
             key.hash(&mut h);
             h.finish()
         },
+        ingress: key.to_string(),
         source_ranges: (!ranges.is_empty()).then(|| ranges.clone()),
         basic,
         external: auth.external.clone(),

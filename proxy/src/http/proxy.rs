@@ -243,7 +243,7 @@ impl Proxy {
                     host: &host,
                     tls: ctx.conn.tls,
                     client: fwd.client_ip,
-                    ingress: &route.ingress.to_string(),
+                    ingress: &access.ingress,
                 };
                 let chain = ctx.conn.client_chain.as_deref();
                 match access.decide(&self.access, &facts, chain).await {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::churn::{ChurnResult, ChurnRun};
 use crate::compare::{Case, CaseResult, Sample};
 use crate::contenders::Kind;
+use crate::operator::{OperatorResult, quantile};
 use crate::run::Bench;
 use crate::scale::ScaleResult;
 use crate::sys::{self, Machine};
@@ -31,6 +32,7 @@ pub struct Report {
     pub loaded_rss: BTreeMap<Kind, f64>,
     pub churn: Option<ChurnResult>,
     pub scale: Option<ScaleResult>,
+    pub operator: Option<OperatorResult>,
     pub failures: Vec<String>,
     pub total_seconds: f64,
     pub load_at_start: String,
@@ -103,6 +105,7 @@ impl Report {
             loaded_rss: BTreeMap::new(),
             churn: None,
             scale: None,
+            operator: None,
             failures: Vec::new(),
             total_seconds: 0.0,
             load_at_start: sys::loadavg(),
@@ -205,6 +208,9 @@ impl Report {
         }
         if let Some(sc) = &self.scale {
             scale_md(&mut s, sc);
+        }
+        if let Some(op) = &self.operator {
+            operator_md(&mut s, op);
         }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "## Failures\n");
@@ -348,6 +354,28 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| 10,000 Ingresses: RSS < 150 MB, ready < 10 s, latency within 10% | – | not measured |"
+                );
+            }
+        }
+        match &self.operator {
+            Some(op) if !op.address_ms.is_empty() => {
+                let _ = writeln!(
+                    s,
+                    "| {} Ingresses: a new one's address p99 < {} ms, operator CPU p99 < {} ms | {:.1} ms, {:.2} ms CPU ({} of {} timed out) | {} |",
+                    op.ingresses,
+                    crate::operator::ADDRESS_P99_MS,
+                    crate::operator::CPU_P99_MS,
+                    quantile(&op.address_ms, 0.99),
+                    quantile(&op.cpu_ms, 0.99),
+                    op.timed_out,
+                    op.address_ms.len() + op.timed_out,
+                    verdict(op.met())
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "| 10,000 Ingresses: a new one's address p99 < 100 ms for < 5 ms operator CPU | – | not measured |"
                 );
             }
         }
@@ -819,4 +847,52 @@ fn scale_md(s: &mut String, sc: &ScaleResult) {
     );
     let _ = writeln!(s, "| failed requests in the latency runs | {} |", sc.failed);
     let _ = writeln!(s, "\n{}\n", sc.method);
+}
+
+fn operator_md(s: &mut String, op: &OperatorResult) {
+    let _ = writeln!(s, "## Operator\n");
+    let _ = writeln!(s, "| measure | value |\n| --- | ---: |");
+    let _ = writeln!(
+        s,
+        "| Ingresses of the one instance | {} (created in {:.1} s) |",
+        op.ingresses, op.create_s
+    );
+    let _ = writeln!(
+        s,
+        "| operator start → every Ingress served, its status written | {:.1} s |",
+        op.settle_s
+    );
+    let _ = writeln!(
+        s,
+        "| operator resident memory then | {:.1} MiB |",
+        op.rss_mib
+    );
+    let q = |v: &[f64], f: f64| quantile(v, f);
+    let _ = writeln!(
+        s,
+        "| new Ingress → its status address ({} new, one at a time) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+        op.address_ms.len(),
+        q(&op.address_ms, 0.5),
+        q(&op.address_ms, 0.99),
+        q(&op.address_ms, 1.0)
+    );
+    let _ = writeln!(
+        s,
+        "| operator CPU per new Ingress | p50 {:.2} ms, p99 {:.2} ms |",
+        q(&op.cpu_ms, 0.5),
+        q(&op.cpu_ms, 0.99)
+    );
+    let _ = writeln!(
+        s,
+        "| API requests per new Ingress (not watches) | p50 {:.0}, max {:.0} |",
+        q(&op.requests, 0.5),
+        q(&op.requests, 1.0)
+    );
+    let _ = writeln!(s, "| addresses not seen within 10 s | {} |", op.timed_out);
+    let _ = writeln!(
+        s,
+        "\nThe operator (release build) alone on CPU {}; CPU is its threads' scheduled time from just before \
+         the create until it has been idle for 300 ms after the address appeared.\n",
+        sys::PROXY_CPU
+    );
 }

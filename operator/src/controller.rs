@@ -2,16 +2,18 @@
 //!
 //! ```text
 //!  IngressController ──────────────────────────────┐
-//!  Deployment, Service, SA, PDB, HPA (owner refs) ──┤
-//!  Role, RoleBinding, ClusterRole(Binding) (labels) ┤
-//!  IngressClass (name / parameters) ────────────────┼─▶ reconcile(instance)
-//!  Namespace (labels, consent annotation) ──────────┤      │ finalizer: cleanup on delete
-//!  Ingress (class ─▶ TLS Secret names, status) ─────┤      ▼
-//!  Service (in served namespaces: backends) ────────┘
+//!  Deployment, Service, SA, PDB, HPA (labels) ──────┤   one watch per kind (stores.rs):
+//!  Role, RoleBinding, ClusterRole(Binding) (labels) ┤   its Store is what reconcile reads,
+//!  IngressClass (name / parameters) ────────────────┤   its changes (status-only and
+//!  Namespace (labels, consent annotation) ──────────┼─▶ managedFields-only ones dropped)
+//!  Ingress (class ─▶ TLS Secret names, status) ─────┤   wake reconcile(instance)
+//!  Service (in served namespaces: backends) ────────┤      │ finalizer: cleanup on delete
+//!  EndpointSlice (hand-written; the fleet's) ───────┘      ▼
 //!      tenant policy (refused: PolicyViolation, nothing applied)
 //!      ─▶ served namespaces ─▶ class claim ─▶ builders ─▶ SSA: SA, RBAC, IngressClass,
-//!      Deployment, Service, PDB, HPA ─▶ prune stale RBAC ─▶ status + Ingress loadBalancer
-//!      ─▶ Warning Events on Ingresses the proxies skip (verdict.rs), once per problem
+//!      Deployment, Service, PDB, HPA (only what changed) ─▶ prune stale RBAC
+//!      ─▶ status + Ingress loadBalancer (SSA) ─▶ Warning Events on Ingresses the
+//!      proxies skip (verdict.rs), once per problem
 //! ```
 //!
 //! A spec the tenant policy refuses (`PolicyViolation`, see `policy.rs`) and a class owned
@@ -27,13 +29,11 @@ use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressLoadBalancerStatus};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::core::Selector;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Error as FinalizerError, Event as Finalized, finalizer};
@@ -51,11 +51,12 @@ use crate::metrics::Metrics;
 use crate::policy;
 use crate::resources::ingress_class::{self, Claim};
 use crate::resources::{
-    self, Inputs, MANAGED_SELECTOR, Settings, deployment, hpa, pdb, rbac, service, service_account,
+    self, Inputs, Settings, deployment, hpa, pdb, rbac, service, service_account,
 };
 use crate::status::{self, Observed};
-use crate::tenancy::{self, InvalidSelector};
-use crate::verdict::{self, Services};
+use crate::stores::{self, Stores};
+use crate::tenancy;
+use crate::verdict;
 
 /// Finalizer that removes what owner references cannot: cluster-scoped objects and RBAC in
 /// other namespaces.
@@ -76,8 +77,10 @@ pub struct Context {
     /// problem gets one Event rather than one per reconcile. In memory: a restarted or
     /// newly elected operator publishes the current ones once more.
     published: Mutex<HashMap<ObjectRef<IngressController>, HashSet<PublishedWarning>>>,
-    /// EndpointSlices reflected by `run`, read to report refused endpoints.
-    slices: Mutex<Option<endpoints::Slices>>,
+    /// What `run` reflects for reconcile to read, while it runs.
+    stores: Mutex<Option<Stores>>,
+    /// What the last apply of each child wrote, to skip applies that change nothing.
+    applied: apply::Applied,
 }
 
 /// (Ingress uid, reason, note): a recreated Ingress is a new one.
@@ -101,8 +104,16 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             published: Mutex::new(HashMap::new()),
-            slices: Mutex::new(None),
+            stores: Mutex::new(None),
+            applied: apply::Applied::default(),
         }
+    }
+
+    fn stores(&self) -> Option<Stores> {
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Publishes an Event; false when the API refused it (logged).
@@ -199,87 +210,80 @@ impl Context {
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let scope = ctx.settings.watch_namespaces.clone();
-    let managed = || {
-        watcher::Config::default()
-            .labels(MANAGED_SELECTOR)
-            .any_semantic()
-    };
-    let everything = || watcher::Config::default().any_semantic();
-    let mut controller =
-        Controller::new(Api::<IngressController>::all(client.clone()), everything());
-    let store = controller.store();
-    // Reflected for reconcile to read, as long as this controller runs.
-    let (slices, reflect) = endpoints::Slices::reflect(&client, scope.as_ref());
-    *ctx.slices.lock().unwrap_or_else(|e| e.into_inner()) = Some(slices);
-    let reflecting = tokio::spawn(reflect);
+    // One watch per kind: it fills the store reconcile reads and wakes the controller.
+    let (instances, instance_changes) = stores::reflect(
+        Api::<IngressController>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+        stores::instance_fingerprint,
+    );
+    let (stores, streams) = Stores::reflect(&client, scope.as_ref());
+    *ctx.stores.lock().unwrap_or_else(|e| e.into_inner()) = Some(stores);
+    let store = instances.clone();
+    let mut controller = Controller::for_stream(instance_changes, instances);
 
-    for api in apply::scoped::<Deployment>(&client, scope.as_ref()) {
-        controller = controller.owns(api, managed());
+    // Children, by the instance labels on each.
+    for changes in streams.service_accounts {
+        controller = controller.watches_stream(changes, |o| labelled_instance(o.meta()));
     }
-    for api in apply::scoped::<Service>(&client, scope.as_ref()) {
-        controller = controller.owns(api, managed());
+    for changes in streams.deployments {
+        controller = controller.watches_stream(changes, |o| labelled_instance(o.meta()));
     }
-    for api in apply::scoped::<ServiceAccount>(&client, scope.as_ref()) {
-        controller = controller.owns(api, managed());
+    for changes in streams.pdbs {
+        controller = controller.watches_stream(changes, |o| labelled_instance(o.meta()));
     }
-    for api in apply::scoped::<PodDisruptionBudget>(&client, scope.as_ref()) {
-        controller = controller.owns(api, managed());
+    for changes in streams.hpas {
+        controller = controller.watches_stream(changes, |o| labelled_instance(o.meta()));
     }
-    for api in apply::scoped::<HorizontalPodAutoscaler>(&client, scope.as_ref()) {
-        controller = controller.owns(api, managed());
+    for changes in streams.roles {
+        controller = controller.watches_stream(changes, |o| labelled_instance(o.meta()));
     }
-    for api in apply::scoped::<Role>(&client, scope.as_ref()) {
-        controller = controller.watches(api, managed(), |o| labelled_instance(o.meta()));
+    for changes in streams.role_bindings {
+        controller = controller.watches_stream(changes, |o| labelled_instance(o.meta()));
     }
-    for api in apply::scoped::<RoleBinding>(&client, scope.as_ref()) {
-        controller = controller.watches(api, managed(), |o| labelled_instance(o.meta()));
-    }
-    for api in apply::scoped::<Ingress>(&client, scope.as_ref()) {
+    controller = controller
+        .watches_stream(streams.cluster_roles, |o| labelled_instance(o.meta()))
+        .watches_stream(streams.cluster_role_bindings, |o| {
+            labelled_instance(o.meta())
+        });
+    // What the instances serve.
+    for changes in streams.ingresses {
         let store = store.clone();
-        controller = controller.watches(api, everything(), move |ingress| {
+        controller = controller.watches_stream(changes, move |ingress| {
             instances_for_ingress(&store, &ingress)
         });
     }
-    // A Service appearing or changing ports can heal (or break) an Ingress naming it.
-    for api in apply::scoped::<Service>(&client, scope.as_ref()) {
+    // The proxy Service is the instance's (by its labels); any Service appearing or
+    // changing ports can heal (or break) an Ingress naming it.
+    for changes in streams.services {
         let store = store.clone();
-        controller = controller.watches(api, everything(), move |service| {
-            instances_for_service(&store, &service)
+        controller = controller.watches_stream(changes, move |service| {
+            let mut refs = instances_for_service(&store, &service);
+            refs.extend(labelled_instance(service.meta()));
+            refs
         });
     }
     // A hand-written EndpointSlice may name an endpoint the proxies refuse (an Event);
     // the proxy Service's slices say which addresses are the proxies' own.
-    for api in apply::scoped::<EndpointSlice>(&client, scope.as_ref()) {
+    for changes in streams.slices.hand_written {
         let store = store.clone();
-        controller = controller.watches(
-            api.clone(),
-            endpoints::hand_written_config(),
-            move |slice| endpoints::instances_for_slice(&store, &slice),
-        );
-        controller = controller.watches(api, endpoints::fleet_config(), |o| {
-            labelled_instance(o.meta())
+        controller = controller.watches_stream(changes, move |slice| {
+            endpoints::instances_for_slice(&store, &slice)
         });
     }
-
+    for changes in streams.slices.fleet {
+        controller = controller.watches_stream(changes, |o| labelled_instance(o.meta()));
+    }
     controller
-        .watches(Api::<ClusterRole>::all(client.clone()), managed(), |o| {
-            labelled_instance(o.meta())
-        })
-        .watches(
-            Api::<ClusterRoleBinding>::all(client.clone()),
-            managed(),
-            |o| labelled_instance(o.meta()),
-        )
-        .watches(Api::<IngressClass>::all(client.clone()), everything(), {
+        .watches_stream(streams.ingress_classes, {
             let store = store.clone();
             move |class| instances_for_class(&store, &class)
         })
-        .watches(Api::<Namespace>::all(client.clone()), everything(), {
+        .watches_stream(streams.namespaces, {
             let store = store.clone();
             move |ns| instances_for_namespace(&store, &ns)
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => debug!(instance = %obj, "reconciled"),
@@ -287,7 +291,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
-    reflecting.abort();
+    *ctx.stores.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 fn labelled_instance(meta: &kube::api::ObjectMeta) -> Option<ObjectRef<IngressController>> {
@@ -467,13 +471,22 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         return refuse_by_policy(instance, ctx, &violations).await;
     }
 
-    // 1. Which namespaces, which Ingresses.
-    let namespaces = candidate_namespaces(client, instance, &namespace).await?;
-    let mut served = tenancy::served_namespaces(instance, &namespaces, &ctx.settings)?;
+    // 1. Which namespaces, which Ingresses: read from the stores, once they are complete.
+    let Some(stores) = ctx.stores() else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    if !stores.ready().await {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let namespaces = stores.candidate_namespaces(instance, &namespace)?;
+    let mut served = tenancy::served_namespaces(
+        instance,
+        namespaces.iter().map(AsRef::as_ref),
+        &ctx.settings,
+    )?;
     // With --watch-namespaces, those are the only namespaces instances may serve.
     served.retain(|ns| ctx.settings.watches(ns));
-    let scope = ctx.settings.watch_namespaces.as_ref();
-    let ingresses: Vec<Ingress> = apply::list_scoped(client, scope, &ListParams::default()).await?;
+    let ingresses = stores.ingresses.state();
     let mut inputs = Inputs::new(instance, served.clone(), BTreeMap::new(), &ctx.settings)?;
 
     // 2. Which Ingresses the proxies will serve: the proxy's own judgement, with the
@@ -481,22 +494,13 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     //    default-class mark read from the IngressClass as the proxy reads it.
     let served_set: BTreeSet<String> = served.iter().cloned().collect();
     let is_default_class = portico_ingress::is_default_class(&ingress_class::build(&inputs));
-    let mut services = Services::new();
     let served_in: BTreeSet<String> = ingresses
         .iter()
         .filter(|i| portico_ingress::belongs_to_class(i, &class, is_default_class))
         .filter_map(|i| i.namespace())
         .filter(|ns| served_set.contains(ns))
         .collect();
-    for ns in served_in {
-        let list = Api::<Service>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await?;
-        services.insert(
-            ns,
-            list.items.into_iter().map(|s| (s.name_any(), s)).collect(),
-        );
-    }
+    let services = stores.services_in(&served_in);
     // The Limits the proxy derives from the flags rendered for it.
     let limits = resources::deployment::proxy_args(&inputs).limits();
     let routing = ctx.settings.routing_policy(&namespace, &name);
@@ -508,7 +512,12 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         policy: &routing,
         limits: &limits,
     };
-    let verdicts = verdict::judge(&judged, &ingresses, &services, &name);
+    let verdicts = verdict::judge(
+        &judged,
+        ingresses.iter().map(AsRef::as_ref),
+        &services,
+        &name,
+    );
     // The proxy may read, by name, what its served Ingresses name: TLS Secrets, and the CA
     // bundles (Secrets or ConfigMaps) their backends' Services name.
     let mut secrets = verdicts.tls_secrets.clone();
@@ -527,11 +536,8 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
 
     // 3. The class: ours, free (claim it atomically), or someone else's.
     let classes: Api<IngressClass> = Api::all(client.clone());
-    let conflict = match ingress_class::claim(
-        classes.get_opt(&class).await?.as_ref(),
-        &namespace,
-        &name,
-    ) {
+    let current_class = stores.ingress_classes.get(None, &class);
+    let conflict = match ingress_class::claim(current_class.as_deref(), &namespace, &name) {
         Claim::Ours => None,
         Claim::Free => {
             match classes
@@ -618,40 +624,65 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
 
     // 4. RBAC first, so the pods can read what they serve from their first second. Every
     //    child is applied only when absent or already ours (apply::NotOurs otherwise).
+    //    What exists is read from the stores, and a child unchanged since its last apply
+    //    is not sent again.
     let owner = (namespace.clone(), name.clone());
-    apply::namespaced(client, &service_account::build(&inputs), &owner).await?;
-    apply::cluster(client, &rbac::cluster_role(&inputs), &owner).await?;
-    apply::cluster(client, &rbac::cluster_role_binding(&inputs), &owner).await?;
+    let applied = &ctx.applied;
+    apply::namespaced_cached(
+        client,
+        applied,
+        &stores.service_accounts,
+        &service_account::build(&inputs),
+        &owner,
+    )
+    .await?;
+    apply::cluster_cached(
+        client,
+        applied,
+        &stores.cluster_roles,
+        &rbac::cluster_role(&inputs),
+        &owner,
+    )
+    .await?;
+    apply::cluster_cached(
+        client,
+        applied,
+        &stores.cluster_role_bindings,
+        &rbac::cluster_role_binding(&inputs),
+        &owner,
+    )
+    .await?;
     let role_namespaces = rbac::role_namespaces(&inputs);
     for ns in &role_namespaces {
-        apply::namespaced(client, &rbac::role(&inputs, ns), &owner).await?;
-        apply::namespaced(client, &rbac::role_binding(&inputs, ns), &owner).await?;
+        let role = rbac::role(&inputs, ns);
+        apply::namespaced_cached(client, applied, &stores.roles, &role, &owner).await?;
+        let binding = rbac::role_binding(&inputs, ns);
+        apply::namespaced_cached(client, applied, &stores.role_bindings, &binding, &owner).await?;
     }
     // Access to namespaces no longer served goes away (bindings first), and so does RBAC
     // of ours under any other name: the `portico-<ns>-<name>` objects of older operators.
-    let selector = resources::instance_selector(&namespace, &name);
     let rbac_name = inputs.rbac_name();
     let keep = |ns: Option<String>, object: String| {
         object == rbac_name && ns.is_some_and(|ns| role_namespaces.contains(&ns))
     };
-    let mut revoked = apply::delete_labelled::<RoleBinding>(client, scope, &selector, |o| {
+    let mut revoked = apply::delete_cached(client, &stores.role_bindings, &owner, |o| {
         keep(o.namespace(), o.name_any())
     })
     .await?;
     revoked.extend(
-        apply::delete_labelled::<Role>(client, scope, &selector, |o| {
+        apply::delete_cached(client, &stores.roles, &owner, |o| {
             keep(o.namespace(), o.name_any())
         })
         .await?,
     );
     revoked.extend(
-        apply::delete_labelled_cluster::<ClusterRoleBinding>(client, &selector, |o| {
+        apply::delete_cached_cluster(client, &stores.cluster_role_bindings, &owner, |o| {
             o.name_any() == rbac_name
         })
         .await?,
     );
     revoked.extend(
-        apply::delete_labelled_cluster::<ClusterRole>(client, &selector, |o| {
+        apply::delete_cached_cluster(client, &stores.cluster_roles, &owner, |o| {
             o.name_any() == rbac_name
         })
         .await?,
@@ -662,25 +693,42 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
 
     // 5. The rest; a class renamed away from is released. The class itself was claimed
     //    above by its parameters, the one mark of ownership an IngressClass has for sure.
-    apply::cluster(client, &ingress_class::build(&inputs), &owner).await?;
-    for old in classes
-        .list(&ListParams::default().labels(&selector))
-        .await?
-    {
-        if old.name_any() != class {
-            apply::delete_if_labelled(&classes, &old.name_any(), &owner).await?;
-        }
-    }
-    let deployment = apply::namespaced(client, &deployment::build(&inputs), &owner).await?;
-    let service = apply::namespaced(client, &service::build(&inputs), &owner).await?;
-    apply::namespaced(client, &pdb::build(&inputs), &owner).await?;
+    apply::cluster_cached(
+        client,
+        applied,
+        &stores.ingress_classes,
+        &ingress_class::build(&inputs),
+        &owner,
+    )
+    .await?;
+    apply::delete_cached_cluster(client, &stores.ingress_classes, &owner, |old| {
+        old.name_any() == class
+    })
+    .await?;
+    let deployment = apply::namespaced_cached(
+        client,
+        applied,
+        &stores.deployments,
+        &deployment::build(&inputs),
+        &owner,
+    )
+    .await?;
+    let service = apply::namespaced_cached(
+        client,
+        applied,
+        &stores.services,
+        &service::build(&inputs),
+        &owner,
+    )
+    .await?;
+    apply::namespaced_cached(client, applied, &stores.pdbs, &pdb::build(&inputs), &owner).await?;
     match hpa::build(&inputs) {
         Some(hpa) => {
-            apply::namespaced(client, &hpa, &owner).await?;
+            apply::namespaced_cached(client, applied, &stores.hpas, &hpa, &owner).await?;
         }
         None => {
-            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &namespace);
-            apply::delete_if_labelled(&api, &inputs.proxy_name(), &owner).await?;
+            let proxy = inputs.proxy_name();
+            apply::delete_cached(client, &stores.hpas, &owner, |o| o.name_any() != proxy).await?;
         }
     }
 
@@ -688,53 +736,28 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let addresses = status::addresses(&service);
     let load_balancer = status::ingress_load_balancer(&addresses);
     for ingress in &verdicts.served {
-        let current = ingress
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.clone())
-            .unwrap_or_default();
-        if current != load_balancer {
-            let api: Api<Ingress> =
-                Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
-            let patch = json!({ "status": { "loadBalancer": load_balancer } });
-            api.patch_status(
-                &ingress.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+        if lb_of(ingress) != load_balancer {
+            write_ingress_status(client, ingress, &load_balancer).await?;
         }
     }
     // A rejected Ingress must not keep advertising an address it is not served on.
     for ingress in &verdicts.rejected {
-        let current = ingress
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.clone())
-            .unwrap_or_default();
+        let current = lb_of(ingress);
         if current == load_balancer && current.ingress.is_some() {
-            let api: Api<Ingress> =
-                Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
-            let patch = json!({ "status": { "loadBalancer": { "ingress": null } } });
-            api.patch_status(
-                &ingress.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+            let none = IngressLoadBalancerStatus {
+                ingress: Some(Vec::new()),
+            };
+            write_ingress_status(client, ingress, &none).await?;
         }
     }
     let mut warnings = verdicts.warnings.clone();
-    let slices = ctx.slices.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some(slices) = slices {
-        warnings.extend(endpoints::for_instance(
-            &slices,
-            &ctx.settings,
-            (&namespace, &name),
-            &verdicts.served_ports,
-            &class,
-        ));
-    }
+    warnings.extend(endpoints::for_instance(
+        &stores.slices,
+        &ctx.settings,
+        (&namespace, &name),
+        &verdicts.served_ports,
+        &class,
+    ));
     ctx.warn_ingresses(&ObjectRef::from_obj(instance), &warnings)
         .await;
     let observed = Observed {
@@ -804,27 +827,6 @@ async fn refuse_by_policy(
     Ok(Action::requeue(RESYNC))
 }
 
-/// The Namespaces that could be served: the own one without a selector, else those the
-/// selector matches (asked of the API server, so we do not read every Namespace).
-async fn candidate_namespaces(
-    client: &Client,
-    instance: &IngressController,
-    own: &str,
-) -> Result<Vec<Namespace>> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    match &instance.spec.namespace_selector {
-        None => Ok(api.get_opt(own).await?.into_iter().collect()),
-        Some(selector) => {
-            let selector = Selector::try_from(selector.clone())
-                .map_err(|e| InvalidSelector::new(e.to_string()))?;
-            Ok(api
-                .list(&ListParams::default().labels_from(&selector))
-                .await?
-                .items)
-        }
-    }
-}
-
 /// Writes the status subresource when it changed (an unchanged write would only wake the
 /// controller again).
 async fn write_status(
@@ -839,13 +841,49 @@ async fn write_status(
         ctx.client.clone(),
         &instance.namespace().unwrap_or_default(),
     );
-    let patch = json!({ "status": status });
+    let patch = json!({
+        "apiVersion": IngressController::api_version(&()),
+        "kind": IngressController::kind(&()),
+        "status": status,
+    });
     api.patch_status(
         &instance.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &status_params(),
+        &Patch::Apply(&patch),
     )
     .await?;
+    Ok(())
+}
+
+/// Server-side apply of status, with the one field manager; forced, as the status is ours.
+fn status_params() -> PatchParams {
+    PatchParams::apply(resources::FIELD_MANAGER).force()
+}
+
+/// An Ingress's `status.loadBalancer`, empty when unset.
+fn lb_of(ingress: &Ingress) -> IngressLoadBalancerStatus {
+    ingress
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.clone())
+        .unwrap_or_default()
+}
+
+/// Applies an Ingress's `status.loadBalancer` (an empty list withdraws the address).
+async fn write_ingress_status(
+    client: &Client,
+    ingress: &Ingress,
+    load_balancer: &IngressLoadBalancerStatus,
+) -> Result<()> {
+    let api: Api<Ingress> =
+        Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": Ingress::api_version(&()),
+        "kind": Ingress::kind(&()),
+        "status": { "loadBalancer": load_balancer },
+    });
+    api.patch_status(&ingress.name_any(), &status_params(), &Patch::Apply(&patch))
+        .await?;
     Ok(())
 }
 
@@ -905,6 +943,7 @@ async fn cleanup(instance: &IngressController, ctx: &Context) -> Result<Action> 
     )
     .await?;
     ctx.forget_warnings(&ObjectRef::from_obj(instance));
+    ctx.applied.forget(&owner);
     info!(instance = %format!("{namespace}/{name}"), "cleaned up");
     Ok(Action::await_change())
 }

@@ -110,8 +110,15 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let Some(stores) = ctx.stores() else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-    if !stores.ready().await {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+    // A watch that cannot list (the operator's RBAC, say) must not hold this reconcile
+    // forever: it retries, and says why.
+    match tokio::time::timeout(Duration::from_secs(30), stores.ready()).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(Action::requeue(Duration::from_secs(1))),
+        Err(_) => {
+            warn!(instance = %format!("{namespace}/{name}"), "the watches have not listed everything within 30 s; retrying");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
     }
     let namespaces = stores.candidate_namespaces(instance, &namespace)?;
     let mut served = tenancy::served_namespaces(

@@ -21,7 +21,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, PostParams};
 use kube::runtime::wait::await_condition;
 use portico_operator::api::IngressController;
-use portico_tests::operator::{Operator, samples};
+use portico_tests::operator::{Launch, Operator, samples};
 use serde::Serialize;
 
 use crate::run::{self, Bench};
@@ -165,11 +165,13 @@ pub async fn run(bench: &Bench) -> Result<OperatorResult> {
         sys::PROXY_CPU
     );
 
-    let operator = Operator::start_binary(
-        &bench.release_dir.join("portico-operator"),
-        &bench.kubeconfig,
-        Some(sys::PROXY_CPU),
-        &[],
+    let operator = Operator::launch(
+        Launch {
+            binary: bench.release_dir.join("portico-operator"),
+            cpus: Some(sys::PROXY_CPU),
+            ..Launch::new("portico-operator-bench", &bench.kubeconfig)
+        }
+        .args(["--leader-election=false"]),
     )?;
     let pid = operator.process.id();
     let started = Instant::now();

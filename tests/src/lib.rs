@@ -150,8 +150,9 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
-/// Polls `check` every 200 ms until it yields `Some`, for at most `within`; the error
-/// names what was awaited.
+/// The one poll of the tests: calls `check` until it yields `Some`, for at most `within`;
+/// the error names what was awaited. The first polls follow each other closely (10 ms, then
+/// doubling), so a fast change is seen fast; later ones every 200 ms.
 pub async fn poll_until<T, F, Fut>(
     what: &str,
     within: std::time::Duration,
@@ -162,6 +163,7 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     let deadline = std::time::Instant::now() + within;
+    let mut pause = std::time::Duration::from_millis(10);
     loop {
         if let Some(value) = check().await {
             return Ok(value);
@@ -169,7 +171,8 @@ where
         if std::time::Instant::now() > deadline {
             anyhow::bail!("timed out after {within:?} waiting for {what}");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
     }
 }
 

@@ -2,13 +2,16 @@
 //! control plane, its admin server (`/metrics`) on a free loopback port.
 //!
 //! ```text
-//!  Operator::start(cp, extra args) ─▶ portico-operator --leader-election=false
-//!        │                               --admin-address=127.0.0.1 --admin-port=<free>
+//!  Operator::start(cp, args) ─▶ Operator::launch(Launch { binary, kubeconfig, cpus, args })
+//!        │                       ─▶ portico-operator --admin-address=127.0.0.1 --admin-port=<free>
 //!        └─ metrics() ─▶ GET /metrics ─▶ samples(name) ─▶ {labels: value}
+//!
+//!  (The chart's operator pod runs through `pod::run_operator_from_deployment` instead:
+//!   the Deployment's own args and ServiceAccount token.)
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -23,46 +26,73 @@ pub struct Operator {
     pub admin_port: u16,
 }
 
+/// How to launch an operator: the one place its command line is put together.
+pub struct Launch<'a> {
+    /// Names its log file (`<name>.log` in the test log directory).
+    pub name: &'a str,
+    /// `portico-operator` of this build (debug for the tests, release for the bench).
+    pub binary: PathBuf,
+    pub kubeconfig: &'a Path,
+    /// A `taskset` CPU list to pin it to.
+    pub cpus: Option<&'a str>,
+    /// Added after `--admin-address=127.0.0.1 --admin-port=<free>`.
+    pub args: Vec<String>,
+}
+
+impl<'a> Launch<'a> {
+    /// The debug `portico-operator` with `KUBECONFIG=kubeconfig`, no further arguments.
+    pub fn new(name: &'a str, kubeconfig: &'a Path) -> Self {
+        Launch {
+            name,
+            binary: crate::bin_path("portico-operator"),
+            kubeconfig,
+            cpus: None,
+            args: Vec::new(),
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
 impl Operator {
     /// Starts the operator without leader election against `cp`, logging text at `info`
     /// (`debug` for its own crate), with `args` added to its command line.
     pub fn start(cp: &ControlPlane, args: &[String]) -> Result<Operator> {
-        let mut all = vec![
-            "--log-format=text".to_owned(),
-            "--log-level=info,portico_operator=debug".to_owned(),
-        ];
-        all.extend_from_slice(args);
-        Self::start_binary(
-            &crate::bin_path("portico-operator"),
-            cp.kubeconfig(),
-            None,
-            &all,
+        Self::launch(
+            Launch::new("portico-operator", cp.kubeconfig())
+                .args([
+                    "--leader-election=false",
+                    "--log-format=text",
+                    "--log-level=info,portico_operator=debug",
+                ])
+                .args(args.iter().cloned()),
         )
     }
 
-    /// Starts `binary` (a debug or release `portico-operator`) without leader election,
-    /// with `KUBECONFIG=kubeconfig`, pinned to `cpus` (a `taskset` list) when given.
-    pub fn start_binary(
-        binary: &Path,
-        kubeconfig: &Path,
-        cpus: Option<&str>,
-        args: &[String],
-    ) -> Result<Operator> {
+    /// Starts an operator as `launch` says, its admin server on a free loopback port.
+    pub fn launch(launch: Launch<'_>) -> Result<Operator> {
         let admin_port = crate::cluster::free_port()?;
-        let mut cmd = match cpus {
+        let mut cmd = match launch.cpus {
             Some(cpus) => {
                 let mut cmd = Command::new("taskset");
-                cmd.args(["-c", cpus]).arg(binary);
+                cmd.args(["-c", cpus]).arg(&launch.binary);
                 cmd
             }
-            None => Command::new(binary),
+            None => Command::new(&launch.binary),
         };
-        cmd.env("KUBECONFIG", kubeconfig)
+        cmd.env("KUBECONFIG", launch.kubeconfig)
             .env("RUST_LOG", "info")
-            .args(["--leader-election=false", "--admin-address=127.0.0.1"])
+            .arg("--admin-address=127.0.0.1")
             .arg(format!("--admin-port={admin_port}"))
-            .args(args);
-        let process = Process::spawn("portico-operator", cmd)?;
+            .args(&launch.args);
+        let process = Process::spawn(launch.name, cmd)?;
         Ok(Operator {
             process,
             admin_port,

@@ -93,7 +93,8 @@ impl Slices {
     }
 
     /// Resolves once every store has been listed in full; false when a reflector is gone.
-    pub async fn ready(&self) -> bool {
+    /// One waiter only (see [`crate::stores::Cache::listed`]).
+    pub async fn listed(&self) -> bool {
         for s in self.hand_written.iter().chain(&self.fleet) {
             if s.wait_until_ready().await.is_err() {
                 return false;

@@ -72,7 +72,9 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
     }
 
     /// Resolves once every store has been listed in full; false when a reflector is gone.
-    pub async fn ready(&self) -> bool {
+    /// One waiter per store only: kube's readiness signal wakes just the last task that
+    /// polled it, so reconciles wait on [`Stores::ready`] instead.
+    pub async fn listed(&self) -> bool {
         for s in &self.0 {
             if s.wait_until_ready().await.is_err() {
                 return false;
@@ -142,6 +144,8 @@ pub struct Stores {
     pub cluster_roles: Cache<ClusterRole>,
     pub cluster_role_bindings: Cache<ClusterRoleBinding>,
     pub slices: endpoints::Slices,
+    /// Turns true once every store has been listed in full (see [`Stores::signal_ready`]).
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A stream of changed objects, for `Controller::watches_stream`.
@@ -189,6 +193,7 @@ impl Stores {
         let (cluster_role_bindings, crb_changes) =
             reflect_cluster(client, &managed, content_fingerprint);
         let (slices, slice_changes) = endpoints::Slices::reflect(client, scope);
+        let (_, ready) = tokio::sync::watch::channel(false);
         (
             Stores {
                 ingresses,
@@ -204,6 +209,7 @@ impl Stores {
                 cluster_roles,
                 cluster_role_bindings,
                 slices,
+                ready,
             },
             Streams {
                 ingresses: ingress_changes,
@@ -223,22 +229,37 @@ impl Stores {
         )
     }
 
-    /// Resolves once every store has been listed in full; false when a reflector is gone
-    /// (the controller stopped).
+    /// The one task that waits for every store's first full list and then tells
+    /// [`Stores::ready`]'s waiters (kube's own readiness signal wakes only one waiter);
+    /// `run` spawns it next to the controller that fills the stores.
+    pub fn signal_ready(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.ready = rx;
+        let stores = self.clone();
+        async move {
+            let listed = stores.ingresses.listed().await
+                && stores.services.listed().await
+                && stores.namespaces.listed().await
+                && stores.ingress_classes.listed().await
+                && stores.service_accounts.listed().await
+                && stores.deployments.listed().await
+                && stores.pdbs.listed().await
+                && stores.hpas.listed().await
+                && stores.roles.listed().await
+                && stores.role_bindings.listed().await
+                && stores.cluster_roles.listed().await
+                && stores.cluster_role_bindings.listed().await
+                && stores.slices.listed().await;
+            if listed {
+                let _ = tx.send(true);
+            }
+        }
+    }
+
+    /// Resolves once every store has been listed in full; false when that will not happen
+    /// (the controller stopped, or [`Stores::signal_ready`] was not run).
     pub async fn ready(&self) -> bool {
-        self.ingresses.ready().await
-            && self.services.ready().await
-            && self.namespaces.ready().await
-            && self.ingress_classes.ready().await
-            && self.service_accounts.ready().await
-            && self.deployments.ready().await
-            && self.pdbs.ready().await
-            && self.hpas.ready().await
-            && self.roles.ready().await
-            && self.role_bindings.ready().await
-            && self.cluster_roles.ready().await
-            && self.cluster_role_bindings.ready().await
-            && self.slices.ready().await
+        self.ready.clone().wait_for(|ready| *ready).await.is_ok()
     }
 
     /// The Services of `namespaces`, by namespace and name.

@@ -140,7 +140,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher::Config::default().any_semantic(),
         stores::instance_fingerprint,
     );
-    let (stores, streams) = Stores::reflect(&client, scope.as_ref());
+    let (mut stores, streams) = Stores::reflect(&client, scope.as_ref());
+    let readiness = tokio::spawn(stores.signal_ready());
     *ctx.stores.lock().unwrap_or_else(|e| e.into_inner()) = Some(stores);
     let store = instances.clone();
     let mut controller = Controller::for_stream(instance_changes, instances);
@@ -215,6 +216,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
+    readiness.abort();
     *ctx.stores.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 

@@ -47,6 +47,14 @@ cluster-down:
 generate:
     cargo run -q -p portico-operator --bin crdgen
 
+# Rewrite every golden file: the operator's builders, the chart's renderings (and its copy
+# of the CRDs), the annotation table of the migration guide. Review the diff afterwards.
+golden: helm
+    UPDATE_GOLDEN=1 cargo test -q -p portico-operator --lib golden
+    UPDATE_GOLDEN=1 cargo test -q -p portico-tests --test helm_chart
+    UPDATE_GOLDEN=1 cargo test -q -p portico-ingress the_migration_guide_says_what_the_code_does
+    git status --short -- operator/src/resources tests/helm charts/portico/crds docs
+
 # Formatting and lints.
 lint:
     cargo fmt --all --check

@@ -41,8 +41,8 @@ if (($(nproc) < 2)); then
   exit 1
 fi
 
-echo "==> cargo build --release (portico-proxy, portico-tests binaries, portico-bench)"
-cargo build --release -p portico-proxy -p portico-tests -p portico-bench --bins
+echo "==> cargo build --release (portico-proxy, portico-operator, portico-tests binaries, portico-bench)"
+cargo build --release -p portico-proxy -p portico-operator -p portico-tests -p portico-bench --bins
 
 echo "==> benchmarks inside a private network namespace (tests/netns.sh); about 15 minutes"
 CARGO_NET_OFFLINE=true tests/netns.sh taskset -c 0 "$root/target/release/portico-bench" run "$@"

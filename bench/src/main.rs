@@ -14,6 +14,7 @@
 //!  2. churn    1,000 API changes under load ─▶ failed requests, propagation p50/p99
 //!              (and nginx reloading its configuration for the same changes)
 //!  3. scale    10,000 Ingresses / 50,000 endpoints ─▶ RSS, start→ready, change, latency
+//!  4. operator 10,000 Ingresses of one instance ─▶ new Ingress → status address: ms, CPU
 //! ```
 //!
 //! Subcommands `backend` and `rate` are the upstream server and the fixed-rate load
@@ -26,6 +27,7 @@ mod compare;
 mod contenders;
 mod features;
 mod load;
+mod operator;
 mod profile;
 mod rate;
 mod report;

@@ -1,4 +1,4 @@
-//! The results: one Markdown table per phase, the targets of issue 7 with where Portico
+//! The results: one Markdown table per phase, the targets with where Portico
 //! stands against each (never hidden), and the machine and versions. Written to
 //! `target/bench/results.md` (and the raw samples to `results.json`) after every phase, so
 //! a run cut short still leaves what it measured.
@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::churn::{ChurnResult, ChurnRun};
 use crate::compare::{Case, CaseResult, Sample};
 use crate::contenders::Kind;
+use crate::operator::{OperatorResult, quantile};
 use crate::run::Bench;
 use crate::scale::ScaleResult;
 use crate::sys::{self, Machine};
@@ -35,6 +36,7 @@ pub struct Report {
     pub features: Option<crate::features::FeaturesResult>,
     /// `--profile`: where the proxy's user-space time went (profile.rs).
     pub profile: Option<crate::profile::Profile>,
+    pub operator: Option<OperatorResult>,
     pub failures: Vec<String>,
     pub total_seconds: f64,
     pub load_at_start: String,
@@ -109,6 +111,7 @@ impl Report {
             scale: None,
             features: None,
             profile: None,
+            operator: None,
             failures: Vec::new(),
             total_seconds: 0.0,
             load_at_start: sys::loadavg(),
@@ -218,6 +221,9 @@ impl Report {
         if let Some(sc) = &self.scale {
             scale_md(&mut s, sc);
         }
+        if let Some(op) = &self.operator {
+            operator_md(&mut s, op);
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "## Failures\n");
             for f in &self.failures {
@@ -232,9 +238,9 @@ impl Report {
         self.compare.iter().find(|c| pred(&c.case))
     }
 
-    /// Issue 7's targets with Portico's standing.
+    /// The targets, with where Portico stands.
     fn targets_md(&self, s: &mut String) {
-        let _ = writeln!(s, "## Targets (issue 7)\n");
+        let _ = writeln!(s, "## Targets\n");
         let _ = writeln!(s, "| target | measured | status |\n| --- | --- | --- |");
         let verdict = |ok: Option<bool>| match ok {
             Some(true) => "met",
@@ -363,6 +369,28 @@ impl Report {
                 );
             }
         }
+        match &self.operator {
+            Some(op) if !op.address_ms.is_empty() => {
+                let _ = writeln!(
+                    s,
+                    "| {} Ingresses: a new one's address p99 < {} ms, operator CPU p99 < {} ms | {:.1} ms, {:.2} ms CPU ({} of {} timed out) | {} |",
+                    op.ingresses,
+                    crate::operator::ADDRESS_P99_MS,
+                    crate::operator::CPU_P99_MS,
+                    quantile(&op.address_ms, 0.99),
+                    quantile(&op.cpu_ms, 0.99),
+                    op.timed_out,
+                    op.address_ms.len() + op.timed_out,
+                    verdict(op.met())
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "| 10,000 Ingresses: a new one's address p99 < 100 ms for < 5 ms operator CPU | – | not measured |"
+                );
+            }
+        }
         s.push('\n');
     }
 
@@ -393,8 +421,8 @@ impl Report {
         let mut targets = String::new();
         self.targets_md(&mut targets);
         s.push_str(&targets.replace(
-            "## Targets (issue 7)\n",
-            "Where Portico stands against issue 7's targets:\n",
+            "## Targets\n",
+            "Where Portico stands against its targets:\n",
         ));
         if !self.compare.is_empty() {
             let _ = writeln!(
@@ -908,4 +936,154 @@ fn scale_md(s: &mut String, sc: &ScaleResult) {
     );
     let _ = writeln!(s, "| failed requests in the latency runs | {} |", sc.failed);
     let _ = writeln!(s, "\n{}\n", sc.method);
+}
+
+fn operator_md(s: &mut String, op: &OperatorResult) {
+    let _ = writeln!(s, "## Operator\n");
+    let _ = writeln!(s, "| measure | value |\n| --- | ---: |");
+    let _ = writeln!(
+        s,
+        "| Ingresses of the one instance | {} (created in {:.1} s) |",
+        op.ingresses, op.create_s
+    );
+    let _ = writeln!(
+        s,
+        "| operator start → every Ingress served, its status written | {:.1} s |",
+        op.settle_s
+    );
+    let _ = writeln!(
+        s,
+        "| operator resident memory then | {:.1} MiB |",
+        op.rss_mib
+    );
+    let q = |v: &[f64], f: f64| quantile(v, f);
+    let _ = writeln!(
+        s,
+        "| new Ingress → its status address ({} new, one at a time) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+        op.address_ms.len(),
+        q(&op.address_ms, 0.5),
+        q(&op.address_ms, 0.99),
+        q(&op.address_ms, 1.0)
+    );
+    let _ = writeln!(
+        s,
+        "| operator CPU per new Ingress | p50 {:.2} ms, p99 {:.2} ms |",
+        q(&op.cpu_ms, 0.5),
+        q(&op.cpu_ms, 0.99)
+    );
+    let _ = writeln!(
+        s,
+        "| API requests per new Ingress (not watches) | p50 {:.0}, max {:.0} |",
+        q(&op.requests, 0.5),
+        q(&op.requests, 1.0)
+    );
+    let _ = writeln!(s, "| addresses not seen within 10 s | {} |", op.timed_out);
+    let _ = writeln!(
+        s,
+        "\nThe operator (release build) alone on CPU {}; CPU is its threads' scheduled time from just before \
+         the create until it has been idle for 300 ms after the address appeared.\n",
+        sys::PROXY_CPU
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale::ScaleResult;
+
+    fn report() -> Report {
+        Report {
+            date: "2026-11-29 16:00 UTC".into(),
+            commit: "abc1234".into(),
+            command: "just bench".into(),
+            machine: Machine {
+                cpu_model: "test CPU".into(),
+                cores: 2,
+                kernel: "6.1".into(),
+                memory_gib: 24.0,
+            },
+            versions: BTreeMap::new(),
+            duration_s: 8,
+            reps: 3,
+            compare: Vec::new(),
+            idle_rss: BTreeMap::new(),
+            loaded_rss: BTreeMap::new(),
+            churn: None,
+            scale: None,
+            features: None,
+            profile: None,
+            operator: None,
+            failures: Vec::new(),
+            total_seconds: 1.0,
+            load_at_start: String::new(),
+        }
+    }
+
+    /// The status cell of the target row starting with `label`.
+    fn verdict_of(markdown: &str, label: &str) -> String {
+        let row = markdown
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label}")))
+            .unwrap_or_else(|| panic!("no row {label:?} in:\n{markdown}"));
+        row.trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    #[test]
+    fn targets_not_run_are_not_measured_never_met() {
+        let md = report().markdown();
+        for label in [
+            "req/s ≥ 1.1× nginx and HAProxy, p99 no worse (HTTP/1.1, 50 conns)",
+            "HTTPS req/s",
+            "zero failed requests under churn",
+            "propagation p99",
+            "10,000 Ingresses: RSS",
+            "10,000 Ingresses: a new one's address",
+        ] {
+            assert_eq!(verdict_of(&md, label), "not measured", "{label}");
+        }
+        assert!(md.contains("## Targets\n"), "{md}");
+    }
+
+    #[test]
+    fn scale_and_operator_targets_are_judged_on_their_thresholds() {
+        let mut r = report();
+        r.scale = Some(ScaleResult {
+            ingresses: 10_000,
+            rss_peak_mib: 160.0,
+            ready_ms: 4_000.0,
+            p50_ratio: Some(1.05),
+            p99_ratio: Some(1.2),
+            ..ScaleResult::default()
+        });
+        r.operator = Some(OperatorResult {
+            ingresses: 10_000,
+            address_ms: vec![30.0; 30],
+            cpu_ms: vec![1.5; 30],
+            ..OperatorResult::default()
+        });
+        let md = r.markdown();
+        // 160 MiB is 167.8 MB: over 150 MB.
+        assert_eq!(verdict_of(&md, "10000 Ingresses: RSS"), "**missed**");
+        assert_eq!(verdict_of(&md, "10000 Ingresses: ready"), "met");
+        assert_eq!(verdict_of(&md, "latency at 10000 Ingresses"), "**missed**");
+        assert_eq!(
+            verdict_of(&md, "10000 Ingresses: a new one's address"),
+            "met"
+        );
+        assert!(md.contains("## Operator"), "{md}");
+        assert!(
+            md.contains("| p50 30.0 ms, p99 30.0 ms, max 30.0 ms |"),
+            "{md}"
+        );
+        let readme = r.readme_section();
+        assert!(
+            readme.contains("Where Portico stands against its targets:"),
+            "{readme}"
+        );
+    }
 }

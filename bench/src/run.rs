@@ -24,7 +24,7 @@ use crate::compare::{self, Case, CaseResult};
 use crate::contenders::{self, Contender, Kind, PorticoOptions};
 use crate::report::Report;
 use crate::table::{self, BACKEND_PORT, Table, pod_ip};
-use crate::{churn, load, scale, sys};
+use crate::{churn, load, operator, scale, sys};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -38,7 +38,11 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
     /// Which phases to run.
-    #[arg(long, value_delimiter = ',', default_value = "compare,churn,scale")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "compare,churn,scale,operator"
+    )]
     pub phases: Vec<String>,
     /// Which contenders (portico, nginx, haproxy).
     #[arg(long, value_delimiter = ',', default_value = "portico,nginx,haproxy")]
@@ -74,6 +78,9 @@ pub struct Args {
     /// for A/B runs of a build variant.
     #[arg(long)]
     pub portico_binary: Option<PathBuf>,
+    /// Ingresses of the one instance in the operator phase.
+    #[arg(long, default_value_t = 10000)]
+    pub operator_ingresses: usize,
     /// Where results.md and results.json go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -211,7 +218,11 @@ async fn run(args: Args) -> Result<()> {
     let _backend = start_backend(&bench, &listen).await?;
 
     let want_portico = args.contenders.iter().any(|c| c == "portico");
-    if want_portico || bench.has_phase("churn") || bench.has_phase("scale") {
+    if want_portico
+        || bench.has_phase("churn")
+        || bench.has_phase("scale")
+        || bench.has_phase("operator")
+    {
         println!(
             "[{}] starting etcd and kube-apiserver on 127.0.0.1 (CPU {})",
             bench.elapsed(),
@@ -289,6 +300,16 @@ async fn run(args: Args) -> Result<()> {
             Err(e) => {
                 println!("!! scale failed: {e:#}");
                 report.failures.push(format!("scale: {e:#}"));
+            }
+        }
+    }
+    if bench.has_phase("operator") {
+        println!("[{}] == operator ==", bench.elapsed());
+        match operator::run(&bench).await {
+            Ok(r) => report.operator = Some(r),
+            Err(e) => {
+                println!("!! operator failed: {e:#}");
+                report.failures.push(format!("operator: {e:#}"));
             }
         }
     }

@@ -14,18 +14,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Secret, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
-    IngressRule, IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use portico_tests::fixtures;
 
 /// Every backend endpoint listens on this port.
 pub const BACKEND_PORT: u16 = 8080;
@@ -225,86 +220,26 @@ pub fn prefix_matches(rule: &str, path: &str) -> bool {
     path == rule || (path.starts_with(rule) && path.as_bytes().get(rule.len()) == Some(&b'/'))
 }
 
-fn meta(namespace: &str, name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some(namespace.into()),
-        ..Default::default()
-    }
-}
+// The objects come from `portico_tests::fixtures`, as the tests' and the demo's do.
 
 pub fn ingress_class(name: &str) -> IngressClass {
-    IngressClass {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(IngressClassSpec {
-            controller: Some("portico.dev/ingress-controller".into()),
-            parameters: None,
-        }),
-    }
+    fixtures::ingress_class(name)
 }
 
 /// A Service with one port `http` (80 → 8080). `headless` skips the cluster IP, which the
 /// proxy never uses (it routes to the EndpointSlices' addresses) and which costs the
 /// apiserver an IPAddress object per Service.
 pub fn service_object(namespace: &str, name: &str, headless: bool) -> Service {
-    Service {
-        metadata: meta(namespace, name),
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(IntOrString::Int(BACKEND_PORT as i32)),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            cluster_ip: headless.then(|| "None".to_string()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    fixtures::service(namespace, name, "http", 80, BACKEND_PORT, headless)
 }
 
 /// The one EndpointSlice of `service`, named `<service>-bench`, all endpoints ready.
 pub fn slice_object(namespace: &str, service: &str, endpoints: &[Ipv4Addr]) -> EndpointSlice {
-    let mut metadata = meta(namespace, &slice_name(service));
-    metadata.labels = Some(
-        [
-            (
-                "kubernetes.io/service-name".to_string(),
-                service.to_string(),
-            ),
-            (
-                "endpointslice.kubernetes.io/managed-by".to_string(),
-                "portico-bench".to_string(),
-            ),
-        ]
-        .into(),
-    );
-    EndpointSlice {
-        metadata,
-        address_type: "IPv4".into(),
-        endpoints: endpoints
-            .iter()
-            .map(|ip| Endpoint {
-                addresses: vec![ip.to_string()],
-                conditions: Some(EndpointConditions {
-                    ready: Some(true),
-                    serving: Some(true),
-                    terminating: Some(false),
-                }),
-                ..Default::default()
-            })
-            .collect(),
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            port: Some(BACKEND_PORT as i32),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-    }
+    let endpoints: Vec<SocketAddr> = endpoints
+        .iter()
+        .map(|ip| SocketAddr::from((*ip, BACKEND_PORT)))
+        .collect();
+    fixtures::endpoint_slice(namespace, &slice_name(service), service, "http", &endpoints)
 }
 
 pub fn slice_name(service: &str) -> String {
@@ -312,66 +247,29 @@ pub fn slice_name(service: &str) -> String {
 }
 
 pub fn ingress_object(namespace: &str, class: &str, route: &Route) -> Ingress {
-    let paths = route
+    let paths: Vec<(&str, &str, &str, &str)> = route
         .paths
         .iter()
-        .map(|p| HTTPIngressPath {
-            path: Some(p.path.clone()),
-            path_type: match p.kind {
-                PathKind::Prefix => "Prefix".into(),
-                PathKind::Exact => "Exact".into(),
-            },
-            backend: IngressBackend {
-                service: Some(IngressServiceBackend {
-                    name: p.service.clone(),
-                    port: Some(ServiceBackendPort {
-                        name: Some("http".into()),
-                        number: None,
-                    }),
-                }),
-                resource: None,
-            },
+        .map(|p| {
+            let kind = match p.kind {
+                PathKind::Prefix => "Prefix",
+                PathKind::Exact => "Exact",
+            };
+            (p.path.as_str(), kind, p.service.as_str(), "http")
         })
         .collect();
-    Ingress {
-        metadata: meta(namespace, &route.name),
-        spec: Some(IngressSpec {
-            ingress_class_name: Some(class.into()),
-            rules: Some(vec![IngressRule {
-                host: Some(route.host.clone()),
-                http: Some(HTTPIngressRuleValue { paths }),
-            }]),
-            tls: route.tls_secret.as_ref().map(|s| {
-                vec![IngressTLS {
-                    hosts: Some(vec![route.host.clone()]),
-                    secret_name: Some(s.clone()),
-                }]
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    fixtures::ingress_object(
+        namespace,
+        &route.name,
+        class,
+        &route.host,
+        &paths,
+        route.tls_secret.as_deref(),
+    )
 }
 
 pub fn tls_secret(namespace: &str, name: &str, cert_pem: &str, key_pem: &str) -> Secret {
-    Secret {
-        metadata: meta(namespace, name),
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(
-            [
-                (
-                    "tls.crt".to_string(),
-                    ByteString(cert_pem.as_bytes().to_vec()),
-                ),
-                (
-                    "tls.key".to_string(),
-                    ByteString(key_pem.as_bytes().to_vec()),
-                ),
-            ]
-            .into(),
-        ),
-        ..Default::default()
-    }
+    fixtures::tls_secret(namespace, name, cert_pem, key_pem)
 }
 
 /// Where a contender listens.

@@ -838,7 +838,7 @@ mod tests {
     }
 
     /// docs/migrating-from-ingress-nginx.md lists every annotation with the verdict the
-    /// code gives it; `UPDATE_DOCS=1` rewrites the Portico column (keeping the meanings).
+    /// code gives it; `UPDATE_GOLDEN=1` rewrites the Portico column (keeping the meanings).
     #[test]
     fn the_migration_guide_says_what_the_code_does() {
         const BEGIN: &str = "<!-- annotations:begin";
@@ -870,7 +870,7 @@ mod tests {
                 support.describe()
             ));
         }
-        if std::env::var_os("UPDATE_DOCS").is_some() {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
             let updated = format!("{}{table}{}", &doc[..start], &doc[end..]);
             std::fs::write(path, updated).expect("write the migration guide");
             return;
@@ -882,7 +882,7 @@ mod tests {
             .collect();
         assert!(
             stale.is_empty() && doc[start..end].lines().count() == table.lines().count(),
-            "docs/migrating-from-ingress-nginx.md is stale (run UPDATE_DOCS=1 cargo test -p \
+            "docs/migrating-from-ingress-nginx.md is stale (run UPDATE_GOLDEN=1 cargo test -p \
              portico-ingress nginx); first difference: {:?}",
             stale.first()
         );

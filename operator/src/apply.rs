@@ -6,10 +6,13 @@
 //! ```
 //!
 //! Force takes fields back from whoever hand-edited *our* objects; the label check keeps
-//! it from taking over objects that are not ours at all.
+//! it from taking over objects that are not ours at all. The reconciler applies through the
+//! `*_cached` variants: the existing child comes from the reflected children, and a child
+//! that is ours and unchanged since its last apply is not sent again ([`Applied`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -19,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::resources::{FIELD_MANAGER, instance_of};
+use crate::stores::Cache;
 
 /// `(namespace, name)` of the instance whose child is applied or deleted.
 pub type Instance = (String, String);
@@ -52,9 +56,17 @@ async fn guarded<K>(api: &Api<K>, name: &str, instance: &Instance) -> Result<()>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
 {
-    let Some(existing) = api.get_opt(name).await? else {
-        return Ok(());
-    };
+    match api.get_opt(name).await? {
+        Some(existing) => ours(&existing, name, instance),
+        None => Ok(()),
+    }
+}
+
+/// `existing` (named `name`) is labelled for `instance`, or [`NotOurs`].
+fn ours<K>(existing: &K, name: &str, instance: &Instance) -> Result<()>
+where
+    K: Resource<DynamicType = ()>,
+{
     match instance_of(existing.meta()) {
         Some(owner) if &owner == instance => Ok(()),
         owner => Err(NotOurs {
@@ -223,4 +235,176 @@ pub fn ignore_not_found(result: std::result::Result<(), kube::Error>) -> Result<
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         other => other.map_err(Error::from),
     }
+}
+
+/// Per child, what its last apply wrote: a hash of the desired object and the
+/// resourceVersion the API server answered with. While both hold (the same desired object,
+/// nobody wrote the child since), applying again would change nothing, and is skipped.
+#[derive(Default)]
+pub struct Applied(Mutex<HashMap<ChildKey, (u64, String)>>);
+
+/// (instance, kind, namespace, name) of a child.
+type ChildKey = (Instance, String, Option<String>, String);
+
+impl Applied {
+    fn unchanged(&self, key: &ChildKey, desired: u64, current: Option<&str>) -> bool {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .is_some_and(|(hash, rv)| *hash == desired && Some(rv.as_str()) == current)
+    }
+
+    fn remember(&self, key: ChildKey, desired: u64, rv: Option<String>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match rv {
+            Some(rv) => map.insert(key, (desired, rv)),
+            None => map.remove(&key),
+        };
+    }
+
+    /// Forgets the children of `instance` (deleted).
+    pub fn forget(&self, instance: &Instance) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(owner, ..), _| owner != instance);
+    }
+}
+
+/// Applies a child of `instance` through `api`, reading what exists from `cache` (the
+/// reflected children) instead of the API server: nothing is sent when the child is ours
+/// and unchanged since its last apply ([`Applied`]). A child the cache lacks is looked up
+/// with a GET first, since the cache holds only objects labelled as ours.
+async fn apply_cached<K>(
+    api: &Api<K>,
+    applied: &Applied,
+    cache: &Cache<K>,
+    obj: &K,
+    instance: &Instance,
+) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let name = obj.name_any();
+    let namespace = obj.namespace();
+    let key: ChildKey = (
+        instance.clone(),
+        K::kind(&()).into_owned(),
+        namespace.clone(),
+        name.clone(),
+    );
+    let desired = crate::stores::hash_json(obj);
+    match cache.get(namespace.as_deref(), &name) {
+        Some(existing) => {
+            ours(existing.as_ref(), &name, instance)?;
+            if applied.unchanged(&key, desired, existing.meta().resource_version.as_deref()) {
+                return Ok(existing.as_ref().clone());
+            }
+        }
+        None => guarded(api, &name, instance).await?,
+    }
+    let result = api.patch(&name, &params(), &Patch::Apply(obj)).await?;
+    applied.remember(key, desired, result.meta().resource_version.clone());
+    Ok(result)
+}
+
+/// [`namespaced`], reading the cache of reflected children ([`apply_cached`]).
+pub async fn namespaced_cached<K>(
+    client: &Client,
+    applied: &Applied,
+    cache: &Cache<K>,
+    obj: &K,
+    instance: &Instance,
+) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    apply_cached(&api, applied, cache, obj, instance).await
+}
+
+/// [`cluster`], reading the cache of reflected children ([`apply_cached`]).
+pub async fn cluster_cached<K>(
+    client: &Client,
+    applied: &Applied,
+    cache: &Cache<K>,
+    obj: &K,
+    instance: &Instance,
+) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = ClusterResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    apply_cached(&api, applied, cache, obj, instance).await
+}
+
+/// Deletes each reflected child of `instance` in `cache` for which `keep` is false, in
+/// every watched namespace. Returns the `namespace/name`s deleted.
+pub async fn delete_cached<K>(
+    client: &Client,
+    cache: &Cache<K>,
+    instance: &Instance,
+    keep: impl Fn(&K) -> bool,
+) -> Result<Vec<String>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let mut deleted = Vec::new();
+    for obj in doomed(cache, instance, keep) {
+        let namespace = obj.namespace().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+        ignore_not_found(
+            api.delete(&obj.name_any(), &DeleteParams::background())
+                .await
+                .map(|_| ()),
+        )?;
+        deleted.push(format!("{namespace}/{}", obj.name_any()));
+    }
+    Ok(deleted)
+}
+
+/// [`delete_cached`] for a cluster-scoped kind. Returns the names deleted.
+pub async fn delete_cached_cluster<K>(
+    client: &Client,
+    cache: &Cache<K>,
+    instance: &Instance,
+    keep: impl Fn(&K) -> bool,
+) -> Result<Vec<String>>
+where
+    K: Resource<DynamicType = (), Scope = ClusterResourceScope> + DeserializeOwned + Clone + Debug,
+{
+    let mut deleted = Vec::new();
+    let api: Api<K> = Api::all(client.clone());
+    for obj in doomed(cache, instance, keep) {
+        ignore_not_found(
+            api.delete(&obj.name_any(), &DeleteParams::background())
+                .await
+                .map(|_| ()),
+        )?;
+        deleted.push(obj.name_any());
+    }
+    Ok(deleted)
+}
+
+/// The children of `instance` in `cache` not kept and not already being deleted.
+fn doomed<K>(cache: &Cache<K>, instance: &Instance, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    cache
+        .state()
+        .into_iter()
+        .filter(|o| instance_of(o.meta()).as_ref() == Some(instance))
+        .filter(|o| !keep(o) && o.meta().deletion_timestamp.is_none())
+        .collect()
 }

@@ -4,8 +4,8 @@
 //! name such an address.
 //!
 //! ```text
-//!  EndpointSlices not written by the endpointslice controller ─▶ reflector "hand-written"
-//!  EndpointSlices of the proxy Services (labels copied from them) ─▶ reflector "fleet"
+//!  EndpointSlices not written by the endpointslice controller ─▶ store "hand-written"
+//!  EndpointSlices of the proxy Services (labels copied from them) ─▶ store "fleet"
 //!                                                                    └─▶ the proxy pods' IPs
 //!  served Ingress ─▶ its served Service ports (verdict) ─▶ slice_endpoints() ─▶ refused()
 //!                                           └─▶ Warning EndpointRefused on the Ingress
@@ -23,19 +23,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use portico_ingress::{EndpointPolicy, Refusal};
-use tracing::warn;
 
 use crate::api::IngressController;
 use crate::resources::{
     self, LABEL_INSTANCE_NAME, LABEL_INSTANCE_NAMESPACE, MANAGED_SELECTOR, Settings,
 };
+use crate::stores::{self, Changes};
 use crate::verdict::{ServicePort, Warning};
 
 /// Event reason: a served Ingress's backend names an endpoint the proxy never dials.
@@ -61,39 +60,47 @@ pub struct Slices {
     fleet: Vec<Store<EndpointSlice>>,
 }
 
+/// The change streams that fill [`Slices`], for the controller to poll.
+pub struct SliceStreams {
+    pub hand_written: Vec<Changes<EndpointSlice>>,
+    pub fleet: Vec<Changes<EndpointSlice>>,
+}
+
 impl Slices {
-    /// Starts the reflectors; they run as long as the returned future is polled.
+    /// The stores and the streams that fill them (and wake the controller).
     pub fn reflect(
         client: &Client,
         namespaces: Option<&BTreeSet<String>>,
-    ) -> (Slices, impl Future<Output = ()> + Send + 'static) {
+    ) -> (Slices, SliceStreams) {
         let mut slices = Slices {
             hand_written: Vec::new(),
             fleet: Vec::new(),
         };
-        let mut runs = Vec::new();
-        for api in crate::apply::scoped::<EndpointSlice>(client, namespaces) {
-            let (hand_written, hw_writer) = reflector::store();
-            let (fleet, fleet_writer) = reflector::store();
-            // managedFields are often the largest part of an object and never read here.
-            let hw = watcher(api.clone(), hand_written_config())
-                .default_backoff()
-                .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
-                .reflect(hw_writer)
-                .for_each(|r| log_error("hand-written", r));
-            let fl = watcher(api, fleet_config())
-                .default_backoff()
-                .modify(|s: &mut EndpointSlice| s.managed_fields_mut().clear())
-                .reflect(fleet_writer)
-                .for_each(|r| log_error("proxy Service", r));
-            runs.push(futures::future::join(hw, fl));
-            slices.hand_written.push(hand_written);
-            slices.fleet.push(fleet);
-        }
-        let run = async move {
-            futures::future::join_all(runs).await;
+        let mut streams = SliceStreams {
+            hand_written: Vec::new(),
+            fleet: Vec::new(),
         };
-        (slices, run)
+        for api in crate::apply::scoped::<EndpointSlice>(client, namespaces) {
+            let (hand_written, changes) =
+                stores::reflect(api.clone(), hand_written_config(), slice_fingerprint);
+            slices.hand_written.push(hand_written);
+            streams.hand_written.push(changes);
+            let (fleet, changes) = stores::reflect(api, fleet_config(), slice_fingerprint);
+            slices.fleet.push(fleet);
+            streams.fleet.push(changes);
+        }
+        (slices, streams)
+    }
+
+    /// Resolves once every store has been listed in full; false when a reflector is gone.
+    /// One waiter only (see [`crate::stores::Cache::listed`]).
+    pub async fn listed(&self) -> bool {
+        for s in self.hand_written.iter().chain(&self.fleet) {
+            if s.wait_until_ready().await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// The addresses of instance `<namespace>/<name>`'s proxy pods, as the endpointslice
@@ -141,18 +148,20 @@ impl Slices {
     }
 }
 
-/// A failed watch is retried with backoff; say why, since reports stop meanwhile.
-fn log_error<T>(which: &str, result: Result<T, watcher::Error>) -> std::future::Ready<()> {
-    if let Err(e) = result {
-        warn!(error = %e, watch = which, "EndpointSlice watch failed; retrying with backoff");
-    }
-    std::future::ready(())
+/// What the endpoint rule reads of a slice: labels, address type, ports and endpoints.
+fn slice_fingerprint(slice: &EndpointSlice) -> u64 {
+    stores::hash_json(&(
+        &slice.metadata.labels,
+        &slice.address_type,
+        &slice.ports,
+        &slice.endpoints,
+    ))
 }
 
 /// EndpointSlices by (namespace, Service name).
 pub type SlicesByService = HashMap<(String, String), Vec<Arc<EndpointSlice>>>;
 
-/// The watch of hand-written slices (also the reconcile trigger).
+/// The watch of hand-written slices (its changes also wake the controller).
 pub fn hand_written_config() -> watcher::Config {
     watcher::Config::default()
         .labels(HAND_WRITTEN_SELECTOR)

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //!  IngressController ─┐
-//!  Deployment, Service, SA, PDB, HPA (owned) ─┤
-//!  Roles, RoleBindings, ClusterRoles (labelled) ─┼─▶ controller::reconcile ─▶ resources::* (pure)
-//!  Namespaces (consent, labels) ─┤                    │
-//!  Ingresses, IngressClasses, Services ─┤            ├─▶ apply (server-side, RBAC first)
-//!  hand-written + proxy EndpointSlices ─┘            ├─▶ status (instance + Ingress loadBalancer)
+//!  Deployment, Service, SA, PDB, HPA (labelled) ─┤
+//!  Roles, RoleBindings, ClusterRoles (labelled) ─┤   stores (one watch per kind,
+//!  Namespaces (consent, labels) ─┤                 ─▶ read by reconcile) ─▶ controller::reconcile
+//!  Ingresses, IngressClasses, Services ─┤            ├─▶ resources::* (pure)
+//!  hand-written + proxy EndpointSlices ─┘            ├─▶ apply (server-side, RBAC first)
+//!                                                     ├─▶ status (instance + Ingress loadBalancer)
 //!                                                     ├─▶ verdict (portico-ingress rules ─▶ Events)
 //!                                                     └─▶ endpoints (refused endpoints ─▶ Events)
 //! ```
@@ -24,6 +25,7 @@ pub mod migrate;
 pub mod policy;
 pub mod resources;
 pub mod status;
+pub mod stores;
 pub mod tenancy;
 pub mod verdict;
 

@@ -245,14 +245,29 @@ async fn until_true(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Runs the operator until `stop` turns true.
-pub async fn run(options: Options, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let client = Client::try_default()
+/// A client (in-cluster or KUBECONFIG) that counts every request it sends in
+/// `portico_operator_api_requests_total`.
+pub async fn client(metrics: &Metrics) -> anyhow::Result<Client> {
+    let config = kube::Config::infer()
         .await
         .context("cannot build a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let metrics = metrics.clone();
+    let count = tower::util::MapRequestLayer::new(move |request: http::Request<_>| {
+        metrics.count_request(&request);
+        request
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .context("cannot build a Kubernetes client")?
+        .with_layer(&count)
+        .build())
+}
+
+/// Runs the operator until `stop` turns true.
+pub async fn run(options: Options, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let client = client(&metrics).await?;
     check_crd(&client).await?;
 
-    let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     let addr = SocketAddr::new(options.admin_address, options.admin_port);
     let listener = admin::bind(addr)

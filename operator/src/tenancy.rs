@@ -34,9 +34,9 @@ pub fn consents(namespace: &Namespace, instance_ns: &str, instance_name: &str) -
 }
 
 /// The namespaces `instance` serves, sorted, given every Namespace in the cluster.
-pub fn served_namespaces(
+pub fn served_namespaces<'a>(
     instance: &IngressController,
-    namespaces: &[Namespace],
+    namespaces: impl IntoIterator<Item = &'a Namespace>,
     settings: &Settings,
 ) -> Result<Vec<String>, InvalidSelector> {
     let own = instance.namespace().unwrap_or_default();
@@ -44,7 +44,7 @@ pub fn served_namespaces(
     let exists = |ns: &Namespace| ns.metadata.deletion_timestamp.is_none();
     let Some(selector) = &instance.spec.namespace_selector else {
         return Ok(namespaces
-            .iter()
+            .into_iter()
             .filter(|ns| ns.name_any() == own && exists(ns))
             .map(|_| own.clone())
             .collect());
@@ -53,10 +53,10 @@ pub fn served_namespaces(
         Selector::try_from(selector.clone()).map_err(|e| InvalidSelector(e.to_string()))?;
     let trusted = settings.trusted_namespaces.contains(&own);
     let mut served: Vec<String> = namespaces
-        .iter()
+        .into_iter()
         .filter(|ns| exists(ns) && selector.matches(ns.labels()))
         .filter(|ns| ns.name_any() == own || trusted || consents(ns, &own, &name))
-        .map(ResourceExt::name_any)
+        .map(|ns| ns.name_any())
         .collect();
     served.sort();
     Ok(served)

@@ -11,6 +11,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -26,7 +27,7 @@ pub const UNVERIFIED_BACKEND_TLS: &str = "UnverifiedBackendTLS";
 pub const ANNOTATIONS_NOT_HONOURED: &str = "AnnotationsNotHonoured";
 
 /// Services by namespace, then name: those of the served namespaces.
-pub type Services = BTreeMap<String, BTreeMap<String, Service>>;
+pub type Services = BTreeMap<String, BTreeMap<String, Arc<Service>>>;
 
 /// A Warning Event to publish on an Ingress.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,12 +65,15 @@ pub type ServicePort = (String, String);
 /// Judges the Ingresses of the class of instance `<namespace>/<name>`, as its proxies do.
 pub fn judge<'a>(
     scope: &Scope<'_>,
-    ingresses: &'a [Ingress],
+    ingresses: impl IntoIterator<Item = &'a Ingress>,
     services: &Services,
     instance_name: &str,
 ) -> Verdicts<'a> {
     let judgement = portico_ingress::judge(scope, ingresses, |ns, name| {
-        services.get(ns).and_then(|s| s.get(name))
+        services
+            .get(ns)
+            .and_then(|s| s.get(name))
+            .map(AsRef::as_ref)
     });
     let class = scope.class;
     let mut out = Verdicts::default();
@@ -191,7 +195,10 @@ mod tests {
                     "spec": {"ports": [{"name": "http", "port": 80}]},
                 }))
                 .expect("service");
-                ((*ns).to_owned(), [("site".to_owned(), svc)].into())
+                (
+                    (*ns).to_owned(),
+                    [("site".to_owned(), Arc::new(svc))].into(),
+                )
             })
             .collect()
     }

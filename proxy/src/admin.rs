@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::config::watch::Health;
+use crate::health::Health;
 use crate::http::body::{Body, full};
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {

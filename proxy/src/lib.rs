@@ -5,14 +5,16 @@
 //!    │                                   ▲ read per request / per TLS handshake
 //!    ▼                                   │
 //! http (accept → proxy phases → upstream client) ── routing (host, path) ── lb (endpoints)
-//! tls (SNI resolver)   admin (/metrics /healthz /readyz)   metrics
+//! tls (SNI resolver)   admin (/metrics /healthz /readyz)   health   metrics   key (ObjectKey, a leaf)
 //! ```
 
 pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
+pub mod key;
 pub mod lb;
 pub mod metrics;
 pub mod routing;

@@ -23,8 +23,9 @@ use tracing::{info, warn};
 
 use portico_proxy::cli::{self, Args};
 use portico_proxy::config::build::Params;
-use portico_proxy::config::watch::{ConfigLoop, Health};
+use portico_proxy::config::watch::ConfigLoop;
 use portico_proxy::config::{SharedSnapshot, Snapshot};
+use portico_proxy::health::Health;
 use portico_proxy::http::client::Client;
 use portico_proxy::http::proxy::{Proxy, Settings};
 use portico_proxy::http::server;

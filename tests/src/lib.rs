@@ -3,6 +3,7 @@
 //! ```text
 //!  cluster   real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 (tier 2)
 //!  netns     the private network namespace the traffic tests run in (tier 3)
+//!  operator  the real portico-operator binary against a control plane, and its /metrics
 //!  pod       a Deployment's pod run as a local process, with its args and ServiceAccount token
 //!  backend   the `portico-backend` echo server as a child process on a pod-like address
 //!  process   children that die with the test process, with their output in target/test-logs
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod fixtures;
 pub mod helm;
 pub mod netns;
+pub mod operator;
 pub mod pod;
 pub mod process;
 
@@ -148,8 +150,9 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
-/// Polls `check` every 200 ms until it yields `Some`, for at most `within`; the error
-/// names what was awaited.
+/// The one poll of the tests: calls `check` until it yields `Some`, for at most `within`;
+/// the error names what was awaited. The first polls follow each other closely (10 ms, then
+/// doubling), so a fast change is seen fast; later ones every 200 ms.
 pub async fn poll_until<T, F, Fut>(
     what: &str,
     within: std::time::Duration,
@@ -160,6 +163,7 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     let deadline = std::time::Instant::now() + within;
+    let mut pause = std::time::Duration::from_millis(10);
     loop {
         if let Some(value) = check().await {
             return Ok(value);
@@ -167,7 +171,8 @@ where
         if std::time::Instant::now() > deadline {
             anyhow::bail!("timed out after {within:?} waiting for {what}");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
     }
 }
 

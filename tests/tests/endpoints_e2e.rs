@@ -354,20 +354,11 @@ async fn the_apiserver_refuses_loopback_and_link_local_endpoints_itself() -> Res
     Ok(())
 }
 
-/// Polls `check` every 20 ms until it returns `Some`; fails after `OPERATOR_WAIT`.
-async fn eventually_some<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+/// Polls `check` until it returns `Some`; fails after `OPERATOR_WAIT`.
+async fn eventually_some<T, F, Fut>(what: &str, check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if start.elapsed() > OPERATOR_WAIT {
-            bail!("{what}: not true within {OPERATOR_WAIT:?}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    portico_tests::poll_until(what, OPERATOR_WAIT, check).await
 }

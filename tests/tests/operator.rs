@@ -12,9 +12,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -27,6 +26,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::ApiResource;
 use kube::{Client, Resource, ResourceExt};
 use portico_operator::api::IngressController;
+use portico_tests::operator::Operator;
 use portico_tests::process::Process;
 use portico_tests::{ControlPlane, control_plane};
 use serde_json::{Value, json};
@@ -62,20 +62,15 @@ async fn cluster() -> (&'static ControlPlane, Client) {
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => panic!("create {TRUSTED_NS}: {e}"),
             }
-            let port = portico_tests::cluster::free_port().expect("free port");
-            let mut cmd = Command::new(portico_tests::bin_path("portico-operator"));
-            cmd.env("KUBECONFIG", cp.kubeconfig())
-                .env("RUST_LOG", "info")
-                .args([
-                    "--leader-election=false",
-                    "--admin-address=127.0.0.1",
-                    "--log-format=text",
-                ])
-                .arg(format!("--admin-port={port}"))
-                .arg(format!("--trusted-namespaces={TRUSTED_NS}"))
-                .arg("--proxy-image=portico-proxy:test")
-                .arg("--log-level=info,portico_operator=debug");
-            let process = Process::spawn("portico-operator", cmd).expect("start portico-operator");
+            let operator = Operator::start(
+                cp,
+                &[
+                    format!("--trusted-namespaces={TRUSTED_NS}"),
+                    "--proxy-image=portico-proxy:test".to_owned(),
+                ],
+            )
+            .expect("start portico-operator");
+            let process = operator.process;
             let log = process.log_path().to_path_buf();
             let _ = OPERATOR.set(Mutex::new(process));
             log
@@ -93,30 +88,24 @@ fn operator_log_tail() -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// Polls `check` until it yields `Some`, for at most [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// Polls `check` until it yields `Some`, for at most [`WAIT`]; a timeout panics with the
+/// operator's log tail (or how it exited).
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if Instant::now() > deadline {
+    match portico_tests::poll_until(what, WAIT, check).await {
+        Ok(value) => value,
+        Err(e) => {
             if let Some(op) = OPERATOR.get()
                 && let Ok(mut op) = op.lock()
-                && let Err(e) = op.check_running()
+                && let Err(exit) = op.check_running()
             {
-                panic!("timed out waiting for {what}; {e}");
+                panic!("{e}; {exit}");
             }
-            panic!(
-                "timed out after {WAIT:?} waiting for {what}; operator log tail:\n{}",
-                operator_log_tail()
-            );
+            panic!("{e}; operator log tail:\n{}", operator_log_tail());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -4,58 +4,36 @@
 //! This binary has its own control plane, so that no other operator runs against it.
 
 use std::future::Future;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use portico_tests::control_plane;
-use portico_tests::process::Process;
+use portico_tests::operator::{Launch, Operator};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A `portico-operator` child with its admin port.
-struct Operator {
-    process: Process,
-    admin_port: u16,
+    portico_tests::poll_until(what, WAIT, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn start_operator(name: &str, kubeconfig: &std::path::Path, lease_ns: &str) -> Operator {
-    let admin_port = portico_tests::cluster::free_port().expect("free port");
-    let mut cmd = Command::new(portico_tests::bin_path("portico-operator"));
-    cmd.env("KUBECONFIG", kubeconfig)
-        .arg("--leader-election=true")
-        .arg(format!("--leader-election-namespace={lease_ns}"))
-        .arg("--lease-name=portico-operator")
-        .arg("--admin-address=127.0.0.1")
-        .arg(format!("--admin-port={admin_port}"))
-        .arg("--log-format=text");
-    let process = Process::spawn(name, cmd).expect("start portico-operator");
-    Operator {
-        process,
-        admin_port,
-    }
+    Operator::launch(Launch::new(name, kubeconfig).args([
+        "--leader-election=true".to_owned(),
+        format!("--leader-election-namespace={lease_ns}"),
+        "--lease-name=portico-operator".to_owned(),
+        "--log-format=text".to_owned(),
+    ]))
+    .expect("start portico-operator")
 }
 
 /// GET `path` on 127.0.0.1:`port`; `None` until the server answers.

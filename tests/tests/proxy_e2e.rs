@@ -1,4 +1,4 @@
-//! Traffic end to end (issue 4): a real apiserver, the proxy run from the generated
+//! Traffic end to end: a real apiserver, the proxy run from the generated
 //! Deployment with its ServiceAccount's token, backends on pod addresses published in real
 //! EndpointSlices, and a real HTTP client — all inside the test network namespace.
 

@@ -1,4 +1,4 @@
-//! The tenant policy (issue 10, point 4) against a real apiserver, enforced twice.
+//! The tenant policy against a real apiserver, enforced twice.
 //!
 //! ```text
 //!  helm install charts/portico ─▶ ValidatingAdmissionPolicy + binding (CEL from the values)

@@ -1,4 +1,4 @@
-//! TLS end to end (issue 5): certificates from Ingress Secrets chosen by SNI, the default
+//! TLS end to end: certificates from Ingress Secrets chosen by SNI, the default
 //! certificate, ALPN h2, hot reload, namespace isolation of Secrets, the HTTPS redirect, and
 //! an h2c backend — a real apiserver, the proxy from the generated Deployment with its
 //! ServiceAccount's token (Secrets readable only by resourceNames), inside the test netns.

@@ -23,27 +23,9 @@ use std::sync::Arc;
 use crate::routing::RouteTable;
 use crate::tls::CertTable;
 
-/// `namespace/name` of a namespaced object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ObjectKey {
-    pub fn new(namespace: &str, name: &str) -> Self {
-        ObjectKey {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-}
-
-impl std::fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+/// The key of the store's objects lives in the leaf module `key`; re-exported for the
+/// modules that name it through `config`.
+pub use crate::key::ObjectKey;
 
 /// Everything one request needs, immutable once built.
 #[derive(Debug, Default)]

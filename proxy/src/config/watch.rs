@@ -16,7 +16,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -33,6 +32,7 @@ use tracing::{debug, info, warn};
 use super::build::{Caches, Params, build};
 use super::store::{Change, Kind, Object, Store};
 use super::{ObjectKey, SharedSnapshot};
+use crate::health::Health;
 use crate::metrics::METRICS;
 
 /// Route changes within this window are built together.
@@ -40,28 +40,6 @@ pub const DEBOUNCE: Duration = Duration::from_millis(30);
 /// How long readiness waits for Secret watchers after the first sync (a Secret the
 /// operator's Role does not list yet must not keep the proxy unready forever).
 pub const SECRET_SYNC_GRACE: Duration = Duration::from_secs(5);
-
-/// Liveness and readiness, shared with the admin server and the signal handler.
-#[derive(Debug, Default)]
-pub struct Health {
-    ready: AtomicBool,
-    draining: AtomicBool,
-}
-
-impl Health {
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
-    }
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
-    }
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
-    }
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-}
 
 /// Which watcher an event came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

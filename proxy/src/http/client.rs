@@ -76,6 +76,8 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
     #[error("no TLS settings for an https backend")]
     NoTlsConfig,
+    #[error("all {0} endpoint(s) tried failed")]
+    Exhausted(usize),
 }
 
 struct Idle {

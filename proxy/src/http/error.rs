@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::{Body, full};
+use super::client::ConnectError;
 use super::target::{HostError, PathError};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +24,13 @@ pub enum ProxyError {
     #[error("no endpoints available for {0}")]
     NoEndpoints(String),
     #[error("connect to upstream failed: {0}")]
-    Connect(String),
+    Connect(#[source] ConnectError),
     #[error("endpoint {0} is at its connection cap")]
     Saturated(std::net::SocketAddr),
     #[error("upstream did not answer within the request timeout")]
     Timeout,
     #[error("upstream request failed: {0}")]
-    Upstream(String),
+    Upstream(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ProxyError {
@@ -101,7 +102,9 @@ mod tests {
             503
         );
         assert_eq!(
-            ProxyError::Connect("x".into()).into_response().status(),
+            ProxyError::Connect(ConnectError::NoTlsConfig)
+                .into_response()
+                .status(),
             502
         );
         assert_eq!(

@@ -38,7 +38,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use super::body::{Body, RequestBody, UpstreamBody, empty};
-use super::client::{Client, Conn, H1Conn};
+use super::client::{Client, Conn, ConnectError, H1Conn};
 use super::error::ProxyError;
 use super::headers::{
     apply_forwarded, cookie, forwarded, is_upgrade_request, sanitize_request, strip_hop_by_hop,
@@ -588,11 +588,11 @@ impl Proxy {
             tokio::net::TcpStream::connect(addr),
         )
         .await
-        .map_err(|_| ProxyError::Connect(format!("{addr}: connect timed out")))?
-        .map_err(|e| ProxyError::Connect(format!("{addr}: {e}")))?;
+        .map_err(|_| ProxyError::Connect(ConnectError::Timeout(self.settings.endpoint_wait)))?
+        .map_err(|e| ProxyError::Connect(ConnectError::Io(e)))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+            .map_err(|e| ProxyError::Upstream(e.into()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(error = %e, "error page connection");
@@ -627,7 +627,7 @@ impl Proxy {
         let resp = tokio::time::timeout(self.settings.request_timeout, sender.send_request(req))
             .await
             .map_err(|_| ProxyError::Timeout)?
-            .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+            .map_err(|e| ProxyError::Upstream(e.into()))?;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         parts.version = Version::default();
@@ -658,10 +658,7 @@ impl Proxy {
                 None => match route.policy.pick(&rb.backend, set, key, &tried) {
                     Some(p) => (p, false),
                     None => {
-                        return Err(ProxyError::Connect(format!(
-                            "all {} endpoint(s) tried failed",
-                            tried.len()
-                        )));
+                        return Err(ProxyError::Connect(ConnectError::Exhausted(tried.len())));
                     }
                 },
             };
@@ -702,7 +699,7 @@ impl Proxy {
                     debug!(endpoint = %addr, error = %e, "connect failed; endpoint ejected");
                     tried.push(addr);
                     if tried.len() as u32 >= max_attempts {
-                        return Err(ProxyError::Connect(e.to_string()));
+                        return Err(ProxyError::Connect(e));
                     }
                     continue;
                 }
@@ -733,10 +730,10 @@ impl Proxy {
                         pick.endpoint.eject(EJECTION_TIME);
                         tried.push(addr);
                         if tried.len() as u32 >= max_attempts {
-                            return Err(ProxyError::Upstream(e.into_error().to_string()));
+                            return Err(ProxyError::Upstream(e.into_error().into()));
                         }
                     }
-                    None => return Err(ProxyError::Upstream(e.into_error().to_string())),
+                    None => return Err(ProxyError::Upstream(e.into_error().into())),
                 },
             }
         }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::HeaderMap;
 
-use crate::config::ObjectKey;
+use crate::key::ObjectKey;
 use crate::lb::{Backend, Policy};
 pub use host::HostPattern;
 pub use path::{PathKind, PathMatch};

@@ -17,10 +17,9 @@ pub mod tls;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Empty};
@@ -32,6 +31,7 @@ use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{Api, Patch, PatchParams};
 use portico_operator::api::IngressController;
 use portico_tests::ControlPlane;
+use portico_tests::operator::{Launch, Operator};
 use portico_tests::pod::{ProxyPod, flag_value};
 use portico_tests::process::Process;
 use serde_json::{Value, json};
@@ -54,23 +54,17 @@ async fn cluster() -> Result<&'static ControlPlane> {
     OPERATOR
         .get_or_try_init(|| async {
             portico_tests::install_crds(&cp.client()).await?;
-            let port = portico_tests::cluster::free_port()?;
-            let mut cmd = Command::new(portico_tests::bin_path("portico-operator"));
-            cmd.env("KUBECONFIG", cp.kubeconfig())
-                .args([
-                    "--leader-election=false",
-                    "--admin-address=127.0.0.1",
-                    "--log-format=text",
-                ])
-                .arg(format!("--admin-port={port}"))
-                .arg(format!("--denied-endpoint-cidrs={DENIED_ENDPOINT_CIDR}"))
-                .arg("--proxy-image=portico-proxy:test")
-                // Short drains keep the SIGTERM test quick; the proxy reads it from its args.
-                .arg("--proxy-drain-seconds=1");
-            anyhow::Ok(std::sync::Mutex::new(Process::spawn(
-                "portico-operator-for-proxy-tests",
-                cmd,
-            )?))
+            let operator = Operator::launch(
+                Launch::new("portico-operator-for-proxy-tests", cp.kubeconfig()).args([
+                    "--leader-election=false".to_owned(),
+                    "--log-format=text".to_owned(),
+                    format!("--denied-endpoint-cidrs={DENIED_ENDPOINT_CIDR}"),
+                    "--proxy-image=portico-proxy:test".to_owned(),
+                    // Short drains keep the SIGTERM test quick; the proxy reads it from its args.
+                    "--proxy-drain-seconds=1".to_owned(),
+                ]),
+            )?;
+            anyhow::Ok(std::sync::Mutex::new(operator.process))
         })
         .await?;
     Ok(cp)
@@ -358,23 +352,20 @@ impl Http {
     }
 }
 
-/// Polls `check` every 20 ms until it returns true; fails after `within`. Returns how long
-/// it took.
+/// Polls `check` until it returns true ([`portico_tests::poll_until`]); fails after
+/// `within`. Returns how long it took.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
     let start = Instant::now();
-    loop {
-        if check().await {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > within {
-            bail!("{what}: not true within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    portico_tests::poll_until(what, within, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await?;
+    Ok(start.elapsed())
 }
 
 /// Status of `GET host path`, or 0 when the proxy did not answer.

@@ -1,0 +1,500 @@
+//! What the reconciler reads: the kinds it watches, reflected into stores held in its
+//! context, and the change streams that drive the controller from the same watches.
+//!
+//! ```text
+//!  watch Ingress, Service (per watched namespace), Namespace, IngressController
+//!     ─▶ managedFields dropped ─▶ reflector ─▶ Store ───────────▶ reconcile reads
+//!                                     └─▶ changes(fingerprint) ─▶ controller trigger
+//!                                         (drops what changes nothing reconcile reads:
+//!                                          status-only, managedFields-only, resync echoes)
+//! ```
+//!
+//! One watch per kind: the same events fill the store and wake the controller, so the
+//! reconciler lists nothing it watches, and its own status writes (Ingress
+//! `status.loadBalancer`, the instance's status) do not wake it again. A deletion always
+//! passes; a deletion missed while a watch was down is caught by the periodic resync.
+//!
+//! kube's shared reflector (`store_shared` + `subscribe`) would do the store part too, but its
+//! subscribers are not told of deletions, which change verdicts here (a deleted Ingress
+//! frees its host); so each store has one consumer, the controller, through
+//! `Controller::watches_stream`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::IngressController;
+use crate::endpoints;
+use crate::resources::MANAGED_SELECTOR;
+use crate::verdict::Services;
+
+/// The reflected objects of one kind: one store per watched namespace for namespaced
+/// kinds (one for the cluster without `--watch-namespaces`).
+pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static>(Vec<Store<K>>);
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Cache(self.0.clone())
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
+    /// The object `namespace/name` (`name` for cluster-scoped kinds).
+    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
+        let key = reflector::ObjectRef::new(name);
+        let key = match namespace {
+            Some(ns) => key.within(ns),
+            None => key,
+        };
+        self.0.iter().find_map(|s| s.get(&key))
+    }
+
+    /// Every object.
+    pub fn state(&self) -> Vec<Arc<K>> {
+        self.0.iter().flat_map(Store::state).collect()
+    }
+
+    /// Resolves once every store has been listed in full; false when a reflector is gone.
+    /// One waiter per store only: kube's readiness signal wakes just the last task that
+    /// polled it, so reconciles wait on [`Stores::ready`] instead.
+    pub async fn listed(&self) -> bool {
+        for s in &self.0 {
+            if s.wait_until_ready().await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Reflects a namespaced kind over the APIs `--watch-namespaces` allows.
+pub fn reflect_scoped<K>(
+    client: &Client,
+    scope: Option<&BTreeSet<String>>,
+    config: &watcher::Config,
+    fingerprint: fn(&K) -> u64,
+) -> (Cache<K>, Vec<Changes<K>>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (stores, changes) = crate::apply::scoped::<K>(client, scope)
+        .into_iter()
+        .map(|api| reflect(api, config.clone(), fingerprint))
+        .unzip();
+    (Cache(stores), changes)
+}
+
+/// Reflects a cluster-scoped kind.
+pub fn reflect_cluster<K>(
+    client: &Client,
+    config: &watcher::Config,
+    fingerprint: fn(&K) -> u64,
+) -> (Cache<K>, Changes<K>)
+where
+    K: Resource<DynamicType = (), Scope = ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, changes) = reflect(Api::all(client.clone()), config.clone(), fingerprint);
+    (Cache(vec![store]), changes)
+}
+
+/// Everything reconcile reads, reflected: what it serves (Ingresses, Services,
+/// Namespaces, EndpointSlices) and what it writes (the children it applies, which it then
+/// applies only when they differ from what it last applied).
+#[derive(Clone)]
+pub struct Stores {
+    pub ingresses: Cache<Ingress>,
+    pub services: Cache<Service>,
+    pub namespaces: Cache<Namespace>,
+    pub ingress_classes: Cache<IngressClass>,
+    pub service_accounts: Cache<ServiceAccount>,
+    pub deployments: Cache<Deployment>,
+    pub pdbs: Cache<PodDisruptionBudget>,
+    pub hpas: Cache<HorizontalPodAutoscaler>,
+    pub roles: Cache<Role>,
+    pub role_bindings: Cache<RoleBinding>,
+    pub cluster_roles: Cache<ClusterRole>,
+    pub cluster_role_bindings: Cache<ClusterRoleBinding>,
+    pub slices: endpoints::Slices,
+    /// Turns true once every store has been listed in full (see [`Stores::signal_ready`]).
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A stream of changed objects, for `Controller::watches_stream`.
+pub type Changes<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+/// The change streams that fill [`Stores`]; each must be polled (by the controller) for
+/// its store to fill.
+pub struct Streams {
+    pub ingresses: Vec<Changes<Ingress>>,
+    pub services: Vec<Changes<Service>>,
+    pub namespaces: Changes<Namespace>,
+    pub ingress_classes: Changes<IngressClass>,
+    pub service_accounts: Vec<Changes<ServiceAccount>>,
+    pub deployments: Vec<Changes<Deployment>>,
+    pub pdbs: Vec<Changes<PodDisruptionBudget>>,
+    pub hpas: Vec<Changes<HorizontalPodAutoscaler>>,
+    pub roles: Vec<Changes<Role>>,
+    pub role_bindings: Vec<Changes<RoleBinding>>,
+    pub cluster_roles: Changes<ClusterRole>,
+    pub cluster_role_bindings: Changes<ClusterRoleBinding>,
+    pub slices: endpoints::SliceStreams,
+}
+
+impl Stores {
+    /// The stores and the streams that fill them, over the APIs `--watch-namespaces` allows.
+    pub fn reflect(client: &Client, scope: Option<&BTreeSet<String>>) -> (Stores, Streams) {
+        let all = watcher::Config::default().any_semantic();
+        let managed = watcher::Config::default()
+            .labels(MANAGED_SELECTOR)
+            .any_semantic();
+        let (ingresses, ingress_changes) = reflect_scoped(client, scope, &all, ingress_fingerprint);
+        let (services, service_changes) = reflect_scoped(client, scope, &all, service_fingerprint);
+        let (namespaces, namespace_changes) = reflect_cluster(client, &all, namespace_fingerprint);
+        let (ingress_classes, class_changes) = reflect_cluster(client, &all, content_fingerprint);
+        let (service_accounts, sa_changes) =
+            reflect_scoped(client, scope, &managed, content_fingerprint);
+        let (deployments, deployment_changes) =
+            reflect_scoped(client, scope, &managed, content_fingerprint);
+        let (pdbs, pdb_changes) = reflect_scoped(client, scope, &managed, content_fingerprint);
+        let (hpas, hpa_changes) = reflect_scoped(client, scope, &managed, content_fingerprint);
+        let (roles, role_changes) = reflect_scoped(client, scope, &managed, content_fingerprint);
+        let (role_bindings, rb_changes) =
+            reflect_scoped(client, scope, &managed, content_fingerprint);
+        let (cluster_roles, cr_changes) = reflect_cluster(client, &managed, content_fingerprint);
+        let (cluster_role_bindings, crb_changes) =
+            reflect_cluster(client, &managed, content_fingerprint);
+        let (slices, slice_changes) = endpoints::Slices::reflect(client, scope);
+        let (_, ready) = tokio::sync::watch::channel(false);
+        (
+            Stores {
+                ingresses,
+                services,
+                namespaces,
+                ingress_classes,
+                service_accounts,
+                deployments,
+                pdbs,
+                hpas,
+                roles,
+                role_bindings,
+                cluster_roles,
+                cluster_role_bindings,
+                slices,
+                ready,
+            },
+            Streams {
+                ingresses: ingress_changes,
+                services: service_changes,
+                namespaces: namespace_changes,
+                ingress_classes: class_changes,
+                service_accounts: sa_changes,
+                deployments: deployment_changes,
+                pdbs: pdb_changes,
+                hpas: hpa_changes,
+                roles: role_changes,
+                role_bindings: rb_changes,
+                cluster_roles: cr_changes,
+                cluster_role_bindings: crb_changes,
+                slices: slice_changes,
+            },
+        )
+    }
+
+    /// The one task that waits for every store's first full list and then tells
+    /// [`Stores::ready`]'s waiters (kube's own readiness signal wakes only one waiter);
+    /// `run` spawns it next to the controller that fills the stores.
+    pub fn signal_ready(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.ready = rx;
+        let stores = self.clone();
+        async move {
+            let listed = stores.ingresses.listed().await
+                && stores.services.listed().await
+                && stores.namespaces.listed().await
+                && stores.ingress_classes.listed().await
+                && stores.service_accounts.listed().await
+                && stores.deployments.listed().await
+                && stores.pdbs.listed().await
+                && stores.hpas.listed().await
+                && stores.roles.listed().await
+                && stores.role_bindings.listed().await
+                && stores.cluster_roles.listed().await
+                && stores.cluster_role_bindings.listed().await
+                && stores.slices.listed().await;
+            if listed {
+                let _ = tx.send(true);
+            }
+        }
+    }
+
+    /// Resolves once every store has been listed in full; false when that will not happen
+    /// (the controller stopped, or [`Stores::signal_ready`] was not run).
+    pub async fn ready(&self) -> bool {
+        self.ready.clone().wait_for(|ready| *ready).await.is_ok()
+    }
+
+    /// The Services of `namespaces`, by namespace and name.
+    pub fn services_in(&self, namespaces: &BTreeSet<String>) -> Services {
+        let mut out = Services::new();
+        for service in self.services.state() {
+            if let Some(ns) = service.namespace().filter(|ns| namespaces.contains(ns)) {
+                out.entry(ns)
+                    .or_default()
+                    .insert(service.name_any(), service);
+            }
+        }
+        out
+    }
+
+    /// The Namespaces that could be served by `instance`: its own without a selector,
+    /// else those the selector matches.
+    pub fn candidate_namespaces(
+        &self,
+        instance: &IngressController,
+        own: &str,
+    ) -> Result<Vec<Arc<Namespace>>, crate::tenancy::InvalidSelector> {
+        match &instance.spec.namespace_selector {
+            None => Ok(self.namespaces.get(None, own).into_iter().collect()),
+            Some(selector) => {
+                let selector = Selector::try_from(selector.clone())
+                    .map_err(|e| crate::tenancy::InvalidSelector::new(e.to_string()))?;
+                Ok(self
+                    .namespaces
+                    .state()
+                    .into_iter()
+                    .filter(|ns| selector.matches(ns.labels()))
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Reflects `api` into a store; the returned stream yields the objects whose
+/// `fingerprint` changed, and every deleted one.
+pub fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    fingerprint: fn(&K) -> u64,
+) -> (Store<K>, Changes<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(api, config)
+        .default_backoff()
+        // managedFields are often the largest part of an object and never read here.
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer);
+    (store, changes(events, fingerprint).boxed())
+}
+
+/// The objects of a watch whose fingerprint differs from the last one seen for them (by
+/// uid), and every deleted one; unchanged updates yield nothing. What a (re)list finds is
+/// yielded when the list is complete, once the store holds it too, so that a reconcile it
+/// wakes reads it there.
+pub fn changes<K, S>(
+    events: S,
+    fingerprint: fn(&K) -> u64,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut listed: Vec<K> = Vec::new();
+    let key = |o: &K| {
+        o.meta()
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+    };
+    events.flat_map(move |event| {
+        let mut changed = |o: &K| {
+            let print = fingerprint(o);
+            seen.insert(key(o), print) != Some(print)
+        };
+        let out: Vec<Result<K, watcher::Error>> = match event {
+            Err(e) => vec![Err(e)],
+            Ok(watcher::Event::Apply(o)) => {
+                if changed(&o) {
+                    vec![Ok(o)]
+                } else {
+                    vec![]
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&key(&o));
+                vec![Ok(o)]
+            }
+            Ok(watcher::Event::Init) => {
+                listed.clear();
+                vec![]
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                if changed(&o) {
+                    listed.push(o);
+                }
+                vec![]
+            }
+            Ok(watcher::Event::InitDone) => {
+                std::mem::take(&mut listed).into_iter().map(Ok).collect()
+            }
+        };
+        futures::stream::iter(out)
+    })
+}
+
+pub fn hash_json(value: &impl Serialize) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    // Serializing typed Kubernetes objects cannot fail; an error hashes as empty.
+    serde_json::to_vec(value)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What reconcile reads of an Ingress: labels, annotations, spec, deletion; not its status
+/// (which the operator writes) nor managedFields.
+pub fn ingress_fingerprint(i: &Ingress) -> u64 {
+    hash_json(&(
+        &i.metadata.labels,
+        &i.metadata.annotations,
+        &i.metadata.deletion_timestamp,
+        &i.spec,
+    ))
+}
+
+/// What reconcile reads of a Service: labels, annotations, spec, and the status (the proxy
+/// Service's load balancer address becomes the instance's).
+pub fn service_fingerprint(s: &Service) -> u64 {
+    hash_json(&(
+        &s.metadata.labels,
+        &s.metadata.annotations,
+        &s.metadata.deletion_timestamp,
+        &s.spec,
+        &s.status,
+    ))
+}
+
+/// What reconcile reads of a Namespace: labels (selectors) and annotations (consent).
+pub fn namespace_fingerprint(n: &Namespace) -> u64 {
+    hash_json(&(
+        &n.metadata.labels,
+        &n.metadata.annotations,
+        &n.metadata.deletion_timestamp,
+    ))
+}
+
+/// Everything but the resourceVersion and managedFields: for the children the operator
+/// applies, whose every change (a hand edit to undo, a Deployment's ready replicas) counts.
+pub fn content_fingerprint<K: Resource + Clone + Serialize>(o: &K) -> u64 {
+    let mut o = o.clone();
+    o.meta_mut().resource_version = None;
+    o.meta_mut().managed_fields = None;
+    hash_json(&o)
+}
+
+/// What wakes an instance's reconcile: its spec (generation), labels, annotations and
+/// finalizers, and its deletion; not the status it writes itself.
+pub fn instance_fingerprint(ic: &IngressController) -> u64 {
+    hash_json(&(
+        &ic.metadata.generation,
+        &ic.metadata.labels,
+        &ic.metadata.annotations,
+        &ic.metadata.finalizers,
+        &ic.metadata.deletion_timestamp,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+    use serde_json::json;
+
+    fn ingress(uid: &str, host: &str, address: Option<&str>) -> Ingress {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "a", "name": uid, "uid": uid, "resourceVersion": host,
+                "managedFields": [{"manager": address.unwrap_or("x")}]},
+            "spec": {"rules": [{"host": host}]},
+            "status": {"loadBalancer": {"ingress": address.map(|ip| vec![json!({"ip": ip})])}},
+        }))
+        .expect("ingress")
+    }
+
+    #[tokio::test]
+    async fn status_only_and_managed_fields_only_changes_and_relists_wake_nothing() {
+        use watcher::Event::*;
+        let events = vec![
+            Init,
+            InitApply(ingress("one", "a.example", None)),
+            InitApply(ingress("two", "b.example", None)),
+            InitDone,
+            // The operator's own status write, with its managedFields entry.
+            Apply(ingress("one", "a.example", Some("10.0.0.1"))),
+            // A relist finding nothing new.
+            Init,
+            InitApply(ingress("one", "a.example", Some("10.0.0.1"))),
+            InitApply(ingress("two", "b.example", None)),
+            InitDone,
+            // A spec change, then a deletion.
+            Apply(ingress("two", "c.example", None)),
+            Delete(ingress("one", "a.example", Some("10.0.0.1"))),
+        ];
+        let out: Vec<String> = changes(
+            stream::iter(events.into_iter().map(Ok)),
+            ingress_fingerprint,
+        )
+        .map(|r| {
+            let i = r.expect("no errors");
+            format!(
+                "{} {}",
+                i.name_any(),
+                i.spec.expect("spec").rules.expect("rules")[0]
+                    .host
+                    .clone()
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+        .await;
+        assert_eq!(
+            out,
+            [
+                "one a.example",
+                "two b.example",
+                "two c.example",
+                "one a.example"
+            ]
+        );
+    }
+}

@@ -152,16 +152,25 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The forwarding facts of one request, computed before any header is stripped.
+/// The forwarding facts of one request, computed before any header is stripped. Values
+/// are ready to send (two allocations for an untrusted peer, the usual case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
     /// The client as best known: the right-most untrusted address.
     pub client_ip: IpAddr,
     /// The peer is a trusted proxy: its forwarding headers are believed and kept.
     pub trusted_peer: bool,
-    pub xff: String,
-    pub proto: String,
-    pub host: Option<String>,
+    pub xff: HeaderValue,
+    pub proto: &'static str,
+    pub host: Option<HeaderValue>,
+    /// `X-Real-IP`: the client.
+    pub real_ip: HeaderValue,
+}
+
+/// An address as a header value, without copying its text again.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Client-sent `X-Forwarded-*` are believed only when the peer is in `trusted`.
@@ -174,21 +183,24 @@ pub fn forwarded(
 ) -> Forwarded {
     let peer = canonical(peer);
     let own_proto = if tls { "https" } else { "http" };
+    let host_value = || host.and_then(|h| HeaderValue::from_str(h).ok());
     if !is_trusted(peer, trusted) {
+        let xff = ip_value(peer);
         return Forwarded {
             client_ip: peer,
             trusted_peer: false,
-            xff: peer.to_string(),
-            proto: own_proto.into(),
-            host: host.map(str::to_string),
+            real_ip: xff.clone(),
+            xff,
+            proto: own_proto,
+            host: host_value(),
         };
     }
-    let prior: Vec<String> = headers
+    let prior: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_string())
+        .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
     // Walk from the right: the first address not in a trusted range is the client.
@@ -208,54 +220,42 @@ pub fn forwarded(
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+            .map(|v| v.split(',').next().unwrap_or("").trim())
     };
-    let proto = first(&X_FORWARDED_PROTO)
-        .filter(|p| p == "http" || p == "https")
-        .unwrap_or_else(|| own_proto.into());
+    let proto = match first(&X_FORWARDED_PROTO) {
+        Some("http") => "http",
+        Some("https") => "https",
+        _ => own_proto,
+    };
     let fwd_host = first(&X_FORWARDED_HOST)
         .filter(|h| !h.is_empty())
-        .or_else(|| host.map(str::to_string));
+        .and_then(|h| HeaderValue::from_str(h).ok())
+        .or_else(host_value);
     Forwarded {
         client_ip,
         trusted_peer: true,
-        xff,
+        xff: HeaderValue::from_maybe_shared(bytes::Bytes::from(xff))
+            .unwrap_or_else(|_| ip_value(peer)),
         proto,
         host: fwd_host,
+        real_ip: ip_value(client_ip),
     }
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP`, replacing whatever the client sent.
 pub fn apply_forwarded(headers: &mut HeaderMap, f: &Forwarded) {
     // `insert` replaces every earlier value of the name.
-    let set = |headers: &mut HeaderMap, name: &HeaderName, value: &str| match HeaderValue::from_str(
-        value,
-    ) {
-        Ok(v) => {
-            headers.insert(name.clone(), v);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
-    };
-    set(headers, &X_FORWARDED_FOR, &f.xff);
-    match f.proto.as_str() {
-        // The only values `forwarded` produces: no copy, no validation.
-        "http" => {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-        }
-        "https" => {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-        }
-        other => set(headers, &X_FORWARDED_PROTO, other),
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), f.xff.clone());
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     match &f.host {
-        Some(h) => set(headers, &X_FORWARDED_HOST, h),
+        Some(h) => {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
         None => {
             headers.remove(&X_FORWARDED_HOST);
         }
     }
-    set(headers, &X_REAL_IP, &f.client_ip.to_string());
+    headers.insert(X_REAL_IP.clone(), f.real_ip.clone());
 }
 
 /// The value of one cookie from the `Cookie` header(s).
@@ -422,8 +422,9 @@ mod tests {
         );
         assert_eq!(f.client_ip.to_string(), "10.244.0.9");
         assert_eq!(f.xff, "10.244.0.9");
+        assert_eq!(f.real_ip, "10.244.0.9");
         assert_eq!(f.proto, "http");
-        assert_eq!(f.host.as_deref(), Some("a.com"));
+        assert_eq!(f.host.as_ref().and_then(|h| h.to_str().ok()), Some("a.com"));
     }
 
     #[test]
@@ -443,8 +444,12 @@ mod tests {
         );
         assert_eq!(f.client_ip.to_string(), "1.2.3.4", "right-most untrusted");
         assert_eq!(f.xff, "1.2.3.4, 10.1.1.1, 10.244.0.9");
+        assert_eq!(f.real_ip, "1.2.3.4");
         assert_eq!(f.proto, "https");
-        assert_eq!(f.host.as_deref(), Some("orig.com"));
+        assert_eq!(
+            f.host.as_ref().and_then(|h| h.to_str().ok()),
+            Some("orig.com")
+        );
     }
 
     #[test]

@@ -27,6 +27,13 @@ test *ARGS: control-plane helm build
     @echo "==> running the tests inside a private network namespace (tests/netns.sh)"
     CARGO_NET_OFFLINE=true tests/netns.sh cargo test --workspace {{ARGS}}
 
+# The node tier (needs root): a real kubelet, kube-scheduler, kube-proxy, containerd and runc
+# with the CNI bridge; the chart, the operator, a team's proxies and backends as real pods from
+# images built here; traffic to pod IPs and a NodePort; a rolling restart under load.
+# Runs in network, mount and PID namespaces of its own and removes everything when it ends.
+test-node *ARGS:
+    @bash tests/node/run.sh {{ARGS}}
+
 # The demo: local control plane, helm install, two teams' IngressControllers and proxies,
 # routed traffic. Everything runs in a private network namespace and stops when it ends.
 demo: control-plane helm

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The node tier (`just test-node`): a real kubelet, kube-scheduler, kube-proxy, containerd and
+# runc with the CNI bridge, on which the chart, the operator, the proxies and test backends
+# run as real pods from images built here (tests/node/images.sh). Needs root.
+#
+#   run.sh [<test binary args>...]
+#
+# Builds (or reuses) everything first, then runs the `node` test of portico-tests inside new
+# network, mount and PID namespaces (tests/node/inside.sh). When they end every process in
+# them is gone and so are their mounts; the kubelet's cgroups, made under a parent of this
+# run's own, are removed here, also after a failure.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+
+if [[ $(id -u) != 0 ]]; then
+  echo "just test-node: FAILED: the node tier needs root (uid 0): containerd and runc start" >&2
+  echo "  containers, the kubelet mounts volumes and creates cgroups, and the run makes its own" >&2
+  echo "  network, mount and PID namespaces. Run it as root (for example sudo -E just test-node)." >&2
+  echo "  The other tiers need no root: just test." >&2
+  exit 1
+fi
+missing=()
+for cmd in containerd containerd-shim-runc-v2 runc ctr iptables iptables-restore jq objcopy unshare ip mount; do
+  command -v "$cmd" >/dev/null || missing+=("$cmd")
+done
+if ((${#missing[@]})); then
+  echo "just test-node: FAILED: missing ${missing[*]}" >&2
+  echo "  on Debian: apt-get install containerd runc iptables jq binutils iproute2 util-linux" >&2
+  exit 1
+fi
+if [[ ! -d /sys/fs/cgroup/memory && ! -f /sys/fs/cgroup/cgroup.controllers ]]; then
+  echo "just test-node: FAILED: no cgroup hierarchy under /sys/fs/cgroup" >&2
+  exit 1
+fi
+
+start=$(date +%s)
+target="${CARGO_TARGET_DIR:-$root/target}"
+kube_bin=$(bash tests/kube/build.sh node)
+cni_bin=$(bash tests/node/cni.sh)
+helm_bin=$(bash tests/helm/build.sh)
+echo "==> cargo build --workspace --bins; the node test" >&2
+cargo build -q --workspace --bins
+cargo test -q -p portico-tests --test node --no-run
+images="$target/node/images"
+bash tests/node/images.sh "$images" "$target/debug" "$kube_bin/pause"
+echo "==> built in $(( $(date +%s) - start ))s" >&2
+
+run="$target/node/run"
+cgroup="portico-node-$$"
+
+cleanup() {
+  local rc=$?
+  set +e
+  # The namespaces are gone, and with them every process and mount in them; anything that
+  # escaped into this run's cgroups is killed, then the cgroups go, deepest first.
+  for hierarchy in /sys/fs/cgroup/*/; do
+    [[ -d "$hierarchy$cgroup" ]] || continue
+    for _ in 1 2 3 4 5; do
+      pids=$(find "$hierarchy$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null)
+      [[ -z "$pids" ]] && break
+      kill -9 $pids 2>/dev/null
+      sleep 0.2
+    done
+    find "$hierarchy$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
+    [[ -d "$hierarchy$cgroup" ]] && echo "test-node: could not remove cgroup $hierarchy$cgroup" >&2
+  done
+  # Nothing of the run is mounted out here; should something be, unmount it deepest first.
+  awk -v run="$run" '$5 == run || index($5, run "/") == 1 { print $5 }' /proc/self/mountinfo |
+    sort -r | while read -r m; do umount -l "$m"; done
+  # The pods' own logs, kept beside the node processes' logs in target/test-logs.
+  if [[ -d "$run/pod-logs" ]]; then
+    mkdir -p "$target/test-logs/node-pods"
+    rm -rf "$target/test-logs/node-pods/"*
+    cp -r "$run/pod-logs/." "$target/test-logs/node-pods/"
+  fi
+  rm -rf "$run"
+  echo "==> test-node took $(( $(date +%s) - start ))s in all (rc $rc)" >&2
+  exit $rc
+}
+trap cleanup EXIT
+
+# A run killed hard may have left its directory; it holds no mounts out here.
+rm -rf "$run"
+mkdir -p "$run"
+# A cgroup parent of this run's own in every v1 hierarchy (the kubelet's cgroupRoot), so the
+# pods' cgroups never mix with the machine's and are removed with it.
+for hierarchy in /sys/fs/cgroup/*/; do
+  [[ "$hierarchy" == */unified/ ]] && continue
+  mkdir -p "$hierarchy$cgroup"
+  if [[ -f "$hierarchy/cpuset.cpus" ]]; then
+    cat "$hierarchy/cpuset.cpus" >"$hierarchy$cgroup/cpuset.cpus"
+    cat "$hierarchy/cpuset.mems" >"$hierarchy$cgroup/cpuset.mems"
+  fi
+done
+
+echo "==> running the node tier inside new network, mount and PID namespaces" >&2
+PORTICO_NODE_DIR="$run" \
+PORTICO_NODE_CGROUP="/$cgroup" \
+PORTICO_NODE_IMAGES="$images" \
+PORTICO_KUBE_BIN="$kube_bin" \
+PORTICO_CNI_BIN="$cni_bin" \
+PORTICO_HELM="$helm_bin" \
+CARGO_NET_OFFLINE=true \
+  unshare --net --mount --pid --fork --kill-child --mount-proc --propagation private \
+  bash "$here/inside.sh" cargo test -q -p portico-tests --test node -- --nocapture "$@"

@@ -554,6 +554,7 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
     let pods = Api::<Pod>::namespaced(client.clone(), TEAM);
     // What kube-proxy is fed: the proxy Service's endpoints over the rollout, as they change.
     let endpoint_log = Arc::new(std::sync::Mutex::new((String::new(), Vec::<String>::new())));
+    let rollout_started = Instant::now();
     let rolled = poll_until(
         "the rollout to finish (old proxy pods gone, 2 new Ready)",
         Duration::from_secs(240),
@@ -563,28 +564,17 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
             let slices = slices.clone();
             let endpoint_log = endpoint_log.clone();
             async move {
+                let selector = "kubernetes.io/service-name=portico-edge";
+                let now = match slices.list(&ListParams::default().labels(selector)).await {
+                    Ok(list) => endpoints_summary(&list.items),
+                    Err(e) => format!("(list failed: {e})"),
+                };
+                if let Ok(mut log) = endpoint_log.lock()
+                    && log.0 != now
                 {
-                    let now = match slices
-                        .list(
-                            &ListParams::default()
-                                .labels("kubernetes.io/service-name=portico-edge"),
-                        )
-                        .await
-                    {
-                        Ok(list) => {
-                            format!("{} {}", list.items.len(), endpoints_summary(&list.items))
-                        }
-                        Err(e) => format!("(list failed: {e})"),
-                    };
-                    if let Ok(mut log) = endpoint_log.lock()
-                        && log.0 != now
-                    {
-                        log.1.push(format!(
-                            "at {:5.2}s: {now}",
-                            load_started.elapsed().as_secs_f64()
-                        ));
-                        log.0 = now;
-                    }
+                    let at = load_started.elapsed().as_secs_f64();
+                    log.1.push(format!("at {at:5.2}s: {now}"));
+                    log.0 = now;
                 }
                 let list = pods
                     .list(&ListParams::default().labels(proxy_selector))
@@ -603,6 +593,7 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
         },
     )
     .await;
+    let rollout_took = rollout_started.elapsed();
     // A little more load on the new pods alone, then stop.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
@@ -621,7 +612,8 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
     }
     println!("{}", pods_table(&client).await?);
     println!(
-        "    rolling restart {old:?} → {new:?}: {ok} requests through the NodePort succeeded, {failed} failed"
+        "    rolling restart {old:?} → {new:?} in {:.1}s: {ok} requests through the NodePort succeeded, {failed} failed",
+        rollout_took.as_secs_f64()
     );
     assert!(
         failed == 0,
@@ -629,6 +621,12 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
         ok + failed
     );
     assert!(ok > 100, "too little load over the restart: {ok} requests");
+    // The old pods left on their own after the drain period (10s), not when the kubelet's
+    // SIGKILL ended the grace period (75s).
+    assert!(
+        rollout_took < Duration::from_secs(60),
+        "the rollout took {rollout_took:?}: did the old proxies exit after draining?"
+    );
 
     node.stop();
     cp.stop();

@@ -4,6 +4,7 @@
 # run as real pods from images built here (tests/node/images.sh). Needs root.
 #
 #   run.sh [<test binary args>...]
+#   run.sh --check      whether this machine can run it (the reason on stderr when not)
 #
 # Builds (or reuses) everything first, then runs the `node` test of portico-tests inside new
 # network, mount and PID namespaces (tests/node/inside.sh). When they end every process in
@@ -15,24 +16,36 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cd "$root"
 
-if [[ $(id -u) != 0 ]]; then
-  echo "just test-node: FAILED: the node tier needs root (uid 0): containerd and runc start" >&2
-  echo "  containers, the kubelet mounts volumes and creates cgroups, and the run makes its own" >&2
-  echo "  network, mount and PID namespaces. Run it as root (for example sudo -E just test-node)." >&2
-  echo "  The other tiers need no root: just test." >&2
-  exit 1
+# Whether this machine can run the node tier; says why not on stderr.
+available() {
+  if [[ $(id -u) != 0 ]]; then
+    echo "the node tier needs root (this is uid $(id -u))" >&2
+    echo "  containerd and runc start containers, the kubelet mounts volumes and creates cgroups," >&2
+    echo "  and the run makes its own network, mount and PID namespaces. Run it as root (for" >&2
+    echo "  example sudo -E just test-node). The other tiers need no root: just test." >&2
+    return 1
+  fi
+  local missing=() cmd
+  for cmd in containerd containerd-shim-runc-v2 runc ctr iptables iptables-restore jq objcopy unshare ip mount; do
+    command -v "$cmd" >/dev/null || missing+=("$cmd")
+  done
+  if ((${#missing[@]})); then
+    echo "the node tier needs ${missing[*]}" >&2
+    echo "  on Debian: apt-get install containerd runc iptables jq binutils iproute2 util-linux" >&2
+    return 1
+  fi
+  if [[ ! -d /sys/fs/cgroup/memory && ! -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    echo "the node tier needs a cgroup hierarchy under /sys/fs/cgroup" >&2
+    return 1
+  fi
+}
+
+if [[ "${1:-}" == --check ]]; then
+  available
+  exit
 fi
-missing=()
-for cmd in containerd containerd-shim-runc-v2 runc ctr iptables iptables-restore jq objcopy unshare ip mount; do
-  command -v "$cmd" >/dev/null || missing+=("$cmd")
-done
-if ((${#missing[@]})); then
-  echo "just test-node: FAILED: missing ${missing[*]}" >&2
-  echo "  on Debian: apt-get install containerd runc iptables jq binutils iproute2 util-linux" >&2
-  exit 1
-fi
-if [[ ! -d /sys/fs/cgroup/memory && ! -f /sys/fs/cgroup/cgroup.controllers ]]; then
-  echo "just test-node: FAILED: no cgroup hierarchy under /sys/fs/cgroup" >&2
+if ! reason=$(available 2>&1); then
+  echo "just test-node: FAILED: $reason" >&2
   exit 1
 fi
 

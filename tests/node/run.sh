@@ -58,11 +58,36 @@ echo "==> cargo build --workspace --bins; the node test" >&2
 cargo build -q --workspace --bins
 cargo test -q -p portico-tests --test node --no-run
 images="$target/node/images"
+mkdir -p "$target/node"
 bash tests/node/images.sh "$images" "$target/debug" "$kube_bin/pause"
 echo "==> built in $(( $(date +%s) - start ))s" >&2
 
 run="$target/node/run"
 cgroup="portico-node-$$"
+
+# One run at a time per target directory: they share target/node/run.
+exec 8>"$target/node/.lock"
+flock -n 8 || { echo "just test-node: FAILED: another node tier run holds $target/node/.lock" >&2; exit 1; }
+
+# remove_cgroup <dir>: kills what is left in it, then removes it, deepest first.
+remove_cgroup() {
+  local dir=$1 pids
+  for _ in 1 2 3 4 5; do
+    pids=$(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null)
+    [[ -z "$pids" ]] && break
+    kill -9 $pids 2>/dev/null
+    sleep 0.2
+  done
+  find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null
+  [[ ! -d "$dir" ]] || echo "test-node: could not remove cgroup $dir" >&2
+}
+
+# Cgroups of runs that were killed before they could clean up (their run.sh is gone).
+for dir in /sys/fs/cgroup/*/portico-node-*; do
+  [[ -d "$dir" ]] || continue
+  pid=${dir##*-}
+  [[ -d "/proc/$pid" ]] || remove_cgroup "$dir"
+done
 
 cleanup() {
   local rc=$?
@@ -70,15 +95,7 @@ cleanup() {
   # The namespaces are gone, and with them every process and mount in them; anything that
   # escaped into this run's cgroups is killed, then the cgroups go, deepest first.
   for hierarchy in /sys/fs/cgroup/*/; do
-    [[ -d "$hierarchy$cgroup" ]] || continue
-    for _ in 1 2 3 4 5; do
-      pids=$(find "$hierarchy$cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null)
-      [[ -z "$pids" ]] && break
-      kill -9 $pids 2>/dev/null
-      sleep 0.2
-    done
-    find "$hierarchy$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
-    [[ -d "$hierarchy$cgroup" ]] && echo "test-node: could not remove cgroup $hierarchy$cgroup" >&2
+    [[ -d "$hierarchy$cgroup" ]] && remove_cgroup "$hierarchy$cgroup"
   done
   # Nothing of the run is mounted out here; should something be, unmount it deepest first.
   awk -v run="$run" '$5 == run || index($5, run "/") == 1 { print $5 }' /proc/self/mountinfo |

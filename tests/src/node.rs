@@ -307,7 +307,10 @@ iptables:
             ),
         )?;
         let mut proxy = Command::new(kube_bin.join("kube-proxy"));
-        proxy.arg(format!("--config={}", proxy_config.display()));
+        // -v=4 logs each rule sync, to line a failed request up with what kube-proxy did.
+        proxy
+            .arg(format!("--config={}", proxy_config.display()))
+            .arg("--v=4");
         processes.push(Process::spawn("kube-proxy", proxy)?);
 
         Ok(Node { socket, processes })

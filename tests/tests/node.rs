@@ -7,8 +7,7 @@
 //! tests/node/run.sh makes. Run any other way, it fails with the reason.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,16 +27,71 @@ const TEAM: &str = "team-a";
 const HOST: &str = "shop.example.com";
 const BACKENDS: usize = 3;
 
-/// One plain HTTP/1.1 GET on a new connection: the status and the backend that answered.
+/// The time of day (UTC, milliseconds), to line failures up with the node processes' logs.
+fn wall_clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = now.as_millis() % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+/// The next source port for a test connection. Each connection of the run gets its own, so
+/// no 4-tuple is reused while the NAT of an earlier connection with it is still remembered:
+/// with the kernel picking ports, about one connection in ten thousand through the NodePort
+/// reused one and was refused, with nothing in the cluster changing.
+fn next_source_port() -> u16 {
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(10_000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One plain HTTP/1.1 GET on a new connection from the node's address: the status and the
+/// backend that answered.
 fn get(addr: SocketAddr, host: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(
-        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the test client");
+    }
+    let response = RUNTIME.with(|rt| {
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut last_error = None;
+            for _ in 0..10 {
+                let port = next_source_port();
+                if port > 64_000 {
+                    bail!("the test client ran out of source ports");
+                }
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                if let Err(e) = socket.bind(SocketAddr::new(NODE_IP.into(), port)) {
+                    last_error = Some(e);
+                    continue;
+                }
+                let mut stream = tokio::time::timeout(Duration::from_secs(2), socket.connect(addr))
+                    .await
+                    .context("connect timed out")??;
+                let request =
+                    format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                let mut response = Vec::new();
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    stream.write_all(request.as_bytes()).await?;
+                    stream.read_to_end(&mut response).await
+                })
+                .await
+                .context("response timed out")??;
+                return Ok(response);
+            }
+            bail!("no free source port: {last_error:?}")
+        })
+    })?;
     let text = String::from_utf8_lossy(&response);
     let status = text
         .split(' ')
@@ -275,8 +329,9 @@ fn steady_load(
                                     && e.len() < 10
                                 {
                                     e.push(format!(
-                                        "at {:.2}s: {failure}",
-                                        started.elapsed().as_secs_f64()
+                                        "at {:.2}s ({}): {failure}",
+                                        started.elapsed().as_secs_f64(),
+                                        wall_clock()
                                     ));
                                 }
                             }
@@ -534,6 +589,23 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
+    // The same load with nothing changing first: what the path itself fails, if anything.
+    let steady_stop = Arc::new(AtomicBool::new(false));
+    let steady = steady_load(node_addr, 4, steady_stop.clone(), Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    steady_stop.store(true, Ordering::Relaxed);
+    let (steady_ok, steady_failed, steady_errors) =
+        tokio::task::spawn_blocking(move || steady.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))?;
+    println!(
+        "    steady load through the NodePort for 15s, nothing changing: {steady_ok} succeeded, {steady_failed} failed"
+    );
+    assert!(
+        steady_failed == 0,
+        "{steady_failed} requests failed with nothing changing; first: {steady_errors:#?}"
+    );
+
     let stop = Arc::new(AtomicBool::new(false));
     let load_started = Instant::now();
     let load = steady_load(node_addr, 4, stop.clone(), Duration::from_secs(300));
@@ -573,7 +645,8 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
                     && log.0 != now
                 {
                     let at = load_started.elapsed().as_secs_f64();
-                    log.1.push(format!("at {at:5.2}s: {now}"));
+                    log.1
+                        .push(format!("at {at:5.2}s ({}): {now}", wall_clock()));
                     log.0 = now;
                 }
                 let list = pods

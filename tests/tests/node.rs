@@ -584,12 +584,12 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
     // A rolling restart (what `kubectl rollout restart` does) under steady load through the
     // NodePort: the kubelet sends the old pods SIGTERM, they fail readiness and drain, the
     // EndpointSlice and kube-proxy drop them. No request may fail.
-    step("rollout restart of deployment/portico-edge under load");
     let old: Vec<String> = proxies
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     // The same load with nothing changing first: what the path itself fails, if anything.
+    step("steady load through the NodePort, nothing changing");
     let steady_stop = Arc::new(AtomicBool::new(false));
     let steady = steady_load(node_addr, 4, steady_stop.clone(), Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -606,6 +606,7 @@ async fn chart_operator_and_proxies_run_as_pods_and_roll_without_failed_requests
         "{steady_failed} requests failed with nothing changing; first: {steady_errors:#?}"
     );
 
+    step("rollout restart of deployment/portico-edge under load");
     let stop = Arc::new(AtomicBool::new(false));
     let load_started = Instant::now();
     let load = steady_load(node_addr, 4, stop.clone(), Duration::from_secs(300));

@@ -27,12 +27,29 @@ test *ARGS: control-plane helm build
     @echo "==> running the tests inside a private network namespace (tests/netns.sh)"
     CARGO_NET_OFFLINE=true tests/netns.sh cargo test --workspace {{ARGS}}
 
-# The demo: local control plane, helm install, two teams' IngressControllers and proxies,
-# routed traffic. Everything runs in a private network namespace and stops when it ends.
+# A real kubelet, kube-scheduler, kube-proxy, containerd and runc with the CNI bridge; the
+# chart, the operator, a team's proxies and backends as real pods from images built here;
+# traffic to pod IPs and a NodePort; a rolling restart under load. Runs in network, mount and
+# PID namespaces of its own and removes everything when it ends.
+# The node tier (needs root; fails when not root): about a minute once built.
+test-node *ARGS:
+    @bash tests/node/run.sh {{ARGS}}
+
+# On a real node when it can (root, containerd): the node tier's run, pods under a kubelet;
+# otherwise a local control plane with the pods as local processes (two teams, isolation,
+# status). Everything runs in private namespaces and stops when it ends.
+# The demo: helm install, IngressControllers, proxies, routed traffic; says which mode it uses.
 demo: control-plane helm
-    @echo "==> cargo build --workspace --bins (the first build compiles ~300 crates)"
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if reason=$(bash tests/node/run.sh --check 2>&1); then
+      echo "==> demo mode: a real node (kubelet, containerd, kube-proxy): the chart, the operator, a team's proxies and backends run as pods (tests/node/run.sh)"
+      exec bash tests/node/run.sh
+    fi
+    echo "==> demo mode: local processes standing in for a kubelet (no real node here: ${reason%%$'\n'*})"
+    echo "==> cargo build --workspace --bins (the first build compiles ~300 crates)"
     cargo build --workspace --bins
-    tests/netns.sh target/debug/portico-demo
+    exec tests/netns.sh target/debug/portico-demo
 
 # Start a local control plane in the background and print how to use it.
 cluster: control-plane

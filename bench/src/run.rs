@@ -234,6 +234,7 @@ async fn run(args: Args) -> Result<()> {
                 dir: cp_dir,
                 controller_manager: false,
                 port: 0,
+                node_address: None,
             })
         })
         .await??;

@@ -2,6 +2,9 @@
 # Builds kube-apiserver, kube-controller-manager and etcd from the upstream Go modules
 # pinned in go.mod/go.sum, and caches them under target/kube/<hash>/ so they are built
 # only when the pins change. Prints the bin directory on stdout; progress goes to stderr.
+#
+# `build.sh node` also builds what the node tier (`just test-node`) needs from the same
+# pins: kubelet, kube-scheduler, kube-proxy and the sandbox's pause command.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -10,6 +13,11 @@ k8s_version=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$here/go.mod")
 key=$(cat "$here/go.mod" "$here/go.sum" "$here"/cmd/*/main.go | sha256sum | cut -c1-16)
 out="${CARGO_TARGET_DIR:-$root/target}/kube/$key"
 bins=(kube-apiserver kube-controller-manager etcd)
+case "${1:-}" in
+  "") ;;
+  node) bins+=(kubelet kube-scheduler kube-proxy pause) ;;
+  *) echo "usage: build.sh [node]" >&2; exit 2 ;;
+esac
 
 have_all() { for b in "${bins[@]}"; do [[ -x "$out/bin/$b" ]] || return 1; done; }
 

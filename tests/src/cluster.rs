@@ -38,6 +38,11 @@ pub struct Options {
     pub controller_manager: bool,
     /// The apiserver's secure port; 0 picks a free one.
     pub port: u16,
+    /// For a cluster with a node (`crate::node`): the node's address, which the apiserver
+    /// also listens on and publishes as the `kubernetes` Service's endpoint so pods reach it,
+    /// and the controller manager then also runs the controllers pods need (Deployments,
+    /// ReplicaSets, EndpointSlices, node lifecycle, the root CA ConfigMap).
+    pub node_address: Option<std::net::Ipv4Addr>,
 }
 
 /// A running control plane. Its processes die with the process that started it.
@@ -129,13 +134,16 @@ impl ControlPlane {
 
         // Certificates and credentials.
         let ca = Ca::new("portico-test-ca")?;
-        let serving = ca.server(&[
+        let node_address = opts.node_address.map(|a| a.to_string());
+        let mut names = vec![
             "localhost",
             "127.0.0.1",
             "kubernetes",
             "kubernetes.default.svc",
             "10.96.0.1",
-        ])?;
+        ];
+        names.extend(node_address.as_deref());
+        let serving = ca.server(&names)?;
         let write = |name: &str, data: &str| -> Result<PathBuf> {
             let path = dir.join(name);
             std::fs::write(&path, data).with_context(|| format!("write {}", path.display()))?;
@@ -197,11 +205,22 @@ impl ControlPlane {
         processes.push(etcd);
 
         let mut apiserver = Command::new(bin.join("kube-apiserver"));
+        apiserver.args([format!("--etcd-servers=http://127.0.0.1:{etcd_port}")]);
+        match &node_address {
+            // Inside the node tier's own network namespace: pods reach the apiserver through
+            // the `kubernetes` Service, whose endpoint is the node's address.
+            Some(node) => apiserver.args([
+                "--bind-address=0.0.0.0".to_string(),
+                format!("--advertise-address={node}"),
+            ]),
+            None => apiserver.args([
+                "--bind-address=127.0.0.1",
+                // Only used to publish the `kubernetes` Service endpoints, switched off below.
+                "--advertise-address=10.244.0.1",
+                "--endpoint-reconciler-type=none",
+            ]),
+        };
         apiserver.args([
-            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".into(),
-            // Only used to publish the `kubernetes` Service endpoints, which is switched off.
-            "--advertise-address=10.244.0.1".into(),
             format!("--secure-port={api_port}"),
             format!("--tls-cert-file={}", cert_file.display()),
             format!("--tls-private-key-file={}", key_file.display()),
@@ -212,7 +231,6 @@ impl ControlPlane {
             format!("--service-account-key-file={}", sa_pub.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
-            "--endpoint-reconciler-type=none".into(),
             "--enable-priority-and-fairness=false".into(),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
@@ -239,9 +257,16 @@ impl ControlPlane {
 
         if opts.controller_manager {
             let mut kcm = Command::new(bin.join("kube-controller-manager"));
+            let controllers = if node_address.is_some() {
+                "garbagecollector,namespace,serviceaccount,deployment,replicaset,endpointslice,\
+                 nodelifecycle,root-ca-cert-publisher,disruption"
+            } else {
+                "garbagecollector,namespace,serviceaccount"
+            };
             kcm.args([
                 format!("--kubeconfig={}", kubeconfig.display()),
-                "--controllers=garbagecollector,namespace,serviceaccount".into(),
+                format!("--controllers={controllers}"),
+                format!("--root-ca-file={}", ca_file.display()),
                 "--leader-elect=false".into(),
                 "--secure-port=0".into(),
                 "--use-service-account-credentials=false".into(),
@@ -497,6 +522,7 @@ pub async fn control_plane() -> &'static ControlPlane {
                 dir,
                 controller_manager: true,
                 port: 0,
+                node_address: None,
             })
             .map_err(|e| format!("{e:#}"))
         })

@@ -4,6 +4,7 @@
 //!  cluster   real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 (tier 2)
 //!  netns     the private network namespace the traffic tests run in (tier 3)
 //!  operator  the real portico-operator binary against a control plane, and its /metrics
+//!  node      containerd, kubelet, kube-scheduler and kube-proxy for the node tier (root)
 //!  pod       a Deployment's pod run as a local process, with its args and ServiceAccount token
 //!  backend   the `portico-backend` echo server as a child process on a pod-like address
 //!  process   children that die with the test process, with their output in target/test-logs
@@ -16,6 +17,7 @@ pub mod fixtures;
 pub mod helm;
 pub mod netns;
 pub mod operator;
+pub mod node;
 pub mod pod;
 pub mod process;
 

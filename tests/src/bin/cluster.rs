@@ -41,6 +41,7 @@ fn main() -> Result<()> {
         dir: dir.clone(),
         controller_manager: true,
         port,
+        node_address: None,
     })?;
     let env = format!(
         "export KUBECONFIG={kc}\nexport PORTICO_API_SERVER={server}\nexport PORTICO_CA={ca}\nexport PORTICO_ADMIN_TOKEN={token}\n",

@@ -46,6 +46,7 @@ async fn main() -> Result<()> {
         dir,
         controller_manager: true,
         port: 0,
+        node_address: None,
     };
     let cp = tokio::task::spawn_blocking(move || ControlPlane::start(&opts)).await??;
     println!(

@@ -91,7 +91,13 @@ pub fn judge<'a>(
                 .flat_map(|s| s.tls.iter().flatten())
                 .filter_map(|tls| tls.secret_name.clone())
                 .filter(|n| !n.is_empty());
-            out.tls_secrets.entry(ns.clone()).or_default().extend(names);
+            // Looked up before inserting: one namespace holds many Ingresses.
+            if !out.tls_secrets.contains_key(ns) {
+                out.tls_secrets.insert(ns.clone(), BTreeSet::new());
+            }
+            if let Some(set) = out.tls_secrets.get_mut(ns) {
+                set.extend(names);
+            }
         }
         let count = verdict.rejections.len();
         for (i, rejection) in verdict.rejections.iter().enumerate() {

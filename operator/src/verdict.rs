@@ -87,7 +87,13 @@ pub fn judge<'a>(
         }
         if scope.served_namespaces.contains(ns) {
             let names = portico_ingress::auth::secrets_read(ingress);
-            out.tls_secrets.entry(ns.clone()).or_default().extend(names);
+            // Looked up before inserting: one namespace holds many Ingresses.
+            if !out.tls_secrets.contains_key(ns) {
+                out.tls_secrets.insert(ns.clone(), BTreeSet::new());
+            }
+            if let Some(set) = out.tls_secrets.get_mut(ns) {
+                set.extend(names);
+            }
         }
         let count = verdict.rejections.len();
         for (i, rejection) in verdict.rejections.iter().enumerate() {

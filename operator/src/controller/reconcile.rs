@@ -139,8 +139,11 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let served_in: BTreeSet<String> = ingresses
         .iter()
         .filter(|i| portico_ingress::belongs_to_class(i, &class, is_default_class))
-        .filter_map(|i| i.namespace())
-        .filter(|ns| served_set.contains(ns))
+        .filter_map(|i| i.metadata.namespace.as_deref())
+        .filter(|ns| served_set.contains(*ns))
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .map(str::to_owned)
         .collect();
     let services = stores.services_in(&served_in);
     // The Limits the proxy derives from the flags rendered for it.
@@ -378,14 +381,13 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     let addresses = status::addresses(&service);
     let load_balancer = status::ingress_load_balancer(&addresses);
     for ingress in &verdicts.served {
-        if lb_of(ingress) != load_balancer {
+        if !has_load_balancer(ingress, &load_balancer) {
             write_ingress_status(client, ingress, &load_balancer).await?;
         }
     }
     // A rejected Ingress must not keep advertising an address it is not served on.
     for ingress in &verdicts.rejected {
-        let current = lb_of(ingress);
-        if current == load_balancer && current.ingress.is_some() {
+        if load_balancer.ingress.is_some() && has_load_balancer(ingress, &load_balancer) {
             let none = IngressLoadBalancerStatus {
                 ingress: Some(Vec::new()),
             };
@@ -502,13 +504,17 @@ fn status_params() -> PatchParams {
     PatchParams::apply(resources::FIELD_MANAGER).force()
 }
 
-/// An Ingress's `status.loadBalancer`, empty when unset.
-fn lb_of(ingress: &Ingress) -> IngressLoadBalancerStatus {
-    ingress
+/// Whether an Ingress's `status.loadBalancer` (empty when unset) is `load_balancer`;
+/// compared in place, as it is for every Ingress of the class in every reconcile.
+fn has_load_balancer(ingress: &Ingress, load_balancer: &IngressLoadBalancerStatus) -> bool {
+    match ingress
         .status
         .as_ref()
-        .and_then(|s| s.load_balancer.clone())
-        .unwrap_or_default()
+        .and_then(|s| s.load_balancer.as_ref())
+    {
+        Some(current) => current == load_balancer,
+        None => *load_balancer == IngressLoadBalancerStatus::default(),
+    }
 }
 
 /// Applies an Ingress's `status.loadBalancer` (an empty list withdraws the address).

@@ -4,12 +4,6 @@
 //! fail readiness, keep serving for `--drain-period` (endpoints controllers and load
 //! balancers stop sending), stop accepting, let in-flight requests finish (bounded by
 //! `--request-timeout`), exit 0.
-
-/// With the `mimalloc` feature, mimalloc serves every allocation (bench: `--features mimalloc`).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;

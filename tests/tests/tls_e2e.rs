@@ -144,8 +144,7 @@ async fn sni_certificates_h2_rotation_isolation_redirect_and_h2c() -> Result<()>
         "the exact and wildcard certificates are served",
         || async {
             served_cert(https, "exact.tls.example.com").await.ok() == Some(der(&exact_leaf))
-                && served_cert(https, "a.wild.tls.example.com").await.ok()
-                    == Some(der(&wild_leaf))
+                && served_cert(https, "a.wild.tls.example.com").await.ok() == Some(der(&wild_leaf))
         },
     )
     .await?;

@@ -16,8 +16,8 @@ pub mod cluster;
 pub mod fixtures;
 pub mod helm;
 pub mod netns;
-pub mod operator;
 pub mod node;
+pub mod operator;
 pub mod pod;
 pub mod process;
 

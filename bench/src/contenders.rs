@@ -31,6 +31,11 @@ impl Kind {
             Kind::Traefik => "Traefik",
         }
     }
+
+    /// Every contender, in the order the report's columns take.
+    pub const ALL: [Kind; 4] = [Kind::Portico, Kind::Nginx, Kind::Haproxy, Kind::Traefik];
+    /// The peers Portico's ratios are taken against.
+    pub const PEERS: [Kind; 3] = [Kind::Nginx, Kind::Haproxy, Kind::Traefik];
 }
 
 pub struct Contender {

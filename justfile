@@ -77,8 +77,9 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Not part of `just test`. Installs nginx, HAProxy, wrk and h2load when missing; about 15 minutes.
+# Not part of `just test`. Installs nginx, HAProxy, wrk and h2load when missing and builds Traefik
+# from its Go module (bench/traefik/build.sh, cached); about 20 minutes.
 # Extra arguments go to `portico-bench run` (target/release/portico-bench run --help).
-# Benchmarks against nginx and HAProxy, churn, 10k Ingresses: target/bench/results.md.
+# Benchmarks against nginx, HAProxy and Traefik, churn, 10k Ingresses: target/bench/results.md.
 bench *ARGS: control-plane
     @bash bench/bench.sh {{ARGS}}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `just bench`: installs the peers and load generators when missing, builds release binaries,
-# then runs portico-bench inside a private network namespace (tests/netns.sh), pinned to CPU 0
-# (it starts the proxy under test on CPU 1). Results: target/bench/results.md.
+# `just bench`: installs the peers and load generators when missing, builds Traefik from its Go
+# module (bench/traefik/build.sh) and release binaries, then runs portico-bench inside a private
+# network namespace (tests/netns.sh), pinned to CPU 0 (it starts the proxy under test on CPU 1).
+# Results: target/bench/results.md.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -41,9 +42,31 @@ if (($(nproc) < 2)); then
   exit 1
 fi
 
+# Traefik, the fourth contender, is built from its Go module (bench/traefik/build.sh) unless
+# --contenders leaves it out. A failed build fails the run: a missing contender must show.
+contenders=portico,nginx,haproxy,traefik
+prev=""
+for a in "$@"; do
+  case "$a" in
+    --contenders=*) contenders=${a#--contenders=} ;;
+  esac
+  [[ $prev == --contenders ]] && contenders=$a
+  prev=$a
+done
+traefik_args=()
+if [[ ",$contenders," == *,traefik,* ]]; then
+  command -v go >/dev/null || { echo "bench: the traefik contender is built with Go 1.26 or newer, which is missing (or leave it out: --contenders portico,nginx,haproxy)" >&2; exit 1; }
+  echo "==> Traefik (bench/traefik/build.sh; several minutes the first time, then cached under target/traefik/)"
+  if ! traefik=$(bash bench/traefik/build.sh); then
+    echo "bench: building Traefik failed (the go build's output is above); fix it or leave it out: --contenders portico,nginx,haproxy" >&2
+    exit 1
+  fi
+  traefik_args=(--traefik-binary "$traefik")
+fi
+
 echo "==> cargo build --release (portico-proxy, portico-operator, portico-tests binaries, portico-bench)"
 cargo build --release -p portico-proxy -p portico-operator -p portico-tests -p portico-bench --bins
 
 echo "==> benchmarks inside a private network namespace (tests/netns.sh); about 15 minutes"
-CARGO_NET_OFFLINE=true tests/netns.sh taskset -c 0 "$root/target/release/portico-bench" run "$@"
+CARGO_NET_OFFLINE=true tests/netns.sh taskset -c 0 "$root/target/release/portico-bench" run "${traefik_args[@]}" "$@"
 echo "==> just bench took $(( $(date +%s) - start )) s"

@@ -1,7 +1,7 @@
-//! Portico against nginx and HAProxy: every case runs each contender in turn, A B C, with
-//! the order rotated each repetition (A B C, B C A, C A B, …), so drift over minutes hits
-//! every contender alike; ratios are taken pair by pair within a repetition, and the report
-//! gives their median.
+//! Portico against nginx, HAProxy and Traefik: every case runs each contender in turn,
+//! A B C D, with the order rotated each repetition (A B C D, B C D A, …), so drift over
+//! minutes hits every contender alike; ratios are taken pair by pair within a repetition,
+//! and the report gives their median.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! The three contenders, each started on the proxy CPU alone (`taskset -c 1`), each on its
+//! The four contenders, each started on the proxy CPU alone (`taskset -c 1`), each on its
 //! own pod-like address with the same ports, and each checked to route every benchmark
 //! request to the right Service before it is measured.
 
@@ -19,6 +19,7 @@ pub enum Kind {
     Portico,
     Nginx,
     Haproxy,
+    Traefik,
 }
 
 impl Kind {
@@ -27,8 +28,14 @@ impl Kind {
             Kind::Portico => "Portico",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "HAProxy",
+            Kind::Traefik => "Traefik",
         }
     }
+
+    /// Every contender, in the order the report's columns take.
+    pub const ALL: [Kind; 4] = [Kind::Portico, Kind::Nginx, Kind::Haproxy, Kind::Traefik];
+    /// The peers Portico's ratios are taken against.
+    pub const PEERS: [Kind; 3] = [Kind::Nginx, Kind::Haproxy, Kind::Traefik];
 }
 
 pub struct Contender {
@@ -238,6 +245,40 @@ pub async fn start_haproxy(
     Ok(c)
 }
 
+/// Writes Traefik's static and dynamic configuration for `table` and starts `binary` on the
+/// proxy CPU with `GOMAXPROCS=1` (one core, like nginx's one worker and HAProxy's one
+/// thread). The file provider loads the routes after the ports open; [`verify_routes`]
+/// waits for them.
+pub async fn start_traefik(
+    binary: &Path,
+    table: &Table,
+    dir: &Path,
+    listen: Listen,
+    cert: &Path,
+    key: &Path,
+) -> Result<Contender> {
+    std::fs::create_dir_all(dir)?;
+    let dynamic = dir.join("dynamic.yml");
+    std::fs::write(&dynamic, crate::table::traefik_dynamic(table, cert, key))?;
+    let static_conf = dir.join("traefik.yml");
+    std::fs::write(&static_conf, crate::table::traefik_static(listen, &dynamic))?;
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", sys::PROXY_CPU])
+        .arg(binary)
+        .arg(format!("--configFile={}", static_conf.display()))
+        .env("GOMAXPROCS", "1")
+        .current_dir(dir);
+    let process = Process::spawn("traefik", cmd)?;
+    let mut c = Contender {
+        kind: Kind::Traefik,
+        listen,
+        process,
+        dir: dir.to_path_buf(),
+    };
+    wait_listening(&mut c).await?;
+    Ok(c)
+}
+
 async fn wait_listening(c: &mut Contender) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -338,6 +379,7 @@ pub fn listen_for(kind: Kind) -> Listen {
         Kind::Portico => Ipv4Addr::new(10, 244, 0, 10),
         Kind::Nginx => Ipv4Addr::new(10, 244, 0, 11),
         Kind::Haproxy => Ipv4Addr::new(10, 244, 0, 12),
+        Kind::Traefik => Ipv4Addr::new(10, 244, 0, 13),
     };
     Listen {
         ip,

@@ -44,7 +44,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "portico-bench",
-    about = "Portico's proxy against nginx and HAProxy; churn; scale"
+    about = "Portico's proxy against nginx, HAProxy and Traefik; churn; scale"
 )]
 struct Cli {
     #[command(subcommand)]

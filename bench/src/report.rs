@@ -66,6 +66,9 @@ impl Report {
                 .unwrap_or("?")
                 .to_string(),
         );
+        if let Some(traefik) = &bench.args.traefik_binary {
+            versions.insert("Traefik".into(), traefik_version(traefik));
+        }
         versions.insert(
             "wrk".into(),
             sys::version("wrk", "-v")
@@ -425,11 +428,12 @@ impl Report {
             "Where Portico stands against its targets:\n",
         ));
         if !self.compare.is_empty() {
+            let _ = writeln!(s, "| case (medians) |{}", header_cells());
             let _ = writeln!(
                 s,
-                "| case (medians) | Portico | nginx | HAProxy | Portico/nginx | Portico/HAProxy |"
+                "| --- |{}",
+                " ---: |".repeat(Kind::ALL.len() + Kind::PEERS.len())
             );
-            let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
             for c in &self.compare {
                 type F = fn(&Sample) -> Option<f64>;
                 let rows: Vec<(String, F, &str)> = match c.case {
@@ -463,12 +467,11 @@ impl Report {
                     };
                     let _ = writeln!(
                         s,
-                        "| {label} | {} | {} | {} | {} | {} |",
-                        cell(Kind::Portico),
-                        cell(Kind::Nginx),
-                        cell(Kind::Haproxy),
-                        fx(c.paired_ratio(Kind::Nginx, f)),
-                        fx(c.paired_ratio(Kind::Haproxy, f))
+                        "| {label} |{}{}",
+                        Kind::ALL.map(|k| format!(" {} |", cell(k))).concat(),
+                        Kind::PEERS
+                            .map(|k| format!(" {} |", fx(c.paired_ratio(k, f))))
+                            .concat()
                     );
                 }
             }
@@ -480,10 +483,9 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "| idle resident memory, MiB | {} | {} | {} | | |\n",
-                rss(Kind::Portico),
-                rss(Kind::Nginx),
-                rss(Kind::Haproxy)
+                "| idle resident memory, MiB |{}{}\n",
+                Kind::ALL.map(|k| format!(" {} |", rss(k))).concat(),
+                " |".repeat(Kind::PEERS.len())
             );
         }
         if let Some(f) = &self.features {
@@ -548,12 +550,16 @@ impl Report {
     }
 
     fn compare_md(&self, s: &mut String) {
-        let _ = writeln!(s, "## Portico against nginx and HAProxy (one core each)\n");
         let _ = writeln!(
             s,
-            "| case | metric | Portico | nginx | HAProxy | Portico/nginx | Portico/HAProxy |"
+            "## Portico against nginx, HAProxy and Traefik (one core each)\n"
         );
-        let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(s, "| case | metric |{}", header_cells());
+        let _ = writeln!(
+            s,
+            "| --- | --- |{}",
+            " ---: |".repeat(Kind::ALL.len() + Kind::PEERS.len())
+        );
         type Metric = (&'static str, fn(&Sample) -> Option<f64>, fn(f64) -> String);
         for c in &self.compare {
             let metrics: Vec<Metric> = match c.case {
@@ -628,12 +634,9 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "| {title} | {name} | {} | {} | {} | {} | {} |",
-                    cell(Kind::Portico),
-                    cell(Kind::Nginx),
-                    cell(Kind::Haproxy),
-                    ratio(Kind::Nginx),
-                    ratio(Kind::Haproxy)
+                    "| {title} | {name} |{}{}",
+                    Kind::ALL.map(|k| format!(" {} |", cell(k))).concat(),
+                    Kind::PEERS.map(|k| format!(" {} |", ratio(k))).concat()
                 );
             }
         }
@@ -642,42 +645,63 @@ impl Report {
                 .map(|v| format!("{v:.1}"))
                 .unwrap_or_else(|| "–".into())
         };
-        let _ = writeln!(
-            s,
-            "| resident memory | idle MiB | {} | {} | {} | | |",
-            rss(&self.idle_rss, Kind::Portico),
-            rss(&self.idle_rss, Kind::Nginx),
-            rss(&self.idle_rss, Kind::Haproxy)
-        );
-        let _ = writeln!(
-            s,
-            "| | after the runs MiB | {} | {} | {} | | |",
-            rss(&self.loaded_rss, Kind::Portico),
-            rss(&self.loaded_rss, Kind::Nginx),
-            rss(&self.loaded_rss, Kind::Haproxy)
-        );
+        for (label, m) in [
+            ("| resident memory | idle MiB |", &self.idle_rss),
+            ("| | after the runs MiB |", &self.loaded_rss),
+        ] {
+            let _ = writeln!(
+                s,
+                "{label}{}{}",
+                Kind::ALL.map(|k| format!(" {} |", rss(m, k))).concat(),
+                " |".repeat(Kind::PEERS.len())
+            );
+        }
         let _ = writeln!(
             s,
             "\nRouting table: 101 hosts, 251 routes (Ingresses through the apiserver for Portico; the equivalent \
-             nginx.conf and haproxy.cfg + maps for the peers); the HTTP/1.1 cases rotate over 40 host/path pairs, \
+             nginx.conf, haproxy.cfg + maps and Traefik's dynamic.yml for the peers); the HTTP/1.1 cases rotate over 40 host/path pairs, \
              HTTP/2 over 10 paths of one host. Every contender was checked to route each of them to the right \
              Service first. nginx: 1 worker, upstream `keepalive 1024`, `keepalive_requests 1000000`, \
-             `proxy_buffering off`, access log off. HAProxy: `nbthread 1`, `http-reuse always`, no log. TLS: \
+             `proxy_buffering off`, access log off. HAProxy: `nbthread 1`, `http-reuse always`, no log. \
+             Traefik (built from its Go module, bench/traefik/): `GOMAXPROCS=1`, the file provider with a router \
+             per path rule as its Kubernetes Ingress provider writes them (strict prefix matching), round robin, \
+             `maxIdleConnsPerHost` 1024, no access log, metrics or tracing. TLS: \
              ECDSA P-256, TLS 1.3; nginx and HAProxy use Debian's OpenSSL 3.0, slow per call, which favours \
-             rustls in the HTTPS ratios. CPU per request is the proxy's utime+stime (/proc/<pid>/stat) over the \
+             rustls in the HTTPS ratios; Traefik uses Go's crypto/tls. CPU per request is the proxy's utime+stime (/proc/<pid>/stat) over the \
              requests served; latency under saturation is mostly queueing: compare it as \"no worse than\".\n"
         );
+        // A contender that cannot reach the fixed rate is measured at its own saturation, not
+        // at the others' load: its CPU per request and latency do not pair with theirs.
+        for c in &self.compare {
+            let Case::FixedRate { rate, .. } = c.case else {
+                continue;
+            };
+            let short: Vec<String> = Kind::ALL
+                .iter()
+                .filter_map(|&k| {
+                    let got = c.median_of(k, |x| x.achieved_rate)?;
+                    (got < 0.95 * f64::from(rate)).then(|| format!("{} ({got:.0})", k.name()))
+                })
+                .collect();
+            if !short.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "In \"{}\", {} fell short of the requested rate: saturated, its CPU per request and latency \
+                     there are at a lower load than the others' (for its throughput read the saturating cases).\n",
+                    c.case.title(),
+                    short.join(", ")
+                );
+            }
+        }
         let load_bound: Vec<String> = self
             .compare
             .iter()
             .filter(|c| !matches!(c.case, Case::FixedRate { .. }))
             .filter(|c| {
-                [Kind::Portico, Kind::Nginx, Kind::Haproxy]
-                    .iter()
-                    .any(|&k| {
-                        c.median_of(k, |x| Some(x.cpu_us() * x.rps / 1e4))
-                            .is_some_and(|b| b < 90.0)
-                    })
+                Kind::ALL.iter().any(|&k| {
+                    c.median_of(k, |x| Some(x.cpu_us() * x.rps / 1e4))
+                        .is_some_and(|b| b < 90.0)
+                })
             })
             .map(|c| c.case.title())
             .collect();
@@ -691,6 +715,31 @@ impl Report {
             );
         }
     }
+}
+
+/// The contender and ratio column headers of the comparison tables.
+fn header_cells() -> String {
+    let names = Kind::ALL.map(|k| format!(" {} |", k.name())).concat();
+    let ratios = Kind::PEERS
+        .map(|k| format!(" Portico/{} |", k.name()))
+        .concat();
+    format!("{names}{ratios}")
+}
+
+/// `v3.7.13` from `traefik version`'s `Version:` line.
+fn traefik_version(binary: &Path) -> String {
+    std::process::Command::new(binary)
+        .arg("version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("Version:")
+                    .map(|v| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 fn fx(v: Option<f64>) -> String {
@@ -1083,6 +1132,75 @@ mod tests {
         let readme = r.readme_section();
         assert!(
             readme.contains("Where Portico stands against its targets:"),
+            "{readme}"
+        );
+    }
+
+    #[test]
+    fn comparison_tables_have_a_traefik_column_and_ratio() {
+        let mut r = report();
+        let sample = |rps: f64| Sample {
+            rps,
+            p99_us: Some(100.0),
+            ..Sample::default()
+        };
+        let mut samples = BTreeMap::new();
+        samples.insert(Kind::Portico, vec![sample(60_000.0)]);
+        samples.insert(Kind::Traefik, vec![sample(40_000.0)]);
+        r.compare.push(CaseResult {
+            case: Case::Http1 { conns: 50 },
+            samples,
+        });
+        r.idle_rss.insert(Kind::Traefik, 40.0);
+        let header = "| Portico | nginx | HAProxy | Traefik | Portico/nginx | Portico/HAProxy | Portico/Traefik |";
+        let md = r.markdown();
+        assert!(md.contains(&format!("| case | metric {header}")), "{md}");
+        // Portico 60k, nginx and HAProxy not run, Traefik 40k: a ratio of 1.50.
+        assert!(
+            md.contains("| req/s | 60000 | – | – | 40000 | – | – | 1.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| resident memory | idle MiB | – | – | – | 40.0 | | | |"),
+            "{md}"
+        );
+        r.compare.push(CaseResult {
+            case: Case::FixedRate {
+                conns: 50,
+                rate: 30_000,
+            },
+            samples: [
+                (
+                    Kind::Portico,
+                    vec![Sample {
+                        achieved_rate: Some(29_500.0),
+                        ..Sample::default()
+                    }],
+                ),
+                (
+                    Kind::Traefik,
+                    vec![Sample {
+                        achieved_rate: Some(14_000.0),
+                        ..Sample::default()
+                    }],
+                ),
+            ]
+            .into(),
+        });
+        let md = r.markdown();
+        assert!(
+            md.contains("50 connections\", Traefik (14000) fell short of the requested rate"),
+            "{md}"
+        );
+        let readme = r.readme_section();
+        assert!(
+            readme.contains(&format!("| case (medians) {header}")),
+            "{readme}"
+        );
+        assert!(
+            readme.contains(
+                "keep-alive, 50 connections: req/s | 60000 | – | – | 40000 | – | – | 1.50 |"
+            ),
             "{readme}"
         );
     }

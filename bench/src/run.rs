@@ -44,8 +44,12 @@ pub struct Args {
         default_value = "compare,churn,scale,operator"
     )]
     pub phases: Vec<String>,
-    /// Which contenders (portico, nginx, haproxy).
-    #[arg(long, value_delimiter = ',', default_value = "portico,nginx,haproxy")]
+    /// Which contenders (portico, nginx, haproxy, traefik).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "portico,nginx,haproxy,traefik"
+    )]
     pub contenders: Vec<String>,
     /// Which comparison cases: h1-50, h1-200, rate, https, h2, newconn, and `features`
     /// (Portico alone, with and without access control on: a ratio to the plain case).
@@ -78,6 +82,10 @@ pub struct Args {
     /// for A/B runs of a build variant.
     #[arg(long)]
     pub portico_binary: Option<PathBuf>,
+    /// The Traefik binary (bench.sh builds it with bench/traefik/build.sh); needed when
+    /// `traefik` is among the contenders.
+    #[arg(long)]
+    pub traefik_binary: Option<PathBuf>,
     /// Ingresses of the one instance in the operator phase.
     #[arg(long, default_value_t = 10000)]
     pub operator_ingresses: usize,
@@ -152,6 +160,15 @@ fn preflight(args: &Args) -> Result<()> {
     }
     if args.reps < 1 {
         bail!("--reps must be at least 1");
+    }
+    if args.contenders.iter().any(|c| c == "traefik") {
+        match &args.traefik_binary {
+            Some(b) if b.is_file() => {}
+            Some(b) => bail!("--traefik-binary {}: no such file", b.display()),
+            None => bail!(
+                "the traefik contender needs --traefik-binary (bench.sh passes the one bench/traefik/build.sh builds)"
+            ),
+        }
     }
     Ok(())
 }
@@ -364,8 +381,9 @@ async fn compare_phase(
     report: &mut Report,
 ) -> Result<Vec<CaseResult>> {
     println!(
-        "[{}] == Portico against nginx and HAProxy ==",
-        bench.elapsed()
+        "[{}] == comparison: {} ==",
+        bench.elapsed(),
+        bench.args.contenders.join(", ")
     );
     let mut contenders: Vec<Contender> = Vec::new();
     for name in &bench.args.contenders {
@@ -416,7 +434,23 @@ async fn compare_phase(
                 )
                 .await?
             }
-            other => bail!("unknown contender {other:?} (portico, nginx, haproxy)"),
+            "traefik" => {
+                let binary = bench
+                    .args
+                    .traefik_binary
+                    .as_deref()
+                    .context("--traefik-binary")?;
+                contenders::start_traefik(
+                    binary,
+                    table,
+                    &bench.dir.join("traefik"),
+                    contenders::listen_for(Kind::Traefik),
+                    &bench.cert_pem,
+                    &bench.key_pem,
+                )
+                .await?
+            }
+            other => bail!("unknown contender {other:?} (portico, nginx, haproxy, traefik)"),
         };
         contenders.push(c);
     }

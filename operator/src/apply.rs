@@ -185,20 +185,57 @@ where
         + Clone
         + Debug,
 {
-    let mut deleted = Vec::new();
     let params = ListParams::default().labels(selector);
-    for obj in list_scoped::<K>(client, namespaces, &params).await? {
-        if keep(&obj) || obj.meta().deletion_timestamp.is_some() {
-            continue;
-        }
-        let namespace = obj.namespace().unwrap_or_default();
+    let doomed = list_scoped::<K>(client, namespaces, &params)
+        .await?
+        .into_iter()
+        .filter(|o| !keep(o) && o.meta().deletion_timestamp.is_none())
+        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()));
+    delete_each::<K>(client, doomed).await
+}
+
+/// Deletes each `(namespace, name)` (in the background; one already gone is fine).
+/// Returns the `namespace/name`s deleted.
+async fn delete_each<K>(
+    client: &Client,
+    objects: impl Iterator<Item = (String, String)>,
+) -> Result<Vec<String>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let mut deleted = Vec::new();
+    for (namespace, name) in objects {
         let api: Api<K> = Api::namespaced(client.clone(), &namespace);
         ignore_not_found(
-            api.delete(&obj.name_any(), &DeleteParams::background())
+            api.delete(&name, &DeleteParams::background())
                 .await
                 .map(|_| ()),
         )?;
-        deleted.push(format!("{namespace}/{}", obj.name_any()));
+        deleted.push(format!("{namespace}/{name}"));
+    }
+    Ok(deleted)
+}
+
+/// [`delete_each`] for a cluster-scoped kind. Returns the names deleted.
+async fn delete_each_cluster<K>(
+    client: &Client,
+    names: impl Iterator<Item = String>,
+) -> Result<Vec<String>>
+where
+    K: Resource<DynamicType = (), Scope = ClusterResourceScope> + DeserializeOwned + Clone + Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let mut deleted = Vec::new();
+    for name in names {
+        ignore_not_found(
+            api.delete(&name, &DeleteParams::background())
+                .await
+                .map(|_| ()),
+        )?;
+        deleted.push(name);
     }
     Ok(deleted)
 }
@@ -213,20 +250,14 @@ pub async fn delete_labelled_cluster<K>(
 where
     K: Resource<DynamicType = (), Scope = ClusterResourceScope> + DeserializeOwned + Clone + Debug,
 {
-    let mut deleted = Vec::new();
     let api: Api<K> = Api::all(client.clone());
-    for obj in api.list(&ListParams::default().labels(selector)).await? {
-        if keep(&obj) || obj.meta().deletion_timestamp.is_some() {
-            continue;
-        }
-        ignore_not_found(
-            api.delete(&obj.name_any(), &DeleteParams::background())
-                .await
-                .map(|_| ()),
-        )?;
-        deleted.push(obj.name_any());
-    }
-    Ok(deleted)
+    let doomed = api
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .into_iter()
+        .filter(|o| !keep(o) && o.meta().deletion_timestamp.is_none())
+        .map(|o| o.name_any());
+    delete_each_cluster::<K>(client, doomed).await
 }
 
 /// A 404 on delete means the work is already done.
@@ -359,18 +390,10 @@ where
         + Clone
         + Debug,
 {
-    let mut deleted = Vec::new();
-    for obj in doomed(cache, instance, keep) {
-        let namespace = obj.namespace().unwrap_or_default();
-        let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-        ignore_not_found(
-            api.delete(&obj.name_any(), &DeleteParams::background())
-                .await
-                .map(|_| ()),
-        )?;
-        deleted.push(format!("{namespace}/{}", obj.name_any()));
-    }
-    Ok(deleted)
+    let doomed = doomed(cache, instance, keep)
+        .into_iter()
+        .map(|o| (o.namespace().unwrap_or_default(), o.name_any()));
+    delete_each::<K>(client, doomed).await
 }
 
 /// [`delete_cached`] for a cluster-scoped kind. Returns the names deleted.
@@ -383,17 +406,10 @@ pub async fn delete_cached_cluster<K>(
 where
     K: Resource<DynamicType = (), Scope = ClusterResourceScope> + DeserializeOwned + Clone + Debug,
 {
-    let mut deleted = Vec::new();
-    let api: Api<K> = Api::all(client.clone());
-    for obj in doomed(cache, instance, keep) {
-        ignore_not_found(
-            api.delete(&obj.name_any(), &DeleteParams::background())
-                .await
-                .map(|_| ()),
-        )?;
-        deleted.push(obj.name_any());
-    }
-    Ok(deleted)
+    let doomed = doomed(cache, instance, keep)
+        .into_iter()
+        .map(|o| o.name_any());
+    delete_each_cluster::<K>(client, doomed).await
 }
 
 /// The children of `instance` in `cache` not kept and not already being deleted.

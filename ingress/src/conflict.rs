@@ -4,6 +4,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::Hash;
 
@@ -94,15 +95,22 @@ impl<K> Default for Claims<K> {
 }
 
 impl<K: Clone + Eq> Claims<K> {
+    /// Room for `routes` host+path claims without growing.
+    pub fn with_capacity(routes: usize) -> Self {
+        Claims {
+            routes: HashMap::with_capacity(routes),
+            default_backend: None,
+        }
+    }
+
     /// Claims a host+path for `owner`; `Err(holder)` when another Ingress holds it. The same
     /// Ingress naming a path twice is no conflict (its first rule stays).
     pub fn route(&mut self, owner: &K, host: &HostPattern, path: &PathMatch) -> Result<(), K> {
-        match self.routes.get(&(host.clone(), path.clone())) {
-            Some(holder) if holder != owner => Err(holder.clone()),
-            Some(_) => Ok(()),
-            None => {
-                self.routes
-                    .insert((host.clone(), path.clone()), owner.clone());
+        match self.routes.entry((host.clone(), path.clone())) {
+            Entry::Occupied(held) if held.get() != owner => Err(held.get().clone()),
+            Entry::Occupied(_) => Ok(()),
+            Entry::Vacant(free) => {
+                free.insert(owner.clone());
                 Ok(())
             }
         }

@@ -23,22 +23,20 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 
-use crate::check::{Checked, Limits, MAX_PROBLEMS, Problem, TlsHost, check};
+use crate::check::{Checked, Limits, MAX_PROBLEMS, Problem, TlsHost};
 use crate::class::belongs_to_class;
 use crate::conflict::{Claims, Conflict, Contested, IngressKey, oldest_first};
 use crate::host::HostPattern;
+use crate::memo::{Memo, Prepared};
 
 /// On an Ingress of a host's owner namespace: the namespaces (comma-separated) that may
 /// add paths to the hosts this Ingress names. Certificates and catch-alls are not shared.
 pub const SHARE_HOST_ANNOTATION: &str = "portico.dev/share-host-with";
-
-/// ingress-nginx annotations the judgement itself reads (read once per Ingress per build).
-const SERVER_ALIAS_ANNOTATION: &str = "nginx.ingress.kubernetes.io/server-alias";
-const CANARY_ANNOTATION: &str = "nginx.ingress.kubernetes.io/canary";
 
 /// What the platform decides for an instance (never the tenant).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,8 +193,9 @@ pub struct Verdict<'a> {
     pub key: IngressKey,
     /// What is served of it: the checked Ingress holding only the rules and the
     /// `defaultBackend` it won (`tls` stays as declared: it decides HTTPS redirects).
-    /// `None` when it is invalid or its namespace is not served.
-    pub checked: Option<Checked>,
+    /// `None` when it is invalid or its namespace is not served. When it won all it
+    /// declared, this is the [`Memo`]'s own: the same `Arc` until the Ingress changes.
+    pub checked: Option<Arc<Checked>>,
     /// The TLS hosts whose certificates are served from this Ingress.
     pub certificates: Vec<TlsHost>,
     /// Served, at least in part: it gets the instance's address.
@@ -323,38 +322,20 @@ pub fn share_host_with(ingress: &Ingress) -> Result<BTreeSet<String>, Problem> {
         .collect()
 }
 
-/// The hosts an Ingress names, in rules and in `spec.tls`, that parse.
-fn declared_hosts(ingress: &Ingress) -> impl Iterator<Item = HostPattern> + '_ {
-    let spec = ingress.spec.as_ref();
-    let rules = spec
-        .and_then(|s| s.rules.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.host.as_deref());
-    let tls = spec
-        .and_then(|s| s.tls.as_ref())
-        .into_iter()
-        .flatten()
-        .flat_map(|t| t.hosts.iter().flatten())
-        .map(String::as_str);
-    // server-alias names hosts too: the oldest Ingress naming one owns it.
-    let aliases = ingress
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(SERVER_ALIAS_ANNOTATION))
-        .and_then(|v| crate::nginx::server_aliases(v).ok())
-        .unwrap_or_default();
-    rules
-        .chain(tls)
-        .filter_map(|h| HostPattern::parse(h).ok())
-        .chain(aliases)
-        .filter(|h| !matches!(h, HostPattern::Any))
-}
-
 /// Judges the Ingresses of `scope`'s class among `ingresses` (any order, any class).
 /// `services(namespace, name)` finds a Service.
 pub fn judge<'a, 's>(
+    scope: &Scope<'_>,
+    ingresses: impl IntoIterator<Item = &'a Ingress>,
+    services: impl Fn(&str, &str) -> Option<&'s Service>,
+) -> Judgement<'a> {
+    judge_with(&mut Memo::default(), scope, ingresses, services)
+}
+
+/// [`judge`], reusing what `memo` remembers of the Ingresses that have not changed since
+/// its last judgement (hold one `Memo` per instance).
+pub fn judge_with<'a, 's>(
+    memo: &mut Memo,
     scope: &Scope<'_>,
     ingresses: impl IntoIterator<Item = &'a Ingress>,
     services: impl Fn(&str, &str) -> Option<&'s Service>,
@@ -364,30 +345,45 @@ pub fn judge<'a, 's>(
         .filter(|i| belongs_to_class(i, scope.class, scope.is_default_class))
         .collect();
     of_class.sort_by(|a, b| oldest_first(a, b));
-    let namespace_of = |i: &Ingress| i.metadata.namespace.clone().unwrap_or_default();
-    let served_ns = |i: &Ingress| scope.served_namespaces.contains(&namespace_of(i));
+    // Each Ingress of a served namespace as it reads alone; `None`: not served.
+    memo.begin(scope.limits);
+    let of_class: Vec<(&'a Ingress, Option<Arc<Prepared>>)> = of_class
+        .into_iter()
+        .map(|i| {
+            let ns = i.metadata.namespace.as_deref().unwrap_or_default();
+            let prepared = scope
+                .served_namespaces
+                .contains(ns)
+                .then(|| memo.prepare(i, |name| services(ns, name), scope.limits));
+            (i, prepared)
+        })
+        .collect();
+    memo.end();
+    let served = || of_class.iter().filter_map(|(_, p)| p.as_deref());
 
     // Who owns each host, and whom the owners share it with.
-    let mut owners = Owners::default();
-    for ingress in of_class.iter().filter(|i| served_ns(i)) {
-        let key = IngressKey::of(ingress);
-        for host in declared_hosts(ingress) {
-            owners.claim(&host, &key);
+    let mut owners = Owners {
+        exact: HashMap::with_capacity(of_class.len()),
+        wildcard: HashMap::new(),
+    };
+    for p in served() {
+        for host in &p.hosts {
+            owners.claim(host, &p.key);
         }
     }
     let mut shares: HashMap<HostPattern, BTreeSet<String>> = HashMap::new();
-    for ingress in of_class.iter().filter(|i| served_ns(i)) {
-        let Ok(guests) = share_host_with(ingress) else {
+    for p in served() {
+        let Ok(guests) = &p.guests else {
             continue;
         };
         if guests.is_empty() {
             continue;
         }
-        let ns = namespace_of(ingress);
-        for host in declared_hosts(ingress) {
-            if owners.of(&host).is_some_and(|o| o.namespace == ns) {
+        let ns = &p.key.namespace;
+        for host in &p.hosts {
+            if owners.of(host).is_some_and(|o| o.namespace == *ns) {
                 shares
-                    .entry(host)
+                    .entry(host.clone())
                     .or_default()
                     .extend(guests.iter().cloned());
             }
@@ -416,28 +412,25 @@ pub fn judge<'a, 's>(
         }
     };
 
-    let mut claims: Claims<IngressKey> = Claims::default();
+    let mut claims: Claims<IngressKey> = Claims::with_capacity(of_class.len());
     let mut out = Judgement {
         host_ownership: scope.policy.host_ownership,
         ..Judgement::default()
     };
     // Canaries pair with the primary that holds their host+path, whatever their age:
     // primaries claim first.
-    let is_canary = |i: &Ingress| {
-        i.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(CANARY_ANNOTATION))
-            .is_some_and(|v| v.trim() == "true")
-    };
-    let (canaries, primaries): (Vec<&'a Ingress>, Vec<&'a Ingress>) =
-        of_class.into_iter().partition(|i| is_canary(i));
+    let (canaries, primaries): (Vec<_>, Vec<_>) = of_class
+        .into_iter()
+        .partition(|(_, p)| p.as_ref().is_some_and(|p| p.canary));
     // A regex path's cache is interior mutability, but its hash and equality are the
     // pattern's text.
     #[allow(clippy::mutable_key_type)]
     let mut canary_of: HashMap<(HostPattern, crate::path::PathMatch), IngressKey> = HashMap::new();
-    for ingress in primaries.into_iter().chain(canaries) {
-        let key = IngressKey::of(ingress);
+    for (ingress, prepared) in primaries.into_iter().chain(canaries) {
+        let key = match &prepared {
+            Some(p) => p.key.clone(),
+            None => IngressKey::of(ingress),
+        };
         let ns = key.namespace.clone();
         let mut verdict = Verdict {
             ingress,
@@ -449,25 +442,25 @@ pub fn judge<'a, 's>(
             omitted: 0,
             seen: HashSet::new(),
         };
-        if !scope.served_namespaces.contains(&ns) {
+        let Some(prepared) = prepared else {
             verdict.reject(Rejection::NamespaceNotServed(ns));
             out.verdicts.push(verdict);
             continue;
-        }
-        let mut checked = match check(ingress, |name| services(&ns, name), scope.limits) {
+        };
+        let declared = match &prepared.checked {
             Ok(c) => c,
             Err(problems) => {
                 for p in problems {
-                    verdict.reject(Rejection::Invalid(p));
+                    verdict.reject(Rejection::Invalid(p.clone()));
                 }
                 out.verdicts.push(verdict);
                 continue;
             }
         };
-
         let (mut won, mut lost) = (false, false);
-        let rules = std::mem::take(&mut checked.rules);
-        for rule in rules {
+        // Which of the declared rules it won, in order.
+        let mut kept = Vec::with_capacity(declared.rules.len());
+        for rule in &declared.rules {
             let refused = match &rule.host {
                 HostPattern::Any if !scope.at_home(&ns) => Some(Rejection::CatchAll {
                     what: CatchAll::HostlessRules,
@@ -486,7 +479,7 @@ pub fn judge<'a, 's>(
             let allowed = match refused {
                 Some(rejection) => Err(rejection),
                 // A canary takes part of its primary's traffic instead of claiming.
-                None if checked.canary.is_some() => {
+                None if declared.canary.is_some() => {
                     let at = (rule.host.clone(), rule.path.clone());
                     let primary = claims.holder(&rule.host, &rule.path).filter(|p| {
                         p.namespace == ns && canary_of.get(&at).is_none_or(|c| *c == key)
@@ -522,15 +515,17 @@ pub fn judge<'a, 's>(
             match allowed {
                 Ok(()) => {
                     won = true;
-                    checked.rules.push(rule);
+                    kept.push(true);
                 }
                 Err(rejection) => {
                     lost = true;
+                    kept.push(false);
                     verdict.reject(rejection);
                 }
             }
         }
-        if let Some(backend) = checked.default_backend.take() {
+        let mut keeps_default_backend = false;
+        if declared.default_backend.is_some() {
             let allowed = if scope.at_home(&ns) {
                 claims.default_backend(&key).map_err(|winner| {
                     Rejection::Conflict(Conflict {
@@ -548,7 +543,7 @@ pub fn judge<'a, 's>(
             match allowed {
                 Ok(()) => {
                     won = true;
-                    checked.default_backend = Some(backend);
+                    keeps_default_backend = true;
                     out.default_backend = Some(key.clone());
                 }
                 Err(rejection) => {
@@ -557,7 +552,7 @@ pub fn judge<'a, 's>(
                 }
             }
         }
-        for tls in checked.tls.iter().filter(|t| t.secret.is_some()) {
+        for tls in declared.tls.iter().filter(|t| t.secret.is_some()) {
             if matches!(tls.host, HostPattern::Any) {
                 continue;
             }
@@ -572,7 +567,22 @@ pub fn judge<'a, 's>(
             }
         }
         verdict.served = won || !lost;
-        verdict.checked = Some(checked);
+        // What it lost leaves a copy without it; what won everything shares the Memo's.
+        verdict.checked = Some(
+            if kept.iter().all(|k| *k)
+                && keeps_default_backend == declared.default_backend.is_some()
+            {
+                declared.clone()
+            } else {
+                let mut served = Checked::clone(declared);
+                let mut won_rule = kept.into_iter();
+                served.rules.retain(|_| won_rule.next().unwrap_or(false));
+                if !keeps_default_backend {
+                    served.default_backend = None;
+                }
+                Arc::new(served)
+            },
+        );
         out.verdicts.push(verdict);
     }
     out.owners = owners;

@@ -23,6 +23,7 @@ mod endpoint;
 mod host;
 mod judge;
 mod load_balance;
+mod memo;
 pub mod nginx;
 mod path;
 mod proxy_args;
@@ -44,9 +45,10 @@ pub use endpoint::{EndpointPolicy, METADATA_ADDRESSES, Refusal, Usable, refused,
 pub use host::HostPattern;
 pub use judge::{
     CatchAll, Judgement, Rejection, SHARE_HOST_ANNOTATION, Scope, TenantPolicy, Verdict, judge,
-    share_host_with,
+    judge_with, share_host_with,
 };
 pub use load_balance::LoadBalance;
+pub use memo::Memo;
 pub use path::{MAX_PATH_LEN, PathKind, PathMatch};
 pub use proxy_args::{
     Duration, EncodedSlashes, LogFormat, NamespacedName, ProxyArgs, Size, TlsVersion,

@@ -62,14 +62,16 @@ pub struct Verdicts<'a> {
 /// A Service port as EndpointSlices name it: `(service, port name)`.
 pub type ServicePort = (String, String);
 
-/// Judges the Ingresses of the class of instance `<namespace>/<name>`, as its proxies do.
+/// Judges the Ingresses of the class of instance `<namespace>/<name>`, as its proxies do,
+/// with what `memo` remembers of the instance's earlier judgements.
 pub fn judge<'a>(
+    memo: &mut portico_ingress::Memo,
     scope: &Scope<'_>,
     ingresses: impl IntoIterator<Item = &'a Ingress>,
     services: &Services,
     instance_name: &str,
 ) -> Verdicts<'a> {
-    let judgement = portico_ingress::judge(scope, ingresses, |ns, name| {
+    let judgement = portico_ingress::judge_with(memo, scope, ingresses, |ns, name| {
         services
             .get(ns)
             .and_then(|s| s.get(name))
@@ -222,7 +224,13 @@ mod tests {
             policy: &portico_ingress::TenantPolicy::default(),
             limits: &portico_ingress::Limits::default(),
         };
-        judge(&scope, all, &services(served), "web")
+        judge(
+            &mut portico_ingress::Memo::default(),
+            &scope,
+            all,
+            &services(served),
+            "web",
+        )
     }
 
     fn name(i: &Ingress) -> String {

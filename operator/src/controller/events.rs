@@ -80,6 +80,10 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(instance);
+        self.judged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(instance);
     }
 }
 

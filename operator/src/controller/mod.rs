@@ -73,6 +73,9 @@ pub struct Context {
     stores: Mutex<Option<Stores>>,
     /// What the last apply of each child wrote, to skip applies that change nothing.
     applied: apply::Applied,
+    /// Per instance, the judgement's per-Ingress checks, kept while an Ingress and its
+    /// Services stay the same (as the proxy keeps them).
+    judged: Mutex<HashMap<ObjectRef<IngressController>, portico_ingress::Memo>>,
 }
 
 /// (Ingress uid, reason, note): a recreated Ingress is a new one.
@@ -98,6 +101,7 @@ impl Context {
             published: Mutex::new(HashMap::new()),
             stores: Mutex::new(None),
             applied: apply::Applied::default(),
+            judged: Mutex::new(HashMap::new()),
         }
     }
 

@@ -157,12 +157,17 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         policy: &routing,
         limits: &limits,
     };
-    let verdicts = verdict::judge(
-        &judged,
-        ingresses.iter().map(AsRef::as_ref),
-        &services,
-        &name,
-    );
+    let verdicts = {
+        let mut memos = ctx.judged.lock().unwrap_or_else(|e| e.into_inner());
+        let memo = memos.entry(ObjectRef::from_obj(instance)).or_default();
+        verdict::judge(
+            memo,
+            &judged,
+            ingresses.iter().map(AsRef::as_ref),
+            &services,
+            &name,
+        )
+    };
     // The proxy may read, by name, what its served Ingresses name: TLS Secrets, and the CA
     // bundles (Secrets or ConfigMaps) their backends' Services name.
     let mut secrets = verdicts.tls_secrets.clone();

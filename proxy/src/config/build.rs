@@ -59,13 +59,31 @@ pub struct Caches {
     /// Backend TLS configs by namespace, judgement and CA Secret resourceVersion, so that
     /// a build does not make a new rustls config per backend.
     /// Each entry keeps the generation of the last build that used it.
-    upstream_tls: HashMap<(String, BackendTls, String), (Arc<UpstreamTls>, u64)>,
+    upstream_tls: HashMap<UpstreamTlsKey, (Arc<UpstreamTls>, u64)>,
     generation: u64,
     /// Problems met while building TLS configs, handed to the build's warnings.
     tls_warnings: Vec<String>,
     /// Parsed htpasswd Secrets by key, resourceVersion and kind (file or map), so that a
     /// rebuild keeps a table and the credentials it has verified.
     htpasswd: HashMap<ObjectKey, (String, bool, Arc<Htpasswd>)>,
+    /// The judgement's per-Ingress checks, kept while an Ingress and its Services stay
+    /// the same: one changed Ingress among thousands is checked alone.
+    judged: portico_ingress::Memo,
+    /// Each served Ingress compiled, kept while the judgement serves it the same (the
+    /// same `Arc<Checked>`) and nothing but Ingresses changed: one changed Ingress among
+    /// thousands is compiled alone. (One `Caches` serves one `Params`.)
+    compiled: HashMap<ObjectKey, Kept>,
+}
+
+/// An Ingress's compiled routes, and what compiling them read, to be read again.
+#[derive(Debug)]
+struct Kept {
+    checked: Arc<Checked>,
+    others: u64,
+    compiled: Compiled,
+    backends: Vec<BackendKey>,
+    referenced: Referenced,
+    generation: u64,
 }
 
 /// The result of one build: the snapshot and the warnings to log.
@@ -224,6 +242,7 @@ pub fn endpoints_for(
 }
 
 /// One Ingress's served rules, compiled but not yet inserted.
+#[derive(Debug, Clone)]
 struct Compiled {
     rules: Vec<(HostPattern, PathRule)>,
     default: Option<Arc<Route>>,
@@ -251,9 +270,12 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         policy: &params.tenant_policy,
         limits,
     };
-    let judgement = portico_ingress::judge(&scope, store.ingresses.values(), |ns, name| {
-        store.services.get(&ObjectKey::new(ns, name))
-    });
+    let judgement = portico_ingress::judge_with(
+        &mut caches.judged,
+        &scope,
+        store.ingresses.values(),
+        |ns, name| store.services.get(&ObjectKey::new(ns, name)),
+    );
 
     let regex_hosts = regex_hosts(&judgement);
 
@@ -275,7 +297,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             n => format!(" (and {n} more)"),
         };
         let compiled = match (&verdict.checked, verdict.served) {
-            (Some(checked), true) => compile(
+            (Some(checked), true) => compile_kept(
                 &key,
                 checked,
                 store,
@@ -416,6 +438,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     caches
         .upstream_tls
         .retain(|_, (_, used)| *used == generation);
+    caches.compiled.retain(|_, k| k.generation == generation);
     warnings.append(&mut caches.tls_warnings);
     // Ingresses that are gone take their series with them: a tenant churning Ingress
     // names must not grow the proxy's memory and every scrape without bound.
@@ -638,6 +661,19 @@ fn www_redirects(
 struct Referenced {
     secrets: BTreeSet<ObjectKey>,
     config_maps: BTreeSet<ObjectKey>,
+    /// The backend TLS configs used (`Caches::upstream_tls` keys).
+    upstream_tls: Vec<UpstreamTlsKey>,
+}
+
+/// Namespace, judgement and CA bundle version of a backend TLS config.
+type UpstreamTlsKey = (String, BackendTls, String);
+
+impl Referenced {
+    fn extend(&mut self, other: &Referenced) {
+        self.secrets.extend(other.secrets.iter().cloned());
+        self.config_maps.extend(other.config_maps.iter().cloned());
+        self.upstream_tls.extend(other.upstream_tls.iter().cloned());
+    }
 }
 
 /// The TLS config for a backend, from the cache while its CA bundle is unchanged. A CA
@@ -684,6 +720,7 @@ fn upstream_tls_for(
     });
     let rv = ca.as_ref().map(|(_, rv)| rv.clone()).unwrap_or_default();
     let cache_key = (namespace.to_string(), t.clone(), rv);
+    referenced.upstream_tls.push(cache_key.clone());
     let generation = caches.generation;
     if let Some((c, used)) = caches.upstream_tls.get_mut(&cache_key) {
         *used = generation;
@@ -820,6 +857,67 @@ fn compile_access(
         satisfy_any: auth.satisfy_any,
         client_cert,
     })))
+}
+
+/// [`compile`], or what it gave last time when nothing it reads has changed since.
+fn compile_kept(
+    key: &ObjectKey,
+    checked: &Arc<Checked>,
+    store: &Store,
+    params: &Params,
+    caches: &mut Caches,
+    used_backends: &mut BTreeSet<BackendKey>,
+    referenced: &mut Referenced,
+) -> Result<Compiled, Option<String>> {
+    let others = store.others_version();
+    let generation = caches.generation;
+    if let Some(kept) = caches.compiled.get_mut(key)
+        && Arc::ptr_eq(&kept.checked, checked)
+        && kept.others == others
+    {
+        kept.generation = generation;
+        used_backends.extend(kept.backends.iter().cloned());
+        referenced.extend(&kept.referenced);
+        for tls in &kept.referenced.upstream_tls {
+            if let Some((_, used)) = caches.upstream_tls.get_mut(tls) {
+                *used = generation;
+            }
+        }
+        return Ok(kept.compiled.clone());
+    }
+    let (mut backends, mut read) = (BTreeSet::new(), Referenced::default());
+    let warnings = caches.tls_warnings.len();
+    let result = compile(
+        key,
+        checked,
+        store,
+        params,
+        caches,
+        &mut backends,
+        &mut read,
+    );
+    used_backends.extend(backends.iter().cloned());
+    referenced.extend(&read);
+    match &result {
+        // A build that warned warns again next time: it is not kept.
+        Ok(compiled) if caches.tls_warnings.len() == warnings => {
+            caches.compiled.insert(
+                key.clone(),
+                Kept {
+                    checked: checked.clone(),
+                    others,
+                    compiled: compiled.clone(),
+                    backends: backends.into_iter().collect(),
+                    referenced: read,
+                    generation,
+                },
+            );
+        }
+        _ => {
+            caches.compiled.remove(key);
+        }
+    }
+    result
 }
 
 fn compile(

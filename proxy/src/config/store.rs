@@ -103,6 +103,9 @@ pub struct Store {
     slices_by_service: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     pub secrets: HashMap<ObjectKey, Secret>,
     pub config_maps: HashMap<ObjectKey, ConfigMap>,
+    /// Counts the changes to routes that did not come from an Ingress (a Service, Secret,
+    /// ConfigMap or IngressClass): an Ingress compiled at the same count read the same.
+    others: u64,
 }
 
 fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {
@@ -111,7 +114,31 @@ fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {
 }
 
 impl Store {
-    pub fn apply(&mut self, mut obj: Object) -> Change {
+    pub fn apply(&mut self, obj: Object) -> Change {
+        let kind = obj.kind();
+        let change = self.put(obj);
+        self.count(kind, &change);
+        change
+    }
+
+    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> Change {
+        let change = self.remove(kind, key);
+        self.count(kind, &change);
+        change
+    }
+
+    /// How many route changes came from objects other than Ingresses so far.
+    pub fn others_version(&self) -> u64 {
+        self.others
+    }
+
+    fn count(&mut self, kind: Kind, change: &Change) {
+        if kind != Kind::Ingress && *change == Change::Routes {
+            self.others += 1;
+        }
+    }
+
+    fn put(&mut self, mut obj: Object) -> Change {
         let key = obj.key();
         // managedFields are often the largest part of an object and never read here.
         obj.meta_mut().managed_fields = None;
@@ -189,7 +216,7 @@ impl Store {
         }
     }
 
-    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> Change {
+    fn remove(&mut self, kind: Kind, key: &ObjectKey) -> Change {
         let removed = match kind {
             Kind::IngressClass => self.ingress_classes.remove(&key.name).is_some(),
             Kind::Ingress => self.ingresses.remove(key).is_some(),

@@ -798,3 +798,129 @@ fn nginx_www_redirect_only_for_names_no_one_else_serves_or_owns() {
     );
     assert_eq!(lookup(snap, "www.theirs.com", "/"), None, "b owns it");
 }
+
+/// An object as the apiserver hands it over: with a uid and a resourceVersion, so that the
+/// judgement's and the build's memos may keep what they made of it.
+fn versioned(mut obj: Object, version: &str) -> Object {
+    let meta = match &mut obj {
+        Object::Ingress(o) => &mut o.metadata,
+        Object::Service(o) => &mut o.metadata,
+        Object::Secret(o) => &mut o.metadata,
+        _ => unreachable!("not used here"),
+    };
+    meta.uid = Some(format!(
+        "uid-{}-{}",
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default()
+    ));
+    meta.resource_version = Some(version.into());
+    obj
+}
+
+fn route_of(snap: &Snapshot, host: &str, path: &str) -> Arc<Route> {
+    match snap.routes.find(host, path, &HeaderMap::new()) {
+        RouteMatch::Rule(r) | RouteMatch::Default(r) => r.clone(),
+        RouteMatch::NotFound => panic!("{host}{path} is not routed"),
+    }
+}
+
+fn htpasswd_secret(version: &str, user: &str) -> Object {
+    // "secret" under apr1.
+    let line = format!("{user}:$apr1$5u4n9t5q$2CSSUR/gqBNWhp6bvbXJ3/\n");
+    versioned(
+        Object::Secret(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "a", "name": "users"},
+                "data": {"auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, line.as_bytes())},
+            }))
+            .expect("secret"),
+        ),
+        version,
+    )
+}
+
+/// An unchanged Ingress keeps its compiled routes from one build to the next; anything it
+/// reads that changes (itself, its Service, its auth Secret) makes it compiled again, and
+/// a Secret that goes away takes the routes with it (fail closed), never a kept copy.
+#[test]
+fn unchanged_ingresses_keep_their_routes_and_changed_inputs_recompile() {
+    let mut s = Store::default();
+    s.apply(versioned(service("a", "web"), "1"));
+    s.apply(versioned(service("a", "api"), "2"));
+    let basic = json!({
+        "nginx.ingress.kubernetes.io/auth-type": "basic",
+        "nginx.ingress.kubernetes.io/auth-secret": "users",
+    });
+    let spec = |svc: &str| json!({"ingressClassName": "portico", "rules": [simple_rule("x.com", "Prefix", "/", svc)]});
+    s.apply(versioned(
+        ingress_with("a", "site", T0, basic.clone(), spec("web")),
+        "3",
+    ));
+    s.apply(versioned(
+        ingress(
+            "a",
+            "plain",
+            T0,
+            json!({"ingressClassName": "portico",
+            "rules": [simple_rule("y.com", "Prefix", "/", "api")]}),
+        ),
+        "4",
+    ));
+    s.apply(htpasswd_secret("5", "alice"));
+    let mut caches = Caches::default();
+    let first = build(&s, &params(), &mut caches, 1).snapshot;
+    let site = route_of(&first, "x.com", "/");
+    assert!(site.access.is_some(), "basic auth on the route");
+    let plain = route_of(&first, "y.com", "/");
+
+    // Nothing changed: the very same routes.
+    let second = build(&s, &params(), &mut caches, 2).snapshot;
+    assert!(Arc::ptr_eq(&site, &route_of(&second, "x.com", "/")));
+    assert!(Arc::ptr_eq(&plain, &route_of(&second, "y.com", "/")));
+
+    // Another user in the Secret: the auth Ingress is compiled again.
+    s.apply(htpasswd_secret("6", "bob"));
+    let third = build(&s, &params(), &mut caches, 3).snapshot;
+    let site_now = route_of(&third, "x.com", "/");
+    assert!(!Arc::ptr_eq(&site, &site_now));
+    assert!(
+        !Arc::ptr_eq(
+            site.access.as_ref().expect("access"),
+            site_now.access.as_ref().expect("access")
+        ),
+        "the new credentials are in force"
+    );
+
+    // The Secret is deleted: the Ingress is no longer served, open or with old users.
+    s.delete(Kind::Secret, &ObjectKey::new("a", "users"));
+    let fourth = build(&s, &params(), &mut caches, 4);
+    assert_eq!(lookup(&fourth.snapshot, "x.com", "/"), None);
+    assert_eq!(
+        lookup(&fourth.snapshot, "y.com", "/"),
+        Some("plain:api".into())
+    );
+
+    // A new version of the Ingress naming another Service.
+    s.apply(htpasswd_secret("7", "alice"));
+    s.apply(versioned(
+        ingress_with("a", "site", T0, basic, spec("api")),
+        "8",
+    ));
+    let fifth = build(&s, &params(), &mut caches, 5).snapshot;
+    assert_eq!(lookup(&fifth, "x.com", "/"), Some("site:api".into()));
+
+    // Its Service loses the port it names (a new Service version): not served.
+    s.apply(versioned(
+        Object::Service(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "a", "name": "api"},
+                "spec": {"ports": [{"name": "http", "port": 81}]},
+            }))
+            .expect("service"),
+        ),
+        "9",
+    ));
+    let sixth = build(&s, &params(), &mut caches, 6).snapshot;
+    assert_eq!(lookup(&sixth, "x.com", "/"), None);
+    assert_eq!(lookup(&sixth, "y.com", "/"), None);
+}

@@ -35,7 +35,9 @@ use super::{ObjectKey, SharedSnapshot};
 use crate::health::Health;
 use crate::metrics::METRICS;
 
-/// Route changes within this window are built together.
+/// At most one build per this window: a change after a quiet spell is built at once, and
+/// changes that arrive while a build is recent wait for the window's end and are built
+/// together.
 pub const DEBOUNCE: Duration = Duration::from_millis(30);
 /// How long readiness waits for Secret watchers after the first sync (a Secret the
 /// operator's Role does not list yet must not keep the proxy unready forever).
@@ -429,9 +431,10 @@ impl ConfigLoop {
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         self.start_core_watchers();
         let mut dirty_since: Option<tokio::time::Instant> = None;
+        let mut last_build: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
-            let deadline = dirty_since.map(|t| t + DEBOUNCE);
+            let deadline = dirty_since.map(|t| last_build.map_or(t, |b| t.max(b + DEBOUNCE)));
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
@@ -448,6 +451,7 @@ impl ConfigLoop {
                 _ = sleep_until_opt(deadline), if deadline.is_some() && !self.core_pending() => {
                     dirty_since = None;
                     self.rebuild();
+                    last_build = Some(tokio::time::Instant::now());
                     self.maybe_ready();
                 }
                 _ = tick.tick() => self.maybe_ready(),

@@ -222,25 +222,35 @@ pub fn warnings<'a>(
     class: &str,
 ) -> Vec<Warning<'a>> {
     let mut out = Vec::new();
+    // Many Ingresses name one Service port: each port's endpoints are judged once.
+    let mut judged: HashMap<(String, ServicePort), Vec<(SocketAddr, Refusal)>> = HashMap::new();
     for (ingress, ports) in served {
         let ns = ingress.namespace().unwrap_or_default();
         // Per Service, the refused endpoints of the ports this Ingress uses.
         let mut refused: BTreeMap<String, BTreeMap<SocketAddr, Refusal>> = BTreeMap::new();
-        for (service, port_name) in ports {
-            let (service, port_name) = (service.clone(), port_name.clone());
-            for slice in slices
-                .get(&(ns.clone(), service.clone()))
-                .into_iter()
-                .flatten()
-            {
-                for (addr, _) in portico_ingress::slice_endpoints(slice, &port_name) {
-                    if let Some(why) = portico_ingress::refused(addr, policy) {
-                        refused
-                            .entry(service.clone())
-                            .or_default()
-                            .insert(addr, why);
-                    }
+        for port in ports {
+            let key = (ns.clone(), port.clone());
+            let found = match judged.get(&key) {
+                Some(found) => found,
+                None => {
+                    let (service, port_name) = port;
+                    let found = slices
+                        .get(&(ns.clone(), service.clone()))
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|slice| portico_ingress::slice_endpoints(slice, port_name))
+                        .filter_map(|(addr, _)| {
+                            portico_ingress::refused(addr, policy).map(|why| (addr, why))
+                        })
+                        .collect();
+                    judged.entry(key).or_insert(found)
                 }
+            };
+            if !found.is_empty() {
+                refused
+                    .entry(port.0.clone())
+                    .or_default()
+                    .extend(found.iter().cloned());
             }
         }
         for (service, endpoints) in refused {

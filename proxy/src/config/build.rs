@@ -443,10 +443,10 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     // Ingresses that are gone take their series with them: a tenant churning Ingress
     // names must not grow the proxy's memory and every scrape without bound.
     let live: std::collections::HashSet<&ObjectKey> = store.ingresses.keys().collect();
-    caches.route_metrics.retain(|(ing, service), _| {
+    caches.route_metrics.retain(|(ing, _), metrics| {
         let keep = live.contains(ing);
         if !keep {
-            crate::metrics::RouteMetrics::remove(&ing.namespace, &ing.name, service);
+            metrics.remove();
         }
         keep
     });

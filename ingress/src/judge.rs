@@ -205,9 +205,17 @@ pub struct Verdict<'a> {
     /// Distinct reasons left out of `rejections`.
     pub omitted: usize,
     seen: HashSet<Rejection>,
+    /// What it reads alone; `None` when its namespace is not served.
+    prepared: Option<Arc<Prepared>>,
 }
 
 impl Verdict<'_> {
+    /// The Secrets of its namespace it names ([`crate::auth::secrets_read`]); none when its
+    /// namespace is not served.
+    pub fn secrets_read(&self) -> impl Iterator<Item = &String> {
+        self.prepared.iter().flat_map(|p| p.secrets.iter())
+    }
+
     fn reject(&mut self, rejection: Rejection) {
         if !self.seen.insert(rejection.clone()) {
             return;
@@ -441,6 +449,7 @@ pub fn judge_with<'a, 's>(
             rejections: Vec::new(),
             omitted: 0,
             seen: HashSet::new(),
+            prepared: prepared.clone(),
         };
         let Some(prepared) = prepared else {
             verdict.reject(Rejection::NamespaceNotServed(ns));

@@ -39,6 +39,8 @@ pub(crate) struct Prepared {
     pub canary: bool,
     /// Everything it declares, typed and resolved, or why it cannot be served.
     pub checked: Result<Arc<Checked>, Vec<Problem>>,
+    /// [`crate::auth::secrets_read`].
+    pub secrets: BTreeSet<String>,
 }
 
 impl Prepared {
@@ -56,6 +58,7 @@ impl Prepared {
                 .and_then(|a| a.get(CANARY_ANNOTATION))
                 .is_some_and(|v| v.trim() == "true"),
             checked: check(ingress, services, limits).map(Arc::new),
+            secrets: crate::auth::secrets_read(ingress),
         }
     }
 }

@@ -132,14 +132,14 @@ impl Slices {
     }
 
     /// Hand-written slices by (namespace, Service), for the given namespaces.
-    pub fn hand_written_in(&self, namespaces: &BTreeSet<String>) -> SlicesByService {
+    pub fn hand_written_in(&self, namespaces: &BTreeSet<&str>) -> SlicesByService {
         let mut out: SlicesByService = HashMap::new();
         for slice in self.hand_written.iter().flat_map(Store::state) {
             let (Some(ns), Some(svc)) = (slice.namespace(), label(&slice, SERVICE_NAME_LABEL))
             else {
                 continue;
             };
-            if namespaces.contains(&ns) {
+            if namespaces.contains(ns.as_str()) {
                 let svc = svc.to_owned();
                 out.entry((ns, svc)).or_default().push(slice);
             }
@@ -204,7 +204,10 @@ pub fn for_instance<'a>(
         denied: settings.denied_endpoint_cidrs.clone(),
         own: slices.fleet_addresses(namespace, name),
     };
-    let namespaces: BTreeSet<String> = served.iter().filter_map(|(i, _)| i.namespace()).collect();
+    let namespaces: BTreeSet<&str> = served
+        .iter()
+        .filter_map(|(i, _)| i.metadata.namespace.as_deref())
+        .collect();
     warnings(served, &slices.hand_written_in(&namespaces), &policy, class)
 }
 

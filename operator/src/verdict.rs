@@ -88,13 +88,12 @@ pub fn judge<'a>(
             out.rejected.push(ingress);
         }
         if scope.served_namespaces.contains(ns) {
-            let names = portico_ingress::auth::secrets_read(ingress);
             // Looked up before inserting: one namespace holds many Ingresses.
             if !out.tls_secrets.contains_key(ns) {
                 out.tls_secrets.insert(ns.clone(), BTreeSet::new());
             }
             if let Some(set) = out.tls_secrets.get_mut(ns) {
-                set.extend(names);
+                set.extend(verdict.secrets_read().cloned());
             }
         }
         let count = verdict.rejections.len();

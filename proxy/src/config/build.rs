@@ -285,10 +285,10 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         // Secrets are referenced (watched) even when the Ingress turns out bad, so fixing
         // them heals it.
         if params.namespaces.contains(&key.namespace) {
-            for name in portico_ingress::auth::secrets_read(verdict.ingress) {
+            for name in verdict.secrets_read() {
                 referenced
                     .secrets
-                    .insert(ObjectKey::new(&key.namespace, &name));
+                    .insert(ObjectKey::new(&key.namespace, name));
             }
         }
         let reasons: Vec<String> = verdict.rejections.iter().map(ToString::to_string).collect();

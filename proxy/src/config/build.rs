@@ -91,6 +91,10 @@ struct Kept {
 pub struct Output {
     pub snapshot: Snapshot,
     pub warnings: Vec<String>,
+    /// Secrets the build read or wanted: the config loop watches exactly these, by name.
+    pub referenced_secrets: BTreeSet<ObjectKey>,
+    /// ConfigMaps the build read or wanted (backend CA bundles), watched the same way.
+    pub referenced_config_maps: BTreeSet<ObjectKey>,
 }
 
 /// Shared backends by Service: `Arc<Backend>` survives rebuilds, so endpoint churn only
@@ -458,10 +462,10 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             certs,
             ingresses_served: served,
             ingresses_skipped: skipped,
-            referenced_secrets: referenced.secrets,
-            referenced_config_maps: referenced.config_maps,
         },
         warnings,
+        referenced_secrets: referenced.secrets,
+        referenced_config_maps: referenced.config_maps,
     }
 }
 

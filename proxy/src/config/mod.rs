@@ -17,7 +17,6 @@ pub mod build;
 pub mod store;
 pub mod watch;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::routing::RouteTable;
@@ -37,10 +36,6 @@ pub struct Snapshot {
     /// Ingresses served and skipped in this build.
     pub ingresses_served: usize,
     pub ingresses_skipped: usize,
-    /// Secrets the build wanted (so the watcher set can follow).
-    pub referenced_secrets: BTreeSet<ObjectKey>,
-    /// ConfigMaps the build wanted (backend CA bundles).
-    pub referenced_config_maps: BTreeSet<ObjectKey>,
 }
 
 pub type SharedSnapshot = Arc<arc_swap::ArcSwap<Snapshot>>;

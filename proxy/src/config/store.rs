@@ -2,7 +2,7 @@
 //! production, directly in unit tests). It does no IO and knows nothing about routes; it
 //! tells the caller what kind of change happened.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -155,6 +155,33 @@ impl Store {
         let change = self.remove(kind, key);
         self.count(kind, &change);
         change
+    }
+
+    /// A watcher's complete (re)list: `objects` are everything of `kind` within
+    /// `(namespace, name)` now, so what the store holds there beyond them is gone. Returns
+    /// the Services whose endpoints changed (their shared sets must be refreshed); routes
+    /// are to be rebuilt after any relist.
+    pub fn reset(
+        &mut self,
+        (kind, namespace, name): (Kind, &str, Option<&str>),
+        objects: Vec<Object>,
+    ) -> BTreeSet<ObjectKey> {
+        let mut endpoints = BTreeSet::new();
+        let mut seen = HashSet::new();
+        for obj in objects.into_iter().filter(|o| o.kind() == kind) {
+            seen.insert(obj.key());
+            if let Change::Endpoints(service) = self.apply(obj) {
+                endpoints.insert(service);
+            }
+        }
+        for key in self.keys_in_scope(kind, namespace, name) {
+            if !seen.contains(&key)
+                && let Change::Endpoints(service) = self.delete(kind, &key)
+            {
+                endpoints.insert(service);
+            }
+        }
+        endpoints
     }
 
     /// How many route changes came from objects other than Ingresses so far.
@@ -334,6 +361,59 @@ impl Store {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn slice(name: &str, service: &str, ip: &str) -> Object {
+        Object::EndpointSlice(
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "a", "name": name, "labels": {SERVICE_NAME_LABEL: service}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+                "ports": [{"port": 8080}],
+            }))
+            .expect("slice"),
+        )
+    }
+
+    /// A relist replaces the watcher's scope: what it lists stays or is updated, what it
+    /// no longer lists is gone, and other scopes are untouched.
+    #[test]
+    fn a_relist_replaces_its_scope_and_nothing_else() {
+        let mut store = Store::default();
+        store.apply(slice("web-1", "web", "10.0.0.1"));
+        store.apply(slice("api-1", "api", "10.0.0.2"));
+        let mut elsewhere = slice("web-1", "web", "10.0.0.9");
+        if let Object::EndpointSlice(s) = &mut elsewhere {
+            s.metadata.namespace = Some("b".into());
+        }
+        store.apply(elsewhere);
+
+        // The list has web-1 with a new address and no api-1 (deleted while the watch
+        // was down).
+        let changed = store.reset(
+            (Kind::EndpointSlice, "a", None),
+            vec![slice("web-1", "web", "10.0.0.3")],
+        );
+        assert_eq!(
+            changed,
+            [ObjectKey::new("a", "api"), ObjectKey::new("a", "web")].into()
+        );
+        assert_eq!(
+            store.keys_in_scope(Kind::EndpointSlice, "a", None),
+            [ObjectKey::new("a", "web-1")]
+        );
+        let kept = &store.endpoint_slices[&ObjectKey::new("a", "web-1")];
+        assert_eq!(kept.endpoints[0].addresses, ["10.0.0.3"]);
+        assert_eq!(store.slices_of(&ObjectKey::new("a", "api")).count(), 0);
+        assert_eq!(store.keys_in_scope(Kind::EndpointSlice, "b", None).len(), 1);
+
+        // An empty list empties the scope.
+        store.reset((Kind::EndpointSlice, "a", None), Vec::new());
+        assert!(
+            store
+                .keys_in_scope(Kind::EndpointSlice, "a", None)
+                .is_empty()
+        );
+    }
 
     #[test]
     fn what_no_build_reads_is_not_kept() {

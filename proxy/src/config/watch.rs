@@ -13,7 +13,7 @@
 //! Secrets listed by resourceNames: hence one watcher per namespace and kind, and Secrets
 //! (and the IngressClass) watched one by one by name — never a cluster-wide list.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,8 +125,8 @@ pub struct ConfigLoop {
     tx: mpsc::UnboundedSender<Msg>,
     /// Watchers that have not finished their first list.
     pending: HashSet<Scope>,
-    /// Keys seen during a (re)list, per watcher.
-    relisting: HashMap<Scope, HashSet<ObjectKey>>,
+    /// The objects of a (re)list in progress, per watcher, until it is complete.
+    relisting: HashMap<Scope, Vec<Object>>,
     /// Secrets and ConfigMaps the snapshot references, each watched by name.
     named_watchers: HashMap<(Kind, ObjectKey), JoinHandle<()>>,
     core_synced_at: Option<Instant>,
@@ -221,20 +221,18 @@ impl ConfigLoop {
     }
 
     /// Follows the set of referenced Secrets: one watcher per Secret, by name.
-    /// Watches exactly the Secrets and ConfigMaps the published snapshot references (TLS
-    /// certificates, backend CA bundles), each by name, as the Role grants them.
-    fn sync_named_watchers(&mut self) {
-        let snapshot = self.shared.load();
-        let wanted: HashSet<(Kind, ObjectKey)> = snapshot
-            .referenced_secrets
-            .iter()
-            .map(|k| (Kind::Secret, k.clone()))
-            .chain(
-                snapshot
-                    .referenced_config_maps
-                    .iter()
-                    .map(|k| (Kind::ConfigMap, k.clone())),
-            )
+    /// Watches exactly the Secrets and ConfigMaps the last build read or wanted (TLS
+    /// certificates, auth Secrets, backend CA bundles), each by name, as the Role grants
+    /// them: what the store's objects name, not what the request path holds.
+    fn sync_named_watchers(
+        &mut self,
+        secrets: BTreeSet<ObjectKey>,
+        config_maps: BTreeSet<ObjectKey>,
+    ) {
+        let wanted: HashSet<(Kind, ObjectKey)> = secrets
+            .into_iter()
+            .map(|k| (Kind::Secret, k))
+            .chain(config_maps.into_iter().map(|k| (Kind::ConfigMap, k)))
             .collect();
         let mut dropped = Vec::new();
         self.named_watchers.retain(|key, handle| {
@@ -299,29 +297,23 @@ impl ConfigLoop {
         let Msg { scope, event } = msg;
         let change = match event {
             WatchEvent::Init => {
-                self.relisting.insert(scope, HashSet::new());
+                self.relisting.insert(scope, Vec::new());
                 Change::None
             }
-            WatchEvent::InitApply(obj) => {
-                if let Some(seen) = self.relisting.get_mut(&scope) {
-                    seen.insert(obj.key());
+            // Held until the list is complete: the store then takes the watcher's whole
+            // scope at once, dropping what the list no longer has.
+            WatchEvent::InitApply(obj) => match self.relisting.get_mut(&scope) {
+                Some(listed) => {
+                    listed.push(obj);
+                    Change::None
                 }
-                self.store.apply(obj)
-            }
+                None => self.store.apply(obj),
+            },
             WatchEvent::InitDone => {
-                let seen = self.relisting.remove(&scope).unwrap_or_default();
-                for key in
-                    self.store
-                        .keys_in_scope(scope.kind, &scope.namespace, scope.name.as_deref())
-                {
-                    if !seen.contains(&key) {
-                        match self.store.delete(scope.kind, &key) {
-                            Change::Endpoints(svc) => {
-                                self.caches.backends.refresh(&self.store, &svc);
-                            }
-                            Change::Routes | Change::None => {}
-                        }
-                    }
+                let listed = self.relisting.remove(&scope).unwrap_or_default();
+                let within = (scope.kind, scope.namespace.as_str(), scope.name.as_deref());
+                for service in self.store.reset(within, listed) {
+                    self.caches.backends.refresh(&self.store, &service);
                 }
                 if self.pending.remove(&scope) {
                     debug!(watch = %scope, "initial list done");
@@ -395,7 +387,7 @@ impl ConfigLoop {
         );
         self.shared.store(Arc::new(out.snapshot));
         self.built_once = true;
-        self.sync_named_watchers();
+        self.sync_named_watchers(out.referenced_secrets, out.referenced_config_maps);
     }
 
     /// Logs the warnings of the last build that were not logged before.

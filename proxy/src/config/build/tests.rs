@@ -622,8 +622,7 @@ fn tls_certs_redirect_and_namespace_isolation() {
         out.warnings
     );
     assert!(
-        out.snapshot
-            .referenced_secrets
+        out.referenced_secrets
             .contains(&ObjectKey::new("b", "x-cert"))
     );
     let redirect = |host: &str| match out.snapshot.routes.find(host, "/", &HeaderMap::new()) {

@@ -39,3 +39,14 @@ pub struct Snapshot {
 }
 
 pub type SharedSnapshot = Arc<arc_swap::ArcSwap<Snapshot>>;
+
+/// Handshakes read the certificates of the snapshot in force.
+impl crate::tls::CurrentCerts for arc_swap::ArcSwap<Snapshot> {
+    fn resolve(&self, server_name: Option<&str>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.load().certs.resolve(server_name)
+    }
+
+    fn asks_client_cert(&self, server_name: Option<&str>) -> bool {
+        self.load().certs.asks_client_cert(server_name)
+    }
+}

@@ -22,7 +22,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ObjectKey, SharedSnapshot};
+use crate::key::ObjectKey;
 
 /// SNI → certificate, for one snapshot.
 #[derive(Debug, Default, Clone)]
@@ -129,25 +129,30 @@ impl CertCache {
     }
 }
 
-/// The rustls hook: looks the SNI up in the current snapshot.
+/// Where handshakes find the certificates in force now: the config's current snapshot
+/// (`config` implements it; this module does not depend on `config`).
+pub trait CurrentCerts: Send + Sync + std::fmt::Debug {
+    /// [`CertTable::resolve`] on the table in force.
+    fn resolve(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>>;
+    /// [`CertTable::asks_client_cert`] on the table in force.
+    fn asks_client_cert(&self, server_name: Option<&str>) -> bool;
+}
+
+/// The rustls hook: looks the SNI up in the certificates in force.
 #[derive(Debug)]
 pub struct SniResolver {
-    snapshot: SharedSnapshot,
+    certs: Arc<dyn CurrentCerts>,
 }
 
 impl SniResolver {
-    pub fn new(snapshot: SharedSnapshot) -> Self {
-        SniResolver { snapshot }
+    pub fn new(certs: Arc<dyn CurrentCerts>) -> Self {
+        SniResolver { certs }
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let cert = self
-            .snapshot
-            .load()
-            .certs
-            .resolve(client_hello.server_name());
+        let cert = self.certs.resolve(client_hello.server_name());
         if cert.is_none() {
             tracing::debug!(
                 sni = client_hello.server_name(),
@@ -163,20 +168,20 @@ impl ResolvesServerCert for SniResolver {
 /// (client_auth.rs), and every other host one that does not.
 #[derive(Debug, Clone)]
 pub struct Acceptor {
-    snapshot: SharedSnapshot,
+    certs: Arc<dyn CurrentCerts>,
     plain: Arc<rustls::ServerConfig>,
     asking: Arc<rustls::ServerConfig>,
 }
 
 impl Acceptor {
-    pub fn new(snapshot: SharedSnapshot, min_tls13: bool) -> Result<Self, rustls::Error> {
+    pub fn new(certs: Arc<dyn CurrentCerts>, min_tls13: bool) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions: &[&'static rustls::SupportedProtocolVersion] = if min_tls13 {
             &[&rustls::version::TLS13]
         } else {
             &[&rustls::version::TLS13, &rustls::version::TLS12]
         };
-        let resolver = Arc::new(SniResolver::new(snapshot.clone()));
+        let resolver = Arc::new(SniResolver::new(certs.clone()));
         let mut plain = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)?
             .with_no_client_auth()
@@ -188,7 +193,7 @@ impl Acceptor {
             .with_cert_resolver(resolver);
         asking.alpn_protocols = plain.alpn_protocols.clone();
         Ok(Acceptor {
-            snapshot,
+            certs,
             plain: Arc::new(plain),
             asking: Arc::new(asking),
         })
@@ -206,8 +211,6 @@ impl Acceptor {
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
                 .await?;
         let asks = self
-            .snapshot
-            .load()
             .certs
             .asks_client_cert(start.client_hello().server_name());
         let config = if asks { &self.asking } else { &self.plain };

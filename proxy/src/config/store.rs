@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -82,8 +82,8 @@ impl Object {
 
     /// Drops what no build reads, which is most of an object in a large cluster: its
     /// managedFields, kubectl's last-applied copy of the whole object, owner references,
-    /// status, and an EndpointSlice's topology and target references (10,000 Services with
-    /// their slices held this way are half the memory they were).
+    /// status, a Service's spec beyond its type and ports, and an EndpointSlice's topology
+    /// and target references.
     fn forget_unread(&mut self) {
         let meta = self.meta_mut();
         meta.managed_fields = None;
@@ -93,7 +93,15 @@ impl Object {
         }
         match self {
             Object::Ingress(o) => o.status = None,
-            Object::Service(o) => o.status = None,
+            Object::Service(o) => {
+                o.status = None;
+                // Of the spec, a build reads the type (ExternalName) and the ports.
+                o.spec = o.spec.take().map(|spec| ServiceSpec {
+                    type_: spec.type_,
+                    ports: spec.ports,
+                    ..ServiceSpec::default()
+                });
+            }
             Object::EndpointSlice(o) => {
                 for e in &mut o.endpoints {
                     e.hints = None;
@@ -424,7 +432,8 @@ mod tests {
                                 portico_ingress::BACKEND_TLS_SERVER_NAME_ANNOTATION: "web.a"},
                 "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "u"}],
                 "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"ports": [{"port": 80}]},
+            "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}, "clusterIP": "10.96.0.1",
+                     "type": "ClusterIP"},
             "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
         }))
         .expect("service");
@@ -436,7 +445,10 @@ mod tests {
         assert!(kept.metadata.owner_references.is_none());
         assert!(kept.metadata.managed_fields.is_none());
         assert!(kept.status.is_none());
-        assert!(kept.spec.is_some());
+        let spec = kept.spec.as_ref().expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.ports.as_ref().map(Vec::len), Some(1));
+        assert!(spec.selector.is_none() && spec.cluster_ip.is_none());
 
         let slice: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"namespace": "a", "name": "web-1", "labels": {SERVICE_NAME_LABEL: "web"}},

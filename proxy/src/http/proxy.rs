@@ -45,6 +45,7 @@ use super::headers::{
 };
 use super::server::{Activity, ActivityIo};
 use super::target::{PathOptions, normalize_path, validate_host};
+use super::timer::SleepPool;
 use crate::config::{SharedSnapshot, Snapshot};
 use crate::lb::{EJECTION_TIME, EndpointSet, InFlight, Pick, PickKey, Policy};
 use crate::metrics::{METRICS, RouteMetrics};
@@ -81,6 +82,8 @@ pub struct Proxy {
     pub settings: Settings,
     /// The rate-limit table (the pod's) and the external auth client (this worker's).
     pub access: crate::access::Shared,
+    /// The request timeout's sleeps (this worker's; timer.rs).
+    pub timers: SleepPool,
 }
 
 /// Facts about the downstream connection, shared by its requests (and a tunnel made from
@@ -447,14 +450,16 @@ impl Proxy {
         let up_req = Request::from_parts(parts, body);
 
         // 6 connect and send, under the request timeout
-        let sent = tokio::time::timeout(
-            route
-                .traffic
-                .request_timeout
-                .unwrap_or(self.settings.request_timeout),
-            self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, up_req),
-        )
-        .await;
+        let sent = self
+            .timers
+            .timeout(
+                route
+                    .traffic
+                    .request_timeout
+                    .unwrap_or(self.settings.request_timeout),
+                self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, up_req),
+            )
+            .await;
         let (mut resp, mut h1_sender, pick, in_flight) = match sent {
             Err(_) => return Err(ProxyError::Timeout),
             Ok(Err(_)) if body_sent.was_too_large() => return Err(ProxyError::PayloadTooLarge),

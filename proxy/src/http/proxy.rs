@@ -91,6 +91,8 @@ pub struct Proxy {
 #[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`), made once.
+    pub peer_value: HeaderValue,
     pub tls: bool,
     /// The TLS client's SNI, lowercased.
     pub sni: Option<Box<str>>,
@@ -200,8 +202,11 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
         // 1 request_filter: one validated host and a normalized path, or 400/421
-        let authority = request_authority(&req)?;
-        let host = match authority.as_deref() {
+        // Kept as the header value it came in (no copy): it is also what X-Forwarded-Host
+        // and an HTTP/1.1 upstream's Host get.
+        let authority_value = request_authority(&req)?;
+        let authority = authority_value.as_ref().and_then(|v| v.to_str().ok());
+        let host = match authority {
             Some(a) => validate_host(a)?,
             None => Cow::Borrowed(""),
         };
@@ -232,7 +237,8 @@ impl Proxy {
             req.headers(),
             ctx.conn.peer.ip(),
             ctx.conn.tls,
-            authority.as_deref(),
+            authority_value.as_ref(),
+            Some(&ctx.conn.peer_value),
             &self.settings.trusted_proxies,
         );
         ctx.client = fwd.client_ip;
@@ -276,7 +282,7 @@ impl Proxy {
         // rewrite, decided on the path judged.
         let nginx = route.nginx.as_deref();
         if let Some((code, location)) =
-            nginx.and_then(|n| n.redirect(ctx.conn.tls, authority.as_deref(), path, req.uri()))
+            nginx.and_then(|n| n.redirect(ctx.conn.tls, authority, path, req.uri()))
         {
             let mut resp = Response::new(empty());
             *resp.status_mut() = code;
@@ -405,7 +411,7 @@ impl Proxy {
                 parts.headers.remove(header::HOST);
                 let auth = match vhost {
                     Some(v) => v.to_str().unwrap_or("upstream"),
-                    None => authority.as_deref().unwrap_or("upstream"),
+                    None => authority.unwrap_or("upstream"),
                 };
                 parts.uri = Uri::builder()
                     .scheme("http")
@@ -420,10 +426,9 @@ impl Proxy {
                 // replaces the Host header (RFC 9112 §3.2.2), and HTTP/2's `:authority`
                 // becomes one.
                 if (parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST))
-                    && let Some(a) = authority.as_deref()
+                    && let Some(a) = &authority_value
                 {
-                    let v = HeaderValue::from_str(a).map_err(|_| ProxyError::BadRequest("host"))?;
-                    parts.headers.insert(header::HOST, v);
+                    parts.headers.insert(header::HOST, a.clone());
                 }
                 // An origin-form target (`/path?query`, the usual case) whose path needed
                 // no normalizing is already what the upstream gets: keep it.
@@ -554,13 +559,13 @@ impl Proxy {
         let client = self.client.clone();
         let proto = rb.protocol;
         let tls_name = rb.tls.as_ref().map(|t| t.name.clone());
-        let on_end = Box::new(move |clean: bool| {
+        let on_end = move |clean: bool| {
             drop(in_flight);
             drop(limit_guard);
             if clean && let Some(conn) = h1_sender {
                 client.checkin(addr, proto, tls_name, conn);
             }
-        });
+        };
         Ok(Response::from_parts(
             parts,
             UpstreamBody::new(body, on_end).boxed_unsync(),
@@ -784,14 +789,15 @@ impl Proxy {
 /// absolute-form target's authority wins over Host (RFC 9112 §3.2.2); HTTP/2's
 /// `:authority` and a Host header must agree. HTTP/1.1 requires a host; HTTP/1.0 may omit
 /// it and then matches only host-less rules.
-fn request_authority<B>(req: &Request<B>) -> Result<Option<String>, ProxyError> {
+fn request_authority<B>(req: &Request<B>) -> Result<Option<HeaderValue>, ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host_header = match (hosts.next(), hosts.next()) {
+    let host_value = match (hosts.next(), hosts.next()) {
         (_, Some(_)) => return Err(ProxyError::BadRequest("two Host headers")),
-        (h, None) => h
-            .map(|h| h.to_str().map_err(|_| ProxyError::BadRequest("host")))
-            .transpose()?,
+        (h, None) => h,
     };
+    let host_header = host_value
+        .map(|h| h.to_str().map_err(|_| ProxyError::BadRequest("host")))
+        .transpose()?;
     let authority = req.uri().authority().map(|a| a.as_str());
     let chosen = match (authority, host_header) {
         (Some(a), Some(h)) if req.version() == Version::HTTP_2 => {
@@ -802,13 +808,16 @@ fn request_authority<B>(req: &Request<B>) -> Result<Option<String>, ProxyError> 
             Some(a)
         }
         (Some(a), _) => Some(a),
-        (None, Some(h)) => Some(h),
+        // The usual case: the Host header as it is, shared rather than copied.
+        (None, Some(_)) => return Ok(host_value.cloned()),
         (None, None) if req.version() == Version::HTTP_11 => {
             return Err(ProxyError::BadRequest("no Host header"));
         }
         (None, None) => None,
     };
-    Ok(chosen.map(str::to_string))
+    chosen
+        .map(|a| HeaderValue::from_str(a).map_err(|_| ProxyError::BadRequest("host")))
+        .transpose()
 }
 
 /// On TLS, the request's host must be one the connection's certificate was chosen for: the

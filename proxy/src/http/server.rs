@@ -186,6 +186,7 @@ pub async fn serve(
             };
             let info = Arc::new(ConnInfo {
                 peer,
+                peer_value: super::headers::peer_value(peer.ip()),
                 tls: is_tls,
                 sni,
                 client_chain,

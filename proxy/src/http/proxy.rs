@@ -255,7 +255,9 @@ impl Proxy {
                     ingress: &access.ingress,
                 };
                 let chain = ctx.conn.client_chain.as_deref();
-                match access.decide(&self.access, &facts, chain).await {
+                // Boxed, as every path most requests do not take: inlined, its future
+                // would grow every request's, which is moved (copied) as a whole.
+                match Box::pin(access.decide(&self.access, &facts, chain)).await {
                     Ok(g) => Some(g),
                     Err(denied) => return Ok(*denied),
                 }
@@ -312,17 +314,16 @@ impl Proxy {
             // ingress-nginx's default-backend answers for a Service with no endpoints.
             if let Some(eb) = &route.error_backend {
                 let accept = req.headers().get(header::ACCEPT).cloned();
-                return self
-                    .error_page(
-                        ctx,
-                        &route,
-                        eb,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &host,
-                        req.uri(),
-                        accept,
-                    )
-                    .await;
+                return Box::pin(self.error_page(
+                    ctx,
+                    &route,
+                    eb,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &host,
+                    req.uri(),
+                    accept,
+                ))
+                .await;
             }
             return Err(ProxyError::NoEndpoints(rb.backend.key.to_string()));
         }
@@ -491,9 +492,7 @@ impl Proxy {
         {
             let code = resp.status();
             drop((resp, h1_sender, in_flight));
-            return self
-                .error_page(ctx, &route, eb, code, &host, &uri, accept)
-                .await;
+            return Box::pin(self.error_page(ctx, &route, eb, code, &host, &uri, accept)).await;
         }
         let addr = pick.endpoint.addr;
 
@@ -677,15 +676,20 @@ impl Proxy {
             if !fresh {
                 ctx.attempts += 1;
             }
-            // A slot under the endpoint's cap on connections in use, before connecting.
-            let Some(in_flight) = pick
-                .endpoint
-                .start_request_within(
-                    self.settings.max_connections_per_endpoint,
-                    self.settings.endpoint_wait,
-                )
-                .await
-            else {
+            // A slot under the endpoint's cap on connections in use, before connecting;
+            // waiting for one (boxed: the rare path) only when the endpoint is full.
+            let max = self.settings.max_connections_per_endpoint;
+            let slot = match pick.endpoint.try_start_request(max) {
+                Some(f) => Some(f),
+                None => {
+                    Box::pin(
+                        pick.endpoint
+                            .start_request_within(max, self.settings.endpoint_wait),
+                    )
+                    .await
+                }
+            };
+            let Some(in_flight) = slot else {
                 return Err(ProxyError::Saturated(addr));
             };
             let checkout = match self
@@ -868,4 +872,59 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `make` returns, without running anything.
+    fn future_size<F: Future, M: FnOnce() -> F>(_: M) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every request's future is moved (copied) whole into hyper's connection; the request
+    /// timeout around sending must not store the send future twice (an `async fn` wrapper
+    /// does: its argument and the pinned copy), and the rare paths stay boxed.
+    #[test]
+    #[allow(unreachable_code, unused_variables, clippy::diverging_sub_expression)]
+    fn the_request_future_stays_small() {
+        let handle = future_size(|| {
+            let p: Arc<Proxy> = unreachable!();
+            p.handle(unreachable!(), unreachable!())
+        });
+        let send = future_size(|| {
+            let p: &Proxy = unreachable!();
+            p.connect_and_send(
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+            )
+        });
+        let timed = future_size(|| {
+            let p: &Proxy = unreachable!();
+            p.timers.timeout(
+                Duration::ZERO,
+                p.connect_and_send(
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                ),
+            )
+        });
+        eprintln!("request future {handle} bytes; send {send}, under the timeout {timed}");
+        assert!(
+            timed <= send + 64,
+            "the timeout stores the send future once"
+        );
+        assert!(handle <= 4608, "the request future grew to {handle} bytes");
+    }
 }

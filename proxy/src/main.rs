@@ -185,6 +185,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     auth_answers.clone(),
                 ),
             },
+            timers: Default::default(),
         });
         let (acceptor, stop, limits) = (acceptor.clone(), stop.clone(), limits.clone());
         let thread = std::thread::Builder::new()

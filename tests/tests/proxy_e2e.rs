@@ -638,7 +638,11 @@ async fn errors_timeouts_forwarded_headers_and_metrics() -> Result<()> {
     let proxy = inst.start_proxy().await?;
     let http = Http::new(&proxy.http_base());
 
-    // Request timeout → 504, promptly.
+    // Request timeout → 504, promptly; after a few requests, so the timeout's sleep is a
+    // pooled, reused one (http/timer.rs) as on a busy proxy.
+    for _ in 0..4 {
+        assert_eq!(http.get("err.example.com", "/").await?.status, 200);
+    }
     let started = Instant::now();
     let r = http.get("err.example.com", "/slow?delay_ms=3000").await?;
     assert_eq!(r.status, 504);

@@ -28,16 +28,16 @@ pub fn empty() -> Body {
         .boxed_unsync()
 }
 
-/// Called once when the body ends: `true` when it was read to the end without error.
-pub type OnEnd = Box<dyn FnOnce(bool) + Send>;
-
-pub struct UpstreamBody {
+/// An upstream response body and `on_end`, called once when it ends: `true` when it was
+/// read to the end without error. Generic, so the callback lives in the body's own box
+/// instead of one more allocation.
+pub struct UpstreamBody<F: FnOnce(bool) + Send> {
     inner: Incoming,
-    on_end: Option<OnEnd>,
+    on_end: Option<F>,
 }
 
-impl UpstreamBody {
-    pub fn new(inner: Incoming, on_end: OnEnd) -> Self {
+impl<F: FnOnce(bool) + Send> UpstreamBody<F> {
+    pub fn new(inner: Incoming, on_end: F) -> Self {
         UpstreamBody {
             inner,
             on_end: Some(on_end),
@@ -51,7 +51,7 @@ impl UpstreamBody {
     }
 }
 
-impl http_body::Body for UpstreamBody {
+impl<F: FnOnce(bool) + Send + Unpin> http_body::Body for UpstreamBody<F> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -79,7 +79,7 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
+impl<F: FnOnce(bool) + Send> Drop for UpstreamBody<F> {
     fn drop(&mut self) {
         let clean = self.inner.is_end_stream();
         self.finish(clean);

@@ -162,11 +162,16 @@ impl Client {
                 continue;
             }
             let mut conn = idle.conn;
-            // Usually ready already: skip setting up the timer below. After a clean body
-            // end the connection becomes ready at once; do not wait long.
+            // Usually ready already: skip setting up the timer below (boxed, so that its
+            // future does not grow every request's). After a clean body end the
+            // connection becomes ready at once; do not wait long.
             if !conn.sender.is_ready()
                 && !matches!(
-                    tokio::time::timeout(Duration::from_millis(20), conn.sender.ready()).await,
+                    Box::pin(tokio::time::timeout(
+                        Duration::from_millis(20),
+                        conn.sender.ready()
+                    ))
+                    .await,
                     Ok(Ok(()))
                 )
             {

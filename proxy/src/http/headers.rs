@@ -173,19 +173,26 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// The peer as `X-Forwarded-For` names it, made once per connection.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    ip_value(canonical(peer))
+}
+
 /// Client-sent `X-Forwarded-*` are believed only when the peer is in `trusted`.
+/// `peer_value` is [`peer_value`] of `peer`, when the caller has it already.
 pub fn forwarded(
     headers: &HeaderMap,
     peer: IpAddr,
     tls: bool,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
+    peer_value: Option<&HeaderValue>,
     trusted: &[IpNet],
 ) -> Forwarded {
     let peer = canonical(peer);
     let own_proto = if tls { "https" } else { "http" };
-    let host_value = || host.and_then(|h| HeaderValue::from_str(h).ok());
+    let host_value = || host.cloned();
     if !is_trusted(peer, trusted) {
-        let xff = ip_value(peer);
+        let xff = peer_value.cloned().unwrap_or_else(|| ip_value(peer));
         return Forwarded {
             client_ip: peer,
             trusted_peer: false,
@@ -318,7 +325,14 @@ mod tests {
             ),
             ("host", "a.com"),
         ]);
-        let f = forwarded(&m, peer, false, Some("a.com"), &[]);
+        let f = forwarded(
+            &m,
+            peer,
+            false,
+            Some(&HeaderValue::from_static("a.com")),
+            None,
+            &[],
+        );
         strip_hop_by_hop(&mut m, false);
         apply_forwarded(&mut m, &f);
         assert_eq!(m.get("x-forwarded-for").expect("xff"), "10.244.0.9");
@@ -417,7 +431,8 @@ mod tests {
             &m,
             "10.244.0.9".parse().expect("ip"),
             false,
-            Some("a.com"),
+            Some(&HeaderValue::from_static("a.com")),
+            None,
             &[],
         );
         assert_eq!(f.client_ip.to_string(), "10.244.0.9");
@@ -439,7 +454,8 @@ mod tests {
             &m,
             "10.244.0.9".parse().expect("ip"),
             false,
-            Some("a.com"),
+            Some(&HeaderValue::from_static("a.com")),
+            None,
             &trusted,
         );
         assert_eq!(f.client_ip.to_string(), "1.2.3.4", "right-most untrusted");

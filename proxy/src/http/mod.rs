@@ -12,3 +12,4 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod server;
 pub mod target;
+pub mod timer;

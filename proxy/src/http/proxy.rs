@@ -45,6 +45,7 @@ use super::headers::{
 };
 use super::server::{Activity, ActivityIo};
 use super::target::{PathOptions, normalize_path, validate_host};
+use super::timer::SleepPool;
 use crate::config::{SharedSnapshot, Snapshot};
 use crate::lb::{EJECTION_TIME, EndpointSet, InFlight, Pick, PickKey, Policy};
 use crate::metrics::{METRICS, RouteMetrics};
@@ -81,6 +82,8 @@ pub struct Proxy {
     pub settings: Settings,
     /// The rate-limit table (the pod's) and the external auth client (this worker's).
     pub access: crate::access::Shared,
+    /// The request timeout's sleeps (this worker's; timer.rs).
+    pub timers: SleepPool,
 }
 
 /// Facts about the downstream connection, shared by its requests (and a tunnel made from
@@ -88,6 +91,8 @@ pub struct Proxy {
 #[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as a header value (`X-Forwarded-For`, `X-Real-IP`), made once.
+    pub peer_value: HeaderValue,
     pub tls: bool,
     /// The TLS client's SNI, lowercased.
     pub sni: Option<Box<str>>,
@@ -197,8 +202,11 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
         // 1 request_filter: one validated host and a normalized path, or 400/421
-        let authority = request_authority(&req)?;
-        let host = match authority.as_deref() {
+        // Kept as the header value it came in (no copy): it is also what X-Forwarded-Host
+        // and an HTTP/1.1 upstream's Host get.
+        let authority_value = request_authority(&req)?;
+        let authority = authority_value.as_ref().and_then(|v| v.to_str().ok());
+        let host = match authority {
             Some(a) => validate_host(a)?,
             None => Cow::Borrowed(""),
         };
@@ -229,7 +237,8 @@ impl Proxy {
             req.headers(),
             ctx.conn.peer.ip(),
             ctx.conn.tls,
-            authority.as_deref(),
+            authority_value.as_ref(),
+            Some(&ctx.conn.peer_value),
             &self.settings.trusted_proxies,
         );
         ctx.client = fwd.client_ip;
@@ -246,7 +255,9 @@ impl Proxy {
                     ingress: &access.ingress,
                 };
                 let chain = ctx.conn.client_chain.as_deref();
-                match access.decide(&self.access, &facts, chain).await {
+                // Boxed, as every path most requests do not take: inlined, its future
+                // would grow every request's, which is moved (copied) as a whole.
+                match Box::pin(access.decide(&self.access, &facts, chain)).await {
                     Ok(g) => Some(g),
                     Err(denied) => return Ok(*denied),
                 }
@@ -273,7 +284,7 @@ impl Proxy {
         // rewrite, decided on the path judged.
         let nginx = route.nginx.as_deref();
         if let Some((code, location)) =
-            nginx.and_then(|n| n.redirect(ctx.conn.tls, authority.as_deref(), path, req.uri()))
+            nginx.and_then(|n| n.redirect(ctx.conn.tls, authority, path, req.uri()))
         {
             let mut resp = Response::new(empty());
             *resp.status_mut() = code;
@@ -303,17 +314,16 @@ impl Proxy {
             // ingress-nginx's default-backend answers for a Service with no endpoints.
             if let Some(eb) = &route.error_backend {
                 let accept = req.headers().get(header::ACCEPT).cloned();
-                return self
-                    .error_page(
-                        ctx,
-                        &route,
-                        eb,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &host,
-                        req.uri(),
-                        accept,
-                    )
-                    .await;
+                return Box::pin(self.error_page(
+                    ctx,
+                    &route,
+                    eb,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &host,
+                    req.uri(),
+                    accept,
+                ))
+                .await;
             }
             return Err(ProxyError::NoEndpoints(rb.backend.key.to_string()));
         }
@@ -402,7 +412,7 @@ impl Proxy {
                 parts.headers.remove(header::HOST);
                 let auth = match vhost {
                     Some(v) => v.to_str().unwrap_or("upstream"),
-                    None => authority.as_deref().unwrap_or("upstream"),
+                    None => authority.unwrap_or("upstream"),
                 };
                 parts.uri = Uri::builder()
                     .scheme("http")
@@ -417,10 +427,9 @@ impl Proxy {
                 // replaces the Host header (RFC 9112 §3.2.2), and HTTP/2's `:authority`
                 // becomes one.
                 if (parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST))
-                    && let Some(a) = authority.as_deref()
+                    && let Some(a) = &authority_value
                 {
-                    let v = HeaderValue::from_str(a).map_err(|_| ProxyError::BadRequest("host"))?;
-                    parts.headers.insert(header::HOST, v);
+                    parts.headers.insert(header::HOST, a.clone());
                 }
                 // An origin-form target (`/path?query`, the usual case) whose path needed
                 // no normalizing is already what the upstream gets: keep it.
@@ -447,14 +456,16 @@ impl Proxy {
         let up_req = Request::from_parts(parts, body);
 
         // 6 connect and send, under the request timeout
-        let sent = tokio::time::timeout(
-            route
-                .traffic
-                .request_timeout
-                .unwrap_or(self.settings.request_timeout),
-            self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, up_req),
-        )
-        .await;
+        let sent = self
+            .timers
+            .timeout(
+                route
+                    .traffic
+                    .request_timeout
+                    .unwrap_or(self.settings.request_timeout),
+                self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, up_req),
+            )
+            .await;
         let (mut resp, mut h1_sender, pick, in_flight) = match sent {
             Err(_) => return Err(ProxyError::Timeout),
             Ok(Err(_)) if body_sent.was_too_large() => return Err(ProxyError::PayloadTooLarge),
@@ -481,9 +492,7 @@ impl Proxy {
         {
             let code = resp.status();
             drop((resp, h1_sender, in_flight));
-            return self
-                .error_page(ctx, &route, eb, code, &host, &uri, accept)
-                .await;
+            return Box::pin(self.error_page(ctx, &route, eb, code, &host, &uri, accept)).await;
         }
         let addr = pick.endpoint.addr;
 
@@ -549,13 +558,13 @@ impl Proxy {
         let client = self.client.clone();
         let proto = rb.protocol;
         let tls_name = rb.tls.as_ref().map(|t| t.name.clone());
-        let on_end = Box::new(move |clean: bool| {
+        let on_end = move |clean: bool| {
             drop(in_flight);
             drop(limit_guard);
             if clean && let Some(conn) = h1_sender {
                 client.checkin(addr, proto, tls_name, conn);
             }
-        });
+        };
         Ok(Response::from_parts(
             parts,
             UpstreamBody::new(body, on_end).boxed_unsync(),
@@ -667,15 +676,20 @@ impl Proxy {
             if !fresh {
                 ctx.attempts += 1;
             }
-            // A slot under the endpoint's cap on connections in use, before connecting.
-            let Some(in_flight) = pick
-                .endpoint
-                .start_request_within(
-                    self.settings.max_connections_per_endpoint,
-                    self.settings.endpoint_wait,
-                )
-                .await
-            else {
+            // A slot under the endpoint's cap on connections in use, before connecting;
+            // waiting for one (boxed: the rare path) only when the endpoint is full.
+            let max = self.settings.max_connections_per_endpoint;
+            let slot = match pick.endpoint.try_start_request(max) {
+                Some(f) => Some(f),
+                None => {
+                    Box::pin(
+                        pick.endpoint
+                            .start_request_within(max, self.settings.endpoint_wait),
+                    )
+                    .await
+                }
+            };
+            let Some(in_flight) = slot else {
                 return Err(ProxyError::Saturated(addr));
             };
             let checkout = match self
@@ -779,14 +793,15 @@ impl Proxy {
 /// absolute-form target's authority wins over Host (RFC 9112 §3.2.2); HTTP/2's
 /// `:authority` and a Host header must agree. HTTP/1.1 requires a host; HTTP/1.0 may omit
 /// it and then matches only host-less rules.
-fn request_authority<B>(req: &Request<B>) -> Result<Option<String>, ProxyError> {
+fn request_authority<B>(req: &Request<B>) -> Result<Option<HeaderValue>, ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host_header = match (hosts.next(), hosts.next()) {
+    let host_value = match (hosts.next(), hosts.next()) {
         (_, Some(_)) => return Err(ProxyError::BadRequest("two Host headers")),
-        (h, None) => h
-            .map(|h| h.to_str().map_err(|_| ProxyError::BadRequest("host")))
-            .transpose()?,
+        (h, None) => h,
     };
+    let host_header = host_value
+        .map(|h| h.to_str().map_err(|_| ProxyError::BadRequest("host")))
+        .transpose()?;
     let authority = req.uri().authority().map(|a| a.as_str());
     let chosen = match (authority, host_header) {
         (Some(a), Some(h)) if req.version() == Version::HTTP_2 => {
@@ -797,13 +812,16 @@ fn request_authority<B>(req: &Request<B>) -> Result<Option<String>, ProxyError> 
             Some(a)
         }
         (Some(a), _) => Some(a),
-        (None, Some(h)) => Some(h),
+        // The usual case: the Host header as it is, shared rather than copied.
+        (None, Some(_)) => return Ok(host_value.cloned()),
         (None, None) if req.version() == Version::HTTP_11 => {
             return Err(ProxyError::BadRequest("no Host header"));
         }
         (None, None) => None,
     };
-    Ok(chosen.map(str::to_string))
+    chosen
+        .map(|a| HeaderValue::from_str(a).map_err(|_| ProxyError::BadRequest("host")))
+        .transpose()
 }
 
 /// On TLS, the request's host must be one the connection's certificate was chosen for: the
@@ -854,4 +872,59 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `make` returns, without running anything.
+    fn future_size<F: Future, M: FnOnce() -> F>(_: M) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every request's future is moved (copied) whole into hyper's connection; the request
+    /// timeout around sending must not store the send future twice (an `async fn` wrapper
+    /// does: its argument and the pinned copy), and the rare paths stay boxed.
+    #[test]
+    #[allow(unreachable_code, unused_variables, clippy::diverging_sub_expression)]
+    fn the_request_future_stays_small() {
+        let handle = future_size(|| {
+            let p: Arc<Proxy> = unreachable!();
+            p.handle(unreachable!(), unreachable!())
+        });
+        let send = future_size(|| {
+            let p: &Proxy = unreachable!();
+            p.connect_and_send(
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+            )
+        });
+        let timed = future_size(|| {
+            let p: &Proxy = unreachable!();
+            p.timers.timeout(
+                Duration::ZERO,
+                p.connect_and_send(
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                    unreachable!(),
+                ),
+            )
+        });
+        eprintln!("request future {handle} bytes; send {send}, under the timeout {timed}");
+        assert!(
+            timed <= send + 64,
+            "the timeout stores the send future once"
+        );
+        assert!(handle <= 4608, "the request future grew to {handle} bytes");
+    }
 }

@@ -68,7 +68,7 @@ impl Limits {
 pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
+        .timer(super::timer::PooledTimer::default())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES / 2)
         .max_headers(MAX_HEADERS)
@@ -186,6 +186,7 @@ pub async fn serve(
             };
             let info = Arc::new(ConnInfo {
                 peer,
+                peer_value: super::headers::peer_value(peer.ip()),
                 tls: is_tls,
                 sni,
                 client_chain,
@@ -424,4 +425,69 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tcp
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client that sends a request head a byte a second, after `first` complete requests
+    /// on the same connection (so the header-read sleep is a pooled, reused one).
+    async fn slow_head_closed_within_the_timeout(first: usize) {
+        let builder = builder(&Limits::new(1, Duration::from_secs(60), Duration::ZERO));
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let service = service_fn(|_req| async {
+            Ok::<_, Infallible>(hyper::Response::new(
+                http_body_util::Empty::<bytes::Bytes>::new(),
+            ))
+        });
+        let conn = tokio::spawn(async move {
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(server), service)
+                .await
+        });
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..first {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "answered");
+        }
+        let start = tokio::time::Instant::now();
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let trickle = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if client.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        };
+        let closed = tokio::select! {
+            r = conn => r.expect("the connection task"),
+            _ = trickle => panic!("the trickle ended first"),
+        };
+        assert!(closed.is_err(), "a header-read timeout error");
+        let took = start.elapsed();
+        assert!(
+            took >= HEADER_READ_TIMEOUT && took < HEADER_READ_TIMEOUT + Duration::from_secs(1),
+            "closed after {took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_first_head_is_cut_off() {
+        slow_head_closed_within_the_timeout(0).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_after_keep_alive_requests_is_cut_off() {
+        slow_head_closed_within_the_timeout(3).await;
+    }
 }

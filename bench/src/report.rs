@@ -336,7 +336,11 @@ impl Report {
             let names: Vec<&str> = peers.iter().map(|k| k.name()).collect();
             let mut measured = format!(
                 "{} × {}",
-                ratios.iter().map(|r| fx(*r)).collect::<Vec<_>>().join(" / "),
+                ratios
+                    .iter()
+                    .map(|r| fx(*r))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
                 names.join(" / ")
             );
             if with_p99 {
@@ -376,7 +380,10 @@ impl Report {
             }
             None => {
                 let _ = writeln!(s, "| zero failed requests under churn | – | not measured |");
-                let _ = writeln!(s, "| propagation p99 < 50 ms under churn | – | not measured |");
+                let _ = writeln!(
+                    s,
+                    "| propagation p99 < 50 ms under churn | – | not measured |"
+                );
             }
         }
         match &self.scale {
@@ -1152,6 +1159,65 @@ mod tests {
         assert!(md.contains("## Targets\n"), "{md}");
     }
 
+    fn case(case: Case, runs: &[(Kind, f64, f64)]) -> CaseResult {
+        let mut samples: BTreeMap<Kind, Vec<Sample>> = BTreeMap::new();
+        for (kind, rps, cpu) in runs {
+            samples.entry(*kind).or_default().push(Sample {
+                rps: *rps,
+                p99_us: Some(1000.0),
+                cpu_user_us: *cpu,
+                ..Sample::default()
+            });
+        }
+        CaseResult { case, samples }
+    }
+
+    #[test]
+    fn cpu_per_request_is_met_at_or_below_both_peers_and_h2_against_haproxy_alone() {
+        let fixed = Case::FixedRate {
+            conns: 50,
+            rate: 30_000,
+        };
+        let h2 = Case::Http2 {
+            conns: 50,
+            streams: 10,
+        };
+        let label = "CPU per request ≤ 1.0× nginx and HAProxy";
+        let mut r = report();
+        r.compare = vec![
+            case(
+                fixed,
+                &[
+                    (Kind::Portico, 30_000.0, 12.0),
+                    (Kind::Nginx, 30_000.0, 12.0),
+                    (Kind::Haproxy, 30_000.0, 13.0),
+                ],
+            ),
+            // Far behind nginx, ahead of HAProxy: only HAProxy counts here.
+            case(
+                h2,
+                &[
+                    (Kind::Portico, 50_000.0, 10.0),
+                    (Kind::Nginx, 90_000.0, 10.0),
+                    (Kind::Haproxy, 49_000.0, 10.0),
+                ],
+            ),
+        ];
+        let md = r.markdown();
+        assert_eq!(verdict_of(&md, label), "met", "{md}");
+        assert_eq!(verdict_of(&md, "HTTP/2 over TLS req/s"), "met", "{md}");
+        // More CPU per request than HAProxy by a hair: missed.
+        r.compare[0] = case(
+            fixed,
+            &[
+                (Kind::Portico, 30_000.0, 13.1),
+                (Kind::Nginx, 30_000.0, 14.0),
+                (Kind::Haproxy, 30_000.0, 13.0),
+            ],
+        );
+        assert_eq!(verdict_of(&r.markdown(), label), "**missed**");
+    }
+
     #[test]
     fn scale_and_operator_targets_are_judged_on_their_thresholds() {
         let mut r = report();
@@ -1161,6 +1227,7 @@ mod tests {
             ready_ms: 4_000.0,
             p50_ratio: Some(1.05),
             p99_ratio: Some(1.2),
+            change_ms: vec![20.0, 30.0, 49.0],
             ..ScaleResult::default()
         });
         r.operator = Some(OperatorResult {
@@ -1172,6 +1239,18 @@ mod tests {
         let md = r.markdown();
         // 160 MiB is 167.8 MB: over 150 MB.
         assert_eq!(verdict_of(&md, "10000 Ingresses: RSS"), "**missed**");
+        assert_eq!(
+            verdict_of(&md, "10000 Ingresses: one Ingress change"),
+            "met"
+        );
+        if let Some(sc) = r.scale.as_mut() {
+            sc.change_ms.push(51.0);
+        }
+        assert_eq!(
+            verdict_of(&r.markdown(), "10000 Ingresses: one Ingress change"),
+            "**missed**",
+            "the slowest of a few changes is their p99"
+        );
         assert_eq!(verdict_of(&md, "10000 Ingresses: ready"), "met");
         assert_eq!(verdict_of(&md, "latency at 10000 Ingresses"), "**missed**");
         assert_eq!(

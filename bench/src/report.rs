@@ -255,7 +255,15 @@ impl Report {
         let p99 = |s: &Sample| s.p99_us;
         let both = [Kind::Nginx, Kind::Haproxy];
         // (label, case, peers, the bound on Portico's ratio, higher is better, p99 too)
-        let rows: [(&str, Box<dyn Fn(&Case) -> bool>, &[Kind], f64, bool, bool); 6] = [
+        type Row<'a> = (
+            &'a str,
+            Box<dyn Fn(&Case) -> bool>,
+            &'a [Kind],
+            f64,
+            bool,
+            bool,
+        );
+        let rows: [Row<'_>; 6] = [
             (
                 "CPU per request ≤ 1.0× nginx and HAProxy (HTTP/1.1 keep-alive, fixed rate)",
                 Box::new(|c| matches!(c, Case::FixedRate { .. })),

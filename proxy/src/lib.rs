@@ -11,6 +11,7 @@
 pub mod access;
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod http;

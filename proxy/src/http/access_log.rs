@@ -113,20 +113,7 @@ fn dropped() -> &'static prometheus::IntCounter {
 
 /// Now, as the log's `time`.
 pub fn now() -> String {
-    format!("{:.3}", timestamp_in(0))
-}
-
-/// `secs` seconds from now (jiff without its `std` feature cannot read the clock itself).
-pub fn timestamp_in(secs: u64) -> k8s_openapi::jiff::Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis()
-        .saturating_add(u128::from(secs) * 1000);
-    i64::try_from(millis)
-        .ok()
-        .and_then(|ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).ok())
-        .unwrap_or(k8s_openapi::jiff::Timestamp::MAX)
+    format!("{:.3}", crate::clock::timestamp_in(0))
 }
 
 /// A response body that counts what it sends and writes the access log line when it ends

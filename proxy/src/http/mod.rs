@@ -5,7 +5,6 @@
 pub mod access_log;
 pub mod body;
 pub mod client;
-pub mod cors;
 pub mod error;
 pub mod headers;
 pub mod proxy;

@@ -115,7 +115,7 @@ struct Ctx {
     /// The client as `X-Forwarded-For` is trusted (the peer until it is known).
     client: std::net::IpAddr,
     /// The route's CORS policy and the `Access-Control-Allow-Origin` this request gets.
-    cors: Option<(Arc<super::cors::CorsPolicy>, HeaderValue)>,
+    cors: Option<(Arc<crate::routing::cors::CorsPolicy>, HeaderValue)>,
 }
 
 const HSTS_VALUE: &str = "max-age=31536000";

@@ -12,6 +12,7 @@
 //! and a list of weighted backends, so Gateway API HTTPRoute can map onto it later. The
 //! Ingress builder fills one backend and no header matches.
 
+pub mod cors;
 pub mod host;
 pub mod nginx;
 pub mod path;

@@ -24,7 +24,7 @@ pub struct RouteTraffic {
     /// No access log lines for this route, even when the instance writes them.
     pub access_log_off: bool,
     /// `enable-cors`: preflights answered at the proxy, headers on responses.
-    pub cors: Option<Arc<crate::http::cors::CorsPolicy>>,
+    pub cors: Option<Arc<crate::routing::cors::CorsPolicy>>,
     /// The affinity cookie's name and attributes, when not Portico's default.
     pub session_cookie: Option<Arc<SessionCookie>>,
 }
@@ -52,7 +52,7 @@ impl RouteTraffic {
             v.push_str(&format!("; Max-Age={age}"));
         }
         if let Some(secs) = c.expires {
-            let at = crate::http::access_log::timestamp_in(secs);
+            let at = crate::clock::timestamp_in(secs);
             let printer = k8s_openapi::jiff::fmt::rfc2822::DateTimePrinter::new();
             if let Ok(date) = printer.timestamp_to_rfc9110_string(&at) {
                 v.push_str(&format!("; Expires={date}"));
@@ -82,7 +82,7 @@ impl From<&Traffic> for RouteTraffic {
             cors: t
                 .cors
                 .policy()
-                .and_then(crate::http::cors::CorsPolicy::new)
+                .and_then(crate::routing::cors::CorsPolicy::new)
                 .map(Arc::new),
             session_cookie: (!t.session_cookie.is_default())
                 .then(|| Arc::new(t.session_cookie.clone())),

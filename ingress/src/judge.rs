@@ -434,6 +434,7 @@ pub fn judge_with<'a, 's>(
     // pattern's text.
     #[allow(clippy::mutable_key_type)]
     let mut canary_of: HashMap<(HostPattern, crate::path::PathMatch), IngressKey> = HashMap::new();
+    let mut kept: Vec<bool> = Vec::new();
     for (ingress, prepared) in primaries.into_iter().chain(canaries) {
         let key = match &prepared {
             Some(p) => p.key.clone(),
@@ -467,8 +468,8 @@ pub fn judge_with<'a, 's>(
             }
         };
         let (mut won, mut lost) = (false, false);
-        // Which of the declared rules it won, in order.
-        let mut kept = Vec::with_capacity(declared.rules.len());
+        // Which of the declared rules it won, in order (one buffer for all Ingresses).
+        kept.clear();
         for rule in &declared.rules {
             let refused = match &rule.host {
                 HostPattern::Any if !scope.at_home(&ns) => Some(Rejection::CatchAll {
@@ -584,7 +585,7 @@ pub fn judge_with<'a, 's>(
                 declared.clone()
             } else {
                 let mut served = Checked::clone(declared);
-                let mut won_rule = kept.into_iter();
+                let mut won_rule = kept.iter().copied();
                 served.rules.retain(|_| won_rule.next().unwrap_or(false));
                 if !keeps_default_backend {
                     served.default_backend = None;

@@ -497,7 +497,7 @@ fn backend_tls(
     let annotations = svc.metadata.annotations.as_ref();
     let server_name = match annotations.and_then(|a| a.get(BACKEND_TLS_SERVER_NAME_ANNOTATION)) {
         Some(n) => match HostPattern::parse(n) {
-            Ok(HostPattern::Exact(h)) => h,
+            Ok(HostPattern::Exact(h)) => h.to_string(),
             _ => {
                 return Err(Problem::BackendTlsServerName(
                     format!("{namespace}/{name}"),

@@ -78,14 +78,15 @@ impl<K: fmt::Display> fmt::Display for Conflict<K> {
     }
 }
 
-/// Who holds each host+path and the default backend. Claim in [`oldest_first`] order.
+/// Who holds each host+path and the default backend. Claim in [`oldest_first`] order. The
+/// claims borrow their hosts and paths from the rules that make them.
 #[derive(Debug)]
-pub struct Claims<K> {
-    routes: HashMap<(HostPattern, PathMatch), K>,
+pub struct Claims<'r, K> {
+    routes: HashMap<(&'r HostPattern, &'r PathMatch), K>,
     default_backend: Option<K>,
 }
 
-impl<K> Default for Claims<K> {
+impl<K> Default for Claims<'_, K> {
     fn default() -> Self {
         Claims {
             routes: HashMap::new(),
@@ -94,7 +95,7 @@ impl<K> Default for Claims<K> {
     }
 }
 
-impl<K: Clone + Eq> Claims<K> {
+impl<'r, K: Clone + Eq> Claims<'r, K> {
     /// Room for `routes` host+path claims without growing.
     pub fn with_capacity(routes: usize) -> Self {
         Claims {
@@ -105,8 +106,13 @@ impl<K: Clone + Eq> Claims<K> {
 
     /// Claims a host+path for `owner`; `Err(holder)` when another Ingress holds it. The same
     /// Ingress naming a path twice is no conflict (its first rule stays).
-    pub fn route(&mut self, owner: &K, host: &HostPattern, path: &PathMatch) -> Result<(), K> {
-        match self.routes.entry((host.clone(), path.clone())) {
+    pub fn route(
+        &mut self,
+        owner: &K,
+        host: &'r HostPattern,
+        path: &'r PathMatch,
+    ) -> Result<(), K> {
+        match self.routes.entry((host, path)) {
             Entry::Occupied(held) if held.get() != owner => Err(held.get().clone()),
             Entry::Occupied(_) => Ok(()),
             Entry::Vacant(free) => {
@@ -117,8 +123,8 @@ impl<K: Clone + Eq> Claims<K> {
     }
 
     /// Who holds a host+path, if anyone.
-    pub fn holder(&self, host: &HostPattern, path: &PathMatch) -> Option<&K> {
-        self.routes.get(&(host.clone(), path.clone()))
+    pub fn holder(&self, host: &'r HostPattern, path: &'r PathMatch) -> Option<&K> {
+        self.routes.get(&(host, path))
     }
 
     /// Claims the class's default backend for `owner`; `Err(holder)` when another has it.

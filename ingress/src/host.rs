@@ -1,13 +1,16 @@
 //! Host patterns: exact, one-label wildcard (`*.foo.com`), or any host.
 
+use std::sync::Arc;
+
 use crate::Problem;
 
-/// A rule's host, normalized to lowercase without a trailing dot.
+/// A rule's host, normalized to lowercase without a trailing dot. The name is shared, not
+/// copied: a judgement and a build hold each of 10,000 hosts in several maps.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostPattern {
-    Exact(String),
+    Exact(Arc<str>),
     /// The suffix after `*.`.
-    Wildcard(String),
+    Wildcard(Arc<str>),
     Any,
 }
 
@@ -19,8 +22,8 @@ impl HostPattern {
             return Ok(HostPattern::Any);
         }
         let (wild, rest) = match host.strip_prefix("*.") {
-            Some(rest) => (true, rest.to_string()),
-            None => (false, host.clone()),
+            Some(rest) => (true, rest),
+            None => (false, host.as_str()),
         };
         let valid = !rest.is_empty()
             && rest.len() <= 253
@@ -35,17 +38,19 @@ impl HostPattern {
             return Err(Problem::InvalidHost(host));
         }
         Ok(if wild {
-            HostPattern::Wildcard(rest)
+            HostPattern::Wildcard(rest.into())
         } else {
-            HostPattern::Exact(rest)
+            HostPattern::Exact(rest.into())
         })
     }
 
     /// Whether a normalized request host falls under this pattern.
     pub fn matches(&self, host: &str) -> bool {
         match self {
-            HostPattern::Exact(h) => h == host,
-            HostPattern::Wildcard(suffix) => host.split_once('.').is_some_and(|(_, s)| s == suffix),
+            HostPattern::Exact(h) => **h == *host,
+            HostPattern::Wildcard(suffix) => {
+                host.split_once('.').is_some_and(|(_, s)| s == &**suffix)
+            }
             HostPattern::Any => true,
         }
     }

@@ -21,7 +21,7 @@
 //! invalid ones: an owner whose Ingress is briefly broken (a Service being replaced) does
 //! not hand its host to whoever asks next.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, hash_map};
 use std::fmt;
 use std::sync::Arc;
 
@@ -190,7 +190,7 @@ impl fmt::Display for Rejection {
 #[derive(Debug, Clone)]
 pub struct Verdict<'a> {
     pub ingress: &'a Ingress,
-    pub key: IngressKey,
+    pub key: Arc<IngressKey>,
     /// What is served of it: the checked Ingress holding only the rules and the
     /// `defaultBackend` it won (`tls` stays as declared: it decides HTTPS redirects).
     /// `None` when it is invalid or its namespace is not served. When it won all it
@@ -269,21 +269,18 @@ impl Judgement<'_> {
 /// Owner of each exact and wildcard host. Claim in [`oldest_first`] order.
 #[derive(Debug, Default)]
 struct Owners {
-    exact: HashMap<String, IngressKey>,
-    wildcard: HashMap<String, IngressKey>,
+    exact: HashMap<Arc<str>, Arc<IngressKey>>,
+    wildcard: HashMap<Arc<str>, Arc<IngressKey>>,
 }
 
 impl Owners {
-    fn claim(&mut self, host: &HostPattern, by: &IngressKey) {
+    fn claim(&mut self, host: &HostPattern, by: &Arc<IngressKey>) {
         match host {
             HostPattern::Exact(h) => {
-                if !self.exact.contains_key(h) {
+                if let hash_map::Entry::Vacant(free) = self.exact.entry(h.clone()) {
                     // An older wildcard's namespace owns the hosts under it.
-                    let owner = suffix(h)
-                        .and_then(|s| self.wildcard.get(s))
-                        .unwrap_or(by)
-                        .clone();
-                    self.exact.insert(h.clone(), owner);
+                    let owner = suffix(h).and_then(|s| self.wildcard.get(s)).unwrap_or(by);
+                    free.insert(owner.clone());
                 }
             }
             HostPattern::Wildcard(s) => {
@@ -295,10 +292,15 @@ impl Owners {
 
     fn of(&self, host: &HostPattern) -> Option<&IngressKey> {
         match host {
-            HostPattern::Exact(h) => self.exact.get(h),
-            HostPattern::Wildcard(s) => self.wildcard.get(s),
+            HostPattern::Exact(h) => self.exact.get(&**h).map(AsRef::as_ref),
+            HostPattern::Wildcard(s) => self.wildcard.get(&**s).map(AsRef::as_ref),
             HostPattern::Any => None,
         }
+    }
+
+    /// The owner of the wildcard `*.<suffix>`.
+    fn of_wildcard(&self, suffix: &str) -> Option<&IngressKey> {
+        self.wildcard.get(suffix).map(AsRef::as_ref)
     }
 }
 
@@ -367,7 +369,7 @@ pub fn judge_with<'a, 's>(
         })
         .collect();
     memo.end();
-    let served = || of_class.iter().filter_map(|(_, p)| p.as_deref());
+    let served = || of_class.iter().filter_map(|(_, p)| p.as_ref());
 
     // Who owns each host, and whom the owners share it with.
     let mut owners = Owners {
@@ -379,7 +381,7 @@ pub fn judge_with<'a, 's>(
             owners.claim(host, &p.key);
         }
     }
-    let mut shares: HashMap<HostPattern, BTreeSet<String>> = HashMap::new();
+    let mut shares: HashMap<&HostPattern, BTreeSet<String>> = HashMap::new();
     for p in served() {
         let Ok(guests) = &p.guests else {
             continue;
@@ -391,7 +393,7 @@ pub fn judge_with<'a, 's>(
         for host in &p.hosts {
             if owners.of(host).is_some_and(|o| o.namespace == *ns) {
                 shares
-                    .entry(host.clone())
+                    .entry(host)
                     .or_default()
                     .extend(guests.iter().cloned());
             }
@@ -401,49 +403,54 @@ pub fn judge_with<'a, 's>(
         let Some(owner) = owners.of(host) else {
             return Ok(());
         };
+        if owner.namespace == ns {
+            return Ok(());
+        }
         let shared = |h: &HostPattern| shares.get(h).is_some_and(|g| g.contains(ns));
         // An exact host owned through a wildcard is shared when the wildcard is.
-        let via_wildcard = match host {
+        let via_wildcard = || match host {
             HostPattern::Exact(h) => suffix(h).is_some_and(|s| {
-                let wild = HostPattern::Wildcard(s.to_owned());
                 owners
-                    .of(&wild)
+                    .of_wildcard(s)
                     .is_some_and(|w| w.namespace == owner.namespace)
-                    && shared(&wild)
+                    && shared(&HostPattern::Wildcard(s.into()))
             }),
             _ => false,
         };
-        if owner.namespace == ns || shared(host) || via_wildcard {
+        if !shares.is_empty() && (shared(host) || via_wildcard()) {
             Ok(())
         } else {
             Err(owner.clone())
         }
     };
 
-    let mut claims: Claims<IngressKey> = Claims::with_capacity(of_class.len());
+    // Canaries pair with the primary that holds their host+path, whatever their age:
+    // primaries claim first. The claims borrow hosts, paths and keys from `of_class`.
+    let is_canary = |p: &Option<Arc<Prepared>>| p.as_ref().is_some_and(|p| p.canary);
+    let order = (0..of_class.len())
+        .filter(|&i| !is_canary(&of_class[i].1))
+        .chain((0..of_class.len()).filter(|&i| is_canary(&of_class[i].1)));
+    let mut claims: Claims<'_, &IngressKey> = Claims::with_capacity(of_class.len());
     let mut out = Judgement {
         host_ownership: scope.policy.host_ownership,
+        verdicts: Vec::with_capacity(of_class.len()),
         ..Judgement::default()
     };
-    // Canaries pair with the primary that holds their host+path, whatever their age:
-    // primaries claim first.
-    let (canaries, primaries): (Vec<_>, Vec<_>) = of_class
-        .into_iter()
-        .partition(|(_, p)| p.as_ref().is_some_and(|p| p.canary));
     // A regex path's cache is interior mutability, but its hash and equality are the
     // pattern's text.
     #[allow(clippy::mutable_key_type)]
-    let mut canary_of: HashMap<(HostPattern, crate::path::PathMatch), IngressKey> = HashMap::new();
+    let mut canary_of: HashMap<(&HostPattern, &crate::path::PathMatch), &IngressKey> =
+        HashMap::new();
     let mut kept: Vec<bool> = Vec::new();
-    for (ingress, prepared) in primaries.into_iter().chain(canaries) {
-        let key = match &prepared {
+    for (ingress, prepared) in order.map(|i| &of_class[i]) {
+        let ingress: &'a Ingress = ingress;
+        let key = match prepared {
             Some(p) => p.key.clone(),
-            None => IngressKey::of(ingress),
+            None => Arc::new(IngressKey::of(ingress)),
         };
-        let ns = key.namespace.clone();
         let mut verdict = Verdict {
             ingress,
-            key: key.clone(),
+            key,
             checked: None,
             certificates: Vec::new(),
             served: false,
@@ -453,10 +460,13 @@ pub fn judge_with<'a, 's>(
             prepared: prepared.clone(),
         };
         let Some(prepared) = prepared else {
+            let ns = verdict.key.namespace.clone();
             verdict.reject(Rejection::NamespaceNotServed(ns));
             out.verdicts.push(verdict);
             continue;
         };
+        let key: &IngressKey = &prepared.key;
+        let ns = key.namespace.as_str();
         let declared = match &prepared.checked {
             Ok(c) => c,
             Err(problems) => {
@@ -472,12 +482,12 @@ pub fn judge_with<'a, 's>(
         kept.clear();
         for rule in &declared.rules {
             let refused = match &rule.host {
-                HostPattern::Any if !scope.at_home(&ns) => Some(Rejection::CatchAll {
+                HostPattern::Any if !scope.at_home(ns) => Some(Rejection::CatchAll {
                     what: CatchAll::HostlessRules,
                     instance_namespace: scope.instance_namespace.to_owned(),
                 }),
                 host if scope.policy.host_ownership => {
-                    may_add_paths(host, &ns)
+                    may_add_paths(host, ns)
                         .err()
                         .map(|owner| Rejection::HostNotOwned {
                             host: host.clone(),
@@ -490,13 +500,13 @@ pub fn judge_with<'a, 's>(
                 Some(rejection) => Err(rejection),
                 // A canary takes part of its primary's traffic instead of claiming.
                 None if declared.canary.is_some() => {
-                    let at = (rule.host.clone(), rule.path.clone());
+                    let at = (&rule.host, &rule.path);
                     let primary = claims.holder(&rule.host, &rule.path).filter(|p| {
                         p.namespace == ns && canary_of.get(&at).is_none_or(|c| *c == key)
                     });
                     match primary {
                         Some(_) => {
-                            canary_of.insert(at, key.clone());
+                            canary_of.insert(at, key);
                             Ok(())
                         }
                         None => Err(Rejection::CanaryWithoutPrimary {
@@ -505,7 +515,7 @@ pub fn judge_with<'a, 's>(
                             taken_by: canary_of
                                 .get(&at)
                                 .or_else(|| claims.holder(&rule.host, &rule.path))
-                                .cloned(),
+                                .map(|k| (*k).clone()),
                         }),
                     }
                 }
@@ -514,7 +524,7 @@ pub fn judge_with<'a, 's>(
                     .map_err(|winner| {
                         Rejection::Conflict(Conflict {
                             loser: key.clone(),
-                            winner,
+                            winner: winner.clone(),
                             contested: Contested::Route {
                                 host: rule.host.clone(),
                                 path: rule.path.clone(),
@@ -536,11 +546,11 @@ pub fn judge_with<'a, 's>(
         }
         let mut keeps_default_backend = false;
         if declared.default_backend.is_some() {
-            let allowed = if scope.at_home(&ns) {
+            let allowed = if scope.at_home(ns) {
                 claims.default_backend(&key).map_err(|winner| {
                     Rejection::Conflict(Conflict {
                         loser: key.clone(),
-                        winner,
+                        winner: winner.clone(),
                         contested: Contested::DefaultBackend,
                     })
                 })

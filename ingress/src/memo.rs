@@ -31,7 +31,7 @@ const CANARY_ANNOTATION: &str = "nginx.ingress.kubernetes.io/canary";
 /// One Ingress as the judgement reads it, before any other Ingress is considered.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    pub key: IngressKey,
+    pub key: Arc<IngressKey>,
     /// The hosts it names in rules, `spec.tls` and `server-alias`, that parse (never `Any`).
     pub hosts: Vec<HostPattern>,
     /// [`crate::share_host_with`].
@@ -51,7 +51,7 @@ impl Prepared {
     ) -> Prepared {
         let annotations = ingress.metadata.annotations.as_ref();
         Prepared {
-            key: IngressKey::of(ingress),
+            key: Arc::new(IngressKey::of(ingress)),
             hosts: declared_hosts(ingress).collect(),
             guests: crate::judge::share_host_with(ingress),
             canary: annotations
@@ -100,6 +100,9 @@ pub struct Memo {
     /// By the Ingress's uid (a recreated Ingress is a new one).
     entries: HashMap<String, Entry>,
     round: u64,
+    /// The caller's count of Service changes for the judgement under way
+    /// ([`Memo::services_at`]); `None`: every remembered lookup is checked.
+    services: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -107,6 +110,8 @@ struct Entry {
     version: String,
     /// Each Service `check()` looked up, with its resourceVersion (`None`: not found).
     services: Vec<(String, Option<String>)>,
+    /// The count of Service changes at which `services` were last found current.
+    services_at: Option<u64>,
     prepared: Arc<Prepared>,
     /// The last judgement that read it.
     round: u64,
@@ -122,6 +127,14 @@ impl Memo {
         self.entries.is_empty()
     }
 
+    /// Promises that `count` changes whenever a Service the judgement may look up
+    /// changes: then a judgement at the count an entry was last checked at does not look
+    /// its Services up again (a build over 10,000 Ingresses would otherwise do so 10,000
+    /// times). Holds for the next judgement only.
+    pub fn services_at(&mut self, count: u64) {
+        self.services = Some(count);
+    }
+
     /// Starts a judgement: other limits make every remembered check stale.
     pub(crate) fn begin(&mut self, limits: &Limits) {
         if self.limits.as_ref() != Some(limits) {
@@ -133,6 +146,7 @@ impl Memo {
 
     /// Ends a judgement: Ingresses it did not read are forgotten.
     pub(crate) fn end(&mut self) {
+        self.services = None;
         let round = self.round;
         self.entries.retain(|_, e| e.round == round);
     }
@@ -147,18 +161,21 @@ impl Memo {
     ) -> Arc<Prepared> {
         let uid = ingress.metadata.uid.as_deref();
         let version = ingress.metadata.resource_version.as_deref();
+        let count = self.services;
         if let Some(entry) = uid.and_then(|uid| self.entries.get_mut(uid))
             && version == Some(entry.version.as_str())
-            && entry
-                .services
-                .iter()
-                .all(|(name, rv)| match (services(name), rv) {
-                    (None, None) => true,
-                    (Some(s), Some(rv)) => s.metadata.resource_version.as_ref() == Some(rv),
-                    _ => false,
-                })
+            && ((count.is_some() && entry.services_at == count)
+                || entry
+                    .services
+                    .iter()
+                    .all(|(name, rv)| match (services(name), rv) {
+                        (None, None) => true,
+                        (Some(s), Some(rv)) => s.metadata.resource_version.as_ref() == Some(rv),
+                        _ => false,
+                    }))
         {
             entry.round = self.round;
+            entry.services_at = count;
             return entry.prepared.clone();
         }
         // Record what check() looks up; a Service without a resourceVersion makes the
@@ -194,6 +211,7 @@ impl Memo {
                     Entry {
                         version: version.to_owned(),
                         services: looked_up.into_inner(),
+                        services_at: count,
                         prepared: prepared.clone(),
                         round: self.round,
                     },
@@ -349,6 +367,8 @@ mod tests {
         // (namespace, name) → Service; present or not.
         let mut services: HashMap<(String, String), Service> = HashMap::new();
         let mut memo = Memo::default();
+        // Counts Service changes, as the proxy's store does ([`Memo::services_at`]).
+        let mut service_changes = 0u64;
         for step in 0..400 {
             match rng.pick(6) {
                 // A new Ingress, or a new version of one (possibly recreated: a new uid).
@@ -396,12 +416,18 @@ mod tests {
                     let mut svc = service(Some(&next()), 80 + rng.pick(2) as u16);
                     svc.metadata.name = Some(name.into());
                     services.insert((ns.into(), name.into()), svc);
+                    service_changes += 1;
                 }
                 // A Service or an Ingress goes away.
                 _ => {
                     if rng.pick(2) == 0 {
                         let (ns, name) = (NAMESPACES[rng.pick(3)], SERVICES[rng.pick(2)]);
-                        services.remove(&(ns.to_string(), name.to_string()));
+                        if services
+                            .remove(&(ns.to_string(), name.to_string()))
+                            .is_some()
+                        {
+                            service_changes += 1;
+                        }
                     } else if !ingresses.is_empty() {
                         let i = rng.pick(ingresses.len());
                         ingresses.remove(i);
@@ -410,6 +436,10 @@ mod tests {
             }
             let lookup = |ns: &str, name: &str| services.get(&(ns.to_string(), name.to_string()));
             let fresh = crate::judge(&scope, ingresses.iter(), lookup);
+            // Half the judgements trust the count, half look every Service up.
+            if step % 2 == 0 {
+                memo.services_at(service_changes);
+            }
             let remembered = crate::judge_with(&mut memo, &scope, ingresses.iter(), lookup);
             assert_eq!(decided(&remembered), decided(&fresh), "step {step}");
         }

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use portico_ingress::{
-    BackendTls, CaSource, Checked, EndpointPolicy, Limits, Problem, Refusal, Scope, TenantPolicy,
-    Usable,
+    BackendTls, CaSource, Checked, EndpointPolicy, IngressKey, Limits, Problem, Refusal, Scope,
+    TenantPolicy, Usable,
 };
 use tracing::warn;
 
@@ -72,12 +72,74 @@ pub struct Caches {
     /// Each served Ingress compiled, kept while the judgement serves it the same (the
     /// same `Arc<Checked>`) and nothing but Ingresses changed: one changed Ingress among
     /// thousands is compiled alone. (One `Caches` serves one `Params`.)
-    compiled: HashMap<ObjectKey, Kept>,
+    compiled: HashMap<KeptId, Kept>,
+    /// How many of `compiled` use each backend: a backend is dropped when the last kept
+    /// compilation using it goes, unless a compilation that was not kept uses it.
+    kept_uses: HashMap<BackendKey, usize>,
+    /// Backends whose last kept user went since the last build, and those that the last
+    /// build's unkept compilations used: the only ones a build may have left unused.
+    maybe_unused: Vec<BackendKey>,
+    /// [`Store::ingress_removals`] when the route metrics were last pruned.
+    metrics_pruned_at: Option<u64>,
+}
+
+impl Caches {
+    /// Keeps an Ingress's compilation, counting the backends it uses.
+    fn keep(&mut self, kept: Kept) {
+        for b in &kept.backends {
+            *self.kept_uses.entry(b.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.compiled.insert(kept_id(&kept.ingress), kept) {
+            self.forget_uses(old);
+        }
+    }
+
+    /// Stops keeping an Ingress's compilation.
+    fn unkeep(&mut self, id: KeptId) {
+        if let Some(old) = self.compiled.remove(&id) {
+            self.forget_uses(old);
+        }
+    }
+
+    fn forget_uses(&mut self, old: Kept) {
+        for b in old.backends {
+            if let Some(n) = self.kept_uses.get_mut(&b) {
+                *n -= 1;
+                if *n == 0 {
+                    self.kept_uses.remove(&b);
+                    self.maybe_unused.push(b);
+                }
+            }
+        }
+    }
+
+    /// Drops the backends no compilation uses any more: those kept compilations stopped
+    /// using, unless `loose` (this build's compilations that were not kept) uses them.
+    fn drop_unused_backends(&mut self, loose: BTreeSet<BackendKey>) {
+        for key in std::mem::take(&mut self.maybe_unused) {
+            if !self.kept_uses.contains_key(&key) && !loose.contains(&key) {
+                self.backends.remove(&key);
+            }
+        }
+        // Next build, what only these used may have gone.
+        self.maybe_unused.extend(loose);
+    }
+}
+
+/// A kept compilation's key: the address of the judgement's `Arc<IngressKey>` for one
+/// version of an Ingress (the memo's, the same while the Ingress is unchanged). [`Kept`]
+/// holds that `Arc`, so the address names no other Ingress while the entry exists; a
+/// lookup hashes a word instead of two names.
+type KeptId = usize;
+
+fn kept_id(ingress: &Arc<IngressKey>) -> KeptId {
+    Arc::as_ptr(ingress) as KeptId
 }
 
 /// An Ingress's compiled routes, and what compiling them read, to be read again.
 #[derive(Debug)]
 struct Kept {
+    ingress: Arc<IngressKey>,
     checked: Arc<Checked>,
     others: u64,
     compiled: Compiled,
@@ -183,18 +245,23 @@ impl Backends {
         changed
     }
 
-    fn retain(&mut self, used: &BTreeSet<BackendKey>) {
-        for (svc, ports) in self.by_service.iter_mut() {
-            ports.retain(|port, b| {
-                let keep = used.contains(&BackendKey::new(&svc.namespace, &svc.name, port));
-                if !keep {
-                    crate::metrics::remove_backend_endpoints(b);
-                }
-                keep
-            });
+    fn remove(&mut self, key: &BackendKey) {
+        let svc = ObjectKey::new(&key.namespace, &key.service);
+        if let Some(ports) = self.by_service.get_mut(&svc) {
+            if let Some(b) = ports.remove(&key.port_name) {
+                crate::metrics::remove_backend_endpoints(&b);
+            }
+            if ports.is_empty() {
+                self.by_service.remove(&svc);
+            }
         }
-        self.by_service.retain(|_, ports| !ports.is_empty());
-        self.refused.retain(|key, _| used.contains(key));
+        self.refused.remove(key);
+    }
+
+    /// How many backends are held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_service.values().map(HashMap::len).sum()
     }
 }
 
@@ -255,7 +322,7 @@ struct Compiled {
 pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u64) -> Output {
     caches.generation = generation;
     let mut warnings = Vec::new();
-    let mut table = RouteTable::default();
+    let mut table = RouteTable::with_capacity(store.ingresses.len());
     let mut certs = CertTable::default();
     let mut used_backends = BTreeSet::new();
     let mut referenced = Referenced::default();
@@ -274,6 +341,8 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         policy: &params.tenant_policy,
         limits,
     };
+    // Every Service change counts among the store's other changes.
+    caches.judged.services_at(store.others_version());
     let judgement = portico_ingress::judge_with(
         &mut caches.judged,
         &scope,
@@ -285,7 +354,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
 
     // Oldest first, so that among certificates for one host the oldest Ingress's wins.
     for verdict in &judgement.verdicts {
-        let key = ObjectKey::new(&verdict.key.namespace, &verdict.key.name);
+        let key = &verdict.key;
         // Secrets are referenced (watched) even when the Ingress turns out bad, so fixing
         // them heals it.
         if params.namespaces.contains(&key.namespace) {
@@ -302,7 +371,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         };
         let compiled = match (&verdict.checked, verdict.served) {
             (Some(checked), true) => compile_kept(
-                &key,
+                key,
                 checked,
                 store,
                 params,
@@ -373,10 +442,10 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             for rule in &checked.rules {
                 match &rule.host {
                     HostPattern::Exact(h) => {
-                        certs.ask_client_cert.insert(h.clone());
+                        certs.ask_client_cert.insert(h.to_string());
                     }
                     HostPattern::Wildcard(s) => {
-                        certs.ask_client_cert_wildcard.insert(s.clone());
+                        certs.ask_client_cert_wildcard.insert(s.to_string());
                     }
                     HostPattern::Any => certs.ask_client_cert_all = true,
                 }
@@ -400,7 +469,7 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
                         HostPattern::Any => None,
                     };
                     if let Some((map, h)) = map {
-                        map.entry(h.clone()).or_insert(ck);
+                        map.entry(h.to_string()).or_insert(ck);
                     }
                 }
                 Err(e) => warnings.push(format!(
@@ -411,8 +480,9 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     }
     www_redirects(&judgement, params, caches, &mut table);
     // A tenant's host is answered 404 when no path matches, never by another namespace's
-    // default backend.
-    for verdict in judgement.served() {
+    // default backend (without one, it is 404 anyway).
+    let has_default = table.has_default_backend();
+    for verdict in judgement.served().filter(|_| has_default) {
         for rule in verdict.checked.iter().flat_map(|c| &c.rules) {
             if !judgement.default_backend_serves(&rule.host) {
                 table.host_rules_mut(&rule.host).isolated = true;
@@ -434,7 +504,17 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
         }
     }
 
-    caches.backends.retain(&used_backends);
+    // Ingresses no longer served are no longer kept; then what no one uses goes.
+    let gone: Vec<KeptId> = caches
+        .compiled
+        .iter()
+        .filter(|(_, k)| k.generation != generation)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in gone {
+        caches.unkeep(id);
+    }
+    caches.drop_unused_backends(used_backends);
     caches.certs.retain(|k| referenced.secrets.contains(k));
     caches
         .htpasswd
@@ -442,18 +522,20 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     caches
         .upstream_tls
         .retain(|_, (_, used)| *used == generation);
-    caches.compiled.retain(|_, k| k.generation == generation);
     warnings.append(&mut caches.tls_warnings);
     // Ingresses that are gone take their series with them: a tenant churning Ingress
     // names must not grow the proxy's memory and every scrape without bound.
-    let live: std::collections::HashSet<&ObjectKey> = store.ingresses.keys().collect();
-    caches.route_metrics.retain(|(ing, _), metrics| {
-        let keep = live.contains(ing);
-        if !keep {
-            metrics.remove();
-        }
-        keep
-    });
+    // (Only after an Ingress went: pruning reads every series.)
+    if caches.metrics_pruned_at != Some(store.ingress_removals()) {
+        caches.metrics_pruned_at = Some(store.ingress_removals());
+        caches.route_metrics.retain(|(ing, _), metrics| {
+            let keep = store.ingresses.contains_key(ing);
+            if !keep {
+                metrics.remove();
+            }
+            keep
+        });
+    }
 
     Output {
         snapshot: Snapshot {
@@ -609,7 +691,7 @@ fn www_redirects(
             let wildcard = match &other {
                 HostPattern::Exact(h) => h
                     .split_once('.')
-                    .map(|(_, s)| HostPattern::Wildcard(s.to_owned())),
+                    .map(|(_, s)| HostPattern::Wildcard(s.into())),
                 _ => None,
             };
             let foreign = |h: &HostPattern| {
@@ -643,7 +725,7 @@ fn www_redirects(
                 error_backend: None,
                 traffic: Default::default(),
                 nginx: Some(Box::new(NginxRoute {
-                    www_redirect_to: Some(to.clone()),
+                    www_redirect_to: Some(to.to_string()),
                     ..NginxRoute::default()
                 })),
             });
@@ -863,9 +945,11 @@ fn compile_access(
     })))
 }
 
-/// [`compile`], or what it gave last time when nothing it reads has changed since.
+/// [`compile`], or what it gave last time when nothing it reads has changed since. What a
+/// kept compilation uses stays in [`Caches::compiled`]; `used_backends` and `referenced`
+/// get what was compiled afresh or not kept.
 fn compile_kept(
-    key: &ObjectKey,
+    ingress: &Arc<IngressKey>,
     checked: &Arc<Checked>,
     store: &Store,
     params: &Params,
@@ -875,12 +959,11 @@ fn compile_kept(
 ) -> Result<Compiled, Option<String>> {
     let others = store.others_version();
     let generation = caches.generation;
-    if let Some(kept) = caches.compiled.get_mut(key)
+    if let Some(kept) = caches.compiled.get_mut(&kept_id(ingress))
         && Arc::ptr_eq(&kept.checked, checked)
         && kept.others == others
     {
         kept.generation = generation;
-        used_backends.extend(kept.backends.iter().cloned());
         referenced.extend(&kept.referenced);
         for tls in &kept.referenced.upstream_tls {
             if let Some((_, used)) = caches.upstream_tls.get_mut(tls) {
@@ -889,10 +972,11 @@ fn compile_kept(
         }
         return Ok(kept.compiled.clone());
     }
+    let key = ObjectKey::new(&ingress.namespace, &ingress.name);
     let (mut backends, mut read) = (BTreeSet::new(), Referenced::default());
     let warnings = caches.tls_warnings.len();
     let result = compile(
-        key,
+        &key,
         checked,
         store,
         params,
@@ -900,25 +984,23 @@ fn compile_kept(
         &mut backends,
         &mut read,
     );
-    used_backends.extend(backends.iter().cloned());
     referenced.extend(&read);
     match &result {
         // A build that warned warns again next time: it is not kept.
         Ok(compiled) if caches.tls_warnings.len() == warnings => {
-            caches.compiled.insert(
-                key.clone(),
-                Kept {
-                    checked: checked.clone(),
-                    others,
-                    compiled: compiled.clone(),
-                    backends: backends.into_iter().collect(),
-                    referenced: read,
-                    generation,
-                },
-            );
+            caches.keep(Kept {
+                ingress: ingress.clone(),
+                checked: checked.clone(),
+                others,
+                compiled: compiled.clone(),
+                backends: backends.into_iter().collect(),
+                referenced: read,
+                generation,
+            });
         }
         _ => {
-            caches.compiled.remove(key);
+            caches.unkeep(kept_id(ingress));
+            used_backends.extend(backends);
         }
     }
     result

@@ -144,6 +144,8 @@ pub struct Store {
     /// Counts the changes to routes that did not come from an Ingress (a Service, Secret,
     /// ConfigMap or IngressClass): an Ingress compiled at the same count read the same.
     others: u64,
+    /// Counts the Ingresses deleted so far.
+    ingress_removals: u64,
 }
 
 fn slice_service(slice: &EndpointSlice) -> Option<ObjectKey> {
@@ -195,6 +197,11 @@ impl Store {
     /// How many route changes came from objects other than Ingresses so far.
     pub fn others_version(&self) -> u64 {
         self.others
+    }
+
+    /// How many Ingresses were deleted so far.
+    pub fn ingress_removals(&self) -> u64 {
+        self.ingress_removals
     }
 
     fn count(&mut self, kind: Kind, change: &Change) {
@@ -283,7 +290,11 @@ impl Store {
     fn remove(&mut self, kind: Kind, key: &ObjectKey) -> Change {
         let removed = match kind {
             Kind::IngressClass => self.ingress_classes.remove(&key.name).is_some(),
-            Kind::Ingress => self.ingresses.remove(key).is_some(),
+            Kind::Ingress => {
+                let removed = self.ingresses.remove(key).is_some();
+                self.ingress_removals += u64::from(removed);
+                removed
+            }
             Kind::Service => self.services.remove(key).is_some(),
             Kind::Secret => self.secrets.remove(key).is_some(),
             Kind::ConfigMap => self.config_maps.remove(key).is_some(),

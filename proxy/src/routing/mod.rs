@@ -264,9 +264,9 @@ fn same_headers(a: &[HeaderMatch], b: &[HeaderMatch]) -> bool {
 /// The whole routing table of one snapshot.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<String, HostRules>,
+    exact: HashMap<Arc<str>, HostRules>,
     /// Keyed by the suffix after `*.`, e.g. `foo.com` for `*.foo.com`.
-    wildcard: HashMap<String, HostRules>,
+    wildcard: HashMap<Arc<str>, HostRules>,
     any_host: HostRules,
     default_backend: Option<Arc<Route>>,
 }
@@ -280,6 +280,18 @@ pub enum RouteMatch<'a> {
 }
 
 impl RouteTable {
+    /// Room for `hosts` exact hosts without growing.
+    pub fn with_capacity(hosts: usize) -> Self {
+        RouteTable {
+            exact: HashMap::with_capacity(hosts),
+            ..RouteTable::default()
+        }
+    }
+
+    pub fn has_default_backend(&self) -> bool {
+        self.default_backend.is_some()
+    }
+
     pub fn host_rules_mut(&mut self, host: &HostPattern) -> &mut HostRules {
         match host {
             HostPattern::Exact(h) => self.exact.entry(h.clone()).or_default(),

@@ -923,3 +923,73 @@ fn unchanged_ingresses_keep_their_routes_and_changed_inputs_recompile() {
     assert_eq!(lookup(&sixth, "x.com", "/"), None);
     assert_eq!(lookup(&sixth, "y.com", "/"), None);
 }
+
+/// A backend lives while some served Ingress names it: moving an Ingress to another
+/// Service or deleting it drops what no one else uses, with its metric series, although
+/// the builds in between kept every other Ingress's routes.
+#[test]
+fn backends_and_series_go_with_their_last_ingress() {
+    let mut s = Store::default();
+    s.apply(versioned(service("a", "web"), "1"));
+    s.apply(versioned(service("a", "api"), "2"));
+    let spec = |host: &str, svc: &str| json!({"ingressClassName": "portico", "rules": [simple_rule(host, "Prefix", "/", svc)]});
+    s.apply(versioned(
+        ingress("a", "one", T0, spec("x.com", "web")),
+        "3",
+    ));
+    s.apply(versioned(
+        ingress("a", "two", T0, spec("y.com", "web")),
+        "4",
+    ));
+    let mut caches = Caches::default();
+    let held = |c: &Caches| {
+        let mut services: Vec<String> = c
+            .backends
+            .by_service
+            .iter()
+            .flat_map(|(svc, ports)| ports.keys().map(move |p| format!("{}/{p}", svc.name)))
+            .collect();
+        services.sort();
+        services
+    };
+    build(&s, &params(), &mut caches, 1);
+    assert_eq!(held(&caches), ["web/http"]);
+
+    // One moves to api; two still names web.
+    s.apply(versioned(
+        ingress("a", "one", T0, spec("x.com", "api")),
+        "5",
+    ));
+    let moved = build(&s, &params(), &mut caches, 2);
+    assert_eq!(held(&caches), ["api/http", "web/http"]);
+    assert_eq!(
+        lookup(&moved.snapshot, "x.com", "/"),
+        Some("one:api".into())
+    );
+    assert_eq!(caches.route_metrics.len(), 3, "one:web, one:api, two:web");
+
+    // Two goes: web has no user left, nor do two's series.
+    s.delete(Kind::Ingress, &ObjectKey::new("a", "two"));
+    build(&s, &params(), &mut caches, 3);
+    assert_eq!(held(&caches), ["api/http"]);
+    assert!(
+        caches
+            .route_metrics
+            .keys()
+            .all(|(ingress, _)| ingress.name == "one")
+    );
+
+    // One stops being served (its class changes): nothing is held.
+    s.apply(versioned(
+        ingress(
+            "a",
+            "one",
+            T0,
+            json!({"ingressClassName": "other", "rules": [simple_rule("x.com", "Prefix", "/", "api")]}),
+        ),
+        "6",
+    ));
+    build(&s, &params(), &mut caches, 4);
+    assert!(held(&caches).is_empty(), "{:?}", held(&caches));
+    assert_eq!(caches.backends.len(), 0);
+}

@@ -46,7 +46,8 @@ impl PathKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PathMatch {
     pub kind: PathKind,
-    path: String,
+    /// Shared, not copied: every build hands each route's path to a new table.
+    path: Arc<str>,
     /// For `Regex`: `^<path>`, compiled once (when the Ingress is checked).
     regex: Option<PathRegex>,
 }
@@ -85,13 +86,13 @@ impl PathMatch {
         }
         validate(path)?;
         let path = match kind {
-            PathKind::Exact | PathKind::Regex => path.to_string(),
+            PathKind::Exact | PathKind::Regex => path.into(),
             PathKind::Prefix | PathKind::ImplementationSpecific => {
                 let trimmed = path.trim_end_matches('/');
                 if trimmed.is_empty() {
-                    "/".to_string()
+                    "/".into()
                 } else {
-                    trimmed.to_string()
+                    trimmed.into()
                 }
             }
         };
@@ -126,7 +127,7 @@ impl PathMatch {
             .map_err(|e| Problem::RegexPathInvalid(path.to_string(), regex_error(&e)))?;
         Ok(PathMatch {
             kind: PathKind::Regex,
-            path: path.to_string(),
+            path: path.into(),
             regex: Some(PathRegex(Arc::new(compiled))),
         })
     }
@@ -161,12 +162,12 @@ impl PathMatch {
                 .regex
                 .as_ref()
                 .is_some_and(|r| r.0.is_match(request_path)),
-            PathKind::Exact => request_path == self.path,
+            PathKind::Exact => request_path == &*self.path,
             PathKind::Prefix | PathKind::ImplementationSpecific => {
-                if self.path == "/" {
+                if &*self.path == "/" {
                     return true;
                 }
-                match request_path.strip_prefix(self.path.as_str()) {
+                match request_path.strip_prefix(&*self.path) {
                     Some(rest) => rest.is_empty() || rest.starts_with('/'),
                     None => false,
                 }

@@ -579,3 +579,39 @@ fn class_membership() {
     assert_eq!(names(false), ["legacy"]);
     assert_eq!(names(true), ["classless", "legacy"]);
 }
+
+/// Verdicts come oldest first, then by namespace/name, whatever order the Ingresses are
+/// handed over in (in name order, as a store holds them, or not).
+#[test]
+fn verdicts_are_oldest_first_in_any_input_order() {
+    let mut all = Vec::new();
+    for (k, ns) in ["c", "a", "b"].iter().enumerate() {
+        for n in 0..4 {
+            let created = [T0, T1, T2][(k + n) % 3];
+            all.push(site(
+                &format!("{ns}/s{n}"),
+                created,
+                &format!("h{k}{n}.test"),
+                &["/"],
+            ));
+        }
+    }
+    let mut expected = all.clone();
+    expected.sort_by(crate::oldest_first);
+    let order = |j: &Judgement<'_>| -> Vec<String> {
+        j.verdicts.iter().map(|v| v.key.to_string()).collect()
+    };
+    let want: Vec<String> = expected
+        .iter()
+        .map(|i| IngressKey::of(i).to_string())
+        .collect();
+    let by_name = {
+        let mut v = all.clone();
+        v.sort_by_key(|i| (i.metadata.namespace.clone(), i.metadata.name.clone()));
+        v
+    };
+    let reversed: Vec<Ingress> = by_name.iter().rev().cloned().collect();
+    for input in [&all, &by_name, &reversed] {
+        assert_eq!(order(&run(input, &TenantPolicy::default())), want);
+    }
+}

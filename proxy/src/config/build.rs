@@ -142,7 +142,7 @@ struct Kept {
     ingress: Arc<IngressKey>,
     checked: Arc<Checked>,
     others: u64,
-    compiled: Compiled,
+    compiled: Arc<Compiled>,
     backends: Vec<BackendKey>,
     referenced: Referenced,
     generation: u64,
@@ -411,25 +411,26 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
             ));
         }
         let canary = verdict.checked.as_ref().and_then(|c| c.canary.as_ref());
-        for (host, mut rule) in compiled.rules {
-            if regex_hosts.contains(&host)
+        for (host, rule) in &compiled.rules {
+            let mut rule = rule.clone();
+            if regex_hosts.contains(host)
                 && let Some(regex) = rule.path.as_regex()
             {
                 rule.path = regex;
             }
             match canary {
                 // The judgement paired it with the primary holding this host+path.
-                Some(c) => attach_canary(table.host_rules_mut(&host), rule, c),
+                Some(c) => attach_canary(table.host_rules_mut(host), rule, c),
                 // Refused only when this Ingress names the same host+path twice (or, on
                 // a regex host, a path another Ingress of the host names too): the first
                 // stays.
                 None => {
-                    let _ = table.host_rules_mut(&host).insert(rule);
+                    let _ = table.host_rules_mut(host).insert(rule);
                 }
             }
         }
-        if let Some(route) = compiled.default {
-            let _ = table.set_default_backend(route);
+        if let Some(route) = &compiled.default {
+            let _ = table.set_default_backend(route.clone());
         }
         // Handshakes for the Ingress's hosts ask for a client certificate; its routes
         // judge it (tls/client_auth.rs).
@@ -956,7 +957,7 @@ fn compile_kept(
     caches: &mut Caches,
     used_backends: &mut BTreeSet<BackendKey>,
     referenced: &mut Referenced,
-) -> Result<Compiled, Option<String>> {
+) -> Result<Arc<Compiled>, Option<String>> {
     let others = store.others_version();
     let generation = caches.generation;
     if let Some(kept) = caches.compiled.get_mut(&kept_id(ingress))
@@ -983,7 +984,8 @@ fn compile_kept(
         caches,
         &mut backends,
         &mut read,
-    );
+    )
+    .map(Arc::new);
     referenced.extend(&read);
     match &result {
         // A build that warned warns again next time: it is not kept.

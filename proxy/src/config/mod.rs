@@ -4,7 +4,7 @@
 //!  watchers (kube-runtime, backoff; one per served namespace and kind)
 //!    IngressClass (own, by name) ─┐
 //!    Ingress / Service ───────────┼─▶ Store (plain maps; apply/delete, no IO)
-//!    Secret (by name, referenced) ┘        │ debounce 30 ms
+//!    Secret (by name, referenced) ┘        │ paced (pace.rs)
 //!                                          ▼
 //!                        build(&Store, &Params, &mut caches) ─▶ Snapshot ─▶ ArcSwap
 //!    EndpointSlice ─▶ Store ─▶ Backends::refresh(service) ─▶ Backend.endpoints (ArcSwap)
@@ -14,6 +14,7 @@
 //! replace the endpoint set of the affected Service ports, which snapshots share.
 
 pub mod build;
+pub mod pace;
 pub mod store;
 pub mod watch;
 

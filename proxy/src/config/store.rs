@@ -51,7 +51,7 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     None,
-    /// Routes or certificates may differ: rebuild the snapshot (debounced).
+    /// Routes or certificates may differ: rebuild the snapshot (paced: `config::pace`).
     Routes,
     /// Only this Service's endpoints changed.
     Endpoints(ObjectKey),

@@ -5,7 +5,7 @@
 //! Ingress, Service, EndpointSlice   × every served namespace     ─┐
 //! Secret (fieldSelector metadata.name=<name>) × referenced Secret ─┼─▶ mpsc ─▶ config loop
 //!                                                                  │    store.apply/delete
-//!          routes changed ─▶ debounce ─▶ build ─▶ ArcSwap<Snapshot> ◀┘    endpoints changed
+//!          routes changed ─▶ pace ───▶ build ─▶ ArcSwap<Snapshot> ◀┘    endpoints changed
 //!                                                                       ─▶ Backends::refresh
 //! ```
 //!
@@ -30,15 +30,12 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::build::{Caches, Params, build};
+use super::pace::Pacer;
 use super::store::{Change, Kind, Object, Store};
 use super::{ObjectKey, SharedSnapshot};
 use crate::health::Health;
 use crate::metrics::METRICS;
 
-/// At most one build per this window: a change after a quiet spell is built at once, and
-/// changes that arrive while a build is recent wait for the window's end and are built
-/// together.
-pub const DEBOUNCE: Duration = Duration::from_millis(30);
 /// How long readiness waits for Secret watchers after the first sync (a Secret the
 /// operator's Role does not list yet must not keep the proxy unready forever).
 pub const SECRET_SYNC_GRACE: Duration = Duration::from_secs(5);
@@ -423,10 +420,11 @@ impl ConfigLoop {
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         self.start_core_watchers();
         let mut dirty_since: Option<tokio::time::Instant> = None;
-        let mut last_build: Option<tokio::time::Instant> = None;
+        // Changes are built at once unless builds have lately been the busier half.
+        let mut pacer = Pacer::new(tokio::time::Instant::now());
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
-            let deadline = dirty_since.map(|t| last_build.map_or(t, |b| t.max(b + DEBOUNCE)));
+            let deadline = dirty_since.map(|t| pacer.earliest(t));
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
@@ -442,8 +440,9 @@ impl ConfigLoop {
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() && !self.core_pending() => {
                     dirty_since = None;
+                    let started = tokio::time::Instant::now();
                     self.rebuild();
-                    last_build = Some(tokio::time::Instant::now());
+                    pacer.built(started, started.elapsed());
                     self.maybe_ready();
                 }
                 _ = tick.tick() => self.maybe_ready(),

@@ -101,7 +101,10 @@ mod tests {
             building <= elapsed / 2 + BURST,
             "{building:?} of {elapsed:?} building"
         );
-        assert!(building >= elapsed / 2 - 30 * MS, "not paced harder than half");
+        assert!(
+            building >= elapsed / 2 - 30 * MS,
+            "not paced harder than half"
+        );
     }
 
     #[test]

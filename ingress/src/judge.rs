@@ -30,7 +30,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::check::{Checked, Limits, MAX_PROBLEMS, Problem, TlsHost};
 use crate::class::belongs_to_class;
-use crate::conflict::{Claims, Conflict, Contested, IngressKey};
+use crate::conflict::{Claims, Conflict, Contested, IngressKey, oldest_first};
 use crate::host::HostPattern;
 use crate::memo::{Memo, Prepared};
 
@@ -354,18 +354,20 @@ pub fn judge_with<'a, 's>(
         .into_iter()
         .filter(|i| belongs_to_class(i, scope.class, scope.is_default_class))
         .collect();
-    // Oldest first ([`crate::oldest_first`]). Names decide only among Ingresses of the same
-    // second, but comparing them is most of what sorting thousands costs: they are sorted
-    // by name only when the input is not in that order already (a store keyed by
-    // namespace/name is), then stably by time, which gives the same order.
+    // Oldest first ([`oldest_first`]). Names decide only among Ingresses of the same
+    // second, but comparing them is most of what sorting thousands costs: input already in
+    // namespace/name order (a store keyed by it) is only sorted stably by time, which
+    // gives the same order.
     let by_name = |a: &&Ingress, b: &&Ingress| {
         (a.metadata.namespace.cmp(&b.metadata.namespace))
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     };
-    if !of_class.is_sorted_by(|a, b| by_name(a, b).is_le()) {
-        of_class.sort_by(by_name);
+    if of_class.is_sorted_by(|a, b| by_name(a, b).is_le()) {
+        of_class
+            .sort_by(|a, b| (a.metadata.creation_timestamp).cmp(&b.metadata.creation_timestamp));
+    } else {
+        of_class.sort_by(|a, b| oldest_first(a, b));
     }
-    of_class.sort_by(|a, b| (a.metadata.creation_timestamp).cmp(&b.metadata.creation_timestamp));
     // Each Ingress of a served namespace as it reads alone; `None`: not served.
     memo.begin(scope.limits);
     let of_class: Vec<(&'a Ingress, Option<Arc<Prepared>>)> = of_class

@@ -59,6 +59,24 @@ pub struct Verdicts<'a> {
     pub served_ports: Vec<(&'a Ingress, BTreeSet<ServicePort>)>,
 }
 
+/// What [`portico_ingress::Memo::services_at`] asks for: a value that changes whenever
+/// `services` do. Each Service's namespace, name, uid and resourceVersion, hashed with a
+/// key of this process and combined in any order: the same value means the same Services
+/// (but for a 2^-64 chance), so a remembered check is reused only against the very
+/// Services it was made with, and not looked up again for each of 10,000 Ingresses.
+pub fn services_version(services: &Services) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    static KEY: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(RandomState::new);
+    services
+        .iter()
+        .flat_map(|(ns, by_name)| by_name.iter().map(move |(name, s)| (ns, name, s)))
+        .map(|(ns, name, s)| {
+            key.hash_one((ns, name, &s.metadata.uid, &s.metadata.resource_version))
+        })
+        .fold(0, |all, one| all ^ one)
+}
+
 /// A Service port as EndpointSlices name it: `(service, port name)`.
 pub type ServicePort = (String, String);
 
@@ -71,6 +89,7 @@ pub fn judge<'a>(
     services: &Services,
     instance_name: &str,
 ) -> Verdicts<'a> {
+    memo.services_at(services_version(services));
     let judgement = portico_ingress::judge_with(memo, scope, ingresses, |ns, name| {
         services
             .get(ns)
@@ -307,5 +326,50 @@ mod tests {
         assert!(v.rejected.is_empty());
         assert_eq!(v.warnings.len(), 1);
         assert_eq!(v.warnings[0].reason, "IngressConflict");
+    }
+
+    /// The operator's memo trusts `services_version`: a Service that loses the port an
+    /// unchanged Ingress names must still take the Ingress out of service, and the same
+    /// Services give the same version.
+    #[test]
+    fn a_changed_service_is_seen_through_the_memo() {
+        let mut ing = ingress("a", "web", T0, site("a.test", "/", "site"));
+        ing.metadata.resource_version = Some("1".into());
+        let service = |version: &str, port: u16| -> Services {
+            let svc: Service = serde_json::from_value(json!({
+                "metadata": {"namespace": "a", "name": "site", "uid": "svc", "resourceVersion": version},
+                "spec": {"ports": [{"name": "http", "port": port}]},
+            }))
+            .expect("service");
+            [("a".to_owned(), [("site".to_owned(), Arc::new(svc))].into())].into()
+        };
+        let served: BTreeSet<String> = ["a".to_owned()].into();
+        let scope = Scope {
+            class: "web",
+            is_default_class: false,
+            instance_namespace: "a",
+            served_namespaces: &served,
+            policy: &portico_ingress::TenantPolicy::default(),
+            limits: &portico_ingress::Limits::default(),
+        };
+        let all = [ing];
+        let mut memo = portico_ingress::Memo::default();
+        let before = service("7", 80);
+        assert_eq!(
+            services_version(&before),
+            services_version(&service("7", 80))
+        );
+        let v = judge(&mut memo, &scope, &all, &before, "web");
+        assert_eq!(v.served.len(), 1);
+        let v = judge(&mut memo, &scope, &all, &before, "web");
+        assert_eq!(v.served.len(), 1, "remembered");
+        let after = service("8", 81);
+        assert_ne!(services_version(&before), services_version(&after));
+        let v = judge(&mut memo, &scope, &all, &after, "web");
+        assert!(v.served.is_empty(), "port 80 is gone");
+        assert_ne!(
+            services_version(&before),
+            services_version(&Services::new())
+        );
     }
 }

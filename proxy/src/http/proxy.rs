@@ -893,8 +893,8 @@ mod tests {
             let p: Arc<Proxy> = unreachable!();
             p.handle(unreachable!(), unreachable!())
         });
-        let send = future_size(|| {
-            let p: &Proxy = unreachable!();
+        // The send future alone, and under the request timeout.
+        let sending = |p: &'static Proxy| {
             p.connect_and_send(
                 unreachable!(),
                 unreachable!(),
@@ -904,21 +904,11 @@ mod tests {
                 unreachable!(),
                 unreachable!(),
             )
-        });
+        };
+        let send = future_size(|| sending(unreachable!()));
         let timed = future_size(|| {
-            let p: &Proxy = unreachable!();
-            p.timers.timeout(
-                Duration::ZERO,
-                p.connect_and_send(
-                    unreachable!(),
-                    unreachable!(),
-                    unreachable!(),
-                    unreachable!(),
-                    unreachable!(),
-                    unreachable!(),
-                    unreachable!(),
-                ),
-            )
+            let p: &'static Proxy = unreachable!();
+            p.timers.timeout(Duration::ZERO, sending(p))
         });
         eprintln!("request future {handle} bytes; send {send}, under the timeout {timed}");
         assert!(

@@ -172,6 +172,14 @@ mod tests {
         );
     }
 
+    /// A future that never finishes, under `pool`'s timeout of `after`: cut at `after`.
+    async fn times_out_after(pool: &SleepPool, after: Duration) {
+        let start = Instant::now();
+        let r = pool.timeout(after, std::future::pending::<()>()).await;
+        assert_eq!(r, Err(Elapsed));
+        close_to(start.elapsed(), after);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_pooled_sleep_still_fires_after_reuse() {
         let pool = SleepPool::default();
@@ -179,19 +187,9 @@ mod tests {
         let r = pool.timeout(Duration::from_secs(1), async { 7 }).await;
         assert_eq!(r, Ok(7));
         assert_eq!(pool.idle.lock().expect("pool").len(), 1);
-        let start = Instant::now();
-        let r = pool
-            .timeout(Duration::from_secs(5), std::future::pending::<()>())
-            .await;
-        assert_eq!(r, Err(Elapsed));
-        close_to(start.elapsed(), Duration::from_secs(5));
+        times_out_after(&pool, Duration::from_secs(5)).await;
         // Fired, returned, and reused for a shorter deadline.
-        let start = Instant::now();
-        let r = pool
-            .timeout(Duration::from_millis(20), std::future::pending::<()>())
-            .await;
-        assert_eq!(r, Err(Elapsed));
-        close_to(start.elapsed(), Duration::from_millis(20));
+        times_out_after(&pool, Duration::from_millis(20)).await;
         assert_eq!(pool.idle.lock().expect("pool").len(), 1);
     }
 
@@ -199,12 +197,7 @@ mod tests {
     async fn an_earlier_deadline_than_the_pooled_one_fires_on_time() {
         let pool = SleepPool::default();
         let _ = pool.timeout(Duration::from_secs(60), async {}).await;
-        let start = Instant::now();
-        let r = pool
-            .timeout(Duration::from_secs(1), std::future::pending::<()>())
-            .await;
-        assert_eq!(r, Err(Elapsed));
-        close_to(start.elapsed(), Duration::from_secs(1));
+        times_out_after(&pool, Duration::from_secs(1)).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -506,14 +506,13 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     }
 
     // Ingresses no longer served are no longer kept; then what no one uses goes.
-    let gone: Vec<KeptId> = caches
+    let gone: Vec<Kept> = caches
         .compiled
-        .iter()
-        .filter(|(_, k)| k.generation != generation)
-        .map(|(id, _)| *id)
+        .extract_if(|_, k| k.generation != generation)
+        .map(|(_, k)| k)
         .collect();
-    for id in gone {
-        caches.unkeep(id);
+    for old in gone {
+        caches.forget_uses(old);
     }
     caches.drop_unused_backends(used_backends);
     caches.certs.retain(|k| referenced.secrets.contains(k));

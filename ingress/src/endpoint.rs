@@ -224,6 +224,42 @@ pub fn slice_endpoints(slice: &EndpointSlice, port_name: &str) -> Vec<(SocketAdd
     out
 }
 
+/// What an EndpointSlice gives each of its Service ports: [`slice_endpoints`] for every
+/// port name it has, and all a proxy needs to keep of the slice (a few hundred bytes
+/// instead of the few KiB of the object).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceEndpoints {
+    /// Per port name, what `slice_endpoints` gives it; names that give nothing are left out.
+    ports: Box<[(Box<str>, Box<[(SocketAddr, Usable)]>)]>,
+}
+
+impl SliceEndpoints {
+    pub fn of(slice: &EndpointSlice) -> Self {
+        let mut ports: Vec<(Box<str>, Box<[(SocketAddr, Usable)]>)> = Vec::new();
+        for p in slice.ports.iter().flatten() {
+            let name = p.name.as_deref().unwrap_or("");
+            if ports.iter().any(|(n, _)| &**n == name) {
+                continue;
+            }
+            let endpoints = slice_endpoints(slice, name);
+            if !endpoints.is_empty() {
+                ports.push((name.into(), endpoints.into()));
+            }
+        }
+        SliceEndpoints {
+            ports: ports.into(),
+        }
+    }
+
+    /// The endpoints of the port named `port_name`: `slice_endpoints(slice, port_name)`.
+    pub fn port(&self, port_name: &str) -> &[(SocketAddr, Usable)] {
+        self.ports
+            .iter()
+            .find(|(n, _)| &**n == port_name)
+            .map_or(&[], |(_, e)| e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +424,31 @@ mod tests {
             json!([{"addresses": ["localhost"]}]),
         );
         assert!(slice_endpoints(&fqdn, "http").is_empty());
+    }
+
+    /// What a proxy keeps of a slice answers every port name as the slice itself does.
+    #[test]
+    fn kept_slice_endpoints_are_the_slice_s() {
+        let s = slice(
+            "IPv4",
+            json!([{"name": "http", "port": 8080}, {"name": "dns", "port": 53, "protocol": "UDP"},
+                   {"name": "dns", "port": 5353}, {"port": 9000}, {"name": "http", "port": 1}]),
+            json!([
+                {"addresses": ["10.244.0.1"]},
+                {"addresses": ["10.244.0.4"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+                {"addresses": ["10.244.0.6"], "conditions": {"ready": false}},
+            ]),
+        );
+        let kept = SliceEndpoints::of(&s);
+        for name in ["http", "dns", "", "grpc"] {
+            assert_eq!(kept.port(name), slice_endpoints(&s, name), "port {name:?}");
+        }
+        assert_eq!(kept.port("dns").len(), 2, "the TCP port of the name");
+        let fqdn = slice(
+            "FQDN",
+            json!([{"name": "http", "port": 80}]),
+            json!([{"addresses": ["localhost"]}]),
+        );
+        assert_eq!(SliceEndpoints::of(&fqdn), SliceEndpoints::default());
     }
 }

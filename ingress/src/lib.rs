@@ -41,7 +41,9 @@ pub use class::{
     DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, belongs_to_class, class_of, is_default_class,
 };
 pub use conflict::{Claims, Conflict, Contested, IngressKey, oldest_first};
-pub use endpoint::{EndpointPolicy, METADATA_ADDRESSES, Refusal, Usable, refused, slice_endpoints};
+pub use endpoint::{
+    EndpointPolicy, METADATA_ADDRESSES, Refusal, SliceEndpoints, Usable, refused, slice_endpoints,
+};
 pub use host::HostPattern;
 pub use judge::{
     CatchAll, Judgement, Rejection, SHARE_HOST_ANNOTATION, Scope, TenantPolicy, Verdict, judge,

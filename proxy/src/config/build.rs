@@ -289,7 +289,7 @@ pub fn endpoints_for(
     let mut terminating = Vec::new();
     let mut refused = Vec::new();
     for slice in store.slices_of(service) {
-        for (addr, usable) in portico_ingress::slice_endpoints(slice, port_name) {
+        for &(addr, usable) in slice.port(port_name) {
             if let Some(why) = portico_ingress::refused(addr, policy) {
                 refused.push((addr, why));
                 continue;
@@ -346,8 +346,13 @@ pub fn build(store: &Store, params: &Params, caches: &mut Caches, generation: u6
     let judgement = portico_ingress::judge_with(
         &mut caches.judged,
         &scope,
-        store.ingresses.values(),
-        |ns, name| store.services.get(&ObjectKey::new(ns, name)),
+        store.ingresses.values().map(AsRef::as_ref),
+        |ns, name| {
+            store
+                .services
+                .get(&ObjectKey::new(ns, name))
+                .map(AsRef::as_ref)
+        },
     );
 
     let regex_hosts = regex_hosts(&judgement);

@@ -3,6 +3,7 @@
 //! half-served Ingress would be harder to notice than a missing one).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
@@ -136,7 +137,7 @@ pub struct Checked {
     /// ingress-nginx's source ranges: which client addresses may reach it.
     pub source_ranges: crate::source_range::SourceRanges,
     /// ingress-nginx's basic and external auth, rate limits, client certificates, satisfy.
-    pub auth: crate::auth::Auth,
+    pub auth: Arc<crate::auth::Auth>,
     /// Set when this is a canary Ingress: its rules take part of the traffic of the
     /// primary Ingress of the same host and path (the judgement pairs them).
     pub canary: Option<crate::nginx::Canary>,
@@ -144,10 +145,10 @@ pub struct Checked {
     /// them; an Event lists them).
     pub not_honoured: Vec<crate::nginx::AnnotationVerdict>,
     /// ingress-nginx's body size, timeout, retry and access log annotations.
-    pub traffic: crate::traffic::Traffic,
+    pub traffic: Arc<crate::traffic::Traffic>,
     /// ingress-nginx's routing annotations: regex paths, rewrite, redirects, upstream
     /// Host and prefix. With regex paths, `rules` hold `PathKind::Regex` matches.
-    pub nginx_routing: crate::nginx::Routing,
+    pub nginx_routing: Arc<crate::nginx::Routing>,
     /// One per path, in spec order.
     pub rules: Vec<Rule>,
     pub default_backend: Option<Backend>,
@@ -403,17 +404,33 @@ pub fn check<'s>(
         force_ssl_redirect: nginx.settings.force_ssl_redirect,
         canary: nginx.settings.canary.clone(),
         source_ranges: nginx.settings.source_ranges.clone(),
-        auth: nginx.settings.auth.clone(),
+        auth: shared(nginx.settings.auth.clone(), &NO_AUTH),
         error_backend,
         custom_http_errors: nginx.settings.custom_http_errors.clone(),
         not_honoured: nginx.not_honoured().cloned().collect(),
-        traffic: nginx.settings.traffic,
-        nginx_routing: nginx.settings.routing,
+        traffic: shared(nginx.settings.traffic, &NO_TRAFFIC),
+        nginx_routing: shared(nginx.settings.routing, &NO_ROUTING),
         rules: checked_rules,
         default_backend,
         tls,
     })
 }
+
+/// `value` in an `Arc`, the one shared default when it is the default. The three parts of
+/// [`Checked`] behind one say what ingress-nginx's auth, traffic and routing annotations
+/// ask for; most Ingresses set none of them, and a remembered `Checked` per Ingress (at
+/// 10,000 Ingresses) then takes 600 bytes instead of 1,400.
+fn shared<T: Default + PartialEq>(value: T, default: &LazyLock<Arc<T>>) -> Arc<T> {
+    if value == T::default() {
+        Arc::clone(default)
+    } else {
+        Arc::new(value)
+    }
+}
+
+static NO_AUTH: LazyLock<Arc<crate::auth::Auth>> = LazyLock::new(Arc::default);
+static NO_TRAFFIC: LazyLock<Arc<crate::traffic::Traffic>> = LazyLock::new(Arc::default);
+static NO_ROUTING: LazyLock<Arc<crate::nginx::Routing>> = LazyLock::new(Arc::default);
 
 /// Distinct problems in the order found, at most [`MAX_PROBLEMS`].
 #[derive(Default)]

@@ -345,3 +345,32 @@ fn nginx_regex_paths_only_with_use_regex_or_a_rewrite() {
         "{bad:?}"
     );
 }
+
+/// The annotation-driven parts of a `Checked` are one shared default when unset, so that
+/// 10,000 plain Ingresses do not each hold their own; one that sets them holds its own.
+#[test]
+fn unset_auth_traffic_and_routing_are_one_shared_default() {
+    let spec = json!({"rules": [rule("x.com", "Prefix", "/", "web", json!({"name": "http"}))]});
+    let plain = |name| run(&ingress("a", name, T0, json!({}), spec.clone())).expect("served");
+    let (one, two) = (plain("one"), plain("two"));
+    assert!(Arc::ptr_eq(&one.auth, &two.auth));
+    assert!(Arc::ptr_eq(&one.traffic, &two.traffic));
+    assert!(Arc::ptr_eq(&one.nginx_routing, &two.nginx_routing));
+    let set = run(&ingress(
+        "a",
+        "set",
+        T0,
+        json!({
+            "nginx.ingress.kubernetes.io/proxy-body-size": "8m",
+            "nginx.ingress.kubernetes.io/rewrite-target": "/",
+            "nginx.ingress.kubernetes.io/auth-url": "http://auth.a.svc/check",
+        }),
+        spec.clone(),
+    ))
+    .expect("served");
+    assert!(!Arc::ptr_eq(&one.traffic, &set.traffic));
+    assert_ne!(one.traffic, set.traffic);
+    assert_ne!(one.nginx_routing, set.nginx_routing);
+    assert_ne!(one.auth, set.auth);
+    assert_eq!(*one.auth, crate::auth::Auth::default());
+}

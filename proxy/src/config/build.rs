@@ -1098,7 +1098,7 @@ fn compile(
             rotor: Default::default(),
             access: access.clone(),
             error_backend: error_backend.clone(),
-            traffic: (&checked.traffic).into(),
+            traffic: checked.traffic.as_ref().into(),
             nginx: match rewrite {
                 Some((path, target)) => Some(Box::new(NginxRoute {
                     rewrite: Some((path.clone(), target.clone())),

@@ -230,12 +230,15 @@ pub fn slice_endpoints(slice: &EndpointSlice, port_name: &str) -> Vec<(SocketAdd
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SliceEndpoints {
     /// Per port name, what `slice_endpoints` gives it; names that give nothing are left out.
-    ports: Box<[(Box<str>, Box<[(SocketAddr, Usable)]>)]>,
+    ports: Box<[PortEndpoints]>,
 }
+
+/// A port name and its endpoints.
+type PortEndpoints = (Box<str>, Box<[(SocketAddr, Usable)]>);
 
 impl SliceEndpoints {
     pub fn of(slice: &EndpointSlice) -> Self {
-        let mut ports: Vec<(Box<str>, Box<[(SocketAddr, Usable)]>)> = Vec::new();
+        let mut ports: Vec<PortEndpoints> = Vec::new();
         for p in slice.ports.iter().flatten() {
             let name = p.name.as_deref().unwrap_or("");
             if ports.iter().any(|(n, _)| &**n == name) {

@@ -19,4 +19,6 @@ pub mod key;
 pub mod lb;
 pub mod metrics;
 pub mod routing;
+pub mod serve;
 pub mod tls;
+pub mod upstream;

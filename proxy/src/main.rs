@@ -20,9 +20,9 @@ use portico_proxy::config::build::Params;
 use portico_proxy::config::watch::ConfigLoop;
 use portico_proxy::config::{SharedSnapshot, Snapshot};
 use portico_proxy::health::Health;
-use portico_proxy::http::client::Client;
-use portico_proxy::http::proxy::{Proxy, Settings};
-use portico_proxy::http::server;
+use portico_proxy::serve::proxy::{Proxy, Settings};
+use portico_proxy::serve::server;
+use portico_proxy::upstream::client::Client;
 
 fn init_tracing(args: &Args) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)

@@ -28,8 +28,9 @@ use portico_ingress::auth::{ExternalAuth, cache_key_parts};
 use tracing::debug;
 
 use crate::http::body::{Body, RequestBody, empty};
-use crate::http::client::{Client, Conn};
-use crate::routing::UpstreamProtocol;
+use crate::http::target::escape;
+use crate::upstream::UpstreamProtocol;
+use crate::upstream::client::{Client, Conn};
 
 /// One auth call, connect to last byte of its answer's head.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -402,27 +403,13 @@ fn status_only(status: StatusCode) -> Response<Body> {
         *resp.status_mut() = status;
         return resp;
     }
-    crate::http::error::status_text(status)
+    crate::http::body::status_text(status)
 }
 
 /// The user of a `Basic` Authorization header (nginx's `$remote_user`).
 fn remote_user(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?;
     super::basic::basic_credentials(value.as_bytes()).map(|(user, _)| user)
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters (nginx's `$escaped_request_uri`
-/// leaves `/` too: so does this).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3 / 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ use http::{Response, StatusCode};
 use portico_ingress::auth::{ExternalAuth, RateLimit};
 use portico_ingress::source_range::SourceRanges;
 
+use crate::http::body::status_text as text;
 use crate::http::body::{Body, full};
-use crate::http::error::status_text as text;
 use crate::tls::client_auth::{ClientCertPolicy, Outcome};
 use basic::Htpasswd;
 use external::{AuthClient, Facts, Verdict};

@@ -26,8 +26,8 @@ use crate::routing::{
     UpstreamProtocol,
 };
 use crate::tls::client_auth::ClientCertPolicy;
-use crate::tls::upstream::UpstreamTls;
 use crate::tls::{CertCache, CertTable};
+use crate::upstream::tls::UpstreamTls;
 
 pub use portico_ingress::{
     DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION, LOAD_BALANCE_ANNOTATION,
@@ -819,7 +819,7 @@ fn upstream_tls_for(
     }
     let bundle = ca.map(|(pem, _)| {
         pem.map_err(str::to_string)
-            .and_then(crate::tls::upstream::ca_from_pem)
+            .and_then(crate::upstream::tls::ca_from_pem)
     });
     if let (Some(Err(e)), Some(source)) = (&bundle, &t.ca) {
         caches.tls_warnings.push(format!(
@@ -827,7 +827,7 @@ fn upstream_tls_for(
             t.server_name
         ));
     }
-    match crate::tls::upstream::upstream_tls(&t.server_name, bundle) {
+    match crate::upstream::tls::upstream_tls(&t.server_name, bundle) {
         Ok(c) => {
             let c = Arc::new(c);
             caches

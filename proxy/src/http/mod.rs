@@ -1,14 +1,11 @@
-//! The HTTP data plane: accept loop (`server`), the proxy path in phases (`proxy`),
-//! upstream connections (`client`), header rules (`headers`), and errors as responses
-//! (`error`).
+//! HTTP pieces the data plane is made of, none of which knows a route or an access rule:
+//! bodies and the plain answers the proxy makes itself (`body`), header rules (`headers`), the request
+//! target (`target`), pooled deadlines (`timer`), the PROXY protocol and the access log.
+//! The accept loop and the proxy path that put them together are in `serve`.
 
 pub mod access_log;
 pub mod body;
-pub mod client;
-pub mod error;
 pub mod headers;
-pub mod proxy;
 pub mod proxy_protocol;
-pub mod server;
 pub mod target;
 pub mod timer;

@@ -298,6 +298,20 @@ fn port(p: &str) -> Result<(), HostError> {
     }
 }
 
+/// Percent-encodes all but RFC 3986's unreserved characters (nginx's `$escaped_request_uri`
+/// leaves `/` too: so does this).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3 / 2);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,25 +29,7 @@ use crate::lb::{Backend, Policy};
 pub use host::HostPattern;
 pub use path::{PathKind, PathMatch};
 
-/// Upstream protocol, from the Service port's `appProtocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UpstreamProtocol {
-    Http1,
-    /// `kubernetes.io/h2c`: HTTP/2 cleartext (prior knowledge).
-    H2c,
-    /// `https`: TLS to the backend, HTTP/1.1.
-    Https,
-}
-
-impl UpstreamProtocol {
-    pub fn from_app_protocol(app_protocol: Option<&str>) -> Self {
-        match app_protocol.map(str::to_ascii_lowercase).as_deref() {
-            Some("kubernetes.io/h2c") | Some("h2c") => UpstreamProtocol::H2c,
-            Some("https") | Some("kubernetes.io/https") => UpstreamProtocol::Https,
-            _ => UpstreamProtocol::Http1,
-        }
-    }
-}
+pub use crate::upstream::UpstreamProtocol;
 
 /// One backend of a route: where the endpoints live and how to talk to them.
 #[derive(Debug, Clone)]
@@ -57,7 +39,7 @@ pub struct RouteBackend {
     /// Relative weight among the route's backends (Ingress: always one backend).
     pub weight: u32,
     /// For `Https`: the SNI sent and how the certificate is checked.
-    pub tls: Option<Arc<crate::tls::upstream::UpstreamTls>>,
+    pub tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,
 }
 
 /// ingress-nginx's `default-backend` of an Ingress: asked instead when the rule's Service

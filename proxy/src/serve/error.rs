@@ -1,11 +1,10 @@
 //! Every way a proxied request can fail, turned into a response in one place.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::body::{Body, full};
-use super::client::ConnectError;
-use super::target::{HostError, PathError};
+use crate::http::body::{Body, status_text};
+use crate::http::target::{HostError, PathError};
+use crate::upstream::client::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -72,22 +71,6 @@ impl ProxyError {
         }
         resp
     }
-}
-
-/// `<code> <reason>` as plain text: what every answer the proxy makes itself says.
-pub fn status_text(status: StatusCode) -> Response<Body> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut resp = Response::new(full(Bytes::from(text)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 #[cfg(test)]

@@ -37,20 +37,21 @@ use ipnet::IpNet;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
-use super::body::{Body, RequestBody, UpstreamBody, empty};
-use super::client::{Client, Conn, ConnectError, H1Conn};
 use super::error::ProxyError;
-use super::headers::{
+use super::server::{Activity, ActivityIo};
+use crate::config::{SharedSnapshot, Snapshot};
+use crate::http::body::{Body, RequestBody, UpstreamBody, empty};
+use crate::http::headers::{
     apply_forwarded, cookie, forwarded, is_upgrade_request, sanitize_request, strip_hop_by_hop,
 };
-use super::server::{Activity, ActivityIo};
-use super::target::{PathOptions, normalize_path, validate_host};
-use super::timer::SleepPool;
-use crate::config::{SharedSnapshot, Snapshot};
+use crate::http::target::{PathOptions, normalize_path, validate_host};
+use crate::http::timer::SleepPool;
 use crate::lb::{EJECTION_TIME, EndpointSet, InFlight, Pick, PickKey, Policy};
 use crate::metrics::{METRICS, RouteMetrics};
-use crate::routing::{Route, RouteBackend, RouteMatch, UpstreamProtocol};
+use crate::routing::{Route, RouteBackend, RouteMatch};
 use crate::tls::CertTable;
+use crate::upstream::UpstreamProtocol;
+use crate::upstream::client::{Client, Conn, ConnectError, H1Conn};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -73,7 +74,7 @@ pub struct Settings {
     /// How long a request waits for a slot on a full endpoint before 503.
     pub endpoint_wait: Duration,
     /// One JSON line per request on stdout (`--access-log`); `None`: off.
-    pub access_log: Option<super::access_log::AccessLog>,
+    pub access_log: Option<crate::http::access_log::AccessLog>,
 }
 
 pub struct Proxy {
@@ -176,7 +177,7 @@ impl Proxy {
             Some((log, (time, host, path)))
                 if !ctx.route.as_ref().is_some_and(|r| r.traffic.access_log_off) =>
             {
-                let entry = super::access_log::Entry {
+                let entry = crate::http::access_log::Entry {
                     time,
                     client: ctx.client,
                     host,
@@ -189,7 +190,7 @@ impl Proxy {
                     ingress: ctx.route.as_ref().map(|r| r.ingress.to_string()),
                 };
                 let (parts, body) = resp.into_parts();
-                let body = super::access_log::LoggedBody::new(body, log, entry, ctx.start);
+                let body = crate::http::access_log::LoggedBody::new(body, log, entry, ctx.start);
                 Response::from_parts(parts, body.boxed_unsync())
             }
             _ => resp,
@@ -861,7 +862,7 @@ fn access_log_request<B>(req: &Request<B>) -> (String, String, String) {
         })
         .unwrap_or_default();
     (
-        super::access_log::now(),
+        crate::http::access_log::now(),
         host.to_owned(),
         req.uri().path().to_owned(),
     )

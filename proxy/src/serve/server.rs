@@ -68,7 +68,7 @@ impl Limits {
 pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(super::timer::PooledTimer::default())
+        .timer(crate::http::timer::PooledTimer::default())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES / 2)
         .max_headers(MAX_HEADERS)
@@ -133,7 +133,7 @@ pub async fn serve(
             if proxy_protocol {
                 let header = tokio::time::timeout(
                     TLS_HANDSHAKE_TIMEOUT,
-                    super::proxy_protocol::accept(&mut stream),
+                    crate::http::proxy_protocol::accept(&mut stream),
                 )
                 .await;
                 match header {
@@ -186,7 +186,7 @@ pub async fn serve(
             };
             let info = Arc::new(ConnInfo {
                 peer,
-                peer_value: super::headers::peer_value(peer.ip()),
+                peer_value: crate::http::headers::peer_value(peer.ip()),
                 tls: is_tls,
                 sni,
                 client_chain,

@@ -188,7 +188,7 @@ fn escaped_pem(der: &CertificateDer<'_>) -> String {
         pem.push('\n');
     }
     pem.push_str("-----END CERTIFICATE-----\n");
-    crate::access::external::escape(&pem)
+    crate::http::target::escape(&pem)
 }
 
 #[cfg(test)]

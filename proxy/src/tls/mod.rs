@@ -11,7 +11,6 @@
 //! handshake while open connections keep their session.
 
 pub mod client_auth;
-pub mod upstream;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

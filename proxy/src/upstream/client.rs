@@ -26,9 +26,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::body::RequestBody;
-use crate::routing::UpstreamProtocol;
-use crate::tls::upstream::UpstreamTls;
+use super::UpstreamProtocol;
+use super::tls::UpstreamTls;
+use crate::http::body::RequestBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;

@@ -28,7 +28,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use portico_ingress::{EndpointPolicy, Refusal};
+use portico_ingress::{Checked, EndpointPolicy, Refusal};
 
 use crate::api::IngressController;
 use crate::resources::{
@@ -191,14 +191,19 @@ pub fn instances_for_slice(
 
 /// The Warnings for instance `<namespace>/<name>`: its proxies refuse the platform's
 /// denied ranges and their own pod addresses (here: every pod of the fleet). `served` is
-/// each served Ingress with the Service ports of the rules it is served for.
+/// each served Ingress with what it is served for. Only hand-written slices are judged
+/// (the endpointslice controller lists pod addresses): without any, there is nothing to
+/// say, and nothing is worked out for each of thousands of Ingresses.
 pub fn for_instance<'a>(
     slices: &Slices,
     settings: &Settings,
     instance: (&str, &str),
-    served: &[(&'a Ingress, BTreeSet<ServicePort>)],
+    served: &[(&'a Ingress, Arc<Checked>)],
     class: &str,
 ) -> Vec<Warning<'a>> {
+    if slices.hand_written.iter().all(Store::is_empty) {
+        return Vec::new();
+    }
     let (namespace, name) = instance;
     let policy = EndpointPolicy {
         denied: settings.denied_endpoint_cidrs.clone(),
@@ -208,7 +213,15 @@ pub fn for_instance<'a>(
         .iter()
         .filter_map(|(i, _)| i.metadata.namespace.as_deref())
         .collect();
-    warnings(served, &slices.hand_written_in(&namespaces), &policy, class)
+    let slices = slices.hand_written_in(&namespaces);
+    if slices.is_empty() {
+        return Vec::new();
+    }
+    let served: Vec<(&Ingress, BTreeSet<ServicePort>)> = served
+        .iter()
+        .map(|(i, checked)| (*i, crate::verdict::service_ports(checked)))
+        .collect();
+    warnings(&served, &slices, &policy, class)
 }
 
 fn label<'a>(slice: &'a EndpointSlice, key: &str) -> Option<&'a str> {

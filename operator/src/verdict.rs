@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
-use portico_ingress::{CaSource, Rejection, Scope};
+use portico_ingress::{CaSource, Checked, Rejection, Scope};
 
 use crate::resources::CONSENT_ANNOTATION;
 
@@ -54,9 +54,10 @@ pub struct Verdicts<'a> {
     /// ingress-nginx annotations not honoured on served Ingresses, counted once per
     /// Ingress and annotation (the instance's `status.annotationsNotHonoured`).
     pub annotations_not_honoured: usize,
-    /// Each served Ingress with the Service ports (`(service, port name)`) of the rules and
-    /// default backend it is served for: whose endpoints the proxies will dial.
-    pub served_ports: Vec<(&'a Ingress, BTreeSet<ServicePort>)>,
+    /// Each served Ingress with what it is served for: [`service_ports`] says whose
+    /// endpoints the proxies will dial (worked out only where a hand-written EndpointSlice
+    /// could name a refused endpoint).
+    pub served_checked: Vec<(&'a Ingress, Arc<Checked>)>,
 }
 
 /// What [`portico_ingress::Memo::services_at`] asks for: a value that changes whenever
@@ -79,6 +80,17 @@ pub fn services_version(services: &Services) -> u64 {
 
 /// A Service port as EndpointSlices name it: `(service, port name)`.
 pub type ServicePort = (String, String);
+
+/// The Service ports of the rules and default backend a served Ingress is served for.
+pub fn service_ports(checked: &Checked) -> BTreeSet<ServicePort> {
+    checked
+        .rules
+        .iter()
+        .map(|r| &r.backend)
+        .chain(checked.default_backend.iter())
+        .map(|b| (b.service.clone(), b.port_name.clone()))
+        .collect()
+}
 
 /// Judges the Ingresses of the class of instance `<namespace>/<name>`, as its proxies do,
 /// with what `memo` remembers of the instance's earlier judgements.
@@ -158,9 +170,7 @@ pub fn judge<'a>(
             .map(|r| &r.backend)
             .chain(checked.default_backend.iter());
         let mut unverified = BTreeSet::new();
-        let mut ports = BTreeSet::new();
         for b in backends {
-            ports.insert((b.service.clone(), b.port_name.clone()));
             match b.tls.as_ref().map(|t| &t.ca) {
                 Some(Some(ca)) => {
                     out.backend_cas
@@ -174,7 +184,7 @@ pub fn judge<'a>(
                 None => {}
             }
         }
-        out.served_ports.push((ingress, ports));
+        out.served_checked.push((ingress, Arc::clone(checked)));
         if !unverified.is_empty() {
             out.warnings.push(Warning {
                 ingress,

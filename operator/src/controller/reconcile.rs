@@ -404,7 +404,7 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         &stores.slices,
         &ctx.settings,
         (&namespace, &name),
-        &verdicts.served_ports,
+        &verdicts.served_checked,
         &class,
     ));
     ctx.warn_ingresses(&ObjectRef::from_obj(instance), &warnings)

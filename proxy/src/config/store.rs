@@ -140,6 +140,15 @@ pub struct Store {
     others: u64,
     /// Counts the Ingresses deleted so far.
     ingress_removals: u64,
+    /// (Re)lists in progress, by watcher scope: the keys listed so far.
+    relisting: HashMap<(Kind, String, Option<String>), HashSet<ObjectKey>>,
+}
+
+/// A watcher's scope: a kind within a namespace, optionally one name.
+pub type Within<'a> = (Kind, &'a str, Option<&'a str>);
+
+fn owned((kind, namespace, name): Within<'_>) -> (Kind, String, Option<String>) {
+    (kind, namespace.to_owned(), name.map(str::to_owned))
 }
 
 /// What the store keeps of an EndpointSlice: at 10,000 Services, a tenth of the object.
@@ -177,23 +186,30 @@ impl Store {
         change
     }
 
-    /// A watcher's complete (re)list: `objects` are everything of `kind` within
-    /// `(namespace, name)` now, so what the store holds there beyond them is gone. Returns
-    /// the Services whose endpoints changed (their shared sets must be refreshed); routes
-    /// are to be rebuilt after any relist.
-    pub fn reset(
-        &mut self,
-        (kind, namespace, name): (Kind, &str, Option<&str>),
-        objects: Vec<Object>,
-    ) -> BTreeSet<ObjectKey> {
-        let mut endpoints = BTreeSet::new();
-        let mut seen = HashSet::new();
-        for obj in objects.into_iter().filter(|o| o.kind() == kind) {
+    /// A watcher's (re)list begins: what it lists within `(kind, namespace, name)` is
+    /// applied as it arrives ([`Store::relisted`]), and [`Store::relist_done`] then drops
+    /// what it did not list. Nothing is held back: at 10,000 objects of each kind, holding
+    /// the listed objects until the list ended made them (whole, before what no build
+    /// reads is dropped) most of the proxy's peak memory.
+    pub fn relist(&mut self, within: Within<'_>) {
+        self.relisting.insert(owned(within), HashSet::new());
+    }
+
+    /// One object of a (re)list of `within`, applied at once.
+    pub fn relisted(&mut self, within: Within<'_>, obj: Object) -> Change {
+        if let Some(seen) = self.relisting.get_mut(&owned(within)) {
             seen.insert(obj.key());
-            if let Change::Endpoints(service) = self.apply(obj) {
-                endpoints.insert(service);
-            }
         }
+        self.apply(obj)
+    }
+
+    /// The (re)list of `within` is complete: what the store holds there beyond what was
+    /// listed is gone. Returns the Services whose endpoints that changed (their shared
+    /// sets must be refreshed); routes are to be rebuilt after any relist.
+    pub fn relist_done(&mut self, within: Within<'_>) -> BTreeSet<ObjectKey> {
+        let seen = self.relisting.remove(&owned(within)).unwrap_or_default();
+        let (kind, namespace, name) = within;
+        let mut endpoints = BTreeSet::new();
         for key in self.keys_in_scope(kind, namespace, name) {
             if !seen.contains(&key)
                 && let Change::Endpoints(service) = self.delete(kind, &key)
@@ -201,6 +217,20 @@ impl Store {
                 endpoints.insert(service);
             }
         }
+        endpoints
+    }
+
+    /// A complete (re)list at once: [`Store::relist`], each object, [`Store::relist_done`].
+    /// Returns the Services whose endpoints changed.
+    pub fn reset(&mut self, within: Within<'_>, objects: Vec<Object>) -> BTreeSet<ObjectKey> {
+        self.relist(within);
+        let mut endpoints = BTreeSet::new();
+        for obj in objects.into_iter().filter(|o| o.kind() == within.0) {
+            if let Change::Endpoints(service) = self.relisted(within, obj) {
+                endpoints.insert(service);
+            }
+        }
+        endpoints.extend(self.relist_done(within));
         endpoints
     }
 
@@ -450,6 +480,40 @@ mod tests {
             store
                 .keys_in_scope(Kind::EndpointSlice, "a", None)
                 .is_empty()
+        );
+    }
+
+    /// A relist's objects are applied as they arrive, not held until it ends; what it did
+    /// not list goes when it is done.
+    #[test]
+    fn a_relist_applies_as_it_lists_and_drops_the_rest_when_done() {
+        let mut store = Store::default();
+        store.apply(slice("web-1", "web", "10.0.0.1"));
+        store.apply(slice("api-1", "api", "10.0.0.2"));
+        let within = (Kind::EndpointSlice, "a", None);
+        store.relist(within);
+        assert_eq!(
+            store.relisted(within, slice("web-1", "web", "10.0.0.3")),
+            Change::Endpoints(ObjectKey::new("a", "web"))
+        );
+        let web = &store.endpoint_slices[&ObjectKey::new("a", "web-1")];
+        assert_eq!(
+            web.endpoints.port(""),
+            [("10.0.0.3:8080".parse().expect("addr"), Usable::Ready)]
+        );
+        assert!(
+            store
+                .endpoint_slices
+                .contains_key(&ObjectKey::new("a", "api-1")),
+            "not listed yet, but the list is not done"
+        );
+        assert_eq!(
+            store.relist_done(within),
+            [ObjectKey::new("a", "api")].into()
+        );
+        assert_eq!(
+            store.keys_in_scope(Kind::EndpointSlice, "a", None),
+            [ObjectKey::new("a", "web-1")]
         );
     }
 

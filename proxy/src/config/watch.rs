@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::build::{Caches, Params, build};
 use super::pace::Pacer;
-use super::store::{Change, Kind, Object, Store};
+use super::store::{Change, Kind, Object, Store, Within};
 use super::{ObjectKey, SharedSnapshot};
 use crate::health::Health;
 use crate::metrics::METRICS;
@@ -46,6 +46,12 @@ pub struct Scope {
     pub kind: Kind,
     pub namespace: String,
     pub name: Option<String>,
+}
+
+impl Scope {
+    fn within(&self) -> Within<'_> {
+        (self.kind, self.namespace.as_str(), self.name.as_deref())
+    }
 }
 
 impl std::fmt::Display for Scope {
@@ -122,8 +128,6 @@ pub struct ConfigLoop {
     tx: mpsc::UnboundedSender<Msg>,
     /// Watchers that have not finished their first list.
     pending: HashSet<Scope>,
-    /// The objects of a (re)list in progress, per watcher, until it is complete.
-    relisting: HashMap<Scope, Vec<Object>>,
     /// Secrets and ConfigMaps the snapshot references, each watched by name.
     named_watchers: HashMap<(Kind, ObjectKey), JoinHandle<()>>,
     core_synced_at: Option<Instant>,
@@ -150,7 +154,6 @@ impl ConfigLoop {
             generation: 0,
             tx,
             pending: HashSet::new(),
-            relisting: HashMap::new(),
             named_watchers: HashMap::new(),
             core_synced_at: None,
             built_once: false,
@@ -294,22 +297,16 @@ impl ConfigLoop {
         let Msg { scope, event } = msg;
         let change = match event {
             WatchEvent::Init => {
-                self.relisting.insert(scope, Vec::new());
+                self.store.relist(scope.within());
                 Change::None
             }
-            // Held until the list is complete: the store then takes the watcher's whole
-            // scope at once, dropping what the list no longer has.
-            WatchEvent::InitApply(obj) => match self.relisting.get_mut(&scope) {
-                Some(listed) => {
-                    listed.push(obj);
-                    Change::None
-                }
-                None => self.store.apply(obj),
+            // Applied as listed; routes are rebuilt once the list is done.
+            WatchEvent::InitApply(obj) => match self.store.relisted(scope.within(), obj) {
+                Change::Routes => Change::None,
+                other => other,
             },
             WatchEvent::InitDone => {
-                let listed = self.relisting.remove(&scope).unwrap_or_default();
-                let within = (scope.kind, scope.namespace.as_str(), scope.name.as_deref());
-                for service in self.store.reset(within, listed) {
+                for service in self.store.relist_done(scope.within()) {
                     self.caches.backends.refresh(&self.store, &service);
                 }
                 if self.pending.remove(&scope) {

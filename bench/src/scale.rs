@@ -350,9 +350,12 @@ pub async fn run(bench: &Bench) -> Result<ScaleResult> {
             .collect::<Vec<_>>()
     );
 
-    // Latency at a fixed rate: 10 Ingresses against 10,000, interleaved.
-    let big_targets: Vec<String> = (0..40)
-        .map(|k| format!("s{}.scale.test,/", (k * n / 40 + k) % n))
+    // Latency at a fixed rate: 10 Ingresses against 10,000, interleaved. Both rotate over
+    // as many hosts (and so as many Services and upstream connections): what differs is
+    // only the size of the table a request is routed in.
+    let hosts = SMALL_INGRESSES;
+    let big_targets: Vec<String> = (0..hosts)
+        .map(|k| format!("s{}.scale.test,/", (k * n / hosts + k) % n))
         .collect();
     let small_targets: Vec<String> = (0..SMALL_INGRESSES)
         .map(|k| format!("s{k}.scale.test,/"))
@@ -439,8 +442,8 @@ pub async fn run(bench: &Bench) -> Result<ScaleResult> {
          = /readyz answers 200; the peak resident memory is the kernel's VmHWM. A change is one Ingress moved to \
          another Service with server-side apply, timed until a probe on one keep-alive connection (asking again \
          1 ms after each answer from the old Service) gets the new one. Latency: {RATE:.0} req/s over 50 \
-         keep-alive connections for {}s, rotating over 40 hosts spread across the 10,000 (10 hosts for the small \
-         proxy), {REPS} interleaved pairs.",
+         keep-alive connections for {}s, rotating over {SMALL_INGRESSES} hosts, spread across the 10,000 for the \
+         large proxy (as many Services and upstream connections as the small one's), {REPS} interleaved pairs.",
         RUN.as_secs()
     );
     Ok(result)

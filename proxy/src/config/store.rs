@@ -140,15 +140,18 @@ pub struct Store {
     others: u64,
     /// Counts the Ingresses deleted so far.
     ingress_removals: u64,
-    /// (Re)lists in progress, by watcher scope: the keys listed so far.
-    relisting: HashMap<(Kind, String, Option<String>), HashSet<ObjectKey>>,
+    /// (Re)lists in progress (one per watcher at most, so few), by watcher scope: the
+    /// keys listed so far.
+    relisting: Vec<(Scope, HashSet<ObjectKey>)>,
 }
 
 /// A watcher's scope: a kind within a namespace, optionally one name.
 pub type Within<'a> = (Kind, &'a str, Option<&'a str>);
 
-fn owned((kind, namespace, name): Within<'_>) -> (Kind, String, Option<String>) {
-    (kind, namespace.to_owned(), name.map(str::to_owned))
+type Scope = (Kind, String, Option<String>);
+
+fn is(scope: &Scope, (kind, namespace, name): Within<'_>) -> bool {
+    scope.0 == kind && scope.1 == namespace && scope.2.as_deref() == name
 }
 
 /// What the store keeps of an EndpointSlice: at 10,000 Services, a tenth of the object.
@@ -192,22 +195,28 @@ impl Store {
     /// the listed objects until the list ended made them (whole, before what no build
     /// reads is dropped) most of the proxy's peak memory.
     pub fn relist(&mut self, within: Within<'_>) {
-        self.relisting.insert(owned(within), HashSet::new());
+        self.relisting.retain(|(scope, _)| !is(scope, within));
+        let (kind, namespace, name) = within;
+        let scope = (kind, namespace.to_owned(), name.map(str::to_owned));
+        self.relisting.push((scope, HashSet::new()));
     }
 
     /// One object of a (re)list of `within`, applied at once.
     pub fn relisted(&mut self, within: Within<'_>, obj: Object) -> Change {
-        if let Some(seen) = self.relisting.get_mut(&owned(within)) {
+        if let Some((_, seen)) = self.relisting.iter_mut().find(|(s, _)| is(s, within)) {
             seen.insert(obj.key());
         }
         self.apply(obj)
     }
 
     /// The (re)list of `within` is complete: what the store holds there beyond what was
-    /// listed is gone. Returns the Services whose endpoints that changed (their shared
-    /// sets must be refreshed); routes are to be rebuilt after any relist.
+    /// listed is gone. Returns the Services whose endpoints those deletions changed (their
+    /// shared sets must be refreshed); routes are to be rebuilt after any relist.
     pub fn relist_done(&mut self, within: Within<'_>) -> BTreeSet<ObjectKey> {
-        let seen = self.relisting.remove(&owned(within)).unwrap_or_default();
+        let seen = match self.relisting.iter().position(|(s, _)| is(s, within)) {
+            Some(at) => self.relisting.swap_remove(at).1,
+            None => HashSet::new(),
+        };
         let (kind, namespace, name) = within;
         let mut endpoints = BTreeSet::new();
         for key in self.keys_in_scope(kind, namespace, name) {

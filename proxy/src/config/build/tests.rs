@@ -1035,13 +1035,19 @@ fn kept_caches_never_change_what_a_build_serves() {
         json!({"nginx.ingress.kubernetes.io/rewrite-target": "/"}),
         json!({"nginx.ingress.kubernetes.io/ssl-redirect": "false"}),
     ];
+    // Namespaces of its own: metric series are global, and other tests read theirs.
     let names = [
-        ("a", "i0"),
-        ("a", "i1"),
-        ("a", "i2"),
-        ("b", "i3"),
-        ("b", "i4"),
+        ("ra", "i0"),
+        ("ra", "i1"),
+        ("ra", "i2"),
+        ("rb", "i3"),
+        ("rb", "i4"),
     ];
+    let params = Params {
+        instance_namespace: "ra".into(),
+        namespaces: ["ra".to_string(), "rb".to_string()].into(),
+        ..params()
+    };
     let mut s = Store::default();
     let mut warm = Caches::default();
     let (mut routed, mut with_access) = (0, 0);
@@ -1086,7 +1092,7 @@ fn kept_caches_never_change_what_a_build_serves() {
                 s.delete(Kind::Ingress, &ObjectKey::new(ns, name));
             }
             6 => {
-                let ns = ["a", "b"][next(2)];
+                let ns = ["ra", "rb"][next(2)];
                 let svc = services[next(2)];
                 if next(4) == 0 {
                     s.delete(Kind::Service, &ObjectKey::new(ns, svc));
@@ -1096,13 +1102,17 @@ fn kept_caches_never_change_what_a_build_serves() {
             }
             7 => {
                 if next(3) == 0 {
-                    s.delete(Kind::Secret, &ObjectKey::new("a", "users"));
+                    s.delete(Kind::Secret, &ObjectKey::new("ra", "users"));
                 } else {
-                    s.apply(htpasswd_secret(&version, ["alice", "bob"][next(2)]));
+                    let mut secret = htpasswd_secret(&version, ["alice", "bob"][next(2)]);
+                    if let Object::Secret(o) = &mut secret {
+                        o.metadata.namespace = Some("ra".into());
+                    }
+                    s.apply(secret);
                 }
             }
             _ => {
-                let ns = ["a", "b"][next(2)];
+                let ns = ["ra", "rb"][next(2)];
                 let svc = services[next(2)];
                 let ip = format!("10.0.0.{}", 1 + next(4));
                 let change = s.apply(slice(
@@ -1119,8 +1129,8 @@ fn kept_caches_never_change_what_a_build_serves() {
                 }
             }
         }
-        let kept = build(&s, &params(), &mut warm, step);
-        let fresh = build(&s, &params(), &mut Caches::default(), step);
+        let kept = build(&s, &params, &mut warm, step);
+        let fresh = build(&s, &params, &mut Caches::default(), step);
         assert_eq!(
             (
                 kept.snapshot.ingresses_served,

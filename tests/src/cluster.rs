@@ -127,7 +127,24 @@ fn http_get_ok(port: u16, path: &str) -> bool {
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and (optionally) kube-controller-manager, and waits until
     /// the apiserver reports ready. Blocking; call it outside async code or via spawn_blocking.
+    ///
+    /// A port [`free_port`] found free can still be taken before the server binds it (a CI
+    /// run saw etcd fail so, once in many runs): such a start is retried with other ports
+    /// and a fresh etcd data directory, at most twice.
     pub fn start(opts: &Options) -> Result<ControlPlane> {
+        let mut attempt = 0;
+        loop {
+            match Self::start_once(opts, attempt) {
+                Err(e) if attempt < 2 && format!("{e:#}").contains("address already in use") => {
+                    eprintln!("control plane: a chosen port was taken before its bind; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(opts: &Options, attempt: u32) -> Result<ControlPlane> {
         let bin = kube_bin_dir()?;
         let dir = opts.dir.clone();
         std::fs::create_dir_all(&dir)?;
@@ -176,6 +193,10 @@ impl ControlPlane {
         let data_dir = match std::env::var_os("PORTICO_ETCD_DATA_DIR") {
             Some(d) => PathBuf::from(d),
             None => dir.join("etcd"),
+        };
+        let data_dir = match attempt {
+            0 => data_dir,
+            n => data_dir.with_extension(format!("retry{n}")),
         };
         let mut etcd = Command::new(bin.join("etcd"));
         etcd.args([

@@ -140,18 +140,25 @@ pub struct Store {
     others: u64,
     /// Counts the Ingresses deleted so far.
     ingress_removals: u64,
-    /// (Re)lists in progress (one per watcher at most, so few), by watcher scope: the
-    /// keys listed so far.
-    relisting: Vec<(Scope, HashSet<ObjectKey>)>,
+    /// (Re)lists in progress, by watcher: the keys listed so far.
+    relisting: HashMap<Scope, HashSet<ObjectKey>>,
 }
 
-/// A watcher's scope: a kind within a namespace, optionally one name.
-pub type Within<'a> = (Kind, &'a str, Option<&'a str>);
+/// Which watcher an event came from: a kind within a namespace, optionally one name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: Option<String>,
+}
 
-type Scope = (Kind, String, Option<String>);
-
-fn is(scope: &Scope, (kind, namespace, name): Within<'_>) -> bool {
-    scope.0 == kind && scope.1 == namespace && scope.2.as_deref() == name
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{:?} {}/{}", self.kind, self.namespace, n),
+            None => write!(f, "{:?} in {:?}", self.kind, self.namespace),
+        }
+    }
 }
 
 /// What the store keeps of an EndpointSlice: at 10,000 Services, a tenth of the object.
@@ -189,57 +196,36 @@ impl Store {
         change
     }
 
-    /// A watcher's (re)list begins: what it lists within `(kind, namespace, name)` is
-    /// applied as it arrives ([`Store::relisted`]), and [`Store::relist_done`] then drops
-    /// what it did not list. Nothing is held back: at 10,000 objects of each kind, holding
-    /// the listed objects until the list ended made them (whole, before what no build
-    /// reads is dropped) most of the proxy's peak memory.
-    pub fn relist(&mut self, within: Within<'_>) {
-        self.relisting.retain(|(scope, _)| !is(scope, within));
-        let (kind, namespace, name) = within;
-        let scope = (kind, namespace.to_owned(), name.map(str::to_owned));
-        self.relisting.push((scope, HashSet::new()));
+    /// A watcher's (re)list begins: what it lists is applied as it arrives
+    /// ([`Store::relisted`]), and [`Store::relist_done`] then drops what it did not list.
+    /// Nothing is held back: at 10,000 objects of each kind, holding the listed objects
+    /// until the list ended made them (whole, before what no build reads is dropped) most
+    /// of the proxy's peak memory.
+    pub fn relist(&mut self, scope: &Scope) {
+        self.relisting.insert(scope.clone(), HashSet::new());
     }
 
-    /// One object of a (re)list of `within`, applied at once.
-    pub fn relisted(&mut self, within: Within<'_>, obj: Object) -> Change {
-        if let Some((_, seen)) = self.relisting.iter_mut().find(|(s, _)| is(s, within)) {
+    /// One object of `scope`'s (re)list, applied at once.
+    pub fn relisted(&mut self, scope: &Scope, obj: Object) -> Change {
+        if let Some(seen) = self.relisting.get_mut(scope) {
             seen.insert(obj.key());
         }
         self.apply(obj)
     }
 
-    /// The (re)list of `within` is complete: what the store holds there beyond what was
-    /// listed is gone. Returns the Services whose endpoints those deletions changed (their
-    /// shared sets must be refreshed); routes are to be rebuilt after any relist.
-    pub fn relist_done(&mut self, within: Within<'_>) -> BTreeSet<ObjectKey> {
-        let seen = match self.relisting.iter().position(|(s, _)| is(s, within)) {
-            Some(at) => self.relisting.swap_remove(at).1,
-            None => HashSet::new(),
-        };
-        let (kind, namespace, name) = within;
+    /// `scope`'s (re)list is complete: what the store holds there beyond what was listed
+    /// is gone. Returns the Services whose endpoints those deletions changed (their shared
+    /// sets must be refreshed); routes are to be rebuilt after any relist.
+    pub fn relist_done(&mut self, scope: &Scope) -> BTreeSet<ObjectKey> {
+        let seen = self.relisting.remove(scope).unwrap_or_default();
         let mut endpoints = BTreeSet::new();
-        for key in self.keys_in_scope(kind, namespace, name) {
+        for key in self.keys_in_scope(scope.kind, &scope.namespace, scope.name.as_deref()) {
             if !seen.contains(&key)
-                && let Change::Endpoints(service) = self.delete(kind, &key)
+                && let Change::Endpoints(service) = self.delete(scope.kind, &key)
             {
                 endpoints.insert(service);
             }
         }
-        endpoints
-    }
-
-    /// A complete (re)list at once: [`Store::relist`], each object, [`Store::relist_done`].
-    /// Returns the Services whose endpoints changed.
-    pub fn reset(&mut self, within: Within<'_>, objects: Vec<Object>) -> BTreeSet<ObjectKey> {
-        self.relist(within);
-        let mut endpoints = BTreeSet::new();
-        for obj in objects.into_iter().filter(|o| o.kind() == within.0) {
-            if let Change::Endpoints(service) = self.relisted(within, obj) {
-                endpoints.insert(service);
-            }
-        }
-        endpoints.extend(self.relist_done(within));
         endpoints
     }
 
@@ -448,6 +434,27 @@ mod tests {
         )
     }
 
+    fn slices_in(namespace: &str) -> Scope {
+        Scope {
+            kind: Kind::EndpointSlice,
+            namespace: namespace.into(),
+            name: None,
+        }
+    }
+
+    /// A whole (re)list, as a watcher delivers it; the Services whose endpoints changed.
+    fn relist_whole(store: &mut Store, scope: &Scope, objects: Vec<Object>) -> BTreeSet<ObjectKey> {
+        store.relist(scope);
+        let mut endpoints = BTreeSet::new();
+        for obj in objects {
+            if let Change::Endpoints(service) = store.relisted(scope, obj) {
+                endpoints.insert(service);
+            }
+        }
+        endpoints.extend(store.relist_done(scope));
+        endpoints
+    }
+
     /// A relist replaces the watcher's scope: what it lists stays or is updated, what it
     /// no longer lists is gone, and other scopes are untouched.
     #[test]
@@ -463,8 +470,9 @@ mod tests {
 
         // The list has web-1 with a new address and no api-1 (deleted while the watch
         // was down).
-        let changed = store.reset(
-            (Kind::EndpointSlice, "a", None),
+        let changed = relist_whole(
+            &mut store,
+            &slices_in("a"),
             vec![slice("web-1", "web", "10.0.0.3")],
         );
         assert_eq!(
@@ -484,7 +492,7 @@ mod tests {
         assert_eq!(store.keys_in_scope(Kind::EndpointSlice, "b", None).len(), 1);
 
         // An empty list empties the scope.
-        store.reset((Kind::EndpointSlice, "a", None), Vec::new());
+        relist_whole(&mut store, &slices_in("a"), Vec::new());
         assert!(
             store
                 .keys_in_scope(Kind::EndpointSlice, "a", None)
@@ -499,10 +507,10 @@ mod tests {
         let mut store = Store::default();
         store.apply(slice("web-1", "web", "10.0.0.1"));
         store.apply(slice("api-1", "api", "10.0.0.2"));
-        let within = (Kind::EndpointSlice, "a", None);
-        store.relist(within);
+        let within = slices_in("a");
+        store.relist(&within);
         assert_eq!(
-            store.relisted(within, slice("web-1", "web", "10.0.0.3")),
+            store.relisted(&within, slice("web-1", "web", "10.0.0.3")),
             Change::Endpoints(ObjectKey::new("a", "web"))
         );
         let web = &store.endpoint_slices[&ObjectKey::new("a", "web-1")];
@@ -517,7 +525,7 @@ mod tests {
             "not listed yet, but the list is not done"
         );
         assert_eq!(
-            store.relist_done(within),
+            store.relist_done(&within),
             [ObjectKey::new("a", "api")].into()
         );
         assert_eq!(

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::build::{Caches, Params, build};
 use super::pace::Pacer;
-use super::store::{Change, Kind, Object, Store, Within};
+use super::store::{Change, Kind, Object, Scope, Store};
 use super::{ObjectKey, SharedSnapshot};
 use crate::health::Health;
 use crate::metrics::METRICS;
@@ -39,29 +39,6 @@ use crate::metrics::METRICS;
 /// How long readiness waits for Secret watchers after the first sync (a Secret the
 /// operator's Role does not list yet must not keep the proxy unready forever).
 pub const SECRET_SYNC_GRACE: Duration = Duration::from_secs(5);
-
-/// Which watcher an event came from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Scope {
-    pub kind: Kind,
-    pub namespace: String,
-    pub name: Option<String>,
-}
-
-impl Scope {
-    fn within(&self) -> Within<'_> {
-        (self.kind, self.namespace.as_str(), self.name.as_deref())
-    }
-}
-
-impl std::fmt::Display for Scope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.name {
-            Some(n) => write!(f, "{:?} {}/{}", self.kind, self.namespace, n),
-            None => write!(f, "{:?} in {:?}", self.kind, self.namespace),
-        }
-    }
-}
 
 #[derive(Debug)]
 pub enum WatchEvent {
@@ -297,16 +274,16 @@ impl ConfigLoop {
         let Msg { scope, event } = msg;
         let change = match event {
             WatchEvent::Init => {
-                self.store.relist(scope.within());
+                self.store.relist(&scope);
                 Change::None
             }
             // Applied as listed; routes are rebuilt once the list is done.
-            WatchEvent::InitApply(obj) => match self.store.relisted(scope.within(), obj) {
+            WatchEvent::InitApply(obj) => match self.store.relisted(&scope, obj) {
                 Change::Routes => Change::None,
                 other => other,
             },
             WatchEvent::InitDone => {
-                for service in self.store.relist_done(scope.within()) {
+                for service in self.store.relist_done(&scope) {
                     self.caches.backends.refresh(&self.store, &service);
                 }
                 if self.pending.remove(&scope) {

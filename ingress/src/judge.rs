@@ -350,42 +350,34 @@ pub fn judge_with<'a, 's>(
     ingresses: impl IntoIterator<Item = &'a Ingress>,
     services: impl Fn(&str, &str) -> Option<&'s Service>,
 ) -> Judgement<'a> {
-    let mut of_class: Vec<&'a Ingress> = ingresses
+    let of_class: Vec<&'a Ingress> = ingresses
         .into_iter()
         .filter(|i| belongs_to_class(i, scope.class, scope.is_default_class))
         .collect();
-    // Oldest first ([`oldest_first`](crate::conflict::oldest_first)). Names decide only among Ingresses of the same
-    // second, but comparing them is most of what sorting thousands costs: input already in
-    // namespace/name order (a store keyed by it) is only sorted stably by time, which
-    // gives the same order.
-    let by_name = |a: &&Ingress, b: &&Ingress| {
-        (a.metadata.namespace.cmp(&b.metadata.namespace))
-            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
-    };
-    if of_class.is_sorted_by(|a, b| by_name(a, b).is_le()) {
-        of_class
-            .sort_by(|a, b| (a.metadata.creation_timestamp).cmp(&b.metadata.creation_timestamp));
-    } else {
-        // [`oldest_first`](crate::conflict::oldest_first) on keys copied out, the time by value: most comparisons then
-        // read no Ingress (at 10,000, reading them was most of the sort's time).
-        type Key<'i> = (
-            Option<k8s_openapi::jiff::Timestamp>,
-            Option<&'i str>,
-            Option<&'i str>,
-        );
-        let key = |i: &'a Ingress| -> Key<'a> {
+    // Oldest first ([`oldest_first`](crate::conflict::oldest_first)), sorted on keys
+    // copied out once, the time by value, so that most comparisons read no Ingress (at
+    // 10,000 in hash order, reading them was most of the sort's time). Names decide only
+    // among Ingresses of the same second: input already in namespace/name order (a store
+    // keyed by it) is only sorted stably by time, which gives the same order.
+    type Key<'i> = (
+        Option<k8s_openapi::jiff::Timestamp>,
+        Option<&'i str>,
+        Option<&'i str>,
+    );
+    let mut keyed: Vec<(Key<'a>, &'a Ingress)> = of_class
+        .into_iter()
+        .map(|i| {
             let m = &i.metadata;
-            (
-                m.creation_timestamp.as_ref().map(|t| t.0),
-                m.namespace.as_deref(),
-                m.name.as_deref(),
-            )
-        };
-        let mut keyed: Vec<(Key<'a>, &'a Ingress)> =
-            of_class.iter().map(|&i| (key(i), i)).collect();
+            let time = m.creation_timestamp.as_ref().map(|t| t.0);
+            ((time, m.namespace.as_deref(), m.name.as_deref()), i)
+        })
+        .collect();
+    if keyed.is_sorted_by(|a, b| (a.0.1, a.0.2) <= (b.0.1, b.0.2)) {
+        keyed.sort_by_key(|(key, _)| key.0);
+    } else {
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        of_class = keyed.into_iter().map(|(_, i)| i).collect();
     }
+    let of_class: Vec<&'a Ingress> = keyed.into_iter().map(|(_, i)| i).collect();
     // Each Ingress of a served namespace as it reads alone; `None`: not served.
     memo.begin(scope.limits);
     let of_class: Vec<(&'a Ingress, Option<Arc<Prepared>>)> = of_class

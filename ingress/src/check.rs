@@ -157,6 +157,16 @@ pub struct Checked {
     pub tls: Vec<TlsHost>,
 }
 
+impl Checked {
+    /// The backends it is served for: each rule's, then the default backend.
+    pub fn backends(&self) -> impl Iterator<Item = &Backend> {
+        self.rules
+            .iter()
+            .map(|r| &r.backend)
+            .chain(self.default_backend.iter())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub host: HostPattern,

@@ -84,10 +84,7 @@ pub type ServicePort = (String, String);
 /// The Service ports of the rules and default backend a served Ingress is served for.
 pub fn service_ports(checked: &Checked) -> BTreeSet<ServicePort> {
     checked
-        .rules
-        .iter()
-        .map(|r| &r.backend)
-        .chain(checked.default_backend.iter())
+        .backends()
         .map(|b| (b.service.clone(), b.port_name.clone()))
         .collect()
 }
@@ -164,13 +161,8 @@ pub fn judge<'a>(
                 ),
             });
         }
-        let backends = checked
-            .rules
-            .iter()
-            .map(|r| &r.backend)
-            .chain(checked.default_backend.iter());
         let mut unverified = BTreeSet::new();
-        for b in backends {
+        for b in checked.backends() {
             match b.tls.as_ref().map(|t| &t.ca) {
                 Some(Some(ca)) => {
                     out.backend_cas

@@ -14,6 +14,7 @@
 //! No IO and no Kubernetes client: objects in, verdicts out.
 
 pub mod affinity;
+mod alone;
 pub mod auth;
 mod check;
 mod class;
@@ -31,6 +32,7 @@ mod size;
 pub mod source_range;
 pub mod traffic;
 
+pub use alone::HostIndex;
 pub use check::{
     BACKEND_TLS_CA_ANNOTATION, BACKEND_TLS_CA_CONFIGMAP_ANNOTATION,
     BACKEND_TLS_SERVER_NAME_ANNOTATION, Backend, BackendTls, CaSource, Checked,

@@ -64,7 +64,7 @@ impl Prepared {
 }
 
 /// The hosts an Ingress names, in rules and in `spec.tls`, that parse.
-fn declared_hosts(ingress: &Ingress) -> impl Iterator<Item = HostPattern> + '_ {
+pub(crate) fn declared_hosts(ingress: &Ingress) -> impl Iterator<Item = HostPattern> + '_ {
     let spec = ingress.spec.as_ref();
     let rules = spec
         .and_then(|s| s.rules.as_ref())

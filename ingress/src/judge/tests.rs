@@ -615,3 +615,121 @@ fn verdicts_are_oldest_first_in_any_input_order() {
         assert_eq!(order(&run(input, &TenantPolicy::default())), want);
     }
 }
+
+/// [`crate::HostIndex`]'s claim, held against whole judgements: an Ingress it says stands
+/// alone gets, among the others, the verdict it gets judged by itself, and leaves theirs
+/// as they are without it. Random Ingresses over a few related hosts (exact, wildcards
+/// over them, a deeper host), shares, canaries, TLS, catch-alls and an unserved namespace.
+#[test]
+fn an_ingress_that_stands_alone_is_judged_the_same_alone() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let hosts = [
+        "x.t", "y.t", "*.t", "a.x.t", "*.x.t", "z.u", "*.u", "q.v", "", "X.T.",
+    ];
+    let times = [T0, T1, T2];
+    let served: BTreeSet<String> = ["a", "b"].map(String::from).into();
+    let svc = web_service();
+    let policy = TenantPolicy::default();
+    let scope = Scope {
+        class: "web",
+        is_default_class: false,
+        instance_namespace: "a",
+        served_namespaces: &served,
+        policy: &policy,
+        limits: &Limits::default(),
+    };
+    let services = |_: &str, name: &str| (name == "web").then_some(&svc);
+    // What a verdict says, comparable across judgements.
+    let said = |v: &Verdict<'_>| {
+        format!(
+            "{} served={} {:?} +{} {:?} {:?}",
+            v.key, v.served, v.rejections, v.omitted, v.certificates, v.checked
+        )
+    };
+    let (mut alone, mut entangled) = (0, 0);
+    for round in 0..600 {
+        let mut all: Vec<Ingress> = (0..1 + next(7))
+            .map(|i| {
+                let ns = ["a", "b", "c"][next(3)];
+                let rules: Vec<Value> = (0..1 + next(2))
+                    .map(|_| {
+                        let path = ["/", "/p"][next(2)];
+                        paths(hosts[next(hosts.len())], &[("Prefix", path)])
+                    })
+                    .collect();
+                let mut spec = json!({"ingressClassName": "web", "rules": rules});
+                if next(6) == 0 {
+                    spec["defaultBackend"] =
+                        json!({"service": {"name": "web", "port": {"number": 80}}});
+                }
+                let mut ing = ingress(
+                    &format!("{ns}/i{round}-{i}"),
+                    times[next(3)],
+                    json!({}),
+                    spec,
+                );
+                if next(4) == 0 {
+                    ing = shared(ing, ["a", "b"][next(2)]);
+                }
+                if next(5) == 0 {
+                    ing.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert("nginx.ingress.kubernetes.io/canary".into(), "true".into());
+                }
+                if next(4) == 0 {
+                    ing = with_tls(ing, hosts[next(hosts.len() - 2)], "cert");
+                }
+                ing
+            })
+            .collect();
+        let x = all.pop().expect("one at least");
+        let mut index = crate::HostIndex::default();
+        for i in &all {
+            if served.contains(i.metadata.namespace.as_deref().unwrap_or_default()) {
+                index.add(i);
+            }
+        }
+        if !index.stands_alone(&x) {
+            entangled += 1;
+            continue;
+        }
+        alone += 1;
+        let without = judge(&scope, &all, services);
+        let by_itself = judge(&scope, [&x], services);
+        let with: Vec<Ingress> = all.iter().cloned().chain([x.clone()]).collect();
+        let together = judge(&scope, &with, services);
+        for v in &together.verdicts {
+            let want = if v.key.name == x.metadata.name.clone().unwrap_or_default() {
+                &by_itself.verdicts[0]
+            } else {
+                without
+                    .verdicts
+                    .iter()
+                    .find(|w| w.key == v.key)
+                    .expect("judged without x too")
+            };
+            assert_eq!(said(v), said(want), "round {round}");
+        }
+        // Undoing the count leaves the index as it was without them.
+        for i in &all {
+            if served.contains(i.metadata.namespace.as_deref().unwrap_or_default()) {
+                index.remove(i);
+            }
+        }
+        assert!(
+            index.stands_alone(&site("a/probe", T0, "x.t", &["/"])),
+            "round {round}"
+        );
+    }
+    assert!(
+        alone > 100 && entangled > 100,
+        "{alone} alone, {entangled} entangled"
+    );
+}

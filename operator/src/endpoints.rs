@@ -67,6 +67,12 @@ pub struct SliceStreams {
 }
 
 impl Slices {
+    /// Whether any hand-written EndpointSlice is watched: only then can an Ingress name an
+    /// endpoint the proxies refuse.
+    pub fn has_hand_written(&self) -> bool {
+        !self.hand_written.iter().all(Store::is_empty)
+    }
+
     /// The stores and the streams that fill them (and wake the controller).
     pub fn reflect(
         client: &Client,
@@ -194,14 +200,14 @@ pub fn instances_for_slice(
 /// each served Ingress with what it is served for. Only hand-written slices are judged
 /// (the endpointslice controller lists pod addresses): without any, there is nothing to
 /// say, and nothing is worked out for each of thousands of Ingresses.
-pub fn for_instance<'a>(
+pub fn for_instance(
     slices: &Slices,
     settings: &Settings,
     instance: (&str, &str),
-    served: &[(&'a Ingress, Arc<Checked>)],
+    served: &[(Arc<Ingress>, Arc<Checked>)],
     class: &str,
-) -> Vec<Warning<'a>> {
-    if slices.hand_written.iter().all(Store::is_empty) {
+) -> Vec<Warning> {
+    if !slices.has_hand_written() {
         return Vec::new();
     }
     let (namespace, name) = instance;
@@ -217,9 +223,9 @@ pub fn for_instance<'a>(
     if slices.is_empty() {
         return Vec::new();
     }
-    let served: Vec<(&Ingress, BTreeSet<ServicePort>)> = served
+    let served: Vec<(Arc<Ingress>, BTreeSet<ServicePort>)> = served
         .iter()
-        .map(|(i, checked)| (*i, crate::verdict::service_ports(checked)))
+        .map(|(i, checked)| (i.clone(), crate::verdict::service_ports(checked)))
         .collect();
     warnings(&served, &slices, &policy, class)
 }
@@ -231,12 +237,12 @@ fn label<'a>(slice: &'a EndpointSlice, key: &str) -> Option<&'a str> {
 /// One Warning per served Ingress and backend Service that names endpoints the proxy
 /// refuses, judged only for the Service ports its served rules use (a rule the judgement
 /// refused is not reported on).
-pub fn warnings<'a>(
-    served: &[(&'a Ingress, BTreeSet<ServicePort>)],
+pub fn warnings(
+    served: &[(Arc<Ingress>, BTreeSet<ServicePort>)],
     slices: &SlicesByService,
     policy: &EndpointPolicy,
     class: &str,
-) -> Vec<Warning<'a>> {
+) -> Vec<Warning> {
     let mut out = Vec::new();
     // Many Ingresses name one Service port: each port's endpoints are judged once.
     let mut judged: HashMap<(String, ServicePort), Vec<(SocketAddr, Refusal)>> = HashMap::new();
@@ -271,7 +277,7 @@ pub fn warnings<'a>(
         }
         for (service, endpoints) in refused {
             out.push(Warning {
-                ingress,
+                ingress: ingress.clone(),
                 reason: ENDPOINT_REFUSED,
                 note: note(class, &ns, &service, &endpoints),
             });
@@ -351,14 +357,14 @@ mod tests {
             denied: vec!["10.0.0.0/24".parse().expect("cidr")],
             own: vec!["10.244.7.7".parse().expect("ip")],
         };
-        let by_name = ingress("byname");
-        let by_number = ingress("bynumber");
-        let clean = ingress("clean");
+        let by_name = Arc::new(ingress("byname"));
+        let by_number = Arc::new(ingress("bynumber"));
+        let clean = Arc::new(ingress("clean"));
         let port = |s: &str, p: &str| (s.to_owned(), p.to_owned());
         let served = [
-            (&by_name, [port("site", "http")].into()),
-            (&by_number, [port("site", "http")].into()),
-            (&clean, [port("clean", "http")].into()),
+            (by_name, [port("site", "http")].into()),
+            (by_number, [port("site", "http")].into()),
+            (clean, [port("clean", "http")].into()),
         ];
         let w = warnings(&served, &slices, &policy, "web");
         let got: Vec<(String, &str)> = w.iter().map(|w| (w.ingress.name_any(), w.reason)).collect();

@@ -4,18 +4,26 @@
 //! write, and into what the proxy must be allowed to read.
 //!
 //! ```text
-//!  Ingresses + Services + Scope ─▶ portico_ingress::judge() ─▶ Verdict per Ingress
-//!     ─▶ served / rejected (Ingress status, instance counts)
-//!     ─▶ one Warning Event per Rejection (its reason() is the Event reason)
-//!     ─▶ TLS Secrets and backend CA bundles by namespace (the proxy's RBAC)
+//!  Ingresses + Services + Scope ─▶ Kept::judge
+//!     only Ingresses that stand alone changed? ─▶ judge each alone   (HostIndex)
+//!     anything else (Scope, Services, an entangled Ingress) ─▶ judge_with() all of them
+//!        ─▶ Outcome per Ingress (one place: outcome())
+//!     ─▶ served / rejected counts, one Warning per Rejection (its reason() is the Event
+//!        reason), TLS Secrets and backend CA bundles by namespace (the proxy's RBAC)
+//!     ─▶ the Ingresses whose status.loadBalancer may be wrong (Kept::unwritten)
 //! ```
+//!
+//! A reconcile for one new Ingress among 10,000 therefore costs one check, not a
+//! judgement of all of them: the operator keeps each instance's judgement ([`Kept`]) and
+//! judges alone what `portico_ingress::HostIndex` says cannot change another's verdict.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::Ingress;
-use portico_ingress::{CaSource, Checked, Rejection, Scope};
+use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerStatus};
+use k8s_openapi::jiff::Timestamp;
+use portico_ingress::{CaSource, Checked, HostIndex, Limits, Rejection, Scope, TenantPolicy};
 
 use crate::resources::CONSENT_ANNOTATION;
 
@@ -31,20 +39,22 @@ pub type Services = BTreeMap<String, BTreeMap<String, Arc<Service>>>;
 
 /// A Warning Event to publish on an Ingress.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Warning<'a> {
-    pub ingress: &'a Ingress,
+pub struct Warning {
+    pub ingress: Arc<Ingress>,
     pub reason: &'static str,
     pub note: String,
 }
 
+/// What one reconcile acts on.
 #[derive(Debug, Default)]
-pub struct Verdicts<'a> {
-    /// Served, at least in part: they get the instance's address.
-    pub served: Vec<&'a Ingress>,
+pub struct Verdicts {
+    /// Ingresses of the class served, at least in part: they get the instance's address.
+    pub served: usize,
     /// Not served at all: counted as rejected, and they lose the address.
-    pub rejected: Vec<&'a Ingress>,
-    /// One per distinct rejection; a served Ingress may have some (a lost path).
-    pub warnings: Vec<Warning<'a>>,
+    pub rejected: usize,
+    /// One per distinct rejection, oldest Ingress first; a served Ingress may have some
+    /// (a lost path).
+    pub warnings: Vec<Warning>,
     /// Per served namespace, the Secrets its Ingresses of the class name in `spec.tls` and
     /// in auth annotations (`portico_ingress::auth::secrets_read`; read even for a broken
     /// Ingress, so that fixing the Secret heals it).
@@ -54,10 +64,11 @@ pub struct Verdicts<'a> {
     /// ingress-nginx annotations not honoured on served Ingresses, counted once per
     /// Ingress and annotation (the instance's `status.annotationsNotHonoured`).
     pub annotations_not_honoured: usize,
-    /// Each served Ingress with what it is served for: [`service_ports`] says whose
-    /// endpoints the proxies will dial (worked out only where a hand-written EndpointSlice
-    /// could name a refused endpoint).
-    pub served_checked: Vec<(&'a Ingress, Arc<Checked>)>,
+    /// Each served Ingress with what it is served for, when asked for: [`service_ports`]
+    /// says whose endpoints the proxies will dial.
+    pub served_checked: Vec<(Arc<Ingress>, Arc<Checked>)>,
+    /// Whether every Ingress was judged again (rather than only those that changed).
+    pub in_full: bool,
 }
 
 /// What [`portico_ingress::Memo::services_at`] asks for: a value that changes whenever
@@ -89,111 +100,478 @@ pub fn service_ports(checked: &Checked) -> BTreeSet<ServicePort> {
         .collect()
 }
 
-/// Judges the Ingresses of the class of instance `<namespace>/<name>`, as its proxies do,
-/// with what `memo` remembers of the instance's earlier judgements.
-pub fn judge<'a>(
-    memo: &mut portico_ingress::Memo,
+/// What the operator reports of one Ingress of the class, read from its verdict.
+#[derive(Debug)]
+struct Outcome {
+    ingress: Arc<Ingress>,
+    served: bool,
+    /// (reason, note) of each Warning Event.
+    warnings: Vec<(&'static str, String)>,
+    /// The Secrets of its namespace it names; none when the namespace is not served.
+    secrets: BTreeSet<String>,
+    backend_cas: BTreeSet<CaSource>,
+    not_honoured: usize,
+    /// What it is served for, when served.
+    checked: Option<Arc<Checked>>,
+    /// Judged in a served namespace: its hosts are in the [`HostIndex`].
+    indexed: bool,
+}
+
+/// The one place a verdict becomes what the operator reports.
+fn outcome(
+    verdict: &portico_ingress::Verdict<'_>,
+    ingress: Arc<Ingress>,
     scope: &Scope<'_>,
-    ingresses: impl IntoIterator<Item = &'a Ingress>,
-    services: &Services,
     instance_name: &str,
-) -> Verdicts<'a> {
-    memo.services_at(services_version(services));
-    let judgement = portico_ingress::judge_with(memo, scope, ingresses, |ns, name| {
+) -> Outcome {
+    let class = scope.class;
+    let indexed = scope.served_namespaces.contains(&verdict.key.namespace);
+    let mut out = Outcome {
+        ingress,
+        served: verdict.served,
+        warnings: Vec::new(),
+        secrets: verdict.secrets_read().cloned().collect(),
+        backend_cas: BTreeSet::new(),
+        not_honoured: 0,
+        checked: None,
+        indexed,
+    };
+    let count = verdict.rejections.len();
+    for (i, rejection) in verdict.rejections.iter().enumerate() {
+        let mut note = match rejection {
+            Rejection::NamespaceNotServed(ns) => format!(
+                "IngressClass {class} does not serve namespace {ns}: it needs the annotation \
+                 {CONSENT_ANNOTATION}: \"{}/{instance_name}\" (or the instance's namespace \
+                 trusted by the operator) and a match of spec.namespaceSelector",
+                scope.instance_namespace,
+            ),
+            Rejection::Invalid(problem) => {
+                format!("not served by IngressClass {class}: {problem}")
+            }
+            other => format!("IngressClass {class}: {other}"),
+        };
+        if i + 1 == count && verdict.omitted > 0 {
+            note.push_str(&format!(" (and {} more)", verdict.omitted));
+        }
+        out.warnings.push((rejection.reason(), note));
+    }
+    let Some(checked) = verdict.checked.as_ref().filter(|_| verdict.served) else {
+        return out;
+    };
+    if !checked.not_honoured.is_empty() {
+        out.not_honoured = checked.not_honoured.len();
+        out.warnings.push((
+            ANNOTATIONS_NOT_HONOURED,
+            format!(
+                "IngressClass {class}: {}",
+                portico_ingress::nginx::not_honoured_note(&checked.not_honoured)
+            ),
+        ));
+    }
+    let mut unverified = BTreeSet::new();
+    for b in checked.backends() {
+        match b.tls.as_ref().map(|t| &t.ca) {
+            Some(Some(ca)) => {
+                out.backend_cas.insert(ca.clone());
+            }
+            Some(None) => {
+                unverified.insert(b.service.clone());
+            }
+            None => {}
+        }
+    }
+    out.checked = Some(Arc::clone(checked));
+    if !unverified.is_empty() {
+        out.warnings.push((
+            UNVERIFIED_BACKEND_TLS,
+            format!(
+                "IngressClass {class} reaches Service(s) {} over TLS without verifying \
+                 their certificate: name a CA with {} or {} on the Service, or set \
+                 spec.backendTLS.allowUnverified: false on the instance to refuse this",
+                unverified.into_iter().collect::<Vec<_>>().join(", "),
+                portico_ingress::BACKEND_TLS_CA_ANNOTATION,
+                portico_ingress::BACKEND_TLS_CA_CONFIGMAP_ANNOTATION,
+            ),
+        ));
+    }
+    out
+}
+
+/// What a judgement was made against: the same Ingresses judged against anything else
+/// are judged again, all of them.
+#[derive(Debug, PartialEq)]
+struct Against {
+    class: String,
+    is_default_class: bool,
+    instance_namespace: String,
+    served_namespaces: BTreeSet<String>,
+    policy: TenantPolicy,
+    limits: Limits,
+    services: u64,
+    instance_name: String,
+}
+
+/// Oldest first, as `portico_ingress::oldest_first` orders Ingresses.
+type Order = (Option<Timestamp>, String, String);
+
+fn order_of(ingress: &Ingress) -> Order {
+    let m = &ingress.metadata;
+    (
+        m.creation_timestamp.as_ref().map(|t| t.0),
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+/// An object's identity in the store.
+type Named = (String, String);
+
+fn named(ingress: &Ingress) -> Named {
+    let m = &ingress.metadata;
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+/// A store's objects are immutable `Arc`s: one that was not replaced is the same
+/// allocation. Holding every one judged keeps their addresses from being reused.
+fn address(ingress: &Arc<Ingress>) -> usize {
+    Arc::as_ptr(ingress) as usize
+}
+
+/// One instance's judgement, kept between reconciles (see the module docs).
+#[derive(Debug, Default)]
+pub struct Kept {
+    memo: portico_ingress::Memo,
+    against: Option<Against>,
+    /// Every Ingress of the last input (any class), by address and by name.
+    seen: HashMap<usize, Arc<Ingress>>,
+    names: HashMap<Named, usize>,
+    /// The Ingresses of the class, oldest first.
+    outcomes: BTreeMap<Order, Outcome>,
+    /// Those with warnings.
+    warned: BTreeSet<Order>,
+    index: HostIndex,
+    served: usize,
+    not_honoured: usize,
+    /// Names per namespace, counted over the outcomes naming them.
+    secrets: BTreeMap<String, BTreeMap<String, usize>>,
+    backend_cas: BTreeMap<String, BTreeMap<CaSource, usize>>,
+    /// The load balancer status every Ingress not in `unwritten` was last checked
+    /// against; `None`: all of them need checking.
+    written: Option<IngressLoadBalancerStatus>,
+    unwritten: BTreeSet<Order>,
+}
+
+impl Kept {
+    /// Judges the Ingresses of `scope`'s class among `ingresses` (the whole store, any
+    /// class): only those that changed since the last call when each stands alone, else
+    /// all of them. `with_served` fills [`Verdicts::served_checked`].
+    pub fn judge(
+        &mut self,
+        scope: &Scope<'_>,
+        ingresses: &[Arc<Ingress>],
+        services: &Services,
+        instance_name: &str,
+        with_served: bool,
+    ) -> Verdicts {
+        let against = Against {
+            class: scope.class.to_owned(),
+            is_default_class: scope.is_default_class,
+            instance_namespace: scope.instance_namespace.to_owned(),
+            served_namespaces: scope.served_namespaces.clone(),
+            policy: scope.policy.clone(),
+            limits: scope.limits.clone(),
+            services: services_version(services),
+            instance_name: instance_name.to_owned(),
+        };
+        let version = against.services;
+        let in_full = self.against.as_ref() != Some(&against)
+            || !self.update(scope, ingresses, services, instance_name);
+        if in_full {
+            self.judge_all(scope, ingresses, services, version, instance_name);
+            self.against = Some(against);
+        }
+        let mut out = Verdicts {
+            served: self.served,
+            rejected: self.outcomes.len() - self.served,
+            annotations_not_honoured: self.not_honoured,
+            in_full,
+            ..Verdicts::default()
+        };
+        for order in &self.warned {
+            let o = &self.outcomes[order];
+            out.warnings
+                .extend(o.warnings.iter().map(|(reason, note)| Warning {
+                    ingress: o.ingress.clone(),
+                    reason,
+                    note: note.clone(),
+                }));
+        }
+        out.tls_secrets = counted(&self.secrets);
+        out.backend_cas = counted(&self.backend_cas);
+        if with_served {
+            out.served_checked = self
+                .outcomes
+                .values()
+                .filter_map(|o| Some((o.ingress.clone(), o.checked.clone()?)))
+                .collect();
+        }
+        out
+    }
+
+    /// The Ingresses of the class whose `status.loadBalancer` may not be what their
+    /// verdict says with `load_balancer` (all of them when it changed), and whether each
+    /// is served.
+    pub fn unwritten(
+        &self,
+        load_balancer: &IngressLoadBalancerStatus,
+    ) -> Vec<(Arc<Ingress>, bool)> {
+        let pair = |o: &Outcome| (o.ingress.clone(), o.served);
+        if self.written.as_ref() == Some(load_balancer) {
+            self.unwritten
+                .iter()
+                .filter_map(|order| self.outcomes.get(order))
+                .map(pair)
+                .collect()
+        } else {
+            self.outcomes.values().map(pair).collect()
+        }
+    }
+
+    /// Every [`unwritten`](Self::unwritten) status now says what `load_balancer` says.
+    pub fn written(&mut self, load_balancer: &IngressLoadBalancerStatus) {
+        self.written = Some(load_balancer.clone());
+        self.unwritten.clear();
+    }
+
+    /// Every Ingress judged again.
+    fn judge_all(
+        &mut self,
+        scope: &Scope<'_>,
+        ingresses: &[Arc<Ingress>],
+        services: &Services,
+        version: u64,
+        instance_name: &str,
+    ) {
+        // Only the memo's checks outlive a judgement in full; every status is checked
+        // again (`written` is `None`), since any verdict may have changed.
+        *self = Kept {
+            memo: std::mem::take(&mut self.memo),
+            ..Kept::default()
+        };
+        self.memo.services_at(version);
+        let by_address: HashMap<usize, &Arc<Ingress>> =
+            ingresses.iter().map(|i| (address(i), i)).collect();
+        let judgement = portico_ingress::judge_with(
+            &mut self.memo,
+            scope,
+            ingresses.iter().map(AsRef::as_ref),
+            lookup(services),
+        );
+        let mut outcomes = Vec::with_capacity(judgement.verdicts.len());
+        for verdict in &judgement.verdicts {
+            let ingress = by_address[&(std::ptr::from_ref(verdict.ingress) as usize)].clone();
+            outcomes.push(outcome(verdict, ingress, scope, instance_name));
+        }
+        drop(judgement);
+        for outcome in outcomes {
+            if outcome.indexed {
+                self.index.add(&outcome.ingress);
+            }
+            self.insert(outcome);
+        }
+        for ingress in ingresses {
+            self.seen.insert(address(ingress), ingress.clone());
+            self.names.insert(named(ingress), address(ingress));
+        }
+    }
+
+    /// Applies what changed since the last judgement when every changed Ingress of the
+    /// class stands alone, before and after; false (and nothing judged) otherwise.
+    fn update(
+        &mut self,
+        scope: &Scope<'_>,
+        ingresses: &[Arc<Ingress>],
+        services: &Services,
+        instance_name: &str,
+    ) -> bool {
+        // What is new or replaced, by address; what is gone, by name.
+        let fresh: Vec<&Arc<Ingress>> = ingresses
+            .iter()
+            .filter(|i| !self.seen.contains_key(&address(i)))
+            .collect();
+        let kept = ingresses.len() - fresh.len();
+        let mut gone: Vec<Named> = Vec::new();
+        if kept < self.seen.len() {
+            let replaced = fresh
+                .iter()
+                .filter(|i| self.names.contains_key(&named(i)))
+                .count();
+            if kept + replaced < self.seen.len() {
+                let present: std::collections::HashSet<Named> =
+                    ingresses.iter().map(|i| named(i)).collect();
+                gone = self
+                    .names
+                    .keys()
+                    .filter(|n| !present.contains(*n))
+                    .cloned()
+                    .collect();
+            }
+        }
+        if fresh.is_empty() && gone.is_empty() {
+            return true;
+        }
+        let of_class =
+            |i: &Ingress| portico_ingress::belongs_to_class(i, scope.class, scope.is_default_class);
+        // The Ingresses of the class that leave, and those that come.
+        let mut leaving: Vec<Order> = Vec::new();
+        let mut coming: Vec<&Arc<Ingress>> = Vec::new();
+        for name in fresh.iter().map(|i| named(i)).chain(gone.iter().cloned()) {
+            if let Some(old) = self.names.get(&name).and_then(|a| self.seen.get(a)) {
+                let order = order_of(old);
+                if self.outcomes.contains_key(&order) {
+                    leaving.push(order);
+                }
+            }
+        }
+        coming.extend(fresh.iter().copied().filter(|i| of_class(i)));
+        // Each must stand alone among the Ingresses that stay and the others that come.
+        let mut index = self.index.clone();
+        for order in &leaving {
+            let o = &self.outcomes[order];
+            if o.indexed {
+                index.remove(&o.ingress);
+                if !index.stands_alone(&o.ingress) {
+                    return false;
+                }
+            }
+        }
+        let served = |i: &Ingress| {
+            scope
+                .served_namespaces
+                .contains(i.metadata.namespace.as_deref().unwrap_or_default())
+        };
+        for ingress in &coming {
+            if served(ingress) {
+                if !index.stands_alone(ingress) {
+                    return false;
+                }
+                index.add(ingress);
+            }
+        }
+        // Apply: out with the old, each newcomer judged by itself.
+        for order in leaving {
+            self.take(&order);
+        }
+        let lookup = lookup(services);
+        for ingress in coming {
+            let judgement = portico_ingress::judge(scope, [ingress.as_ref()], &lookup);
+            let outcome = outcome(
+                &judgement.verdicts[0],
+                ingress.clone(),
+                scope,
+                instance_name,
+            );
+            self.unwritten.insert(order_of(ingress));
+            self.insert(outcome);
+        }
+        self.index = index;
+        for name in gone {
+            if let Some(a) = self.names.remove(&name) {
+                self.seen.remove(&a);
+            }
+        }
+        for ingress in fresh {
+            if let Some(old) = self.names.insert(named(ingress), address(ingress)) {
+                self.seen.remove(&old);
+            }
+            self.seen.insert(address(ingress), ingress.clone());
+        }
+        true
+    }
+
+    fn insert(&mut self, o: Outcome) {
+        let order = order_of(&o.ingress);
+        let ns = order.1.clone();
+        if o.served {
+            self.served += 1;
+        }
+        self.not_honoured += o.not_honoured;
+        for s in &o.secrets {
+            *self
+                .secrets
+                .entry(ns.clone())
+                .or_default()
+                .entry(s.clone())
+                .or_default() += 1;
+        }
+        for ca in &o.backend_cas {
+            *self
+                .backend_cas
+                .entry(ns.clone())
+                .or_default()
+                .entry(ca.clone())
+                .or_default() += 1;
+        }
+        if !o.warnings.is_empty() {
+            self.warned.insert(order.clone());
+        }
+        self.outcomes.insert(order, o);
+    }
+
+    fn take(&mut self, order: &Order) {
+        let Some(o) = self.outcomes.remove(order) else {
+            return;
+        };
+        self.warned.remove(order);
+        if o.served {
+            self.served -= 1;
+        }
+        self.not_honoured -= o.not_honoured;
+        uncount(&mut self.secrets, &order.1, &o.secrets);
+        uncount(&mut self.backend_cas, &order.1, &o.backend_cas);
+    }
+}
+
+fn uncount<T: Ord>(
+    counts: &mut BTreeMap<String, BTreeMap<T, usize>>,
+    ns: &str,
+    names: &BTreeSet<T>,
+) {
+    let Some(by_name) = counts.get_mut(ns) else {
+        return;
+    };
+    for name in names {
+        if let Some(count) = by_name.get_mut(name) {
+            *count -= 1;
+            if *count == 0 {
+                by_name.remove(name);
+            }
+        }
+    }
+    if by_name.is_empty() {
+        counts.remove(ns);
+    }
+}
+
+fn counted<T: Ord + Clone>(
+    counts: &BTreeMap<String, BTreeMap<T, usize>>,
+) -> BTreeMap<String, BTreeSet<T>> {
+    counts
+        .iter()
+        .map(|(ns, by_name)| (ns.clone(), by_name.keys().cloned().collect()))
+        .collect()
+}
+
+fn lookup<'s>(services: &'s Services) -> impl Fn(&str, &str) -> Option<&'s Service> + 's {
+    |ns, name| {
         services
             .get(ns)
             .and_then(|s| s.get(name))
             .map(AsRef::as_ref)
-    });
-    let class = scope.class;
-    let mut out = Verdicts::default();
-    for verdict in &judgement.verdicts {
-        let ingress = verdict.ingress;
-        let ns = &verdict.key.namespace;
-        if verdict.served {
-            out.served.push(ingress);
-        } else {
-            out.rejected.push(ingress);
-        }
-        if scope.served_namespaces.contains(ns) {
-            // Looked up before inserting: one namespace holds many Ingresses.
-            if !out.tls_secrets.contains_key(ns) {
-                out.tls_secrets.insert(ns.clone(), BTreeSet::new());
-            }
-            if let Some(set) = out.tls_secrets.get_mut(ns) {
-                set.extend(verdict.secrets_read().cloned());
-            }
-        }
-        let count = verdict.rejections.len();
-        for (i, rejection) in verdict.rejections.iter().enumerate() {
-            let mut note = match rejection {
-                Rejection::NamespaceNotServed(ns) => format!(
-                    "IngressClass {class} does not serve namespace {ns}: it needs the annotation \
-                     {CONSENT_ANNOTATION}: \"{}/{instance_name}\" (or the instance's namespace \
-                     trusted by the operator) and a match of spec.namespaceSelector",
-                    scope.instance_namespace,
-                ),
-                Rejection::Invalid(problem) => {
-                    format!("not served by IngressClass {class}: {problem}")
-                }
-                other => format!("IngressClass {class}: {other}"),
-            };
-            if i + 1 == count && verdict.omitted > 0 {
-                note.push_str(&format!(" (and {} more)", verdict.omitted));
-            }
-            out.warnings.push(Warning {
-                ingress,
-                reason: rejection.reason(),
-                note,
-            });
-        }
-        let Some(checked) = verdict.checked.as_ref().filter(|_| verdict.served) else {
-            continue;
-        };
-        if !checked.not_honoured.is_empty() {
-            out.annotations_not_honoured += checked.not_honoured.len();
-            out.warnings.push(Warning {
-                ingress,
-                reason: ANNOTATIONS_NOT_HONOURED,
-                note: format!(
-                    "IngressClass {class}: {}",
-                    portico_ingress::nginx::not_honoured_note(&checked.not_honoured)
-                ),
-            });
-        }
-        let mut unverified = BTreeSet::new();
-        for b in checked.backends() {
-            match b.tls.as_ref().map(|t| &t.ca) {
-                Some(Some(ca)) => {
-                    out.backend_cas
-                        .entry(ns.clone())
-                        .or_default()
-                        .insert(ca.clone());
-                }
-                Some(None) => {
-                    unverified.insert(b.service.clone());
-                }
-                None => {}
-            }
-        }
-        out.served_checked.push((ingress, Arc::clone(checked)));
-        if !unverified.is_empty() {
-            out.warnings.push(Warning {
-                ingress,
-                reason: UNVERIFIED_BACKEND_TLS,
-                note: format!(
-                    "IngressClass {class} reaches Service(s) {} over TLS without verifying \
-                     their certificate: name a CA with {} or {} on the Service, or set \
-                     spec.backendTLS.allowUnverified: false on the instance to refuse this",
-                    unverified.into_iter().collect::<Vec<_>>().join(", "),
-                    portico_ingress::BACKEND_TLS_CA_ANNOTATION,
-                    portico_ingress::BACKEND_TLS_CA_CONFIGMAP_ANNOTATION,
-                ),
-            });
-        }
     }
-    out.tls_secrets.retain(|_, names| !names.is_empty());
-    out
 }
 
 #[cfg(test)]
@@ -234,23 +612,38 @@ mod tests {
     const T0: &str = "2026-01-01T00:00:00Z";
     const T1: &str = "2026-01-02T00:00:00Z";
 
-    fn run<'a>(all: &'a [Ingress], served: &[&str]) -> Verdicts<'a> {
-        let served_namespaces: BTreeSet<String> = served.iter().map(|s| (*s).to_owned()).collect();
-        let scope = Scope {
+    fn scope_for<'s>(
+        served: &'s BTreeSet<String>,
+        policy: &'s TenantPolicy,
+        limits: &'s Limits,
+    ) -> Scope<'s> {
+        Scope {
             class: "web",
             is_default_class: false,
             instance_namespace: "a",
-            served_namespaces: &served_namespaces,
-            policy: &portico_ingress::TenantPolicy::default(),
-            limits: &portico_ingress::Limits::default(),
-        };
-        judge(
-            &mut portico_ingress::Memo::default(),
-            &scope,
-            all,
-            &services(served),
-            "web",
-        )
+            served_namespaces: served,
+            policy,
+            limits,
+        }
+    }
+
+    fn run(all: &[Ingress], served: &[&str]) -> (Kept, Verdicts) {
+        let served_namespaces: BTreeSet<String> = served.iter().map(|s| (*s).to_owned()).collect();
+        let (policy, limits) = (TenantPolicy::default(), Limits::default());
+        let scope = scope_for(&served_namespaces, &policy, &limits);
+        let all: Vec<Arc<Ingress>> = all.iter().cloned().map(Arc::new).collect();
+        let mut kept = Kept::default();
+        let v = kept.judge(&scope, &all, &services(served), "web", true);
+        (kept, v)
+    }
+
+    /// Names of the Ingresses of the class, served or not, oldest first.
+    fn names(kept: &Kept, served: bool) -> Vec<String> {
+        kept.outcomes
+            .values()
+            .filter(|o| o.served == served)
+            .map(|o| name(&o.ingress))
+            .collect()
     }
 
     fn name(i: &Ingress) -> String {
@@ -266,18 +659,18 @@ mod tests {
             ingress("b", "newer", T1, site("good.com", "/", "site")),
             ingress("c", "elsewhere", T0, site("e.com", "/", "site")),
         ];
-        let v = run(&all, &["a", "b"]);
-        let names = |list: &[&Ingress]| list.iter().map(|i| name(i)).collect::<Vec<_>>();
-        assert_eq!(names(&v.served), ["good"]);
+        let (kept, v) = run(&all, &["a", "b"]);
+        assert_eq!(names(&kept, true), ["good"]);
         assert_eq!(
-            names(&v.rejected),
+            names(&kept, false),
             ["missing", "regex", "elsewhere", "newer"],
             "oldest first"
         );
+        assert_eq!((v.served, v.rejected), (1, 4));
         let warnings: Vec<_> = v
             .warnings
             .iter()
-            .map(|w| (name(w.ingress), w.reason, w.note.as_str()))
+            .map(|w| (name(&w.ingress), w.reason, w.note.as_str()))
             .collect();
         assert_eq!(warnings.len(), 4, "{warnings:#?}");
         assert_eq!(
@@ -323,9 +716,8 @@ mod tests {
             ingress("a", "good", T0, site("good.com", "/", "site")),
             ingress("a", "newer", T1, newer),
         ];
-        let v = run(&all, &["a"]);
-        assert_eq!(v.served.len(), 2);
-        assert!(v.rejected.is_empty());
+        let (_, v) = run(&all, &["a"]);
+        assert_eq!((v.served, v.rejected), (2, 0));
         assert_eq!(v.warnings.len(), 1);
         assert_eq!(v.warnings[0].reason, "IngressConflict");
     }
@@ -346,32 +738,178 @@ mod tests {
             [("a".to_owned(), [("site".to_owned(), Arc::new(svc))].into())].into()
         };
         let served: BTreeSet<String> = ["a".to_owned()].into();
-        let scope = Scope {
-            class: "web",
-            is_default_class: false,
-            instance_namespace: "a",
-            served_namespaces: &served,
-            policy: &portico_ingress::TenantPolicy::default(),
-            limits: &portico_ingress::Limits::default(),
-        };
-        let all = [ing];
-        let mut memo = portico_ingress::Memo::default();
+        let (policy, limits) = (TenantPolicy::default(), Limits::default());
+        let scope = scope_for(&served, &policy, &limits);
+        let all = [Arc::new(ing)];
+        let mut kept = Kept::default();
         let before = service("7", 80);
         assert_eq!(
             services_version(&before),
             services_version(&service("7", 80))
         );
-        let v = judge(&mut memo, &scope, &all, &before, "web");
-        assert_eq!(v.served.len(), 1);
-        let v = judge(&mut memo, &scope, &all, &before, "web");
-        assert_eq!(v.served.len(), 1, "remembered");
+        let v = kept.judge(&scope, &all, &before, "web", false);
+        assert_eq!(v.served, 1);
+        let v = kept.judge(&scope, &all, &before, "web", false);
+        assert_eq!(v.served, 1, "remembered");
+        assert!(!v.in_full);
         let after = service("8", 81);
         assert_ne!(services_version(&before), services_version(&after));
-        let v = judge(&mut memo, &scope, &all, &after, "web");
-        assert!(v.served.is_empty(), "port 80 is gone");
+        let v = kept.judge(&scope, &all, &after, "web", false);
+        assert_eq!(v.served, 0, "port 80 is gone");
+        assert!(v.in_full, "other Services: judged again");
         assert_ne!(
             services_version(&before),
             services_version(&Services::new())
         );
+    }
+
+    /// Everything a reconcile acts on, comparable.
+    fn report(v: &Verdicts) -> String {
+        let warnings: Vec<_> = v
+            .warnings
+            .iter()
+            .map(|w| (name(&w.ingress), w.reason, &w.note))
+            .collect();
+        let served: Vec<_> = v
+            .served_checked
+            .iter()
+            .map(|(i, c)| (name(i), c.as_ref()))
+            .collect();
+        format!(
+            "{} {} {} {warnings:?} {:?} {:?} {served:?}",
+            v.served, v.rejected, v.annotations_not_honoured, v.tls_secrets, v.backend_cas
+        )
+    }
+
+    /// A kept judgement, updated change by change (some alone, some in full), says what a
+    /// judgement of everything from nothing says, after every change; and the changes
+    /// that stand alone are judged alone.
+    #[test]
+    fn a_kept_judgement_says_what_a_full_one_says() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let served: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
+        let (policy, limits) = (TenantPolicy::default(), Limits::default());
+        let scope = scope_for(&served, &policy, &limits);
+        let services = services(&["a", "b"]);
+        let hosts = ["x.t", "*.t", "y.t", "z.u"];
+        let times = [T0, T1];
+        let make = |next: &mut dyn FnMut(usize) -> usize, ns: &str, name: &str| {
+            // Mostly unique hosts (they stand alone), sometimes shared ones.
+            let host = if next(3) == 0 {
+                hosts[next(hosts.len())].to_owned()
+            } else {
+                format!("{name}.{ns}.test")
+            };
+            let mut spec = site(&host, ["/", "/p"][next(2)], ["site", "nope"][next(4) / 3]);
+            if next(8) == 0 {
+                spec["ingressClassName"] = json!("other");
+            }
+            if next(6) == 0 {
+                spec["tls"] = json!([{"hosts": [host], "secretName": format!("cert-{}", next(3))}]);
+            }
+            Arc::new(ingress(ns, name, times[next(2)], spec))
+        };
+        let mut store: Vec<Arc<Ingress>> = Vec::new();
+        let mut kept = Kept::default();
+        let mut alone = 0;
+        for round in 0..400 {
+            match next(5) {
+                0 | 1 => {
+                    let ns = ["a", "b", "c"][next(3)];
+                    let name = format!("i{round}");
+                    store.push(make(&mut next, ns, &name));
+                }
+                2 if !store.is_empty() => {
+                    let at = next(store.len());
+                    let old = store[at].clone();
+                    let (ns, name) = named(&old);
+                    let mut new = make(&mut next, &ns, &name);
+                    Arc::make_mut(&mut new).metadata.creation_timestamp =
+                        old.metadata.creation_timestamp.clone();
+                    store[at] = new;
+                }
+                3 if !store.is_empty() => {
+                    let at = next(store.len());
+                    store.swap_remove(at);
+                }
+                _ => {
+                    // The same object again, only its status or version new.
+                    if let Some(at) = (!store.is_empty()).then(|| next(store.len())) {
+                        store[at] = Arc::new(Ingress::clone(&store[at]));
+                    }
+                }
+            }
+            let v = kept.judge(&scope, &store, &services, "web", true);
+            if !v.in_full {
+                alone += 1;
+            }
+            let fresh = Kept::default().judge(&scope, &store, &services, "web", true);
+            assert_eq!(report(&v), report(&fresh), "round {round}");
+        }
+        assert!(alone > 150, "{alone} of 400 judged alone");
+    }
+
+    /// After a change judged alone only the changed Ingress's status is checked again; a
+    /// new address, or a judgement in full, checks every one.
+    #[test]
+    fn only_changed_ingresses_have_their_status_checked_again() {
+        let served: BTreeSet<String> = ["a".to_owned()].into();
+        let (policy, limits) = (TenantPolicy::default(), Limits::default());
+        let scope = scope_for(&served, &policy, &limits);
+        let services = services(&["a"]);
+        let mut store: Vec<Arc<Ingress>> = (0..5)
+            .map(|i| {
+                Arc::new(ingress(
+                    "a",
+                    &format!("i{i}"),
+                    T0,
+                    site(&format!("h{i}.test"), "/", "site"),
+                ))
+            })
+            .collect();
+        let mut kept = Kept::default();
+        let lb: IngressLoadBalancerStatus =
+            serde_json::from_value(json!({"ingress": [{"ip": "10.0.0.1"}]})).expect("lb");
+        kept.judge(&scope, &store, &services, "web", false);
+        assert_eq!(kept.unwritten(&lb).len(), 5, "first judgement: all");
+        kept.written(&lb);
+        assert!(kept.unwritten(&lb).is_empty());
+        store.push(Arc::new(ingress(
+            "a",
+            "new",
+            T1,
+            site("new.test", "/", "site"),
+        )));
+        let v = kept.judge(&scope, &store, &services, "web", false);
+        assert!(!v.in_full);
+        let unwritten: Vec<_> = kept
+            .unwritten(&lb)
+            .iter()
+            .map(|(i, s)| (name(i), *s))
+            .collect();
+        assert_eq!(unwritten, [("new".to_owned(), true)]);
+        // Not written (a failed reconcile): still there after another judgement.
+        kept.judge(&scope, &store, &services, "web", false);
+        assert_eq!(kept.unwritten(&lb).len(), 1);
+        kept.written(&lb);
+        let other: IngressLoadBalancerStatus =
+            serde_json::from_value(json!({"ingress": [{"ip": "10.0.0.2"}]})).expect("lb");
+        assert_eq!(kept.unwritten(&other).len(), 6, "a new address: all");
+        // A second Ingress on a host already named is judged with all the others.
+        store.push(Arc::new(ingress(
+            "a",
+            "late",
+            T1,
+            site("h0.test", "/", "site"),
+        )));
+        let v = kept.judge(&scope, &store, &services, "web", false);
+        assert!(v.in_full);
+        assert_eq!(kept.unwritten(&lb).len(), 7);
     }
 }

@@ -43,7 +43,7 @@ impl Context {
     pub(super) async fn warn_ingresses(
         &self,
         instance: &ObjectRef<IngressController>,
-        warnings: &[verdict::Warning<'_>],
+        warnings: &[verdict::Warning],
     ) {
         let before = self
             .published
@@ -63,7 +63,12 @@ impl Context {
             }
             if before.contains(&key)
                 || self
-                    .event(w.ingress, EventType::Warning, w.reason, w.note.clone())
+                    .event(
+                        w.ingress.as_ref(),
+                        EventType::Warning,
+                        w.reason,
+                        w.note.clone(),
+                    )
                     .await
             {
                 now.insert(key);

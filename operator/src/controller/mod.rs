@@ -73,9 +73,9 @@ pub struct Context {
     stores: Mutex<Option<Stores>>,
     /// What the last apply of each child wrote, to skip applies that change nothing.
     applied: apply::Applied,
-    /// Per instance, the judgement's per-Ingress checks, kept while an Ingress and its
-    /// Services stay the same (as the proxy keeps them).
-    judged: Mutex<HashMap<ObjectRef<IngressController>, portico_ingress::Memo>>,
+    /// Per instance, its judgement, kept between reconciles (`verdict::Kept`): a change
+    /// to Ingresses that stand alone is judged alone.
+    judged: Mutex<HashMap<ObjectRef<IngressController>, crate::verdict::Kept>>,
 }
 
 /// (Ingress uid, reason, note): a recreated Ingress is a new one.

@@ -26,7 +26,6 @@ use crate::resources::ingress_class::{self, Claim};
 use crate::resources::{self, Inputs, deployment, hpa, pdb, rbac, service, service_account};
 use crate::status::{self, Observed};
 use crate::tenancy;
-use crate::verdict;
 
 use super::{Context, FINALIZER, RESYNC};
 
@@ -158,16 +157,18 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         limits: &limits,
     };
     let verdicts = {
-        let mut memos = ctx.judged.lock().unwrap_or_else(|e| e.into_inner());
-        let memo = memos.entry(ObjectRef::from_obj(instance)).or_default();
-        verdict::judge(
-            memo,
-            &judged,
-            ingresses.iter().map(AsRef::as_ref),
-            &services,
-            &name,
-        )
+        let mut kept = ctx.judged.lock().unwrap_or_else(|e| e.into_inner());
+        kept.entry(ObjectRef::from_obj(instance))
+            .or_default()
+            .judge(
+                &judged,
+                &ingresses,
+                &services,
+                &name,
+                stores.slices.has_hand_written(),
+            )
     };
+    debug!(instance = %format!("{namespace}/{name}"), in_full = verdicts.in_full, "judged");
     // The proxy may read, by name, what its served Ingresses name: TLS Secrets, and the CA
     // bundles (Secrets or ConfigMaps) their backends' Services name.
     let mut secrets = verdicts.tls_secrets.clone();
@@ -385,21 +386,35 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     // 6. Status: the served Ingresses first, then the instance.
     let addresses = status::addresses(&service);
     let load_balancer = status::ingress_load_balancer(&addresses);
-    for ingress in &verdicts.served {
-        if !has_load_balancer(ingress, &load_balancer) {
-            write_ingress_status(client, ingress, &load_balancer).await?;
-        }
-    }
-    // A rejected Ingress must not keep advertising an address it is not served on.
-    for ingress in &verdicts.rejected {
-        if load_balancer.ingress.is_some() && has_load_balancer(ingress, &load_balancer) {
+    let unwritten = ctx
+        .judged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&ObjectRef::from_obj(instance))
+        .map(|kept| kept.unwritten(&load_balancer))
+        .unwrap_or_default();
+    for (ingress, served) in &unwritten {
+        if *served {
+            if !has_load_balancer(ingress, &load_balancer) {
+                write_ingress_status(client, ingress, &load_balancer).await?;
+            }
+        } else if load_balancer.ingress.is_some() && has_load_balancer(ingress, &load_balancer) {
+            // A rejected Ingress must not keep advertising an address it is not served on.
             let none = IngressLoadBalancerStatus {
                 ingress: Some(Vec::new()),
             };
             write_ingress_status(client, ingress, &none).await?;
         }
     }
-    let mut warnings = verdicts.warnings.clone();
+    if let Some(kept) = ctx
+        .judged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(&ObjectRef::from_obj(instance))
+    {
+        kept.written(&load_balancer);
+    }
+    let mut warnings = verdicts.warnings;
     warnings.extend(endpoints::for_instance(
         &stores.slices,
         &ctx.settings,
@@ -420,8 +435,8 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
         ready_replicas: status::ready_replicas(Some(&deployment)),
         addresses,
         served_namespaces: served,
-        ingresses_served: i32::try_from(verdicts.served.len()).unwrap_or(i32::MAX),
-        ingresses_rejected: i32::try_from(verdicts.rejected.len()).unwrap_or(i32::MAX),
+        ingresses_served: i32::try_from(verdicts.served).unwrap_or(i32::MAX),
+        ingresses_rejected: i32::try_from(verdicts.rejected).unwrap_or(i32::MAX),
         annotations_not_honoured: i32::try_from(verdicts.annotations_not_honoured)
             .unwrap_or(i32::MAX),
         observed_generation: instance.metadata.generation,

@@ -67,10 +67,14 @@ pub struct SliceStreams {
 }
 
 impl Slices {
-    /// Whether any hand-written EndpointSlice is watched: only then can an Ingress name an
-    /// endpoint the proxies refuse.
-    pub fn has_hand_written(&self) -> bool {
-        !self.hand_written.iter().all(Store::is_empty)
+    /// The namespaces that hold a hand-written EndpointSlice: only there can an Ingress
+    /// name an endpoint the proxies refuse.
+    pub fn hand_written_namespaces(&self) -> BTreeSet<String> {
+        self.hand_written
+            .iter()
+            .flat_map(Store::state)
+            .filter_map(|slice| slice.namespace())
+            .collect()
     }
 
     /// The stores and the streams that fill them (and wake the controller).
@@ -207,7 +211,7 @@ pub fn for_instance(
     served: &[(Arc<Ingress>, Arc<Checked>)],
     class: &str,
 ) -> Vec<Warning> {
-    if !slices.has_hand_written() {
+    if served.is_empty() || slices.hand_written.iter().all(Store::is_empty) {
         return Vec::new();
     }
     let (namespace, name) = instance;

@@ -64,8 +64,8 @@ pub struct Verdicts {
     /// ingress-nginx annotations not honoured on served Ingresses, counted once per
     /// Ingress and annotation (the instance's `status.annotationsNotHonoured`).
     pub annotations_not_honoured: usize,
-    /// Each served Ingress with what it is served for, when asked for: [`service_ports`]
-    /// says whose endpoints the proxies will dial.
+    /// Each served Ingress of the namespaces asked for, with what it is served for:
+    /// [`service_ports`] says whose endpoints the proxies will dial.
     pub served_checked: Vec<(Arc<Ingress>, Arc<Checked>)>,
     /// Whether every Ingress was judged again (rather than only those that changed).
     pub in_full: bool,
@@ -240,16 +240,21 @@ fn address(ingress: &Arc<Ingress>) -> usize {
     Arc::as_ptr(ingress) as usize
 }
 
+/// Addresses hash cheaply: 10,000 of them are looked up in every reconcile.
+type ByAddress<V> = HashMap<usize, V, foldhash::fast::FixedState>;
+
 /// One instance's judgement, kept between reconciles (see the module docs).
 #[derive(Debug, Default)]
 pub struct Kept {
     memo: portico_ingress::Memo,
     against: Option<Against>,
     /// Every Ingress of the last input (any class), by address and by name.
-    seen: HashMap<usize, Arc<Ingress>>,
+    seen: ByAddress<Arc<Ingress>>,
     names: HashMap<Named, usize>,
     /// The Ingresses of the class, oldest first.
     outcomes: BTreeMap<Order, Outcome>,
+    /// How many of them each namespace holds.
+    namespaces: BTreeMap<String, usize>,
     /// Those with warnings.
     warned: BTreeSet<Order>,
     index: HostIndex,
@@ -264,18 +269,40 @@ pub struct Kept {
     unwritten: BTreeSet<Order>,
 }
 
+/// What changed in the store since the last judgement.
+struct Changes<'i> {
+    /// New or replaced objects, of any class.
+    fresh: Vec<&'i Arc<Ingress>>,
+    /// Deleted ones, by name.
+    gone: Vec<Named>,
+    /// Ingresses of the class that leave (replaced or deleted) and those that come.
+    leaving: Vec<Order>,
+    coming: Vec<&'i Arc<Ingress>>,
+}
+
 impl Kept {
     /// Judges the Ingresses of `scope`'s class among `ingresses` (the whole store, any
     /// class): only those that changed since the last call when each stands alone, else
-    /// all of them. `with_served` fills [`Verdicts::served_checked`].
+    /// all of them. `services(namespaces)` gives the Services of the served namespaces
+    /// that hold Ingresses of the class. [`Verdicts::served_checked`] lists the served
+    /// Ingresses of the namespaces `with_served` names.
     pub fn judge(
         &mut self,
         scope: &Scope<'_>,
         ingresses: &[Arc<Ingress>],
-        services: &Services,
+        services: impl FnOnce(&BTreeSet<String>) -> Services,
         instance_name: &str,
-        with_served: bool,
+        with_served: &BTreeSet<String>,
     ) -> Verdicts {
+        let same_class = self.against.as_ref().is_some_and(|a| {
+            a.class == scope.class && a.is_default_class == scope.is_default_class
+        });
+        let changes = same_class.then(|| self.changes(scope, ingresses));
+        let namespaces = match &changes {
+            Some(changes) => self.namespaces_after(changes, scope.served_namespaces),
+            None => namespaces_of_class(scope, ingresses),
+        };
+        let services = services(&namespaces);
         let against = Against {
             class: scope.class.to_owned(),
             is_default_class: scope.is_default_class,
@@ -283,14 +310,17 @@ impl Kept {
             served_namespaces: scope.served_namespaces.clone(),
             policy: scope.policy.clone(),
             limits: scope.limits.clone(),
-            services: services_version(services),
+            services: services_version(&services),
             instance_name: instance_name.to_owned(),
         };
-        let version = against.services;
-        let in_full = self.against.as_ref() != Some(&against)
-            || !self.update(scope, ingresses, services, instance_name);
+        let in_full = match changes {
+            Some(changes) if self.against.as_ref() == Some(&against) => {
+                !self.update(changes, scope, &services, instance_name)
+            }
+            _ => true,
+        };
         if in_full {
-            self.judge_all(scope, ingresses, services, version, instance_name);
+            self.judge_all(scope, ingresses, &services, against.services, instance_name);
             self.against = Some(against);
         }
         let mut out = Verdicts {
@@ -311,11 +341,12 @@ impl Kept {
         }
         out.tls_secrets = counted(&self.secrets);
         out.backend_cas = counted(&self.backend_cas);
-        if with_served {
+        if self.namespaces.keys().any(|ns| with_served.contains(ns)) {
             out.served_checked = self
                 .outcomes
-                .values()
-                .filter_map(|o| Some((o.ingress.clone(), o.checked.clone()?)))
+                .iter()
+                .filter(|(order, _)| with_served.contains(&order.1))
+                .filter_map(|(_, o)| Some((o.ingress.clone(), o.checked.clone()?)))
                 .collect();
         }
         out
@@ -362,7 +393,7 @@ impl Kept {
             ..Kept::default()
         };
         self.memo.services_at(version);
-        let by_address: HashMap<usize, &Arc<Ingress>> =
+        let by_address: ByAddress<&Arc<Ingress>> =
             ingresses.iter().map(|i| (address(i), i)).collect();
         let judgement = portico_ingress::judge_with(
             &mut self.memo,
@@ -388,16 +419,9 @@ impl Kept {
         }
     }
 
-    /// Applies what changed since the last judgement when every changed Ingress of the
-    /// class stands alone, before and after; false (and nothing judged) otherwise.
-    fn update(
-        &mut self,
-        scope: &Scope<'_>,
-        ingresses: &[Arc<Ingress>],
-        services: &Services,
-        instance_name: &str,
-    ) -> bool {
-        // What is new or replaced, by address; what is gone, by name.
+    /// What changed since the last judgement, found by address: an object the store did
+    /// not replace is the very `Arc` held in `seen`.
+    fn changes<'i>(&self, scope: &Scope<'_>, ingresses: &'i [Arc<Ingress>]) -> Changes<'i> {
         let fresh: Vec<&Arc<Ingress>> = ingresses
             .iter()
             .filter(|i| !self.seen.contains_key(&address(i)))
@@ -420,48 +444,100 @@ impl Kept {
                     .collect();
             }
         }
+        let leaving = fresh
+            .iter()
+            .map(|i| named(i))
+            .chain(gone.iter().cloned())
+            .filter_map(|name| self.names.get(&name).and_then(|a| self.seen.get(a)))
+            .map(|old| order_of(old))
+            .filter(|order| self.outcomes.contains_key(order))
+            .collect();
+        let coming = fresh
+            .iter()
+            .copied()
+            .filter(|i| portico_ingress::belongs_to_class(i, scope.class, scope.is_default_class))
+            .collect();
+        Changes {
+            fresh,
+            gone,
+            leaving,
+            coming,
+        }
+    }
+
+    /// The served namespaces that hold Ingresses of the class once `changes` are in.
+    fn namespaces_after(
+        &self,
+        changes: &Changes<'_>,
+        served: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
+        let mut delta: BTreeMap<&str, isize> = BTreeMap::new();
+        for order in &changes.leaving {
+            *delta.entry(order.1.as_str()).or_default() -= 1;
+        }
+        for ingress in &changes.coming {
+            let ns = ingress.metadata.namespace.as_deref().unwrap_or_default();
+            *delta.entry(ns).or_default() += 1;
+        }
+        let mut out: BTreeSet<String> = self
+            .namespaces
+            .iter()
+            .filter(|(ns, count)| {
+                let change = delta.get(ns.as_str()).copied().unwrap_or(0);
+                (**count).cast_signed() + change > 0
+            })
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        out.extend(
+            delta
+                .iter()
+                .filter(|(ns, change)| **change > 0 && !self.namespaces.contains_key(**ns))
+                .map(|(ns, _)| (*ns).to_owned()),
+        );
+        out.retain(|ns| served.contains(ns));
+        out
+    }
+
+    /// Applies `changes` when every Ingress of the class that leaves or comes stands
+    /// alone; false otherwise, and then the caller judges everything in full (which
+    /// rebuilds what this left half done).
+    fn update(
+        &mut self,
+        changes: Changes<'_>,
+        scope: &Scope<'_>,
+        services: &Services,
+        instance_name: &str,
+    ) -> bool {
+        let Changes {
+            fresh,
+            gone,
+            leaving,
+            coming,
+        } = changes;
         if fresh.is_empty() && gone.is_empty() {
             return true;
         }
-        let of_class =
-            |i: &Ingress| portico_ingress::belongs_to_class(i, scope.class, scope.is_default_class);
-        // The Ingresses of the class that leave, and those that come.
-        let mut leaving: Vec<Order> = Vec::new();
-        let mut coming: Vec<&Arc<Ingress>> = Vec::new();
-        for name in fresh.iter().map(|i| named(i)).chain(gone.iter().cloned()) {
-            if let Some(old) = self.names.get(&name).and_then(|a| self.seen.get(a)) {
-                let order = order_of(old);
-                if self.outcomes.contains_key(&order) {
-                    leaving.push(order);
-                }
-            }
-        }
-        coming.extend(fresh.iter().copied().filter(|i| of_class(i)));
-        // Each must stand alone among the Ingresses that stay and the others that come.
-        let mut index = self.index.clone();
+        // Each must stand alone among the Ingresses that stay and the others that
+        // come. (A failure leaves the index half changed: judge_all rebuilds it.)
         for order in &leaving {
             let o = &self.outcomes[order];
             if o.indexed {
-                index.remove(&o.ingress);
-                if !index.stands_alone(&o.ingress) {
+                self.index.remove(&o.ingress);
+                if !self.index.stands_alone(&o.ingress) {
                     return false;
                 }
             }
         }
-        let served = |i: &Ingress| {
-            scope
-                .served_namespaces
-                .contains(i.metadata.namespace.as_deref().unwrap_or_default())
-        };
         for ingress in &coming {
-            if served(ingress) {
-                if !index.stands_alone(ingress) {
+            let ns = ingress.metadata.namespace.as_deref().unwrap_or_default();
+            if scope.served_namespaces.contains(ns) {
+                if !self.index.stands_alone(ingress) {
                     return false;
                 }
-                index.add(ingress);
+                self.index.add(ingress);
             }
         }
-        // Apply: out with the old, each newcomer judged by itself.
+        // Out with the old; each newcomer judged by itself.
         for order in leaving {
             self.take(&order);
         }
@@ -477,7 +553,6 @@ impl Kept {
             self.unwritten.insert(order_of(ingress));
             self.insert(outcome);
         }
-        self.index = index;
         for name in gone {
             if let Some(a) = self.names.remove(&name) {
                 self.seen.remove(&a);
@@ -515,6 +590,7 @@ impl Kept {
                 .entry(ca.clone())
                 .or_default() += 1;
         }
+        *self.namespaces.entry(ns).or_default() += 1;
         if !o.warnings.is_empty() {
             self.warned.insert(order.clone());
         }
@@ -532,6 +608,12 @@ impl Kept {
         self.not_honoured -= o.not_honoured;
         uncount(&mut self.secrets, &order.1, &o.secrets);
         uncount(&mut self.backend_cas, &order.1, &o.backend_cas);
+        if let Some(count) = self.namespaces.get_mut(&order.1) {
+            *count -= 1;
+            if *count == 0 {
+                self.namespaces.remove(&order.1);
+            }
+        }
     }
 }
 
@@ -562,6 +644,19 @@ fn counted<T: Ord + Clone>(
     counts
         .iter()
         .map(|(ns, by_name)| (ns.clone(), by_name.keys().cloned().collect()))
+        .collect()
+}
+
+/// The served namespaces that hold Ingresses of the class, read from every Ingress.
+fn namespaces_of_class(scope: &Scope<'_>, ingresses: &[Arc<Ingress>]) -> BTreeSet<String> {
+    ingresses
+        .iter()
+        .filter(|i| portico_ingress::belongs_to_class(i, scope.class, scope.is_default_class))
+        .filter_map(|i| i.metadata.namespace.as_deref())
+        .filter(|ns| scope.served_namespaces.contains(*ns))
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .map(str::to_owned)
         .collect()
 }
 
@@ -633,7 +728,7 @@ mod tests {
         let scope = scope_for(&served_namespaces, &policy, &limits);
         let all: Vec<Arc<Ingress>> = all.iter().cloned().map(Arc::new).collect();
         let mut kept = Kept::default();
-        let v = kept.judge(&scope, &all, &services(served), "web", true);
+        let v = kept.judge(&scope, &all, |_| services(served), "web", &all_namespaces());
         (kept, v)
     }
 
@@ -644,6 +739,10 @@ mod tests {
             .filter(|o| o.served == served)
             .map(|o| name(&o.ingress))
             .collect()
+    }
+
+    fn all_namespaces() -> BTreeSet<String> {
+        ["a", "b", "c"].map(String::from).into()
     }
 
     fn name(i: &Ingress) -> String {
@@ -747,14 +846,14 @@ mod tests {
             services_version(&before),
             services_version(&service("7", 80))
         );
-        let v = kept.judge(&scope, &all, &before, "web", false);
+        let v = kept.judge(&scope, &all, |_| before.clone(), "web", &BTreeSet::new());
         assert_eq!(v.served, 1);
-        let v = kept.judge(&scope, &all, &before, "web", false);
+        let v = kept.judge(&scope, &all, |_| before.clone(), "web", &BTreeSet::new());
         assert_eq!(v.served, 1, "remembered");
         assert!(!v.in_full);
         let after = service("8", 81);
         assert_ne!(services_version(&before), services_version(&after));
-        let v = kept.judge(&scope, &all, &after, "web", false);
+        let v = kept.judge(&scope, &all, |_| after.clone(), "web", &BTreeSet::new());
         assert_eq!(v.served, 0, "port 80 is gone");
         assert!(v.in_full, "other Services: judged again");
         assert_ne!(
@@ -845,11 +944,28 @@ mod tests {
                     }
                 }
             }
-            let v = kept.judge(&scope, &store, &services, "web", true);
+            let mut asked = BTreeSet::new();
+            let v = kept.judge(
+                &scope,
+                &store,
+                |namespaces| {
+                    asked = namespaces.clone();
+                    services.clone()
+                },
+                "web",
+                &all_namespaces(),
+            );
+            assert_eq!(asked, namespaces_of_class(&scope, &store), "round {round}");
             if !v.in_full {
                 alone += 1;
             }
-            let fresh = Kept::default().judge(&scope, &store, &services, "web", true);
+            let fresh = Kept::default().judge(
+                &scope,
+                &store,
+                |_| services.clone(),
+                "web",
+                &all_namespaces(),
+            );
             assert_eq!(report(&v), report(&fresh), "round {round}");
         }
         assert!(alone > 150, "{alone} of 400 judged alone");
@@ -876,7 +992,13 @@ mod tests {
         let mut kept = Kept::default();
         let lb: IngressLoadBalancerStatus =
             serde_json::from_value(json!({"ingress": [{"ip": "10.0.0.1"}]})).expect("lb");
-        kept.judge(&scope, &store, &services, "web", false);
+        kept.judge(
+            &scope,
+            &store,
+            |_| services.clone(),
+            "web",
+            &BTreeSet::new(),
+        );
         assert_eq!(kept.unwritten(&lb).len(), 5, "first judgement: all");
         kept.written(&lb);
         assert!(kept.unwritten(&lb).is_empty());
@@ -886,7 +1008,13 @@ mod tests {
             T1,
             site("new.test", "/", "site"),
         )));
-        let v = kept.judge(&scope, &store, &services, "web", false);
+        let v = kept.judge(
+            &scope,
+            &store,
+            |_| services.clone(),
+            "web",
+            &BTreeSet::new(),
+        );
         assert!(!v.in_full);
         let unwritten: Vec<_> = kept
             .unwritten(&lb)
@@ -895,7 +1023,13 @@ mod tests {
             .collect();
         assert_eq!(unwritten, [("new".to_owned(), true)]);
         // Not written (a failed reconcile): still there after another judgement.
-        kept.judge(&scope, &store, &services, "web", false);
+        kept.judge(
+            &scope,
+            &store,
+            |_| services.clone(),
+            "web",
+            &BTreeSet::new(),
+        );
         assert_eq!(kept.unwritten(&lb).len(), 1);
         kept.written(&lb);
         let other: IngressLoadBalancerStatus =
@@ -908,7 +1042,13 @@ mod tests {
             T1,
             site("h0.test", "/", "site"),
         )));
-        let v = kept.judge(&scope, &store, &services, "web", false);
+        let v = kept.judge(
+            &scope,
+            &store,
+            |_| services.clone(),
+            "web",
+            &BTreeSet::new(),
+        );
         assert!(v.in_full);
         assert_eq!(kept.unwritten(&lb).len(), 7);
     }

@@ -135,16 +135,6 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     //    default-class mark read from the IngressClass as the proxy reads it.
     let served_set: BTreeSet<String> = served.iter().cloned().collect();
     let is_default_class = portico_ingress::is_default_class(&ingress_class::build(&inputs));
-    let served_in: BTreeSet<String> = ingresses
-        .iter()
-        .filter(|i| portico_ingress::belongs_to_class(i, &class, is_default_class))
-        .filter_map(|i| i.metadata.namespace.as_deref())
-        .filter(|ns| served_set.contains(*ns))
-        .collect::<BTreeSet<&str>>()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let services = stores.services_in(&served_in);
     // The Limits the proxy derives from the flags rendered for it.
     let limits = resources::deployment::proxy_args(&inputs).limits();
     let routing = ctx.settings.routing_policy(&namespace, &name);
@@ -163,9 +153,9 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
             .judge(
                 &judged,
                 &ingresses,
-                &services,
+                |namespaces| stores.services_in(namespaces),
                 &name,
-                stores.slices.has_hand_written(),
+                &stores.slices.hand_written_namespaces(),
             )
     };
     debug!(instance = %format!("{namespace}/{name}"), in_full = verdicts.in_full, "judged");

@@ -990,15 +990,12 @@ mod tests {
             })
             .collect();
         let mut kept = Kept::default();
+        let judge = |kept: &mut Kept, store: &[Arc<Ingress>]| {
+            kept.judge(&scope, store, |_| services.clone(), "web", &BTreeSet::new())
+        };
         let lb: IngressLoadBalancerStatus =
             serde_json::from_value(json!({"ingress": [{"ip": "10.0.0.1"}]})).expect("lb");
-        kept.judge(
-            &scope,
-            &store,
-            |_| services.clone(),
-            "web",
-            &BTreeSet::new(),
-        );
+        judge(&mut kept, &store);
         assert_eq!(kept.unwritten(&lb).len(), 5, "first judgement: all");
         kept.written(&lb);
         assert!(kept.unwritten(&lb).is_empty());
@@ -1008,13 +1005,7 @@ mod tests {
             T1,
             site("new.test", "/", "site"),
         )));
-        let v = kept.judge(
-            &scope,
-            &store,
-            |_| services.clone(),
-            "web",
-            &BTreeSet::new(),
-        );
+        let v = judge(&mut kept, &store);
         assert!(!v.in_full);
         let unwritten: Vec<_> = kept
             .unwritten(&lb)
@@ -1023,13 +1014,7 @@ mod tests {
             .collect();
         assert_eq!(unwritten, [("new".to_owned(), true)]);
         // Not written (a failed reconcile): still there after another judgement.
-        kept.judge(
-            &scope,
-            &store,
-            |_| services.clone(),
-            "web",
-            &BTreeSet::new(),
-        );
+        judge(&mut kept, &store);
         assert_eq!(kept.unwritten(&lb).len(), 1);
         kept.written(&lb);
         let other: IngressLoadBalancerStatus =
@@ -1042,13 +1027,7 @@ mod tests {
             T1,
             site("h0.test", "/", "site"),
         )));
-        let v = kept.judge(
-            &scope,
-            &store,
-            |_| services.clone(),
-            "web",
-            &BTreeSet::new(),
-        );
+        let v = judge(&mut kept, &store);
         assert!(v.in_full);
         assert_eq!(kept.unwritten(&lb).len(), 7);
     }

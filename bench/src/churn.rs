@@ -12,8 +12,10 @@
 //!  Secret rotated    a new certificate in churn-tls      until a TLS handshake shows it
 //! ```
 //!
-//! The same changes then go to nginx the way an nginx-based controller applies them:
-//! rewrite nginx.conf (and the certificate files) and reload, under the same load.
+//! The same changes then go to Traefik through the same apiserver (its Kubernetes Ingress
+//! provider watching a class of its own), and to nginx the way an nginx-based controller
+//! applies them: rewrite nginx.conf (and the certificate files) and reload, under the same
+//! load.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -39,6 +41,9 @@ use crate::table::{self, BACKEND_PORT, Listen, PathKind, PathRule, Route, Table,
 pub const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(5);
 const NAMESPACE: &str = "churn";
 const CLASS: &str = "portico-churn";
+/// Traefik's class: its provider serves only classes whose controller is Traefik's.
+const TRAEFIK_CLASS: &str = "traefik-churn";
+const TRAEFIK_CONTROLLER: &str = "traefik.io/ingress-controller";
 const SECRET: &str = "churn-tls";
 const SERVICES: usize = 10;
 /// Each Service owns this many addresses of the churn pool; 2..=6 of them are active.
@@ -51,13 +56,31 @@ const PORTICO_DEADLINE: Duration = Duration::from_secs(240);
 /// nginx reloads take a few hundred ms each under load: its churn is cut at this
 /// time to keep `just bench` under 20 minutes, and the report says how many it applied.
 const NGINX_DEADLINE: Duration = Duration::from_secs(150);
+/// Traefik's churn is cut at the same time as nginx's, for the same reason.
+const TRAEFIK_DEADLINE: Duration = NGINX_DEADLINE;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChurnResult {
     pub method: String,
     pub portico: Option<ChurnRun>,
+    pub traefik: Option<ChurnRun>,
+    pub traefik_error: Option<String>,
     pub nginx: Option<ChurnRun>,
     pub nginx_error: Option<String>,
+}
+
+impl ChurnResult {
+    /// The runs made, each with the name the report gives it.
+    pub fn runs(&self) -> Vec<(&'static str, &ChurnRun)> {
+        [
+            ("Portico", self.portico.as_ref()),
+            ("Traefik (Ingress provider)", self.traefik.as_ref()),
+            ("nginx + reload", self.nginx.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, run)| Some((name, run?)))
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -283,8 +306,10 @@ impl Plan {
 
 /// How a change reaches a contender.
 enum Applier<'a> {
+    /// Through the apiserver, to Ingresses of `class`.
     Api {
         client: kube::Client,
+        class: &'static str,
     },
     Nginx {
         contender: &'a Contender,
@@ -295,9 +320,9 @@ enum Applier<'a> {
 impl Applier<'_> {
     async fn apply(&self, change: &Change, table: &Table, n: usize) -> Result<()> {
         match self {
-            Applier::Api { client } => match change {
+            Applier::Api { client, class } => match change {
                 Change::IngressEdit { ingress, .. } => {
-                    let obj = table::ingress_object(NAMESPACE, CLASS, &table.ingresses[*ingress]);
+                    let obj = table::ingress_object(NAMESPACE, class, &table.ingresses[*ingress]);
                     run::apply(&Api::<Ingress>::namespaced(client.clone(), NAMESPACE), &obj)
                         .await?;
                 }
@@ -601,6 +626,7 @@ pub async fn run(bench: &Bench) -> Result<ChurnResult> {
             bench,
             &Applier::Api {
                 client: client.clone(),
+                class: CLASS,
             },
             listen,
             "Portico",
@@ -626,19 +652,34 @@ pub async fn run(bench: &Bench) -> Result<ChurnResult> {
          nginx.conf from the same model (and the certificate files) and reloads nginx (SIGHUP) for every change, as an \
          nginx-based controller without Lua must; ingress-nginx avoids reloads for endpoint and certificate changes \
          with Lua, which nginx-light lacks, so read nginx's Ingress-edit rows as the like-for-like comparison. Its clock \
-         starts at the config write, without an apiserver watch in between. Traefik is not in this phase yet (only \
-         in the comparison): its Kubernetes Ingress provider can watch the same apiserver, but by default it waits \
-         2 s after each configuration reload before it takes the next change (`providers.providersThrottleDuration`), so a fair run means choosing and \
-         stating a lower setting and checking that each kind of change above is seen by its probe; that is left for \
-         a later change rather than published with the default.",
+         starts at the config write, without an apiserver watch in between. Traefik: its Kubernetes Ingress \
+         provider watches the same apiserver (the same Ingresses, Services, EndpointSlices and Secret, in a class of its \
+         own), `GOMAXPROCS=1` on the proxy core, `providersThrottleDuration: 0s` (the default, 2 s, would hold every \
+         change back at least that long) and its access log off; the HTTPS entry point terminates TLS for every \
+         router, with the certificate from the Ingresses' `spec.tls`.",
         PROPAGATION_TIMEOUT.as_secs()
     );
     let mut result = ChurnResult {
         method,
         portico: portico_run,
+        traefik: None,
+        traefik_error: None,
         nginx: None,
         nginx_error: None,
     };
+
+    if let (true, Some(binary)) = (
+        bench.args.contenders.iter().any(|c| c == "traefik"),
+        &bench.args.traefik_binary,
+    ) {
+        match churn_traefik(bench, &client, binary, &leaf, &targets).await {
+            Ok(r) => result.traefik = Some(r),
+            Err(e) => {
+                println!("!! Traefik churn: {e:#}");
+                result.traefik_error = Some(format!("{e:#}"));
+            }
+        }
+    }
 
     if bench.args.nginx_churn {
         let listen = Listen {
@@ -691,4 +732,123 @@ pub async fn run(bench: &Bench) -> Result<ChurnResult> {
         }
     }
     Ok(result)
+}
+
+/// Traefik's static configuration for the churn: its Kubernetes Ingress provider on the
+/// test apiserver, plain HTTP on one entry point and TLS on the other.
+fn traefik_churn_static(listen: Listen, server: &str, token: &str, ca: &std::path::Path) -> String {
+    format!(
+        "# Generated by portico-bench (churn).
+global:
+  checkNewVersion: false
+  sendAnonymousUsage: false
+log:
+  level: ERROR
+entryPoints:
+  web:
+    address: \"{ip}:{hp}\"
+  websecure:
+    address: \"{ip}:{sp}\"
+    http:
+      tls: {{}}
+serversTransport:
+  maxIdleConnsPerHost: 1024
+providers:
+  providersThrottleDuration: 0s
+  kubernetesIngress:
+    endpoint: \"{server}\"
+    token: \"{token}\"
+    certAuthFilePath: \"{ca}\"
+    namespaces: [\"{NAMESPACE}\"]
+    ingressClass: \"{TRAEFIK_CLASS}\"
+    strictPrefixMatching: true
+",
+        ip = listen.ip,
+        hp = listen.http_port,
+        sp = listen.https_port,
+        ca = ca.display(),
+    )
+}
+
+/// The same churn against Traefik: the table published again from its start, in Traefik's
+/// class (Portico has stopped), and Traefik watching it.
+async fn churn_traefik(
+    bench: &Bench,
+    client: &kube::Client,
+    binary: &std::path::Path,
+    leaf: &portico_tests::certs::Leaf,
+    targets: &[table::Target],
+) -> Result<ChurnRun> {
+    let cp = bench.cp.as_ref().context("no control plane in this run")?;
+    let mut class = table::ingress_class(TRAEFIK_CLASS);
+    if let Some(spec) = class.spec.as_mut() {
+        spec.controller = Some(TRAEFIK_CONTROLLER.into());
+    }
+    run::apply(&Api::<IngressClass>::all(client.clone()), &class).await?;
+    run::apply(
+        &Api::<Secret>::namespaced(client.clone(), NAMESPACE),
+        &table::tls_secret(NAMESPACE, SECRET, &leaf.cert_pem, &leaf.key_pem),
+    )
+    .await?;
+    // Portico's run moved endpoints and Ingresses; everything back to the start, in
+    // Traefik's class.
+    let (mut table, _) = initial_table();
+    table.class = TRAEFIK_CLASS.into();
+    for (service, endpoints) in &table.services {
+        run::apply(
+            &Api::<EndpointSlice>::namespaced(client.clone(), NAMESPACE),
+            &table::slice_object(NAMESPACE, service, endpoints),
+        )
+        .await?;
+    }
+    for route in &table.ingresses {
+        run::apply(
+            &Api::<Ingress>::namespaced(client.clone(), NAMESPACE),
+            &table::ingress_object(NAMESPACE, TRAEFIK_CLASS, route),
+        )
+        .await?;
+    }
+
+    let listen = Listen {
+        ip: Ipv4Addr::new(10, 244, 0, 13),
+        http_port: 8080,
+        https_port: 8443,
+    };
+    let dir = bench.dir.join("traefik-churn");
+    std::fs::create_dir_all(&dir)?;
+    let ca = dir.join("ca.crt");
+    std::fs::write(&ca, cp.ca_pem())?;
+    let config = dir.join("traefik.yml");
+    std::fs::write(
+        &config,
+        traefik_churn_static(listen, cp.server(), cp.admin_token(), &ca),
+    )?;
+    let traefik = contenders::spawn_traefik(binary, &config, &dir, listen).await?;
+    contenders::verify_routes(&traefik, &table, targets, Duration::from_secs(30))
+        .await
+        .with_context(|| format!("Traefik's log:\n{}", traefik.process.log_tail(30)))?;
+    println!(
+        "[{}] Traefik: the same {} changes through the apiserver under load",
+        bench.elapsed(),
+        bench.args.changes
+    );
+    let r = churn_one(
+        bench,
+        &Applier::Api {
+            client: client.clone(),
+            class: TRAEFIK_CLASS,
+        },
+        listen,
+        "Traefik",
+        TRAEFIK_DEADLINE,
+    )
+    .await?;
+    let mut traefik = traefik;
+    if traefik.process.try_wait().is_some() {
+        bail!(
+            "Traefik exited during the churn:\n{}",
+            traefik.process.log_tail(20)
+        );
+    }
+    Ok(r)
 }

@@ -262,6 +262,18 @@ pub async fn start_traefik(
     std::fs::write(&dynamic, crate::table::traefik_dynamic(table, cert, key))?;
     let static_conf = dir.join("traefik.yml");
     std::fs::write(&static_conf, crate::table::traefik_static(listen, &dynamic))?;
+    spawn_traefik(binary, &static_conf, dir, listen).await
+}
+
+/// Starts Traefik with `config` (its static configuration) on the proxy CPU with
+/// `GOMAXPROCS=1`, and waits for its ports.
+pub async fn spawn_traefik(
+    binary: &Path,
+    config: &Path,
+    dir: &Path,
+    listen: Listen,
+) -> Result<Contender> {
+    let static_conf = config;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", sys::PROXY_CPU])
         .arg(binary)

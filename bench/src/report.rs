@@ -568,31 +568,26 @@ impl Report {
             }
         }
         if let Some(c) = &self.churn {
-            for (name, r) in [
-                ("Portico", c.portico.as_ref()),
-                ("nginx reloading its config", c.nginx.as_ref()),
-            ] {
-                if let Some(r) = r {
-                    let o = r.overall();
-                    let _ = writeln!(
-                        s,
-                        "- Churn, {name}: {} changes{} under {:.0} req/s HTTP + {:.0} req/s new-connection HTTPS load: \
-                         {} failed requests of {}; propagation p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
-                        r.applied,
-                        if r.applied < r.requested {
-                            format!(" (of {}, cut at {} s)", r.requested, r.deadline_s)
-                        } else {
-                            String::new()
-                        },
-                        r.http.requested_rate,
-                        r.https.requested_rate,
-                        r.failed_requests(),
-                        r.total_requests(),
-                        o.p50,
-                        o.p99,
-                        o.max
-                    );
-                }
+            for (name, r) in c.runs() {
+                let o = r.overall();
+                let _ = writeln!(
+                    s,
+                    "- Churn, {name}: {} changes{} under {:.0} req/s HTTP + {:.0} req/s new-connection HTTPS load: \
+                     {} failed requests of {}; propagation p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
+                    r.applied,
+                    if r.applied < r.requested {
+                        format!(" (of {}, cut at {} s)", r.requested, r.deadline_s)
+                    } else {
+                        String::new()
+                    },
+                    r.http.requested_rate,
+                    r.https.requested_rate,
+                    r.failed_requests(),
+                    r.total_requests(),
+                    o.p50,
+                    o.p99,
+                    o.max
+                );
             }
         }
         if let Some(sc) = &self.scale {
@@ -897,32 +892,27 @@ fn churn_md(s: &mut String, c: &ChurnResult) {
          HTTPS new-connection requests (failed) | duration |"
     );
     let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (name, r) in [
-        ("Portico", c.portico.as_ref()),
-        ("nginx + reload", c.nginx.as_ref()),
-    ] {
-        if let Some(r) = r {
-            let cut = if r.applied < r.requested {
-                format!(
-                    " of {} (stopped at the {} s cap)",
-                    r.requested, r.deadline_s
-                )
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                s,
-                "| {name} | {}{cut} | {} | {} ({}) | {} | {} ({}) | {:.0} s |",
-                r.applied,
-                r.not_propagated,
-                r.http.sent,
-                r.http.failed(),
-                r.http.p99_us,
-                r.https.sent,
-                r.https.failed(),
-                r.duration_s
-            );
-        }
+    for (name, r) in c.runs() {
+        let cut = if r.applied < r.requested {
+            format!(
+                " of {} (stopped at the {} s cap)",
+                r.requested, r.deadline_s
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {}{cut} | {} | {} ({}) | {} | {} ({}) | {:.0} s |",
+            r.applied,
+            r.not_propagated,
+            r.http.sent,
+            r.http.failed(),
+            r.http.p99_us,
+            r.https.sent,
+            r.https.failed(),
+            r.duration_s
+        );
     }
     let _ = writeln!(
         s,
@@ -932,20 +922,13 @@ fn churn_md(s: &mut String, c: &ChurnResult) {
         s,
         "| contender | change | count | p50 | p99 | max |\n| --- | --- | ---: | ---: | ---: | ---: |"
     );
-    if let Some(p) = &c.portico {
-        churn_run_md(s, "Portico", p);
+    for (name, r) in c.runs() {
+        churn_run_md(s, name, r);
     }
-    if let Some(n) = &c.nginx {
-        churn_run_md(s, "nginx + reload", n);
-    }
-    for (name, r) in [
-        ("Portico", c.portico.as_ref()),
-        ("nginx + reload", c.nginx.as_ref()),
-    ] {
-        if let Some(r) = r
-            && (!r.http.sample_errors.is_empty()
-                || !r.https.sample_errors.is_empty()
-                || !r.http.non_2xx.is_empty())
+    for (name, r) in c.runs() {
+        if !r.http.sample_errors.is_empty()
+            || !r.https.sample_errors.is_empty()
+            || !r.http.non_2xx.is_empty()
         {
             let _ = writeln!(
                 s,
@@ -953,6 +936,9 @@ fn churn_md(s: &mut String, c: &ChurnResult) {
                 r.http.non_2xx, r.http.sample_errors, r.https.non_2xx, r.https.sample_errors
             );
         }
+    }
+    if let Some(e) = &c.traefik_error {
+        let _ = writeln!(s, "\nTraefik churn: {e}");
     }
     if let Some(e) = &c.nginx_error {
         let _ = writeln!(s, "\nnginx churn: {e}");
@@ -1275,6 +1261,36 @@ mod tests {
             readme.contains("Where Portico stands against its targets:"),
             "{readme}"
         );
+    }
+
+    /// Each churn run made gets its rows, Traefik's between Portico's and nginx's, and a
+    /// run that failed says why instead.
+    #[test]
+    fn churn_tables_have_a_row_per_run_and_the_reason_for_a_missing_one() {
+        let run = |applied: usize, ms: f64| crate::churn::ChurnRun {
+            requested: 1000,
+            applied,
+            propagation_ms: [("Ingress edit".to_owned(), vec![ms])].into(),
+            ..Default::default()
+        };
+        let c = ChurnResult {
+            method: "m".into(),
+            portico: Some(run(1000, 3.0)),
+            traefik: Some(run(1000, 60.0)),
+            traefik_error: None,
+            nginx: None,
+            nginx_error: Some("nginx did not start".into()),
+        };
+        let mut s = String::new();
+        churn_md(&mut s, &c);
+        let rows: Vec<&str> = s.lines().filter(|l| l.contains("| all |")).collect();
+        assert_eq!(rows.len(), 2, "{s}");
+        assert!(rows[0].starts_with("| Portico |"), "{s}");
+        assert!(
+            rows[1].starts_with("| Traefik (Ingress provider) | all | 1 | 60.0"),
+            "{s}"
+        );
+        assert!(s.contains("nginx churn: nginx did not start"), "{s}");
     }
 
     #[test]

@@ -273,11 +273,10 @@ pub async fn spawn_traefik(
     dir: &Path,
     listen: Listen,
 ) -> Result<Contender> {
-    let static_conf = config;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", sys::PROXY_CPU])
         .arg(binary)
-        .arg(format!("--configFile={}", static_conf.display()))
+        .arg(format!("--configFile={}", config.display()))
         .env("GOMAXPROCS", "1")
         .current_dir(dir);
     let process = Process::spawn("traefik", cmd)?;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::host::HostPattern;
+use crate::judge::suffix;
 use crate::memo::declared_hosts;
 
 /// The hosts of the Ingresses judged in served namespaces, counted (see the module docs).
@@ -103,8 +104,4 @@ fn asks_for_catch_all(ingress: &Ingress) -> bool {
                 Ok(HostPattern::Exact(_) | HostPattern::Wildcard(_))
             )
         })
-}
-
-fn suffix(host: &str) -> Option<&str> {
-    host.split_once('.').map(|(_, s)| s)
 }

@@ -304,7 +304,8 @@ impl Owners {
     }
 }
 
-fn suffix(host: &str) -> Option<&str> {
+/// What follows an exact host's first label: the suffix of the wildcard that covers it.
+pub(crate) fn suffix(host: &str) -> Option<&str> {
     host.split_once('.').map(|(_, s)| s)
 }
 

@@ -574,22 +574,8 @@ impl Kept {
             self.served += 1;
         }
         self.not_honoured += o.not_honoured;
-        for s in &o.secrets {
-            *self
-                .secrets
-                .entry(ns.clone())
-                .or_default()
-                .entry(s.clone())
-                .or_default() += 1;
-        }
-        for ca in &o.backend_cas {
-            *self
-                .backend_cas
-                .entry(ns.clone())
-                .or_default()
-                .entry(ca.clone())
-                .or_default() += 1;
-        }
+        count(&mut self.secrets, &ns, &o.secrets);
+        count(&mut self.backend_cas, &ns, &o.backend_cas);
         *self.namespaces.entry(ns).or_default() += 1;
         if !o.warnings.is_empty() {
             self.warned.insert(order.clone());
@@ -614,6 +600,20 @@ impl Kept {
                 self.namespaces.remove(&order.1);
             }
         }
+    }
+}
+
+fn count<T: Ord + Clone>(
+    counts: &mut BTreeMap<String, BTreeMap<T, usize>>,
+    ns: &str,
+    names: &BTreeSet<T>,
+) {
+    if names.is_empty() {
+        return;
+    }
+    let by_name = counts.entry(ns.to_owned()).or_default();
+    for name in names {
+        *by_name.entry(name.clone()).or_default() += 1;
     }
 }
 

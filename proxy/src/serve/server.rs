@@ -11,7 +11,9 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::proxy::{ConnInfo, Proxy};
+use crate::http::body::Body;
 use crate::metrics::METRICS;
 
 /// Time a client has to send a request's headers.
@@ -154,6 +157,7 @@ pub async fn serve(
             let is_tls = tls.is_some();
             let mut sni = None;
             let mut client_chain = None;
+            let mut alpn_h2 = false;
             let io: Box<dyn Io> = match tls {
                 None => Box::new(stream),
                 Some(acceptor) => {
@@ -161,6 +165,7 @@ pub async fn serve(
                     {
                         Ok(Ok(tls_stream)) => {
                             let session = tls_stream.get_ref().1;
+                            alpn_h2 = session.alpn_protocol() == Some(b"h2");
                             sni = session
                                 .server_name()
                                 .map(|n| Box::from(n.trim_end_matches('.').to_ascii_lowercase()));
@@ -198,27 +203,37 @@ pub async fn serve(
                 activity: info.clone(),
             });
             let conn_info = info.clone();
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                let info = conn_info.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(info, req).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            let mut conn = std::pin::pin!(conn);
-            let mut closing = false;
-            let result = loop {
-                tokio::select! {
-                    r = conn.as_mut() => break r,
-                    _ = stop.cancelled(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = info.activity.idle(idle_timeout), if !closing => {
-                        debug!(%peer, "idle timeout; closing the connection");
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                }
+            let result = if alpn_h2 {
+                // Boxed: each HTTP/2 stream's future is moved into a task of its own, and
+                // tokio copies a task's future whole several times over its life (spawn,
+                // completion); a pointer is cheap to move, the ~4.6 KB future is not.
+                // HTTP/1.1 keeps it inline: there it lives in the connection's task and
+                // a box would only add an allocation per request. The bench's HTTP/2 case,
+                // against HAProxy: req/s 0.71-0.76x inline, 0.74-0.78x boxed; CPU per
+                // request 1.34-1.41x inline, 1.28-1.35x boxed.
+                let handle = move |req| Box::pin(proxy.clone().handle(conn_info.clone(), req));
+                drive(
+                    &builder,
+                    io,
+                    handle,
+                    &stop,
+                    &info.activity,
+                    idle_timeout,
+                    peer,
+                )
+                .await
+            } else {
+                let handle = move |req| proxy.clone().handle(conn_info.clone(), req);
+                drive(
+                    &builder,
+                    io,
+                    handle,
+                    &stop,
+                    &info.activity,
+                    idle_timeout,
+                    peer,
+                )
+                .await
             };
             if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with error");
@@ -243,6 +258,45 @@ pub async fn serve(
             listener = name,
             "drain timed out; closing remaining connections"
         ),
+    }
+}
+
+/// Serves one connection with `handle` as its service until it ends; on `stop`, or when it
+/// has been idle for `idle_timeout`, it is shut down gracefully (a request in flight still
+/// gets its response).
+async fn drive<H, F>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: TokioIo<ActivityIo<Box<dyn Io>, ConnInfo>>,
+    handle: H,
+    stop: &CancellationToken,
+    activity: &Activity,
+    idle_timeout: Duration,
+    peer: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let response = handle(req);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = stop.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = activity.idle(idle_timeout), if !closing => {
+                debug!(%peer, "idle timeout; closing the connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
     }
 }
 

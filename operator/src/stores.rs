@@ -265,9 +265,14 @@ impl Stores {
     /// The Services of `namespaces`, by namespace and name.
     pub fn services_in(&self, namespaces: &BTreeSet<String>) -> Services {
         let mut out = Services::new();
+        // Every Service of the cluster is looked at: its namespace is compared in place and
+        // copied only for the ones kept.
         for service in self.services.state() {
-            if let Some(ns) = service.namespace().filter(|ns| namespaces.contains(ns)) {
-                out.entry(ns)
+            let Some(ns) = service.metadata.namespace.as_deref() else {
+                continue;
+            };
+            if namespaces.contains(ns) {
+                out.entry(ns.to_owned())
                     .or_default()
                     .insert(service.name_any(), service);
             }

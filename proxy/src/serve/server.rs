@@ -203,6 +203,13 @@ pub async fn serve(
                 activity: info.clone(),
             });
             let conn_info = info.clone();
+            let driving = Driving {
+                builder: &builder,
+                stop: &stop,
+                activity: &info.activity,
+                idle_timeout,
+                peer,
+            };
             let result = if alpn_h2 {
                 // Boxed: each HTTP/2 stream's future is moved into a task of its own, and
                 // tokio copies a task's future whole several times over its life (spawn,
@@ -211,29 +218,15 @@ pub async fn serve(
                 // a box would only add an allocation per request. The bench's HTTP/2 case,
                 // against HAProxy: req/s 0.71-0.76x inline, 0.74-0.78x boxed; CPU per
                 // request 1.34-1.41x inline, 1.28-1.35x boxed.
-                let handle = move |req| Box::pin(proxy.clone().handle(conn_info.clone(), req));
-                drive(
-                    &builder,
-                    io,
-                    handle,
-                    &stop,
-                    &info.activity,
-                    idle_timeout,
-                    peer,
-                )
-                .await
+                driving
+                    .drive(io, move |req| {
+                        Box::pin(proxy.clone().handle(conn_info.clone(), req))
+                    })
+                    .await
             } else {
-                let handle = move |req| proxy.clone().handle(conn_info.clone(), req);
-                drive(
-                    &builder,
-                    io,
-                    handle,
-                    &stop,
-                    &info.activity,
-                    idle_timeout,
-                    peer,
-                )
-                .await
+                driving
+                    .drive(io, move |req| proxy.clone().handle(conn_info.clone(), req))
+                    .await
             };
             if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with error");
@@ -261,40 +254,47 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection with `handle` as its service until it ends; on `stop`, or when it
-/// has been idle for `idle_timeout`, it is shut down gracefully (a request in flight still
-/// gets its response).
-async fn drive<H, F>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: TokioIo<ActivityIo<Box<dyn Io>, ConnInfo>>,
-    handle: H,
-    stop: &CancellationToken,
-    activity: &Activity,
+/// What serving one downstream connection needs besides its stream and service.
+struct Driving<'a> {
+    builder: &'a auto::Builder<TokioExecutor>,
+    stop: &'a CancellationToken,
+    activity: &'a Activity,
     idle_timeout: Duration,
     peer: SocketAddr,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    H: Fn(Request<Incoming>) -> F + Send + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let service = service_fn(move |req| {
-        let response = handle(req);
-        async move { Ok::<_, Infallible>(response.await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    let mut conn = std::pin::pin!(conn);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => return r,
-            _ = stop.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = activity.idle(idle_timeout), if !closing => {
-                debug!(%peer, "idle timeout; closing the connection");
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+}
+
+impl Driving<'_> {
+    /// Serves `io` with `handle` as its service until it ends; on `stop`, or when it has
+    /// been idle for `idle_timeout`, it is shut down gracefully (a request in flight still
+    /// gets its response).
+    async fn drive<H, F>(
+        self,
+        io: TokioIo<ActivityIo<Box<dyn Io>, ConnInfo>>,
+        handle: H,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        H: Fn(Request<Incoming>) -> F + Send + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let service = service_fn(move |req| {
+            let response = handle(req);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        let mut conn = std::pin::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => return r,
+                _ = self.stop.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = self.activity.idle(self.idle_timeout), if !closing => {
+                    debug!(peer = %self.peer, "idle timeout; closing the connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
         }
     }

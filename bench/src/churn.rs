@@ -713,13 +713,7 @@ pub async fn run(bench: &Bench) -> Result<ChurnResult> {
                 NGINX_DEADLINE,
             )
             .await?;
-            let mut nginx = nginx;
-            if nginx.process.try_wait().is_some() {
-                bail!(
-                    "nginx exited during the churn:\n{}",
-                    nginx.process.log_tail(20)
-                );
-            }
+            still_running(nginx, "nginx")?;
             anyhow::Ok(r)
         }
         .await;
@@ -829,12 +823,18 @@ async fn churn_traefik(
         TRAEFIK_DEADLINE,
     )
     .await?;
-    let mut traefik = traefik;
-    if traefik.process.try_wait().is_some() {
+    still_running(traefik, "Traefik")?;
+    Ok(r)
+}
+
+/// Fails with its log when `contender` exited during the churn: a run it did not finish
+/// must not be reported as one.
+fn still_running(mut contender: Contender, name: &str) -> Result<()> {
+    if contender.process.try_wait().is_some() {
         bail!(
-            "Traefik exited during the churn:\n{}",
-            traefik.process.log_tail(20)
+            "{name} exited during the churn:\n{}",
+            contender.process.log_tail(20)
         );
     }
-    Ok(r)
+    Ok(())
 }

@@ -20,10 +20,10 @@
 //! `Controller::watches_stream`.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -32,6 +32,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{self, Store};
@@ -46,16 +47,32 @@ use crate::resources::MANAGED_SELECTOR;
 use crate::verdict::Services;
 
 /// The reflected objects of one kind: one store per watched namespace for namespaced
-/// kinds (one for the cluster without `--watch-namespaces`).
-pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static>(Vec<Store<K>>);
+/// kinds (one for the cluster without `--watch-namespaces`), each with the names of its
+/// objects by namespace where the kind is read by namespace (Services).
+pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
+    stores: Vec<Store<K>>,
+    /// Beside `stores`, one each; empty for kinds not read by namespace.
+    by_namespace: Vec<ByNamespace>,
+}
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Cache<K> {
     fn clone(&self) -> Self {
-        Cache(self.0.clone())
+        Cache {
+            stores: self.stores.clone(),
+            by_namespace: self.by_namespace.clone(),
+        }
     }
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
+    fn new(reflected: Vec<(Store<K>, Option<ByNamespace>)>) -> Self {
+        let (stores, by_namespace): (Vec<_>, Vec<_>) = reflected.into_iter().unzip();
+        Cache {
+            stores,
+            by_namespace: by_namespace.into_iter().flatten().collect(),
+        }
+    }
+
     /// The object `namespace/name` (`name` for cluster-scoped kinds).
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
         let key = reflector::ObjectRef::new(name);
@@ -63,24 +80,110 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
             Some(ns) => key.within(ns),
             None => key,
         };
-        self.0.iter().find_map(|s| s.get(&key))
+        self.stores.iter().find_map(|s| s.get(&key))
     }
 
     /// Every object.
     pub fn state(&self) -> Vec<Arc<K>> {
-        self.0.iter().flat_map(Store::state).collect()
+        self.stores.iter().flat_map(Store::state).collect()
+    }
+
+    /// The objects of `namespace`: through the names kept by namespace when this kind
+    /// keeps them, else by reading every object.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        if self.by_namespace.len() != self.stores.len() {
+            return self
+                .state()
+                .into_iter()
+                .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+                .collect();
+        }
+        let mut out = Vec::new();
+        for (store, index) in self.stores.iter().zip(&self.by_namespace) {
+            for name in index.names_in(namespace) {
+                // A name the store no longer holds was deleted between the two reads; the
+                // deletion wakes another reconcile.
+                out.extend(store.get(&reflector::ObjectRef::new(&name).within(namespace)));
+            }
+        }
+        out
     }
 
     /// Resolves once every store has been listed in full; false when a reflector is gone.
     /// One waiter per store only: kube's readiness signal wakes just the last task that
     /// polled it, so reconciles wait on [`Stores::ready`] instead.
     pub async fn listed(&self) -> bool {
-        for s in &self.0 {
+        for s in &self.stores {
             if s.wait_until_ready().await.is_err() {
                 return false;
             }
         }
         true
+    }
+}
+
+/// The names of a store's objects by namespace, kept from the same watch events as the
+/// store and in the same way (a relist replaces them when it is complete). kube's
+/// reflector store has no index, so finding the Services of a few namespaces read every
+/// Service of the cluster: with 10,000 Services in other namespaces that was about a third
+/// of the operator's CPU per new Ingress (`just bench --phases scale,operator`).
+#[derive(Clone, Default)]
+pub struct ByNamespace(Arc<RwLock<Names>>);
+
+#[derive(Default)]
+struct Names {
+    live: HashMap<String, BTreeSet<String>>,
+    /// What the current (re)list has found so far.
+    listing: HashMap<String, BTreeSet<String>>,
+}
+
+impl Names {
+    fn insert(map: &mut HashMap<String, BTreeSet<String>>, meta: &ObjectMeta) {
+        if let (Some(ns), Some(name)) = (&meta.namespace, &meta.name) {
+            match map.get_mut(ns.as_str()) {
+                Some(names) => {
+                    if !names.contains(name.as_str()) {
+                        names.insert(name.clone());
+                    }
+                }
+                None => {
+                    map.insert(ns.clone(), BTreeSet::from([name.clone()]));
+                }
+            }
+        }
+    }
+}
+
+impl ByNamespace {
+    /// Follows one watch event, after the store has.
+    pub fn apply<K: Resource>(&self, event: &watcher::Event<K>) {
+        let mut names = self.0.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(o) => Names::insert(&mut names.live, o.meta()),
+            watcher::Event::Delete(o) => {
+                let meta = o.meta();
+                if let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref())
+                    && let Some(in_ns) = names.live.get_mut(ns)
+                {
+                    in_ns.remove(name);
+                    if in_ns.is_empty() {
+                        names.live.remove(ns);
+                    }
+                }
+            }
+            watcher::Event::Init => names.listing.clear(),
+            watcher::Event::InitApply(o) => Names::insert(&mut names.listing, o.meta()),
+            watcher::Event::InitDone => names.live = std::mem::take(&mut names.listing),
+        }
+    }
+
+    fn names_in(&self, namespace: &str) -> Vec<String> {
+        let names = self.0.read().unwrap_or_else(|e| e.into_inner());
+        names
+            .live
+            .get(namespace)
+            .map(|n| n.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -100,11 +203,54 @@ where
         + Sync
         + 'static,
 {
-    let (stores, changes) = crate::apply::scoped::<K>(client, scope)
+    scoped(client, scope, config, fingerprint, false)
+}
+
+/// [`reflect_scoped`], keeping the names of the objects by namespace for
+/// [`Cache::in_namespace`].
+pub fn reflect_scoped_by_namespace<K>(
+    client: &Client,
+    scope: Option<&BTreeSet<String>>,
+    config: &watcher::Config,
+    fingerprint: fn(&K) -> u64,
+) -> (Cache<K>, Vec<Changes<K>>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    scoped(client, scope, config, fingerprint, true)
+}
+
+fn scoped<K>(
+    client: &Client,
+    scope: Option<&BTreeSet<String>>,
+    config: &watcher::Config,
+    fingerprint: fn(&K) -> u64,
+    by_namespace: bool,
+) -> (Cache<K>, Vec<Changes<K>>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reflected, changes) = crate::apply::scoped::<K>(client, scope)
         .into_iter()
-        .map(|api| reflect(api, config.clone(), fingerprint))
+        .map(|api| {
+            let index = by_namespace.then(ByNamespace::default);
+            let (store, changes) = reflect_into(api, config.clone(), fingerprint, index.clone());
+            ((store, index), changes)
+        })
         .unzip();
-    (Cache(stores), changes)
+    (Cache::new(reflected), changes)
 }
 
 /// Reflects a cluster-scoped kind.
@@ -123,7 +269,7 @@ where
         + 'static,
 {
     let (store, changes) = reflect(Api::all(client.clone()), config.clone(), fingerprint);
-    (Cache(vec![store]), changes)
+    (Cache::new(vec![(store, None)]), changes)
 }
 
 /// Everything reconcile reads, reflected: what it serves (Ingresses, Services,
@@ -177,7 +323,8 @@ impl Stores {
             .labels(MANAGED_SELECTOR)
             .any_semantic();
         let (ingresses, ingress_changes) = reflect_scoped(client, scope, &all, ingress_fingerprint);
-        let (services, service_changes) = reflect_scoped(client, scope, &all, service_fingerprint);
+        let (services, service_changes) =
+            reflect_scoped_by_namespace(client, scope, &all, service_fingerprint);
         let (namespaces, namespace_changes) = reflect_cluster(client, &all, namespace_fingerprint);
         let (ingress_classes, class_changes) = reflect_cluster(client, &all, content_fingerprint);
         let (service_accounts, sa_changes) =
@@ -264,20 +411,18 @@ impl Stores {
 
     /// The Services of `namespaces`, by namespace and name.
     pub fn services_in(&self, namespaces: &BTreeSet<String>) -> Services {
-        let mut out = Services::new();
-        // Every Service of the cluster is looked at: its namespace is compared in place and
-        // copied only for the ones kept.
-        for service in self.services.state() {
-            let Some(ns) = service.metadata.namespace.as_deref() else {
-                continue;
-            };
-            if namespaces.contains(ns) {
-                out.entry(ns.to_owned())
-                    .or_default()
-                    .insert(service.name_any(), service);
-            }
-        }
-        out
+        namespaces
+            .iter()
+            .filter_map(|ns| {
+                let by_name: BTreeMap<String, Arc<Service>> = self
+                    .services
+                    .in_namespace(ns)
+                    .into_iter()
+                    .map(|s| (s.name_any(), s))
+                    .collect();
+                (!by_name.is_empty()).then(|| (ns.clone(), by_name))
+            })
+            .collect()
     }
 
     /// The Namespaces that could be served by `instance`: its own without a selector,
@@ -313,12 +458,30 @@ pub fn reflect<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    reflect_into(api, config, fingerprint, None)
+}
+
+/// [`reflect`], with the names of the objects by namespace kept in `by_namespace` too.
+fn reflect_into<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    fingerprint: fn(&K) -> u64,
+    by_namespace: Option<ByNamespace>,
+) -> (Store<K>, Changes<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (store, writer) = reflector::store();
     let events = watcher(api, config)
         .default_backoff()
         // managedFields are often the largest part of an object and never read here.
         .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .reflect(writer);
+        .reflect(writer)
+        .inspect(move |event| {
+            if let (Some(index), Ok(event)) = (&by_namespace, event) {
+                index.apply(event);
+            }
+        });
     (store, changes(events, fingerprint).boxed())
 }
 
@@ -500,6 +663,71 @@ mod tests {
                 "two c.example",
                 "one a.example"
             ]
+        );
+    }
+
+    #[test]
+    fn services_by_namespace_follow_the_store_through_relists_and_deletions() {
+        use watcher::Event::*;
+        let service = |ns: &str, name: &str| -> Service {
+            serde_json::from_value(json!({"metadata": {"namespace": ns, "name": name}}))
+                .expect("service")
+        };
+        let (store, mut writer) = reflector::store::<Service>();
+        let index = ByNamespace::default();
+        let indexed = Cache::new(vec![(store.clone(), Some(index.clone()))]);
+        // The answer without the index: every object read.
+        let scanned = Cache::new(vec![(store, None)]);
+        let names = |cache: &Cache<Service>, ns: &str| {
+            let mut names: Vec<String> = cache
+                .in_namespace(ns)
+                .iter()
+                .map(|s| s.name_any())
+                .collect();
+            names.sort();
+            names
+        };
+        let steps: Vec<(watcher::Event<Service>, [&[&str]; 3])> = vec![
+            (Init, [&[], &[], &[]]),
+            (InitApply(service("a", "one")), [&[], &[], &[]]),
+            (InitApply(service("a", "two")), [&[], &[], &[]]),
+            (InitApply(service("b", "one")), [&[], &[], &[]]),
+            (InitDone, [&["one", "two"], &["one"], &[]]),
+            (
+                Apply(service("c", "x")),
+                [&["one", "two"], &["one"], &["x"]],
+            ),
+            (
+                Apply(service("a", "one")),
+                [&["one", "two"], &["one"], &["x"]],
+            ),
+            (Delete(service("b", "one")), [&["one", "two"], &[], &["x"]]),
+            // A relist after a broken watch: a/one and c/x went meanwhile. Until it is
+            // complete, what was known stays.
+            (Init, [&["one", "two"], &[], &["x"]]),
+            (
+                InitApply(service("a", "two")),
+                [&["one", "two"], &[], &["x"]],
+            ),
+            (InitDone, [&["two"], &[], &[]]),
+            (Delete(service("a", "two")), [&[], &[], &[]]),
+            (Apply(service("b", "new")), [&[], &["new"], &[]]),
+        ];
+        for (i, (event, expected)) in steps.into_iter().enumerate() {
+            writer.apply_watcher_event(&event);
+            index.apply(&event);
+            for (ns, want) in ["a", "b", "c"].into_iter().zip(expected) {
+                assert_eq!(names(&indexed, ns), want, "step {i}, namespace {ns}");
+                assert_eq!(
+                    names(&scanned, ns),
+                    want,
+                    "step {i}, namespace {ns}, scanned"
+                );
+            }
+        }
+        assert!(
+            !index.0.read().expect("lock").live.contains_key("a"),
+            "an emptied namespace is forgotten"
         );
     }
 }

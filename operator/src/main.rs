@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use portico_operator::runtime::{Options, init_logging, run, shutdown_signal};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // `portico-operator migrate-report ...`: a report, not the operator.

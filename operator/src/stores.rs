@@ -187,51 +187,21 @@ impl ByNamespace {
     }
 }
 
+/// What a reflected kind keeps beside its store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    None,
+    /// The names of its objects by namespace, for [`Cache::in_namespace`].
+    ByNamespace,
+}
+
 /// Reflects a namespaced kind over the APIs `--watch-namespaces` allows.
 pub fn reflect_scoped<K>(
     client: &Client,
     scope: Option<&BTreeSet<String>>,
     config: &watcher::Config,
     fingerprint: fn(&K) -> u64,
-) -> (Cache<K>, Vec<Changes<K>>)
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    scoped(client, scope, config, fingerprint, false)
-}
-
-/// [`reflect_scoped`], keeping the names of the objects by namespace for
-/// [`Cache::in_namespace`].
-pub fn reflect_scoped_by_namespace<K>(
-    client: &Client,
-    scope: Option<&BTreeSet<String>>,
-    config: &watcher::Config,
-    fingerprint: fn(&K) -> u64,
-) -> (Cache<K>, Vec<Changes<K>>)
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    scoped(client, scope, config, fingerprint, true)
-}
-
-fn scoped<K>(
-    client: &Client,
-    scope: Option<&BTreeSet<String>>,
-    config: &watcher::Config,
-    fingerprint: fn(&K) -> u64,
-    by_namespace: bool,
+    index: Index,
 ) -> (Cache<K>, Vec<Changes<K>>)
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -245,9 +215,10 @@ where
     let (reflected, changes) = crate::apply::scoped::<K>(client, scope)
         .into_iter()
         .map(|api| {
-            let index = by_namespace.then(ByNamespace::default);
-            let (store, changes) = reflect_into(api, config.clone(), fingerprint, index.clone());
-            ((store, index), changes)
+            let by_namespace = (index == Index::ByNamespace).then(ByNamespace::default);
+            let (store, changes) =
+                reflect_into(api, config.clone(), fingerprint, by_namespace.clone());
+            ((store, by_namespace), changes)
         })
         .unzip();
     (Cache::new(reflected), changes)
@@ -322,20 +293,24 @@ impl Stores {
         let managed = watcher::Config::default()
             .labels(MANAGED_SELECTOR)
             .any_semantic();
-        let (ingresses, ingress_changes) = reflect_scoped(client, scope, &all, ingress_fingerprint);
+        let (ingresses, ingress_changes) =
+            reflect_scoped(client, scope, &all, ingress_fingerprint, Index::None);
         let (services, service_changes) =
-            reflect_scoped_by_namespace(client, scope, &all, service_fingerprint);
+            reflect_scoped(client, scope, &all, service_fingerprint, Index::ByNamespace);
         let (namespaces, namespace_changes) = reflect_cluster(client, &all, namespace_fingerprint);
         let (ingress_classes, class_changes) = reflect_cluster(client, &all, content_fingerprint);
         let (service_accounts, sa_changes) =
-            reflect_scoped(client, scope, &managed, content_fingerprint);
+            reflect_scoped(client, scope, &managed, content_fingerprint, Index::None);
         let (deployments, deployment_changes) =
-            reflect_scoped(client, scope, &managed, content_fingerprint);
-        let (pdbs, pdb_changes) = reflect_scoped(client, scope, &managed, content_fingerprint);
-        let (hpas, hpa_changes) = reflect_scoped(client, scope, &managed, content_fingerprint);
-        let (roles, role_changes) = reflect_scoped(client, scope, &managed, content_fingerprint);
+            reflect_scoped(client, scope, &managed, content_fingerprint, Index::None);
+        let (pdbs, pdb_changes) =
+            reflect_scoped(client, scope, &managed, content_fingerprint, Index::None);
+        let (hpas, hpa_changes) =
+            reflect_scoped(client, scope, &managed, content_fingerprint, Index::None);
+        let (roles, role_changes) =
+            reflect_scoped(client, scope, &managed, content_fingerprint, Index::None);
         let (role_bindings, rb_changes) =
-            reflect_scoped(client, scope, &managed, content_fingerprint);
+            reflect_scoped(client, scope, &managed, content_fingerprint, Index::None);
         let (cluster_roles, cr_changes) = reflect_cluster(client, &managed, content_fingerprint);
         let (cluster_role_bindings, crb_changes) =
             reflect_cluster(client, &managed, content_fingerprint);

@@ -21,10 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-use futures::StreamExt;
+use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -37,7 +34,7 @@ use crate::api::IngressController;
 use crate::resources::{
     self, LABEL_INSTANCE_NAME, LABEL_INSTANCE_NAMESPACE, MANAGED_SELECTOR, Settings,
 };
-use crate::stores::{self, Changes};
+use crate::stores::{self, Cache, Changes, Index};
 use crate::verdict::{ServicePort, Warning};
 
 /// Event reason: a served Ingress's backend names an endpoint the proxy never dials.
@@ -59,16 +56,11 @@ const MAX_NAMED: usize = 8;
 /// (one for the cluster without `--watch-namespaces`).
 #[derive(Clone)]
 pub struct Slices {
-    hand_written: Vec<Store<EndpointSlice>>,
-    fleet: Vec<Store<EndpointSlice>>,
-    /// Bumped by every change to a hand-written slice, once its store holds it.
-    hand_written_version: Arc<AtomicU64>,
-    /// [`Slices::hand_written_namespaces`] as of a version.
-    namespaces_seen: Arc<Mutex<Option<Versioned>>>,
+    /// With their names by namespace: a reconcile asks which namespaces hold one, and
+    /// reads only those namespaces' slices.
+    hand_written: Cache<EndpointSlice>,
+    fleet: Cache<EndpointSlice>,
 }
-
-/// Namespaces as of a version of the hand-written slices.
-type Versioned = (u64, BTreeSet<String>);
 
 /// The change streams that fill [`Slices`], for the controller to poll.
 pub struct SliceStreams {
@@ -78,31 +70,12 @@ pub struct SliceStreams {
 
 impl Slices {
     /// The namespaces that hold a hand-written EndpointSlice: only there can an Ingress
-    /// name an endpoint the proxies refuse. Every reconcile asks; the answer is found again
-    /// only after a hand-written slice changed. Finding it reads every such slice in the
-    /// cluster: with 10,000 of them in another namespace that was most of the operator's
-    /// CPU per new Ingress (5-6 of ~6 ms in `just bench --phases scale,operator`).
+    /// name an endpoint the proxies refuse. Every reconcile asks, so the answer comes from
+    /// the names kept by namespace: reading every such slice in the cluster, with 10,000
+    /// of them in another namespace, was most of the operator's CPU per new Ingress (5-6
+    /// of ~6 ms in `just bench --phases scale,operator`).
     pub fn hand_written_namespaces(&self) -> BTreeSet<String> {
-        let version = self.hand_written_version.load(Ordering::Acquire);
-        let mut seen = self
-            .namespaces_seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some((at, namespaces)) = seen.as_ref()
-            && *at == version
-        {
-            return namespaces.clone();
-        }
-        let mut namespaces = BTreeSet::new();
-        for slice in self.hand_written.iter().flat_map(Store::state) {
-            if let Some(ns) = slice.metadata.namespace.as_deref()
-                && !namespaces.contains(ns)
-            {
-                namespaces.insert(ns.to_owned());
-            }
-        }
-        *seen = Some((version, namespaces.clone()));
-        namespaces
+        self.hand_written.namespaces()
     }
 
     /// The stores and the streams that fill them (and wake the controller).
@@ -110,44 +83,36 @@ impl Slices {
         client: &Client,
         namespaces: Option<&BTreeSet<String>>,
     ) -> (Slices, SliceStreams) {
-        let mut slices = Slices {
-            hand_written: Vec::new(),
-            fleet: Vec::new(),
-            hand_written_version: Arc::default(),
-            namespaces_seen: Arc::default(),
-        };
-        let mut streams = SliceStreams {
-            hand_written: Vec::new(),
-            fleet: Vec::new(),
-        };
-        for api in crate::apply::scoped::<EndpointSlice>(client, namespaces) {
-            let (hand_written, changes) =
-                stores::reflect(api.clone(), hand_written_config(), slice_fingerprint);
-            slices.hand_written.push(hand_written);
-            let version = slices.hand_written_version.clone();
-            streams.hand_written.push(
-                changes
-                    .inspect(move |_| {
-                        version.fetch_add(1, Ordering::Release);
-                    })
-                    .boxed(),
-            );
-            let (fleet, changes) = stores::reflect(api, fleet_config(), slice_fingerprint);
-            slices.fleet.push(fleet);
-            streams.fleet.push(changes);
-        }
-        (slices, streams)
+        let (hand_written, hand_written_changes) = stores::reflect_scoped(
+            client,
+            namespaces,
+            &hand_written_config(),
+            slice_fingerprint,
+            Index::ByNamespace,
+        );
+        let (fleet, fleet_changes) = stores::reflect_scoped(
+            client,
+            namespaces,
+            &fleet_config(),
+            slice_fingerprint,
+            Index::None,
+        );
+        (
+            Slices {
+                hand_written,
+                fleet,
+            },
+            SliceStreams {
+                hand_written: hand_written_changes,
+                fleet: fleet_changes,
+            },
+        )
     }
 
     /// Resolves once every store has been listed in full; false when a reflector is gone.
     /// One waiter only (see [`crate::stores::Cache::listed`]).
     pub async fn listed(&self) -> bool {
-        for s in self.hand_written.iter().chain(&self.fleet) {
-            if s.wait_until_ready().await.is_err() {
-                return false;
-            }
-        }
-        true
+        self.hand_written.listed().await && self.fleet.listed().await
     }
 
     /// The addresses of instance `<namespace>/<name>`'s proxy pods, as the endpointslice
@@ -156,8 +121,8 @@ impl Slices {
         let service = resources::proxy_name(name);
         let mut out: Vec<IpAddr> = self
             .fleet
-            .iter()
-            .flat_map(Store::state)
+            .state()
+            .into_iter()
             .filter(|s| {
                 s.namespace().as_deref() == Some(namespace)
                     && label(s, SERVICE_NAME_LABEL) == Some(service.as_str())
@@ -181,14 +146,12 @@ impl Slices {
     /// Hand-written slices by (namespace, Service), for the given namespaces.
     pub fn hand_written_in(&self, namespaces: &BTreeSet<&str>) -> SlicesByService {
         let mut out: SlicesByService = HashMap::new();
-        for slice in self.hand_written.iter().flat_map(Store::state) {
-            let (Some(ns), Some(svc)) = (slice.namespace(), label(&slice, SERVICE_NAME_LABEL))
-            else {
-                continue;
-            };
-            if namespaces.contains(ns.as_str()) {
-                let svc = svc.to_owned();
-                out.entry((ns, svc)).or_default().push(slice);
+        for ns in namespaces {
+            for slice in self.hand_written.in_namespace(ns) {
+                if let Some(svc) = label(&slice, SERVICE_NAME_LABEL) {
+                    let key = ((*ns).to_owned(), svc.to_owned());
+                    out.entry(key).or_default().push(slice);
+                }
             }
         }
         out
@@ -248,7 +211,7 @@ pub fn for_instance(
     served: &[(Arc<Ingress>, Arc<Checked>)],
     class: &str,
 ) -> Vec<Warning> {
-    if served.is_empty() || slices.hand_written.iter().all(Store::is_empty) {
+    if served.is_empty() || slices.hand_written.is_empty() {
         return Vec::new();
     }
     let (namespace, name) = instance;

@@ -88,6 +88,27 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
         self.stores.iter().flat_map(Store::state).collect()
     }
 
+    /// No object at all.
+    pub fn is_empty(&self) -> bool {
+        self.stores.iter().all(Store::is_empty)
+    }
+
+    /// The namespaces that hold an object: from the names kept by namespace when this
+    /// kind keeps them, else by reading every object.
+    pub fn namespaces(&self) -> BTreeSet<String> {
+        if self.by_namespace.len() != self.stores.len() {
+            return self
+                .state()
+                .iter()
+                .filter_map(|o| o.meta().namespace.clone())
+                .collect();
+        }
+        self.by_namespace
+            .iter()
+            .flat_map(ByNamespace::namespaces)
+            .collect()
+    }
+
     /// The objects of `namespace`: through the names kept by namespace when this kind
     /// keeps them, else by reading every object.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
@@ -124,9 +145,10 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
 
 /// The names of a store's objects by namespace, kept from the same watch events as the
 /// store and in the same way (a relist replaces them when it is complete). kube's
-/// reflector store has no index, so finding the Services of a few namespaces read every
-/// Service of the cluster: with 10,000 Services in other namespaces that was about a third
-/// of the operator's CPU per new Ingress (`just bench --phases scale,operator`).
+/// reflector store has no index, so finding the Services of a few namespaces, or which
+/// namespaces hold a hand-written EndpointSlice, read every such object of the cluster:
+/// with 10,000 of each in other namespaces that was most of the operator's CPU per new
+/// Ingress (`just bench --phases scale,operator`).
 #[derive(Clone, Default)]
 pub struct ByNamespace(Arc<RwLock<Names>>);
 
@@ -175,6 +197,11 @@ impl ByNamespace {
             watcher::Event::InitApply(o) => Names::insert(&mut names.listing, o.meta()),
             watcher::Event::InitDone => names.live = std::mem::take(&mut names.listing),
         }
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        let names = self.0.read().unwrap_or_else(|e| e.into_inner());
+        names.live.keys().cloned().collect()
     }
 
     fn names_in(&self, namespace: &str) -> Vec<String> {

@@ -32,7 +32,6 @@ use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{self, Store};
@@ -47,29 +46,47 @@ use crate::resources::MANAGED_SELECTOR;
 use crate::verdict::Services;
 
 /// The reflected objects of one kind: one store per watched namespace for namespaced
-/// kinds (one for the cluster without `--watch-namespaces`), each with the names of its
-/// objects by namespace where the kind is read by namespace (Services).
+/// kinds (one for the cluster without `--watch-namespaces`), each with its objects
+/// grouped where the kind is read by group (Services and hand-written EndpointSlices by
+/// namespace, Ingresses by class).
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     stores: Vec<Store<K>>,
-    /// Beside `stores`, one each; empty for kinds not read by namespace.
-    by_namespace: Vec<ByNamespace>,
+    /// Beside `stores`, one each; empty for kinds read whole.
+    grouped: Vec<Grouped<K>>,
+    by: By,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Cache<K> {
     fn clone(&self) -> Self {
         Cache {
             stores: self.stores.clone(),
-            by_namespace: self.by_namespace.clone(),
+            grouped: self.grouped.clone(),
+            by: self.by,
         }
     }
 }
 
+/// What a [`Cache`]'s objects are grouped by.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum By {
+    Nothing,
+    Namespace,
+    Class,
+}
+
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
-    fn new(reflected: Vec<(Store<K>, Option<ByNamespace>)>) -> Self {
-        let (stores, by_namespace): (Vec<_>, Vec<_>) = reflected.into_iter().unzip();
+    fn new(reflected: Vec<(Store<K>, Option<Grouped<K>>)>, by: By) -> Self {
+        let (stores, grouped): (Vec<_>, Vec<_>) = reflected.into_iter().unzip();
+        let grouped: Vec<Grouped<K>> = grouped.into_iter().flatten().collect();
+        let by = if grouped.len() == stores.len() {
+            by
+        } else {
+            By::Nothing
+        };
         Cache {
             stores,
-            by_namespace: by_namespace.into_iter().flatten().collect(),
+            grouped,
+            by,
         }
     }
 
@@ -93,41 +110,35 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
         self.stores.iter().all(Store::is_empty)
     }
 
-    /// The namespaces that hold an object: from the names kept by namespace when this
-    /// kind keeps them, else by reading every object.
+    /// The namespaces that hold an object: from the groups when this kind is grouped by
+    /// namespace, else by reading every object.
     pub fn namespaces(&self) -> BTreeSet<String> {
-        if self.by_namespace.len() != self.stores.len() {
+        if self.by != By::Namespace {
             return self
                 .state()
                 .iter()
                 .filter_map(|o| o.meta().namespace.clone())
                 .collect();
         }
-        self.by_namespace
+        self.grouped
             .iter()
-            .flat_map(ByNamespace::namespaces)
+            .flat_map(Grouped::keys)
+            .flatten()
             .collect()
     }
 
-    /// The objects of `namespace`: through the names kept by namespace when this kind
-    /// keeps them, else by reading every object.
+    /// The objects of `namespace`: its group when this kind is grouped by namespace, else
+    /// by reading every object.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        if self.by_namespace.len() != self.stores.len() {
+        if self.by != By::Namespace {
             return self
                 .state()
                 .into_iter()
                 .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
                 .collect();
         }
-        let mut out = Vec::new();
-        for (store, index) in self.stores.iter().zip(&self.by_namespace) {
-            for name in index.names_in(namespace) {
-                // A name the store no longer holds was deleted between the two reads; the
-                // deletion wakes another reconcile.
-                out.extend(store.get(&reflector::ObjectRef::new(&name).within(namespace)));
-            }
-        }
-        out
+        let key = Some(namespace.to_owned());
+        self.grouped.iter().flat_map(|g| g.get(&key)).collect()
     }
 
     /// Resolves once every store has been listed in full; false when a reflector is gone.
@@ -143,73 +154,148 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
     }
 }
 
-/// The names of a store's objects by namespace, kept from the same watch events as the
-/// store and in the same way (a relist replaces them when it is complete). kube's
-/// reflector store has no index, so finding the Services of a few namespaces, or which
-/// namespaces hold a hand-written EndpointSlice, read every such object of the cluster:
-/// with 10,000 of each in other namespaces that was most of the operator's CPU per new
-/// Ingress (`just bench --phases scale,operator`).
-#[derive(Clone, Default)]
-pub struct ByNamespace(Arc<RwLock<Names>>);
-
-#[derive(Default)]
-struct Names {
-    live: HashMap<String, BTreeSet<String>>,
-    /// What the current (re)list has found so far.
-    listing: HashMap<String, BTreeSet<String>>,
+impl Cache<Ingress> {
+    /// The Ingresses that belong to `class` (with the class-less ones when it is the
+    /// default): its groups when Ingresses are grouped by class, else by reading every
+    /// Ingress.
+    pub fn of_class(&self, class: &str, is_default: bool) -> Vec<Arc<Ingress>> {
+        if self.by != By::Class {
+            return self
+                .state()
+                .into_iter()
+                .filter(|i| portico_ingress::belongs_to_class(i, class, is_default))
+                .collect();
+        }
+        let named = Some(class.to_owned());
+        let mut out: Vec<Arc<Ingress>> = self.grouped.iter().flat_map(|g| g.get(&named)).collect();
+        if is_default {
+            out.extend(self.grouped.iter().flat_map(|g| g.get(&None)));
+        }
+        out
+    }
 }
 
-impl Names {
-    fn insert(map: &mut HashMap<String, BTreeSet<String>>, meta: &ObjectMeta) {
-        if let (Some(ns), Some(name)) = (&meta.namespace, &meta.name) {
-            match map.get_mut(ns.as_str()) {
-                Some(names) => {
-                    if !names.contains(name.as_str()) {
-                        names.insert(name.clone());
-                    }
-                }
-                None => {
-                    map.insert(ns.clone(), BTreeSet::from([name.clone()]));
-                }
-            }
+/// An Ingress's group: the class it asks for, `None` without one.
+fn class_key(ingress: &Ingress) -> Option<String> {
+    portico_ingress::class_of(ingress).map(str::to_owned)
+}
+
+fn namespace_key<K: Resource>(object: &K) -> Option<String> {
+    object.meta().namespace.clone()
+}
+
+/// An object's identity in its store.
+type Named = (String, String);
+
+/// What a [`Grouped`] groups its objects by: the key read from each.
+type GroupKey<K> = fn(&K) -> Option<String>;
+
+/// A store's objects grouped by a key read from each (an object's namespace, an
+/// Ingress's class), kept from the same watch events as the store and in the same way (a
+/// relist replaces them when it is complete), holding the store's own `Arc`s. kube's
+/// reflector store has no index: finding the Services of a few namespaces, the namespaces
+/// that hold a hand-written EndpointSlice, or the Ingresses of one class read every such
+/// object of the cluster. With 10,000 of each in other namespaces or another class that
+/// was most of the operator's CPU per new Ingress (`just bench --phases scale,operator`).
+pub struct Grouped<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    key: GroupKey<K>,
+    groups: Arc<RwLock<Groups<K>>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Grouped<K> {
+    fn clone(&self) -> Self {
+        Grouped {
+            store: self.store.clone(),
+            key: self.key,
+            groups: self.groups.clone(),
         }
     }
 }
 
-impl ByNamespace {
-    /// Follows one watch event, after the store has.
-    pub fn apply<K: Resource>(&self, event: &watcher::Event<K>) {
-        let mut names = self.0.write().unwrap_or_else(|e| e.into_inner());
+struct Groups<K> {
+    members: HashMap<Option<String>, HashMap<Named, Arc<K>>>,
+    /// Each object's group, for an update that moves it (an Ingress's class can change).
+    group_of: HashMap<Named, Option<String>>,
+}
+
+impl<K> Groups<K> {
+    fn remove(&mut self, named: &Named) {
+        if let Some(key) = self.group_of.remove(named)
+            && let Some(members) = self.members.get_mut(&key)
+        {
+            members.remove(named);
+            if members.is_empty() {
+                self.members.remove(&key);
+            }
+        }
+    }
+
+    fn insert(&mut self, named: Named, key: Option<String>, object: Arc<K>) {
+        if self.group_of.get(&named) != Some(&key) {
+            self.remove(&named);
+            self.group_of.insert(named.clone(), key.clone());
+        }
+        self.members.entry(key).or_default().insert(named, object);
+    }
+}
+
+fn named<K: Resource>(object: &K) -> Named {
+    let meta = object.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Grouped<K> {
+    /// Groups `store`'s objects by `key`; [`Grouped::apply`] must follow every event the
+    /// store's writer applies, after it.
+    pub fn new(store: Store<K>, key: GroupKey<K>) -> Self {
+        Grouped {
+            store,
+            key,
+            groups: Arc::new(RwLock::new(Groups {
+                members: HashMap::new(),
+                group_of: HashMap::new(),
+            })),
+        }
+    }
+
+    /// Follows one watch event, after the store has: the object the store now holds goes
+    /// to its group. A (re)list is taken from the store once it is complete, as the store
+    /// takes it; until then both keep what they had.
+    pub fn apply(&self, event: &watcher::Event<K>) {
+        let mut groups = self.groups.write().unwrap_or_else(|e| e.into_inner());
         match event {
-            watcher::Event::Apply(o) => Names::insert(&mut names.live, o.meta()),
-            watcher::Event::Delete(o) => {
-                let meta = o.meta();
-                if let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref())
-                    && let Some(in_ns) = names.live.get_mut(ns)
-                {
-                    in_ns.remove(name);
-                    if in_ns.is_empty() {
-                        names.live.remove(ns);
-                    }
+            watcher::Event::Apply(o) => match self.store.get(&reflector::ObjectRef::from_obj(o)) {
+                Some(held) => groups.insert(named(o), (self.key)(o), held),
+                None => groups.remove(&named(o)),
+            },
+            watcher::Event::Delete(o) => groups.remove(&named(o)),
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::InitDone => {
+                groups.members.clear();
+                groups.group_of.clear();
+                for held in self.store.state() {
+                    let key = (self.key)(&held);
+                    groups.insert(named(held.as_ref()), key, held);
                 }
             }
-            watcher::Event::Init => names.listing.clear(),
-            watcher::Event::InitApply(o) => Names::insert(&mut names.listing, o.meta()),
-            watcher::Event::InitDone => names.live = std::mem::take(&mut names.listing),
         }
     }
 
-    fn namespaces(&self) -> Vec<String> {
-        let names = self.0.read().unwrap_or_else(|e| e.into_inner());
-        names.live.keys().cloned().collect()
+    fn keys(&self) -> Vec<Option<String>> {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        groups.members.keys().cloned().collect()
     }
 
-    fn names_in(&self, namespace: &str) -> Vec<String> {
-        let names = self.0.read().unwrap_or_else(|e| e.into_inner());
-        names
-            .live
-            .get(namespace)
-            .map(|n| n.iter().cloned().collect())
+    fn get(&self, key: &Option<String>) -> Vec<Arc<K>> {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        groups
+            .members
+            .get(key)
+            .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -218,7 +304,7 @@ impl ByNamespace {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Index {
     None,
-    /// The names of its objects by namespace, for [`Cache::in_namespace`].
+    /// Its objects by namespace, for [`Cache::in_namespace`] and [`Cache::namespaces`].
     ByNamespace,
 }
 
@@ -239,16 +325,44 @@ where
         + Sync
         + 'static,
 {
+    let grouping = match index {
+        Index::None => None,
+        Index::ByNamespace => Some((By::Namespace, namespace_key::<K> as GroupKey<K>)),
+    };
+    reflect_grouped(client, scope, config, fingerprint, grouping)
+}
+
+/// [`reflect_scoped`], each store's objects grouped by `grouping`'s key.
+fn reflect_grouped<K>(
+    client: &Client,
+    scope: Option<&BTreeSet<String>>,
+    config: &watcher::Config,
+    fingerprint: fn(&K) -> u64,
+    grouping: Option<(By, GroupKey<K>)>,
+) -> (Cache<K>, Vec<Changes<K>>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reflected, changes) = crate::apply::scoped::<K>(client, scope)
         .into_iter()
         .map(|api| {
-            let by_namespace = (index == Index::ByNamespace).then(ByNamespace::default);
-            let (store, changes) =
-                reflect_into(api, config.clone(), fingerprint, by_namespace.clone());
-            ((store, by_namespace), changes)
+            let (store, grouped, changes) = reflect_into(
+                api,
+                config.clone(),
+                fingerprint,
+                grouping.map(|(_, key)| key),
+            );
+            ((store, grouped), changes)
         })
         .unzip();
-    (Cache::new(reflected), changes)
+    let by = grouping.map_or(By::Nothing, |(by, _)| by);
+    (Cache::new(reflected, by), changes)
 }
 
 /// Reflects a cluster-scoped kind.
@@ -267,7 +381,7 @@ where
         + 'static,
 {
     let (store, changes) = reflect(Api::all(client.clone()), config.clone(), fingerprint);
-    (Cache::new(vec![(store, None)]), changes)
+    (Cache::new(vec![(store, None)], By::Nothing), changes)
 }
 
 /// Everything reconcile reads, reflected: what it serves (Ingresses, Services,
@@ -320,8 +434,13 @@ impl Stores {
         let managed = watcher::Config::default()
             .labels(MANAGED_SELECTOR)
             .any_semantic();
-        let (ingresses, ingress_changes) =
-            reflect_scoped(client, scope, &all, ingress_fingerprint, Index::None);
+        let (ingresses, ingress_changes) = reflect_grouped(
+            client,
+            scope,
+            &all,
+            ingress_fingerprint,
+            Some((By::Class, class_key)),
+        );
         let (services, service_changes) =
             reflect_scoped(client, scope, &all, service_fingerprint, Index::ByNamespace);
         let (namespaces, namespace_changes) = reflect_cluster(client, &all, namespace_fingerprint);
@@ -460,31 +579,34 @@ pub fn reflect<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    reflect_into(api, config, fingerprint, None)
+    let (store, _, changes) = reflect_into(api, config, fingerprint, None);
+    (store, changes)
 }
 
-/// [`reflect`], with the names of the objects by namespace kept in `by_namespace` too.
+/// [`reflect`], with the store's objects grouped by `group_by` too.
 fn reflect_into<K>(
     api: Api<K>,
     config: watcher::Config,
     fingerprint: fn(&K) -> u64,
-    by_namespace: Option<ByNamespace>,
-) -> (Store<K>, Changes<K>)
+    group_by: Option<GroupKey<K>>,
+) -> (Store<K>, Option<Grouped<K>>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    let grouped = group_by.map(|key| Grouped::new(store.clone(), key));
+    let follower = grouped.clone();
     let events = watcher(api, config)
         .default_backoff()
         // managedFields are often the largest part of an object and never read here.
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(move |event| {
-            if let (Some(index), Ok(event)) = (&by_namespace, event) {
-                index.apply(event);
+            if let (Some(grouped), Ok(event)) = (&follower, event) {
+                grouped.apply(event);
             }
         });
-    (store, changes(events, fingerprint).boxed())
+    (store, grouped, changes(events, fingerprint).boxed())
 }
 
 /// The objects of a watch whose fingerprint differs from the last one seen for them (by
@@ -676,10 +798,10 @@ mod tests {
                 .expect("service")
         };
         let (store, mut writer) = reflector::store::<Service>();
-        let index = ByNamespace::default();
-        let indexed = Cache::new(vec![(store.clone(), Some(index.clone()))]);
+        let index = Grouped::new(store.clone(), namespace_key);
+        let indexed = Cache::new(vec![(store.clone(), Some(index.clone()))], By::Namespace);
         // The answer without the index: every object read.
-        let scanned = Cache::new(vec![(store, None)]);
+        let scanned = Cache::new(vec![(store, None)], By::Nothing);
         let names = |cache: &Cache<Service>, ns: &str| {
             let mut names: Vec<String> = cache
                 .in_namespace(ns)
@@ -726,10 +848,99 @@ mod tests {
                     "step {i}, namespace {ns}, scanned"
                 );
             }
+            assert_eq!(
+                indexed.namespaces(),
+                scanned.namespaces(),
+                "step {i}, namespaces"
+            );
         }
         assert!(
-            !index.0.read().expect("lock").live.contains_key("a"),
+            !index
+                .groups
+                .read()
+                .expect("lock")
+                .members
+                .contains_key(&Some("a".to_owned())),
             "an emptied namespace is forgotten"
         );
+    }
+
+    /// The Ingresses of a class, read from the groups, are what reading every Ingress
+    /// finds, and are the store's own objects (the judgement kept between reconciles tells
+    /// an unchanged Ingress by its address), through class changes, the default class, a
+    /// relist and deletions.
+    #[test]
+    fn ingresses_by_class_follow_the_store_through_class_changes_and_relists() {
+        use watcher::Event::*;
+        let ingress = |name: &str, class: Option<&str>, legacy: Option<&str>| -> Ingress {
+            let mut meta = json!({"namespace": "a", "name": name});
+            if let Some(legacy) = legacy {
+                meta["annotations"] = json!({ "kubernetes.io/ingress.class": legacy });
+            }
+            serde_json::from_value(json!({
+                "metadata": meta,
+                "spec": {"ingressClassName": class},
+            }))
+            .expect("ingress")
+        };
+        let (store, mut writer) = reflector::store::<Ingress>();
+        let index = Grouped::new(store.clone(), class_key);
+        let indexed = Cache::new(vec![(store.clone(), Some(index.clone()))], By::Class);
+        let scanned = Cache::new(vec![(store.clone(), None)], By::Nothing);
+        let of = |cache: &Cache<Ingress>, class: &str, default: bool| {
+            let mut found = cache.of_class(class, default);
+            found.sort_by_key(|i| i.name_any());
+            found
+        };
+        let steps: Vec<watcher::Event<Ingress>> = vec![
+            Init,
+            InitApply(ingress("one", Some("red"), None)),
+            InitApply(ingress("two", None, Some("red"))),
+            InitApply(ingress("three", None, None)),
+            InitApply(ingress("four", Some("blue"), Some("red"))),
+            InitDone,
+            // Moves from red to blue, then back by the legacy annotation alone.
+            Apply(ingress("one", Some("blue"), None)),
+            Apply(ingress("one", None, Some("red"))),
+            // Loses its class: it belongs to the default class now.
+            Apply(ingress("two", None, None)),
+            Delete(ingress("three", None, None)),
+            Init,
+            InitApply(ingress("one", None, Some("red"))),
+            InitApply(ingress("five", Some("red"), None)),
+            InitDone,
+            Apply(ingress("six", None, None)),
+        ];
+        for (i, event) in steps.into_iter().enumerate() {
+            writer.apply_watcher_event(&event);
+            index.apply(&event);
+            for (class, default) in [
+                ("red", false),
+                ("red", true),
+                ("blue", false),
+                ("green", true),
+            ] {
+                let from_groups = of(&indexed, class, default);
+                let from_all = of(&scanned, class, default);
+                let names = |v: &[Arc<Ingress>]| v.iter().map(|i| i.name_any()).collect::<Vec<_>>();
+                assert_eq!(
+                    names(&from_groups),
+                    names(&from_all),
+                    "step {i}, class {class}, default {default}"
+                );
+                for (g, a) in from_groups.iter().zip(&from_all) {
+                    assert!(Arc::ptr_eq(g, a), "step {i}: not the store's own object");
+                }
+            }
+        }
+        let names = |v: Vec<Arc<Ingress>>| {
+            let mut n: Vec<String> = v.iter().map(|i| i.name_any()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(indexed.of_class("red", false)), ["five", "one"]);
+        // The relist found neither "two" nor "four".
+        assert_eq!(names(indexed.of_class("red", true)), ["five", "one", "six"]);
+        assert!(indexed.of_class("blue", false).is_empty());
     }
 }

@@ -248,7 +248,7 @@ type ByAddress<V> = HashMap<usize, V, foldhash::fast::FixedState>;
 pub struct Kept {
     memo: portico_ingress::Memo,
     against: Option<Against>,
-    /// Every Ingress of the last input (any class), by address and by name.
+    /// Every Ingress of the last input, by address and by name.
     seen: ByAddress<Arc<Ingress>>,
     names: HashMap<Named, usize>,
     /// The Ingresses of the class, oldest first.
@@ -271,7 +271,7 @@ pub struct Kept {
 
 /// What changed in the store since the last judgement.
 struct Changes<'i> {
-    /// New or replaced objects, of any class.
+    /// New or replaced objects (of any class the input holds).
     fresh: Vec<&'i Arc<Ingress>>,
     /// Deleted ones, by name.
     gone: Vec<Named>,
@@ -281,9 +281,9 @@ struct Changes<'i> {
 }
 
 impl Kept {
-    /// Judges the Ingresses of `scope`'s class among `ingresses` (the whole store, any
-    /// class): only those that changed since the last call when each stands alone, else
-    /// all of them. `services(namespaces)` gives the Services of the served namespaces
+    /// Judges the Ingresses of `scope`'s class among `ingresses` (the store's own objects:
+    /// the class's, from `Cache::of_class`, or the whole store; others are ignored): only
+    /// those that changed since the last call when each stands alone, else all of them. `services(namespaces)` gives the Services of the served namespaces
     /// that hold Ingresses of the class. [`Verdicts::served_checked`] lists the served
     /// Ingresses of the namespaces `with_served` names.
     pub fn judge(
@@ -369,6 +369,12 @@ impl Kept {
         } else {
             self.outcomes.values().map(pair).collect()
         }
+    }
+
+    /// Whether `namespace/name` was among the Ingresses last judged.
+    pub fn held(&self, namespace: &str, name: &str) -> bool {
+        self.names
+            .contains_key(&(namespace.to_owned(), name.to_owned()))
     }
 
     /// Every [`unwritten`](Self::unwritten) status now says what `load_balancer` says.

@@ -1416,6 +1416,27 @@ async fn ingresses_the_proxy_would_skip_get_an_event_and_are_counted_as_rejected
             .is_some_and(|i| has_address(&i)),
         "the older Ingress keeps serving"
     );
+
+    // The older Ingress moves to another class: the host is free in this one, and the
+    // newer Ingress is served. Only the Ingress's old class names this instance, so the
+    // operator must find it by what it judged last, not by the class it asks for now.
+    let elsewhere = json!({ "spec": { "ingressClassName": format!("{home}-elsewhere") } });
+    home_ingresses
+        .patch("good", &PatchParams::default(), &Patch::Merge(&elsewhere))
+        .await
+        .expect("move to another class");
+    eventually(
+        "ingressesServed = 2, ingressesRejected = 1 after the move",
+        || async {
+            let status = get_opt(&instances(&client, &home), "web").await?.status?;
+            (status.ingresses_served == 2 && status.ingresses_rejected == 1).then_some(())
+        },
+    )
+    .await;
+    eventually("the newer Ingress to get the address", || async {
+        get_opt(&guest_ingresses, "newer").await.filter(has_address)
+    })
+    .await;
 }
 
 /// Creates `namespace` unless it exists (fixed names, for the tests that need them).

@@ -120,6 +120,25 @@ impl Context {
         Duration::from_secs(1u64 << (*count).clamp(1, 9).saturating_sub(1)).min(RESYNC)
     }
 
+    /// The instances whose last judgement held `ingress`: an Ingress that leaves a class
+    /// (its class changed, or the default class moved) no longer names the instance that
+    /// served it, whose verdicts (a host it held, the counts) change all the same.
+    fn instances_that_judged(&self, ingress: &Ingress) -> Vec<ObjectRef<IngressController>> {
+        let (Some(namespace), Some(name)) = (
+            ingress.metadata.namespace.as_deref(),
+            ingress.metadata.name.as_deref(),
+        ) else {
+            return Vec::new();
+        };
+        self.judged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, kept)| kept.held(namespace, name))
+            .map(|(instance, _)| instance.clone())
+            .collect()
+    }
+
     fn reset_backoff(&self, obj: &ObjectRef<IngressController>) {
         self.failures
             .lock()
@@ -177,8 +196,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     // What the instances serve.
     for changes in streams.ingresses {
         let store = store.clone();
+        let ctx = ctx.clone();
         controller = controller.watches_stream(changes, move |ingress| {
-            instances_for_ingress(&store, &ingress)
+            let mut refs = instances_for_ingress(&store, &ingress);
+            for judged in ctx.instances_that_judged(&ingress) {
+                if !refs.contains(&judged) {
+                    refs.push(judged);
+                }
+            }
+            refs
         });
     }
     // The proxy Service is the instance's (by its labels); any Service appearing or

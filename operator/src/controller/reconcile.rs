@@ -127,7 +127,6 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     )?;
     // With --watch-namespaces, those are the only namespaces instances may serve.
     served.retain(|ns| ctx.settings.watches(ns));
-    let ingresses = stores.ingresses.state();
     let mut inputs = Inputs::new(instance, served.clone(), BTreeMap::new(), &ctx.settings)?;
 
     // 2. Which Ingresses the proxies will serve: the proxy's own judgement, with the
@@ -135,6 +134,7 @@ async fn apply_inner(instance: &IngressController, ctx: &Context) -> Result<Acti
     //    default-class mark read from the IngressClass as the proxy reads it.
     let served_set: BTreeSet<String> = served.iter().cloned().collect();
     let is_default_class = portico_ingress::is_default_class(&ingress_class::build(&inputs));
+    let ingresses = stores.ingresses.of_class(&class, is_default_class);
     // The Limits the proxy derives from the flags rendered for it.
     let limits = resources::deployment::proxy_args(&inputs).limits();
     let routing = ctx.settings.routing_policy(&namespace, &name);

@@ -301,11 +301,12 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Grouped<K> {
 }
 
 /// What a reflected kind keeps beside its store.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Index {
+pub enum Index<K> {
     None,
     /// Its objects by namespace, for [`Cache::in_namespace`] and [`Cache::namespaces`].
     ByNamespace,
+    /// Its objects by the class `key` reads, for [`Cache::of_class`].
+    ByClass(GroupKey<K>),
 }
 
 /// Reflects a namespaced kind over the APIs `--watch-namespaces` allows.
@@ -314,7 +315,7 @@ pub fn reflect_scoped<K>(
     scope: Option<&BTreeSet<String>>,
     config: &watcher::Config,
     fingerprint: fn(&K) -> u64,
-    index: Index,
+    index: Index<K>,
 ) -> (Cache<K>, Vec<Changes<K>>)
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -325,43 +326,18 @@ where
         + Sync
         + 'static,
 {
-    let grouping = match index {
-        Index::None => None,
-        Index::ByNamespace => Some((By::Namespace, namespace_key::<K> as GroupKey<K>)),
+    let (by, key) = match index {
+        Index::None => (By::Nothing, None),
+        Index::ByNamespace => (By::Namespace, Some(namespace_key::<K> as GroupKey<K>)),
+        Index::ByClass(key) => (By::Class, Some(key)),
     };
-    reflect_grouped(client, scope, config, fingerprint, grouping)
-}
-
-/// [`reflect_scoped`], each store's objects grouped by `grouping`'s key.
-fn reflect_grouped<K>(
-    client: &Client,
-    scope: Option<&BTreeSet<String>>,
-    config: &watcher::Config,
-    fingerprint: fn(&K) -> u64,
-    grouping: Option<(By, GroupKey<K>)>,
-) -> (Cache<K>, Vec<Changes<K>>)
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
     let (reflected, changes) = crate::apply::scoped::<K>(client, scope)
         .into_iter()
         .map(|api| {
-            let (store, grouped, changes) = reflect_into(
-                api,
-                config.clone(),
-                fingerprint,
-                grouping.map(|(_, key)| key),
-            );
+            let (store, grouped, changes) = reflect_into(api, config.clone(), fingerprint, key);
             ((store, grouped), changes)
         })
         .unzip();
-    let by = grouping.map_or(By::Nothing, |(by, _)| by);
     (Cache::new(reflected, by), changes)
 }
 
@@ -434,12 +410,12 @@ impl Stores {
         let managed = watcher::Config::default()
             .labels(MANAGED_SELECTOR)
             .any_semantic();
-        let (ingresses, ingress_changes) = reflect_grouped(
+        let (ingresses, ingress_changes) = reflect_scoped(
             client,
             scope,
             &all,
             ingress_fingerprint,
-            Some((By::Class, class_key)),
+            Index::ByClass(class_key),
         );
         let (services, service_changes) =
             reflect_scoped(client, scope, &all, service_fingerprint, Index::ByNamespace);

@@ -113,6 +113,16 @@ fn instances(client: &Client, ns: &str) -> Api<IngressController> {
     Api::namespaced(client.clone(), ns)
 }
 
+/// Waits until instance `ns/name`'s status counts `served` and `rejected` Ingresses.
+async fn counted(client: &Client, ns: &str, name: &str, served: i32, rejected: i32) {
+    let what = format!("{ns}/{name}: ingressesServed = {served}, ingressesRejected = {rejected}");
+    eventually(&what, || async {
+        let status = get_opt(&instances(client, ns), name).await?.status?;
+        (status.ingresses_served == served && status.ingresses_rejected == rejected).then_some(())
+    })
+    .await;
+}
+
 /// Creates (or replaces the spec of) an instance from JSON.
 async fn apply_instance(client: &Client, ns: &str, name: &str, spec: Value) -> IngressController {
     let body = json!({
@@ -1318,11 +1328,7 @@ async fn ingresses_the_proxy_would_skip_get_an_event_and_are_counted_as_rejected
     };
 
     // The status counts what the proxies will do: one served, three not.
-    eventually("ingressesServed = 1, ingressesRejected = 3", || async {
-        let status = get_opt(&instances(&client, &home), "web").await?.status?;
-        (status.ingresses_served == 1 && status.ingresses_rejected == 3).then_some(())
-    })
-    .await;
+    counted(&client, &home, "web", 1, 3).await;
     eventually("the valid Ingress to get the address", || async {
         get_opt(&home_ingresses, "good").await.filter(has_address)
     })
@@ -1405,11 +1411,7 @@ async fn ingresses_the_proxy_would_skip_get_an_event_and_are_counted_as_rejected
             .filter(has_address)
     })
     .await;
-    eventually("ingressesServed = 2, ingressesRejected = 2", || async {
-        let status = get_opt(&instances(&client, &home), "web").await?.status?;
-        (status.ingresses_served == 2 && status.ingresses_rejected == 2).then_some(())
-    })
-    .await;
+    counted(&client, &home, "web", 2, 2).await;
     assert!(
         get_opt(&home_ingresses, "good")
             .await
@@ -1425,14 +1427,7 @@ async fn ingresses_the_proxy_would_skip_get_an_event_and_are_counted_as_rejected
         .patch("good", &PatchParams::default(), &Patch::Merge(&elsewhere))
         .await
         .expect("move to another class");
-    eventually(
-        "ingressesServed = 2, ingressesRejected = 1 after the move",
-        || async {
-            let status = get_opt(&instances(&client, &home), "web").await?.status?;
-            (status.ingresses_served == 2 && status.ingresses_rejected == 1).then_some(())
-        },
-    )
-    .await;
+    counted(&client, &home, "web", 2, 1).await;
     eventually("the newer Ingress to get the address", || async {
         get_opt(&guest_ingresses, "newer").await.filter(has_address)
     })
@@ -1931,11 +1926,6 @@ async fn the_platform_may_adopt_ingress_nginx_class_and_a_tenant_may_not() {
         (!events.is_empty()).then_some(())
     })
     .await;
-    eventually("the legacy-annotated Ingress to be served", || async {
-        let status = get_opt(&instances(&client, TRUSTED_NS), &adopter)
-            .await?
-            .status?;
-        (status.ingresses_served == 1 && status.ingresses_rejected == 0).then_some(())
-    })
-    .await;
+    // The legacy-annotated Ingress is served.
+    counted(&client, TRUSTED_NS, &adopter, 1, 0).await;
 }

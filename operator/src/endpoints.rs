@@ -56,8 +56,8 @@ const MAX_NAMED: usize = 8;
 /// (one for the cluster without `--watch-namespaces`).
 #[derive(Clone)]
 pub struct Slices {
-    /// With their names by namespace: a reconcile asks which namespaces hold one, and
-    /// reads only those namespaces' slices.
+    /// Grouped by namespace: a reconcile asks which namespaces hold one, and reads only
+    /// those namespaces' slices.
     hand_written: Cache<EndpointSlice>,
     fleet: Cache<EndpointSlice>,
 }
@@ -71,7 +71,7 @@ pub struct SliceStreams {
 impl Slices {
     /// The namespaces that hold a hand-written EndpointSlice: only there can an Ingress
     /// name an endpoint the proxies refuse. Every reconcile asks, so the answer comes from
-    /// the names kept by namespace: reading every such slice in the cluster, with 10,000
+    /// the slices grouped by namespace: reading every such slice in the cluster, with 10,000
     /// of them in another namespace, was most of the operator's CPU per new Ingress (5-6
     /// of ~6 ms in `just bench --phases scale,operator`).
     pub fn hand_written_namespaces(&self) -> BTreeSet<String> {

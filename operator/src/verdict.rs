@@ -283,8 +283,9 @@ struct Changes<'i> {
 impl Kept {
     /// Judges the Ingresses of `scope`'s class among `ingresses` (the store's own objects:
     /// the class's, from `Cache::of_class`, or the whole store; others are ignored): only
-    /// those that changed since the last call when each stands alone, else all of them. `services(namespaces)` gives the Services of the served namespaces
-    /// that hold Ingresses of the class. [`Verdicts::served_checked`] lists the served
+    /// those that changed since the last call when each stands alone, else all of them.
+    /// `services(namespaces)` gives the Services of the served namespaces that hold
+    /// Ingresses of the class. [`Verdicts::served_checked`] lists the served
     /// Ingresses of the namespaces `with_served` names.
     pub fn judge(
         &mut self,
@@ -371,10 +372,9 @@ impl Kept {
         }
     }
 
-    /// Whether `namespace/name` was among the Ingresses last judged.
-    pub fn held(&self, namespace: &str, name: &str) -> bool {
-        self.names
-            .contains_key(&(namespace.to_owned(), name.to_owned()))
+    /// Whether `(namespace, name)` was among the Ingresses last judged.
+    pub fn held(&self, named: &(String, String)) -> bool {
+        self.names.contains_key(named)
     }
 
     /// Every [`unwritten`](Self::unwritten) status now says what `load_balancer` says.

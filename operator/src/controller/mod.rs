@@ -125,16 +125,17 @@ impl Context {
     /// served it, whose verdicts (a host it held, the counts) change all the same.
     fn instances_that_judged(&self, ingress: &Ingress) -> Vec<ObjectRef<IngressController>> {
         let (Some(namespace), Some(name)) = (
-            ingress.metadata.namespace.as_deref(),
-            ingress.metadata.name.as_deref(),
+            ingress.metadata.namespace.clone(),
+            ingress.metadata.name.clone(),
         ) else {
             return Vec::new();
         };
+        let named = (namespace, name);
         self.judged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, kept)| kept.held(namespace, name))
+            .filter(|(_, kept)| kept.held(&named))
             .map(|(instance, _)| instance.clone())
             .collect()
     }

@@ -607,6 +607,7 @@ pub async fn run(bench: &Bench) -> Result<ChurnResult> {
             admin_port: run::ADMIN_PORT,
             default_certificate: Some(&default_cert),
             name: "portico-churn",
+            callgrind: None,
         };
         let mut portico = contenders::spawn_portico(&opts, &dir)?;
         contenders::wait_ready(
@@ -695,7 +696,7 @@ pub async fn run(bench: &Bench) -> Result<ChurnResult> {
         std::fs::write(&key, &leaf.key_pem)?;
         std::fs::write(dir.join("current"), "initial")?;
         let outcome = async {
-            let nginx = contenders::start_nginx(&table, &dir, listen, &cert, &key).await?;
+            let nginx = contenders::start_nginx(&table, &dir, listen, &cert, &key, None).await?;
             contenders::verify_routes(&nginx, &table, &targets, Duration::from_secs(10)).await?;
             println!(
                 "[{}] nginx: the same {} changes as config rewrites + reloads under load",

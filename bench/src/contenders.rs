@@ -68,13 +68,31 @@ pub struct PorticoOptions<'a> {
     pub admin_port: u16,
     pub default_certificate: Option<&'a str>,
     pub name: &'a str,
+    /// Run under callgrind, its files in this directory (instructions.rs).
+    pub callgrind: Option<&'a Path>,
+}
+
+/// `program` pinned to the proxy CPU; under `callgrind` (instructions.rs) when given: no
+/// instrumentation until [`crate::instructions`] turns it on, one output file per process
+/// (nginx's master and worker) in that directory.
+fn on_proxy_cpu(program: &Path, callgrind: Option<&Path>) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", sys::PROXY_CPU]);
+    if let Some(dir) = callgrind {
+        cmd.args(["valgrind", "--tool=callgrind", "--instr-atstart=no"])
+            .arg(format!(
+                "--callgrind-out-file={}",
+                dir.join("callgrind.out.%p").display()
+            ));
+    }
+    cmd.arg(program);
+    cmd
 }
 
 /// Starts `portico-proxy` pinned to the proxy CPU. Returns once the process is spawned; see
 /// [`wait_ready`].
 pub fn spawn_portico(o: &PorticoOptions<'_>, dir: &Path) -> Result<Contender> {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", sys::PROXY_CPU]).arg(o.binary);
+    let mut cmd = on_proxy_cpu(o.binary, o.callgrind);
     cmd.args([
         format!("--ingress-class={}", o.class),
         format!("--namespaces={}", o.namespaces),
@@ -135,20 +153,25 @@ pub async fn wait_ready(
 }
 
 /// Writes the nginx configuration for `table` and starts nginx (master + one worker) on
-/// the proxy CPU.
+/// the proxy CPU, under callgrind when given its directory.
 pub async fn start_nginx(
     table: &Table,
     dir: &Path,
     listen: Listen,
     cert: &Path,
     key: &Path,
+    callgrind: Option<&Path>,
 ) -> Result<Contender> {
     std::fs::create_dir_all(dir)?;
     let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        crate::table::nginx_conf(table, dir, listen, cert, key),
-    )?;
+    let mut text = crate::table::nginx_conf(table, dir, listen, cert, key);
+    if callgrind.is_some() {
+        // A worker forked by the master drops root for nginx's user, and callgrind can
+        // then neither write its counts nor be reached by callgrind_control: one process
+        // runs the worker's event loop instead.
+        text = text.replace("master_process on;", "master_process off;");
+    }
+    std::fs::write(&conf, text)?;
     let nginx = sys::which("nginx")?;
     let check = Command::new(&nginx)
         .arg("-t")
@@ -166,10 +189,8 @@ pub async fn start_nginx(
             String::from_utf8_lossy(&check.stderr)
         );
     }
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", sys::PROXY_CPU])
-        .arg(&nginx)
-        .arg("-p")
+    let mut cmd = on_proxy_cpu(&nginx, callgrind);
+    cmd.arg("-p")
         .arg(dir)
         .arg("-c")
         .arg(&conf)
@@ -200,12 +221,13 @@ pub fn reload_nginx(c: &Contender, table: &Table, cert: &Path, key: &Path) -> Re
 }
 
 /// Writes haproxy.cfg and its maps for `table` and starts HAProxy (one thread) on the
-/// proxy CPU.
+/// proxy CPU, under callgrind when given its directory.
 pub async fn start_haproxy(
     table: &Table,
     dir: &Path,
     listen: Listen,
     pem: &Path,
+    callgrind: Option<&Path>,
 ) -> Result<Contender> {
     std::fs::create_dir_all(dir)?;
     let (cfg, exact, prefix) = crate::table::haproxy_cfg(table, dir, listen, pem);
@@ -228,12 +250,8 @@ pub async fn start_haproxy(
             String::from_utf8_lossy(&check.stderr)
         );
     }
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", sys::PROXY_CPU])
-        .arg(&haproxy)
-        .arg("-db")
-        .arg("-f")
-        .arg(&path);
+    let mut cmd = on_proxy_cpu(&haproxy, callgrind);
+    cmd.arg("-db").arg("-f").arg(&path);
     let process = Process::spawn("haproxy", cmd)?;
     let mut c = Contender {
         kind: Kind::Haproxy,

@@ -125,19 +125,39 @@ pub async fn h2load(
     streams: usize,
     duration: Duration,
 ) -> Result<Throughput> {
+    let mut cmd = h2load_command(base, targets, conns, streams);
+    cmd.arg(format!("-D{}", duration.as_secs().max(1)));
+    let stdout = run_bounded(cmd, duration + Duration::from_secs(20), "h2load").await?;
+    parse_h2load(&stdout).with_context(|| format!("cannot read h2load's output:\n{stdout}"))
+}
+
+/// h2load as [`h2load`] does, for exactly `requests` requests, given at most `limit`.
+pub async fn h2load_requests(
+    base: &str,
+    targets: &[Target],
+    conns: usize,
+    streams: usize,
+    requests: u64,
+    limit: Duration,
+) -> Result<Throughput> {
+    let mut cmd = h2load_command(base, targets, conns, streams);
+    cmd.arg(format!("-n{requests}"));
+    let stdout = run_bounded(cmd, limit, "h2load").await?;
+    parse_h2load(&stdout).with_context(|| format!("cannot read h2load's output:\n{stdout}"))
+}
+
+fn h2load_command(base: &str, targets: &[Target], conns: usize, streams: usize) -> Command {
     let authority = targets.first().map(|t| t.host.clone()).unwrap_or_default();
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", sys::LOAD_CPU, "h2load", "-t", "1"])
         .arg(format!("-c{conns}"))
         .arg(format!("-m{streams}"))
-        .arg(format!("-D{}", duration.as_secs().max(1)))
         .arg("-H")
         .arg(format!(":authority: {authority}"));
     for t in targets {
         cmd.arg(format!("{base}{}", t.path));
     }
-    let stdout = run_bounded(cmd, duration + Duration::from_secs(20), "h2load").await?;
-    parse_h2load(&stdout).with_context(|| format!("cannot read h2load's output:\n{stdout}"))
+    cmd
 }
 
 fn parse_h2load(out: &str) -> Option<Throughput> {

@@ -26,6 +26,7 @@ mod client;
 mod compare;
 mod contenders;
 mod features;
+mod instructions;
 mod load;
 mod operator;
 mod profile;

@@ -37,7 +37,8 @@ pub struct Args {
     /// Repetitions of every case (interleaved, order rotated).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    /// Which phases to run.
+    /// Which phases to run: compare, churn, scale, operator; and `instructions` (not in a
+    /// full run): user-space instructions per request under callgrind, for A/B runs.
     #[arg(
         long,
         value_delimiter = ',',
@@ -300,6 +301,20 @@ async fn run(args: Args) -> Result<()> {
         }
         report.write(&out)?;
     }
+    if bench.has_phase("instructions") {
+        println!(
+            "[{}] == instructions per request (callgrind) ==",
+            bench.elapsed()
+        );
+        match crate::instructions::run(&bench, &table).await {
+            Ok(r) => report.instructions = Some(r),
+            Err(e) => {
+                println!("!! instructions failed: {e:#}");
+                report.failures.push(format!("instructions: {e:#}"));
+            }
+        }
+        report.write(&out)?;
+    }
     if bench.has_phase("churn") {
         println!("[{}] == reconfiguration under load ==", bench.elapsed());
         match churn::run(&bench).await {
@@ -402,6 +417,7 @@ async fn compare_phase(
                     admin_port: ADMIN_PORT,
                     default_certificate: Some(&default_cert),
                     name: "portico",
+                    callgrind: None,
                 };
                 let started = Instant::now();
                 let mut c = contenders::spawn_portico(&opts, &dir)?;
@@ -422,6 +438,7 @@ async fn compare_phase(
                     contenders::listen_for(Kind::Nginx),
                     &bench.cert_pem,
                     &bench.key_pem,
+                    None,
                 )
                 .await?
             }
@@ -431,6 +448,7 @@ async fn compare_phase(
                     &bench.dir.join("haproxy"),
                     contenders::listen_for(Kind::Haproxy),
                     &bench.combined_pem,
+                    None,
                 )
                 .await?
             }

@@ -193,6 +193,7 @@ async fn start(
         admin_port: run::ADMIN_PORT,
         default_certificate: None,
         name,
+        callgrind: None,
     };
     let t0 = Instant::now();
     let mut c = contenders::spawn_portico(&opts, &dir)?;

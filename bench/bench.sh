@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `just bench`: installs the peers and load generators when missing, builds Traefik from its Go
-# module (bench/traefik/build.sh) and release binaries, then runs portico-bench inside a private
+# module (bench/traefik/build.sh) and release binaries (the proxy with the dist profile, as
+# its image ships it), then runs portico-bench inside a private
 # network namespace (tests/netns.sh), pinned to CPU 0 (it starts the proxy under test on CPU 1).
 # Results: target/bench/results.md.
 set -euo pipefail
@@ -34,6 +35,13 @@ if [[ " $* " == *" --profile "* ]] && ! command -v perf >/dev/null; then
   [[ $(id -u) == 0 ]] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends linux-perf
 fi
+# `--phases instructions` runs the proxies under valgrind's callgrind.
+if [[ " $* " == *instructions* ]] && ! command -v callgrind_control >/dev/null; then
+  echo "==> installing valgrind (apt-get) for --phases instructions"
+  sudo=""
+  [[ $(id -u) == 0 ]] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends valgrind
+fi
 for cmd in taskset unshare; do
   command -v "$cmd" >/dev/null || { echo "bench: $cmd is missing (util-linux)" >&2; exit 1; }
 done
@@ -64,8 +72,11 @@ if [[ ",$contenders," == *,traefik,* ]]; then
   traefik_args=(--traefik-binary "$traefik")
 fi
 
-echo "==> cargo build --release (portico-proxy, portico-operator, portico-tests binaries, portico-bench)"
-cargo build --release -p portico-proxy -p portico-operator -p portico-tests -p portico-bench --bins
+echo "==> cargo build --release (portico-operator, portico-tests binaries, portico-bench)"
+cargo build --release -p portico-operator -p portico-tests -p portico-bench --bins
+# The proxy measured is the one the image ships: the dist profile (whole-program LTO).
+echo "==> cargo build --profile dist -p portico-proxy (several minutes the first time)"
+cargo build --profile dist -p portico-proxy --bins
 
 echo "==> benchmarks inside a private network namespace (tests/netns.sh); about 15 minutes"
 CARGO_NET_OFFLINE=true tests/netns.sh taskset -c 0 "$root/target/release/portico-bench" run "${traefik_args[@]}" "$@"

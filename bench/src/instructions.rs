@@ -7,8 +7,10 @@
 //! off again, and the counts are dumped and read. Counting instructions, not time: the
 //! kernel's share (about half the CPU per request, the same for every proxy) is not in it,
 //! and cache misses and branch mispredictions weigh nothing. Under callgrind a proxy runs
-//! 20-50x slower, so the loads are light: HTTP/1.1 at a fixed 1,000 req/s (a request per
+//! 20-50x slower, so the loads are light: HTTP/1.1 at a fixed 500 req/s (mostly a request per
 //! wake-up, as at 30k req/s natively) and HTTP/2 over TLS for a fixed number of requests.
+//! The counted dumps are kept beside results.md (`callgrind/<contender>-<case>.out`), for
+//! `callgrind_annotate`: an exact profile of where the instructions go.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,8 +26,8 @@ use crate::run::{ADMIN_PORT, Bench, CLASS, NAMESPACE, TLS_SECRET};
 use crate::table::{Table, Target};
 
 /// HTTP/1.1 keep-alive: this rate for this long, over 50 connections.
-const H1_RATE: f64 = 1000.0;
-const H1_SECONDS: u64 = 10;
+const H1_RATE: f64 = 500.0;
+const H1_SECONDS: u64 = 20;
 /// HTTP/2 over TLS: this many requests, 50 connections × 10 streams.
 const H2_REQUESTS: u64 = 10_000;
 
@@ -47,8 +49,10 @@ pub struct InstructionsResult {
     pub h2: BTreeMap<Kind, Counted>,
 }
 
-pub async fn run(bench: &Bench, table: &Table) -> Result<InstructionsResult> {
+pub async fn run(bench: &Bench, table: &Table, out: &Path) -> Result<InstructionsResult> {
     which_valgrind()?;
+    let keep = out.join("callgrind");
+    std::fs::create_dir_all(&keep)?;
     let targets = table.comparison_targets();
     let h2_targets = table.h2_targets();
     let mut result = InstructionsResult::default();
@@ -106,8 +110,14 @@ pub async fn run(bench: &Bench, table: &Table) -> Result<InstructionsResult> {
             other => bail!("unknown contender {other:?} (portico, nginx, haproxy, traefik)"),
         };
         contenders::verify_routes(&c, table, &targets, Duration::from_secs(60)).await?;
-        let h1 = count(&dir, || h1_load(&c, &targets, H1_SECONDS)).await?;
-        let h2 = count(&dir, || h2_load(&c, &h2_targets)).await?;
+        let h1 = count(&dir, &keep.join(format!("{name}-h1.out")), || {
+            h1_load(&c, &targets, H1_SECONDS)
+        })
+        .await?;
+        let h2 = count(&dir, &keep.join(format!("{name}-h2.out")), || {
+            h2_load(&c, &h2_targets)
+        })
+        .await?;
         println!(
             "[{}] {} under callgrind: {:.0} instructions per HTTP/1.1 request ({} requests), {:.0} per HTTP/2 request ({})",
             bench.elapsed(),
@@ -131,9 +141,9 @@ fn which_valgrind() -> Result<()> {
 }
 
 /// Warms up with one run of `load` uninstrumented (connections made, code translated), then
-/// counts the instructions of a second run: the total over every process of the contender
-/// (nginx's master and worker), read from the files of one dump.
-async fn count<F, Fut>(dir: &Path, load: F) -> Result<Counted>
+/// counts the instructions of a second run: the total over every process of the contender,
+/// read from the files of one dump. The dump with the most is copied to `keep`.
+async fn count<F, Fut>(dir: &Path, keep: &Path, load: F) -> Result<Counted>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<u64>>,
@@ -155,9 +165,15 @@ where
         if !new.is_empty() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let mut instructions = 0;
+            let mut most = 0;
             for f in dump_files(dir)?.iter().filter(|f| !before.contains(f)) {
-                instructions += totals(&std::fs::read_to_string(f)?)
+                let n = totals(&std::fs::read_to_string(f)?)
                     .with_context(|| format!("no totals in {}", f.display()))?;
+                instructions += n;
+                if n >= most {
+                    most = n;
+                    std::fs::copy(f, keep)?;
+                }
             }
             return Ok(Counted {
                 requests,

@@ -894,7 +894,7 @@ fn instructions_md(s: &mut String, r: &crate::instructions::InstructionsResult) 
     let _ = writeln!(
         s,
         "Each contender alone under `valgrind --tool=callgrind`, counted over a second run after an \
-         uncounted one: HTTP/1.1 keep-alive at 1,000 req/s for 10 s over 50 connections, and HTTP/2 over \
+         uncounted one: HTTP/1.1 keep-alive at 500 req/s for 20 s over 50 connections, and HTTP/2 over \
          TLS, 10,000 requests over 50 connections × 10 streams. Instructions, not time: the kernel's share \
          is not in it. Repeatable to a fraction of a percent, where the CPU-time ratios above spread by \
          ±10% from run to run.\n"

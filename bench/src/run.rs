@@ -79,7 +79,7 @@ pub struct Args {
     /// user-space symbols beside results.md.
     #[arg(long)]
     pub profile: bool,
-    /// The Portico proxy binary to measure (default: the release build beside this one),
+    /// The Portico proxy binary to measure (default: the dist build, `target/dist`),
     /// for A/B runs of a build variant.
     #[arg(long)]
     pub portico_binary: Option<PathBuf>,
@@ -100,6 +100,9 @@ pub struct Bench {
     pub args: Args,
     pub dir: PathBuf,
     pub release_dir: PathBuf,
+    /// The proxy as its image ships it: `target/dist` (bench.sh builds it with
+    /// `--profile dist`).
+    pub dist_dir: PathBuf,
     pub cp: Option<ControlPlane>,
     pub kubeconfig: PathBuf,
     pub cert_pem: PathBuf,
@@ -134,7 +137,7 @@ impl Bench {
         self.args
             .portico_binary
             .clone()
-            .unwrap_or_else(|| self.release_dir.join("portico-proxy"))
+            .unwrap_or_else(|| self.dist_dir.join("portico-proxy"))
     }
     pub fn elapsed(&self) -> String {
         format!("{:>4.0}s", self.started.elapsed().as_secs_f64())
@@ -189,6 +192,10 @@ async fn run(args: Args) -> Result<()> {
         .parent()
         .context("executable directory")?
         .to_path_buf();
+    let dist_dir = release_dir
+        .parent()
+        .context("target directory")?
+        .join("dist");
     let dir = portico_tests::scratch_dir("bench");
     let out = out_dir(&args);
     std::fs::create_dir_all(&out)?;
@@ -207,6 +214,7 @@ async fn run(args: Args) -> Result<()> {
         args: args.clone(),
         dir: dir.clone(),
         release_dir,
+        dist_dir,
         cp: None,
         kubeconfig: dir.join("admin.kubeconfig"),
         cert_pem,
@@ -306,7 +314,7 @@ async fn run(args: Args) -> Result<()> {
             "[{}] == instructions per request (callgrind) ==",
             bench.elapsed()
         );
-        match crate::instructions::run(&bench, &table).await {
+        match crate::instructions::run(&bench, &table, &out).await {
             Ok(r) => report.instructions = Some(r),
             Err(e) => {
                 println!("!! instructions failed: {e:#}");

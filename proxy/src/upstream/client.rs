@@ -89,9 +89,14 @@ struct Idle {
 /// for: a connection never serves a backend that expects another name.
 type Key = (SocketAddr, UpstreamProtocol, Option<Arc<str>>);
 
+/// The pool's maps are looked up twice per request (checkout, checkin), by keys that come
+/// from EndpointSlices, not from clients: a fast seeded hash, not SipHash's
+/// flooding-resistant one.
+type Hasher = foldhash::fast::RandomState;
+
 pub struct Client {
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
+    idle: Mutex<HashMap<Key, Vec<Idle>, Hasher>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>, Hasher>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -99,8 +104,8 @@ pub struct Client {
 impl Client {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Client {
-            idle: Mutex::new(HashMap::new()),
-            h2: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
+            h2: Mutex::new(HashMap::default()),
             connect_timeout,
             idle_timeout,
         }

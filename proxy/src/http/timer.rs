@@ -57,6 +57,7 @@ impl SleepPool {
 
     /// `fut`, or [`Elapsed`] once `timeout` has passed (`tokio::time::timeout` on a pooled
     /// sleep).
+    #[inline(always)]
     pub fn timeout<F: Future>(&self, timeout: Duration, fut: F) -> Timeout<'_, F> {
         Timeout {
             inner: fut,

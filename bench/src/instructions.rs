@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::contenders::{self, Contender, Kind, PorticoOptions};
+use crate::contenders::{self, Contender, Kind};
 use crate::load::{self, RateSpec};
-use crate::run::{ADMIN_PORT, Bench, CLASS, NAMESPACE, TLS_SECRET};
+use crate::run::Bench;
 use crate::table::{Table, Target};
 
 /// HTTP/1.1 keep-alive: this rate for this long, over 50 connections.
@@ -61,27 +61,9 @@ pub async fn run(bench: &Bench, table: &Table, out: &Path) -> Result<Instruction
         std::fs::create_dir_all(&dir)?;
         let mut c = match name.as_str() {
             "portico" => {
-                let default_cert = format!("{NAMESPACE}/{TLS_SECRET}");
-                let opts = PorticoOptions {
-                    binary: &bench.portico_binary(),
-                    kubeconfig: &bench.kubeconfig,
-                    class: CLASS,
-                    namespaces: NAMESPACE,
-                    listen: contenders::listen_for(Kind::Portico),
-                    admin_port: ADMIN_PORT,
-                    default_certificate: Some(&default_cert),
-                    name: "portico-callgrind",
-                    callgrind: Some(&dir),
-                };
-                let mut c = contenders::spawn_portico(&opts, &dir)?;
-                contenders::wait_ready(
-                    &mut c,
-                    ADMIN_PORT,
-                    Instant::now(),
-                    Duration::from_secs(120),
-                )
-                .await?;
-                c
+                crate::run::start_portico(bench, &dir, "portico-callgrind", Some(&dir))
+                    .await?
+                    .0
             }
             "nginx" => {
                 contenders::start_nginx(

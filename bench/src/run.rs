@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -398,6 +398,35 @@ async fn start_backend(bench: &Bench, listen: &[SocketAddr]) -> Result<Process> 
     Ok(p)
 }
 
+/// Starts Portico on the comparison table (its class and namespace, the shared default
+/// certificate, its contender address) and waits until it is ready; under callgrind when
+/// given its directory (instructions.rs). Returns it and how long it took.
+pub async fn start_portico(
+    bench: &Bench,
+    dir: &Path,
+    name: &str,
+    callgrind: Option<&Path>,
+) -> Result<(Contender, Duration)> {
+    let default_cert = format!("{NAMESPACE}/{TLS_SECRET}");
+    let opts = PorticoOptions {
+        binary: &bench.portico_binary(),
+        kubeconfig: &bench.kubeconfig,
+        class: CLASS,
+        namespaces: NAMESPACE,
+        listen: contenders::listen_for(Kind::Portico),
+        admin_port: ADMIN_PORT,
+        default_certificate: Some(&default_cert),
+        name,
+        callgrind,
+    };
+    let started = Instant::now();
+    let mut c = contenders::spawn_portico(&opts, dir)?;
+    // Under callgrind it starts many times slower.
+    let within = Duration::from_secs(if callgrind.is_some() { 120 } else { 60 });
+    let ready = contenders::wait_ready(&mut c, ADMIN_PORT, started, within).await?;
+    Ok((c, ready))
+}
+
 async fn compare_phase(
     bench: &Bench,
     table: &Table,
@@ -414,24 +443,7 @@ async fn compare_phase(
             "portico" => {
                 let dir = bench.dir.join("portico");
                 std::fs::create_dir_all(&dir)?;
-                let listen = contenders::listen_for(Kind::Portico);
-                let default_cert = format!("{NAMESPACE}/{TLS_SECRET}");
-                let opts = PorticoOptions {
-                    binary: &bench.portico_binary(),
-                    kubeconfig: &bench.kubeconfig,
-                    class: CLASS,
-                    namespaces: NAMESPACE,
-                    listen,
-                    admin_port: ADMIN_PORT,
-                    default_certificate: Some(&default_cert),
-                    name: "portico",
-                    callgrind: None,
-                };
-                let started = Instant::now();
-                let mut c = contenders::spawn_portico(&opts, &dir)?;
-                let ready =
-                    contenders::wait_ready(&mut c, ADMIN_PORT, started, Duration::from_secs(60))
-                        .await?;
+                let (c, ready) = start_portico(bench, &dir, "portico", None).await?;
                 println!(
                     "[{}] Portico ready in {:.0} ms",
                     bench.elapsed(),

@@ -74,7 +74,7 @@ pub struct PorticoOptions<'a> {
 
 /// `program` pinned to the proxy CPU; under `callgrind` (instructions.rs) when given: no
 /// instrumentation until [`crate::instructions`] turns it on, one output file per process
-/// (nginx's master and worker) in that directory.
+/// in that directory.
 fn on_proxy_cpu(program: &Path, callgrind: Option<&Path>) -> Command {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", sys::PROXY_CPU]);

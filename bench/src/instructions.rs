@@ -132,12 +132,15 @@ where
 {
     load().await.context("warm-up")?;
     let before = dump_files(dir)?;
+    // Without a pid, callgrind_control reaches every callgrind run on the machine: this
+    // phase runs one contender at a time, and nothing else of the bench under valgrind.
     callgrind_control(&["-i", "on"])?;
     let requests = load().await;
     callgrind_control(&["-i", "off"])?;
     let requests = requests?;
     callgrind_control(&["-d"])?;
-    // callgrind writes a dump when it next runs; wait for one file per process.
+    // callgrind writes the dump when the process next runs: wait for it, then a moment
+    // for any other process of the contender's.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let new: Vec<_> = dump_files(dir)?

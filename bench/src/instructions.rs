@@ -142,34 +142,28 @@ where
     // callgrind writes the dump when the process next runs: wait for it, then a moment
     // for any other process of the contender's.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let new: Vec<_> = dump_files(dir)?
-            .into_iter()
-            .filter(|f| !before.contains(f))
-            .collect();
-        if !new.is_empty() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut instructions = 0;
-            let mut most = 0;
-            for f in dump_files(dir)?.iter().filter(|f| !before.contains(f)) {
-                let n = totals(&std::fs::read_to_string(f)?)
-                    .with_context(|| format!("no totals in {}", f.display()))?;
-                instructions += n;
-                if n >= most {
-                    most = n;
-                    std::fs::copy(f, keep)?;
-                }
-            }
-            return Ok(Counted {
-                requests,
-                instructions,
-            });
-        }
+    while !dump_files(dir)?.iter().any(|f| !before.contains(f)) {
         if Instant::now() > deadline {
             bail!("callgrind wrote no dump in {} within 30 s", dir.display());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut instructions = 0;
+    let mut most = 0;
+    for f in dump_files(dir)?.iter().filter(|f| !before.contains(f)) {
+        let n = totals(&std::fs::read_to_string(f)?)
+            .with_context(|| format!("no totals in {}", f.display()))?;
+        instructions += n;
+        if n >= most {
+            most = n;
+            std::fs::copy(f, keep)?;
+        }
+    }
+    Ok(Counted {
+        requests,
+        instructions,
+    })
 }
 
 /// callgrind's dump files: `callgrind.out.<pid>.<n>`.

@@ -24,6 +24,7 @@
 //! Errors from any phase become responses in one place: `ProxyError::into_response`.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,11 +123,14 @@ struct Ctx {
 const HSTS_VALUE: &str = "max-age=31536000";
 
 impl Proxy {
+    /// Serves one request. Never fails (every error is answered here); the `Result` is
+    /// hyper's service signature, so the connection stores this future as it is, not in
+    /// a wrapper that would move (copy) all of it again on its first poll.
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
         req: Request<Incoming>,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Infallible> {
         let conn_activity = conn.clone();
         let _active = conn_activity
             .activity
@@ -173,7 +177,7 @@ impl Proxy {
             policy.apply(origin, resp.headers_mut());
         }
         self.logging(&ctx, &method, resp.status());
-        match logged {
+        Ok(match logged {
             Some((log, (time, host, path)))
                 if !ctx.route.as_ref().is_some_and(|r| r.traffic.access_log_off) =>
             {
@@ -194,7 +198,7 @@ impl Proxy {
                 Response::from_parts(parts, body.boxed_unsync())
             }
             _ => resp,
-        }
+        })
     }
 
     async fn proxy(

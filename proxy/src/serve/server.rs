@@ -274,12 +274,9 @@ impl Driving<'_> {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     where
         H: Fn(Request<Incoming>) -> F + Send + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
+        F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
     {
-        let service = service_fn(move |req| {
-            let response = handle(req);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        let service = service_fn(handle);
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         let mut conn = std::pin::pin!(conn);
         let mut closing = false;

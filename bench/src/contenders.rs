@@ -84,6 +84,12 @@ fn on_proxy_cpu(program: &Path, callgrind: Option<&Path>) -> Command {
                 "--callgrind-out-file={}",
                 dir.join("callgrind.out.%p").display()
             ));
+        // Cache misses too, with the core's own L2 as the last level simulated: what
+        // spills out of it goes to the shared L3 (instructions.rs checked it is known).
+        if let Ok(l2) = sys::l2_cache(sys::PROXY_CPU) {
+            cmd.arg("--cache-sim=yes")
+                .arg(format!("--LL={},{},{}", l2.bytes, l2.ways, l2.line));
+        }
     }
     cmd.arg(program);
     cmd

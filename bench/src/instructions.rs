@@ -6,7 +6,11 @@
 //! routes are checked and it is warmed up; instrumentation is turned on for a fixed load,
 //! off again, and the counts are dumped and read. Counting instructions, not time: the
 //! kernel's share (about half the CPU per request, the same for every proxy) is not in it,
-//! and cache misses and branch mispredictions weigh nothing. Under callgrind a proxy runs
+//! and cache misses and branch mispredictions weigh nothing. So callgrind also simulates
+//! the caches, with the proxy core's own L2 as the last level (what misses it goes to the
+//! shared L3), and the misses per request are reported beside the instructions: two
+//! proxies that run as many instructions can still differ by how much memory each
+//! request touches. Under callgrind a proxy runs
 //! 20-50x slower, so the loads are light: HTTP/1.1 at a fixed 500 req/s (mostly a request per
 //! wake-up, as at 30k req/s natively) and HTTP/2 over TLS for a fixed number of requests.
 //! The counted dumps are kept beside results.md (`callgrind/<contender>-<case>.out`), for
@@ -31,31 +35,46 @@ const H1_SECONDS: u64 = 20;
 /// HTTP/2 over TLS: this many requests, 50 connections × 10 streams.
 const H2_REQUESTS: u64 = 10_000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Counted {
     pub requests: u64,
     pub instructions: u64,
+    /// Simulated level-1 data cache misses, reads and writes.
+    pub l1d_misses: u64,
+    /// Simulated misses of the core's level-2 cache (callgrind's last level here).
+    pub l2_misses: u64,
 }
 
 impl Counted {
     pub fn per_request(&self) -> f64 {
-        self.instructions as f64 / self.requests.max(1) as f64
+        self.per(self.instructions)
+    }
+    pub fn per(&self, n: u64) -> f64 {
+        n as f64 / self.requests.max(1) as f64
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct InstructionsResult {
     pub h1: BTreeMap<Kind, Counted>,
     pub h2: BTreeMap<Kind, Counted>,
+    /// The level-2 cache simulated as callgrind's last level: the proxy CPU's.
+    pub l2: crate::sys::CacheGeometry,
 }
 
 pub async fn run(bench: &Bench, table: &Table, out: &Path) -> Result<InstructionsResult> {
     which_valgrind()?;
+    let l2 = crate::sys::l2_cache(crate::sys::PROXY_CPU)
+        .context("the cache simulation needs the proxy CPU's L2 cache")?;
     let keep = out.join("callgrind");
     std::fs::create_dir_all(&keep)?;
     let targets = table.comparison_targets();
     let h2_targets = table.h2_targets();
-    let mut result = InstructionsResult::default();
+    let mut result = InstructionsResult {
+        h1: BTreeMap::new(),
+        h2: BTreeMap::new(),
+        l2,
+    };
     for name in &bench.args.contenders {
         let dir = bench.dir.join("callgrind").join(name);
         std::fs::create_dir_all(&dir)?;
@@ -101,12 +120,16 @@ pub async fn run(bench: &Bench, table: &Table, out: &Path) -> Result<Instruction
         })
         .await?;
         println!(
-            "[{}] {} under callgrind: {:.0} instructions per HTTP/1.1 request ({} requests), {:.0} per HTTP/2 request ({})",
+            "[{}] {} under callgrind, per request: HTTP/1.1 {:.0} instructions, {:.0} L1d and {:.1} L2 misses ({} requests); HTTP/2 {:.0}, {:.0} and {:.1} ({})",
             bench.elapsed(),
             c.kind.name(),
             h1.per_request(),
+            h1.per(h1.l1d_misses),
+            h1.per(h1.l2_misses),
             h1.requests,
             h2.per_request(),
+            h2.per(h2.l1d_misses),
+            h2.per(h2.l2_misses),
             h2.requests
         );
         c.process.check_running()?;
@@ -149,21 +172,30 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut instructions = 0;
+    let mut counted = Counted {
+        requests,
+        ..Counted::default()
+    };
     let mut most = 0;
     for f in dump_files(dir)?.iter().filter(|f| !before.contains(f)) {
-        let n = totals(&std::fs::read_to_string(f)?)
-            .with_context(|| format!("no totals in {}", f.display()))?;
-        instructions += n;
+        let t = totals(&std::fs::read_to_string(f)?)
+            .with_context(|| format!("no events and totals in {}", f.display()))?;
+        let n = t.get("Ir").copied().unwrap_or(0);
+        counted.instructions += n;
+        counted.l1d_misses += ["D1mr", "D1mw"]
+            .iter()
+            .filter_map(|e| t.get(*e))
+            .sum::<u64>();
+        counted.l2_misses += ["DLmr", "DLmw"]
+            .iter()
+            .filter_map(|e| t.get(*e))
+            .sum::<u64>();
         if n >= most {
             most = n;
             std::fs::copy(f, keep)?;
         }
     }
-    Ok(Counted {
-        requests,
-        instructions,
-    })
+    Ok(counted)
 }
 
 /// callgrind's dump files: `callgrind.out.<pid>.<n>`.
@@ -181,12 +213,19 @@ fn dump_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(v)
 }
 
-/// The `totals:` line of a callgrind output file (events: Ir).
-fn totals(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("totals:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+/// The `totals:` line of a callgrind output file, by the names of its `events:` line
+/// (`Ir`, and with the cache simulation `D1mr`, `D1mw`, `DLmr`, `DLmw`, ...).
+fn totals(text: &str) -> Option<BTreeMap<String, u64>> {
+    let line = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix));
+    let names = line("events:")?.split_whitespace();
+    let values = line("totals:")?
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().ok());
+    let map: Option<BTreeMap<String, u64>> = names
+        .zip(values)
+        .map(|(n, v)| v.map(|v| (n.to_string(), v)))
+        .collect();
+    map.filter(|m| m.contains_key("Ir"))
 }
 
 fn callgrind_control(args: &[&str]) -> Result<()> {
@@ -253,7 +292,14 @@ mod tests {
     #[test]
     fn totals_are_read_from_a_dump() {
         let dump = "version: 1\ncreator: callgrind-3.19.0\npid: 7\ncmd:  nginx\npart: 1\n\ndesc: Trigger: dump\n\npositions: line\nevents: Ir\nsummary: 0\n\nfl=(1)\nfn=(1) main\n0 12\n\ntotals: 46378076\n";
-        assert_eq!(totals(dump), Some(46_378_076));
+        assert_eq!(totals(dump).expect("totals")["Ir"], 46_378_076);
         assert_eq!(totals("events: Ir\n"), None);
+        let cached =
+            "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\ntotals: 100 40 30 5 7 3 1 2 4\n";
+        let t = totals(cached).expect("totals");
+        assert_eq!(
+            (t["Ir"], t["D1mr"], t["D1mw"], t["DLmr"], t["DLmw"]),
+            (100, 7, 3, 2, 4)
+        );
     }
 }

@@ -890,23 +890,56 @@ fn profile_md(s: &mut String, p: &crate::profile::Profile) {
 }
 
 fn instructions_md(s: &mut String, r: &crate::instructions::InstructionsResult) {
-    let _ = writeln!(s, "## Instructions per request (callgrind, user space)\n");
+    let _ = writeln!(
+        s,
+        "## Instructions and cache misses per request (callgrind, user space)\n"
+    );
     let _ = writeln!(
         s,
         "Each contender alone under `valgrind --tool=callgrind`, counted over a second run after an \
          uncounted one: HTTP/1.1 keep-alive at 500 req/s for 20 s over 50 connections, and HTTP/2 over \
          TLS, 10,000 requests over 50 connections × 10 streams. Instructions, not time: the kernel's share \
          is not in it. Repeatable to a fraction of a percent, where the CPU-time ratios above spread by \
-         ±10% from run to run.\n"
+         ±10% from run to run. Beside them, callgrind's simulated cache misses per request, with the \
+         proxy core's own L2 as the last level: what misses it is served from the shared L3 or \
+         memory, which instructions do not show.\n"
     );
     let _ = writeln!(
         s,
         "| case | Portico | nginx | HAProxy | Portico/nginx | Portico/HAProxy |"
     );
     let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (title, m) in [("HTTP/1.1 keep-alive", &r.h1), ("HTTP/2 over TLS", &r.h2)] {
-        let per = |k: Kind| m.get(&k).map(|c| c.per_request());
-        let cell = |k: Kind| per(k).map_or("–".to_string(), |v| format!("{v:.0}"));
+    let l2 = format!(
+        "L2 misses ({} KiB, {}-way, simulated)",
+        r.l2.bytes / 1024,
+        r.l2.ways
+    );
+    let rows = [
+        ("HTTP/1.1 keep-alive", &r.h1, "instructions"),
+        ("HTTP/1.1 keep-alive", &r.h1, "L1 data misses"),
+        ("HTTP/1.1 keep-alive", &r.h1, l2.as_str()),
+        ("HTTP/2 over TLS", &r.h2, "instructions"),
+        ("HTTP/2 over TLS", &r.h2, "L1 data misses"),
+        ("HTTP/2 over TLS", &r.h2, l2.as_str()),
+    ];
+    for (case, m, what) in rows {
+        let title = format!("{case}: {what}");
+        let per = |k: Kind| {
+            m.get(&k).map(|c| match what {
+                "instructions" => c.per_request(),
+                "L1 data misses" => c.per(c.l1d_misses),
+                _ => c.per(c.l2_misses),
+            })
+        };
+        let cell = |k: Kind| {
+            per(k).map_or("–".to_string(), |v| {
+                if v < 100.0 {
+                    format!("{v:.1}")
+                } else {
+                    format!("{v:.0}")
+                }
+            })
+        };
         let ratio = |k: Kind| match (per(Kind::Portico), per(k)) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "–".to_string(),

@@ -292,3 +292,67 @@ pub fn netns_sysctl(name: &str, value: &str) -> Result<()> {
     let path = format!("/proc/sys/{}", name.replace('.', "/"));
     std::fs::write(&path, value).with_context(|| format!("write {path}"))
 }
+
+/// A cache's geometry as valgrind's `--LL=<size>,<ways>,<line>` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CacheGeometry {
+    pub bytes: u64,
+    pub ways: u64,
+    pub line: u64,
+}
+
+/// The unified level-2 cache of `cpu`, from sysfs: private to a core on the machines this
+/// runs on, behind which the shared level 3 sits.
+pub fn l2_cache(cpu: &str) -> Result<CacheGeometry> {
+    let base = PathBuf::from(format!("/sys/devices/system/cpu/cpu{cpu}/cache"));
+    for e in std::fs::read_dir(&base).with_context(|| format!("reading {}", base.display()))? {
+        let dir = e?.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_string());
+        if read("level").ok().as_deref() == Some("2")
+            && read("type").ok().as_deref() == Some("Unified")
+        {
+            return parse_cache(
+                &read("size")?,
+                &read("ways_of_associativity")?,
+                &read("coherency_line_size")?,
+            )
+            .with_context(|| format!("the cache described in {}", dir.display()));
+        }
+    }
+    bail!("no unified level-2 cache under {}", base.display())
+}
+
+fn parse_cache(size: &str, ways: &str, line: &str) -> Result<CacheGeometry> {
+    let bytes = match size.strip_suffix('K') {
+        Some(k) => k.parse::<u64>()? * 1024,
+        None => match size.strip_suffix('M') {
+            Some(m) => m.parse::<u64>()? * 1024 * 1024,
+            None => size.parse()?,
+        },
+    };
+    Ok(CacheGeometry {
+        bytes,
+        ways: ways.parse()?,
+        line: line.parse()?,
+    })
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_are_read_as_sysfs_writes_them() {
+        let g = parse_cache("1024K", "8", "64").expect("parsed");
+        assert_eq!(
+            g,
+            CacheGeometry {
+                bytes: 1 << 20,
+                ways: 8,
+                line: 64
+            }
+        );
+        assert_eq!(parse_cache("2M", "16", "64").expect("M").bytes, 2 << 20);
+        assert!(parse_cache("big", "8", "64").is_err());
+    }
+}

@@ -890,6 +890,7 @@ fn profile_md(s: &mut String, p: &crate::profile::Profile) {
 }
 
 fn instructions_md(s: &mut String, r: &crate::instructions::InstructionsResult) {
+    use crate::instructions::Counted;
     let _ = writeln!(
         s,
         "## Instructions and cache misses per request (callgrind, user space)\n"
@@ -914,23 +915,19 @@ fn instructions_md(s: &mut String, r: &crate::instructions::InstructionsResult) 
         r.l2.bytes / 1024,
         r.l2.ways
     );
-    let rows = [
-        ("HTTP/1.1 keep-alive", &r.h1, "instructions"),
-        ("HTTP/1.1 keep-alive", &r.h1, "L1 data misses"),
-        ("HTTP/1.1 keep-alive", &r.h1, l2.as_str()),
-        ("HTTP/2 over TLS", &r.h2, "instructions"),
-        ("HTTP/2 over TLS", &r.h2, "L1 data misses"),
-        ("HTTP/2 over TLS", &r.h2, l2.as_str()),
+    type Measure<'a> = (&'a str, fn(&Counted) -> u64);
+    let measures: [Measure; 3] = [
+        ("instructions", |c| c.instructions),
+        ("L1 data misses", |c| c.l1d_misses),
+        (l2.as_str(), |c| c.l2_misses),
     ];
-    for (case, m, what) in rows {
+    let cases = [("HTTP/1.1 keep-alive", &r.h1), ("HTTP/2 over TLS", &r.h2)];
+    for ((case, m), (what, count)) in cases
+        .iter()
+        .flat_map(|c| measures.iter().map(move |w| (c, w)))
+    {
         let title = format!("{case}: {what}");
-        let per = |k: Kind| {
-            m.get(&k).map(|c| match what {
-                "instructions" => c.per_request(),
-                "L1 data misses" => c.per(c.l1d_misses),
-                _ => c.per(c.l2_misses),
-            })
-        };
+        let per = |k: Kind| m.get(&k).map(|c| c.per(count(c)));
         let cell = |k: Kind| {
             per(k).map_or("–".to_string(), |v| {
                 if v < 100.0 {

@@ -213,7 +213,7 @@ pub async fn serve(
             let result = if alpn_h2 {
                 // Boxed: each HTTP/2 stream's future is moved into a task of its own, and
                 // tokio copies a task's future whole several times over its life (spawn,
-                // completion); a pointer is cheap to move, the ~4.6 KB future is not.
+                // completion); a pointer is cheap to move, the 2.5 KB future is not.
                 // HTTP/1.1 keeps it inline: there it lives in the connection's task and
                 // a box would only add an allocation per request. The bench's HTTP/2 case,
                 // against HAProxy: req/s 0.71-0.76x inline, 0.74-0.78x boxed; CPU per

@@ -12,7 +12,8 @@
 # config) and <name>.ref (the image reference). Prints nothing on stdout.
 #
 # The operator and proxy images follow the Dockerfile's runtime contract: the same
-# entrypoint, user 65532:65532 and exposed ports (a test compares them), no shell, and a root
+# entrypoint, user 65532:65532, exposed ports and environment (its ENV lines are read from
+# the Dockerfile here; a test compares them all), no shell, and a root
 # filesystem that can be mounted read-only. Their base layer is made here: the shared
 # libraries the binaries load, copied from this machine, plus /etc/passwd, /etc/group and
 # /tmp. Debug binaries are stripped of their debug info on the way in.
@@ -75,9 +76,19 @@ json_array() {
   echo "$s]"
 }
 
-# image <name> <ref> <rootfs> <user> <ports (comma separated, may be empty)> <entrypoint>...
+# stage_env <stage>: the KEY=value of each `ENV` line of the Dockerfile's `FROM … AS <stage>`,
+# one per line.
+stage_env() {
+  awk -v stage="$1" '
+    toupper($1) == "FROM" { inside = (tolower($NF) == tolower(stage)) && (toupper($(NF-1)) == "AS"); next }
+    inside && $1 == "ENV" { print $2 }
+  ' "$root/Dockerfile"
+}
+
+# image <name> <ref> <rootfs> <user> <ports (comma separated, may be empty)>
+#       <env (KEY=value per line, may be empty)> <entrypoint>...
 image() {
-  local name=$1 ref=$2 rootfs=$3 user=$4 ports=$5; shift 5
+  local name=$1 ref=$2 rootfs=$3 user=$4 ports=$5 env=$6; shift 6
   local layout="$work/$name"
   mkdir -p "$layout/blobs/sha256"
 
@@ -94,14 +105,17 @@ image() {
   if [[ -n "$ports" ]]; then
     exposed=$(tr ',' '\n' <<<"$ports" | jq -R '{(. + "/tcp"): {}}' | jq -s -c 'add')
   fi
+  local env_json
+  env_json=$(jq -R -s -c 'split("\n") | map(select(length > 0))' <<<"$env")
   jq -n -c \
     --arg user "$user" \
+    --argjson env "$env_json" \
     --argjson entrypoint "$(json_array "$@")" \
     --argjson exposed "$exposed" \
     --arg diff "sha256:$layer_digest" \
     '{architecture: "amd64", os: "linux",
       config: {User: $user, Entrypoint: $entrypoint, ExposedPorts: $exposed,
-               Env: ["PATH=/usr/local/bin:/usr/bin:/bin"], WorkingDir: "/"},
+               Env: (["PATH=/usr/local/bin:/usr/bin:/bin"] + $env), WorkingDir: "/"},
       rootfs: {type: "layers", diff_ids: [$diff]},
       history: [{created_by: "tests/node/images.sh"}]}' >"$layout/config.json"
   local config_digest config_size
@@ -149,17 +163,18 @@ for component in operator proxy; do
     operator) ref=$operator_ref ports=8080 ;;
     proxy) ref=$proxy_ref ports=80,443,9090 ;;
   esac
-  image "portico-$component" "$ref" "$rootfs" 65532:65532 "$ports" "/usr/local/bin/portico-$component"
+  image "portico-$component" "$ref" "$rootfs" 65532:65532 "$ports" "$(stage_env "$component")" \
+    "/usr/local/bin/portico-$component"
 done
 
 rootfs="$work/rootfs-backend"
 base_rootfs "$rootfs" "$bins/portico-backend"
 add_binary "$rootfs" "$bins/portico-backend" /usr/local/bin/portico-backend
-image backend "$backend_ref" "$rootfs" 65532:65532 8080 /usr/local/bin/portico-backend
+image backend "$backend_ref" "$rootfs" 65532:65532 8080 "" /usr/local/bin/portico-backend
 
 if [[ -n "$pause" ]]; then
   rootfs="$work/rootfs-pause"
   mkdir -p "$rootfs"
   add_binary "$rootfs" "$pause" /pause
-  image pause "$pause_ref" "$rootfs" 65535:65535 "" /pause
+  image pause "$pause_ref" "$rootfs" 65535:65535 "" "" /pause
 fi

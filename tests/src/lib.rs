@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  cluster   real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 (tier 2)
+//!  dockerfile  what a Dockerfile stage says about running its image (the node images, bench)
 //!  netns     the private network namespace the traffic tests run in (tier 3)
 //!  operator  the real portico-operator binary against a control plane, and its /metrics
 //!  node      containerd, kubelet, kube-scheduler and kube-proxy for the node tier (root)
@@ -13,6 +14,7 @@
 pub mod backend;
 pub mod certs;
 pub mod cluster;
+pub mod dockerfile;
 pub mod fixtures;
 pub mod helm;
 pub mod netns;

@@ -1,90 +1,56 @@
 //! The node tier's images (tests/node/images.sh) and the Dockerfile users build from keep one
-//! runtime contract: the same entrypoint, user and exposed ports for the operator and the
-//! proxy. Builds the images for real (no root needed) and reads their OCI configs.
+//! runtime contract: the same entrypoint, user, exposed ports and environment for the
+//! operator and the proxy. Builds the images for real (no root needed) and reads their OCI configs.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use portico_tests::{bin_path, scratch_dir, workspace_root};
+use portico_tests::dockerfile::{Stage, workspace_stage};
+use portico_tests::{bin_path, scratch_dir};
 
-/// What one Dockerfile stage says about running its image.
-#[derive(Debug, Default, PartialEq)]
-struct Contract {
-    entrypoint: Vec<String>,
-    user: String,
-    ports: BTreeSet<String>,
-}
-
-/// The `USER`, `ENTRYPOINT` (exec form) and `EXPOSE` lines of the stage `FROM … AS <stage>`.
-fn dockerfile_stage(dockerfile: &str, stage: &str) -> Contract {
-    let mut contract = Contract::default();
-    let mut inside = false;
-    let mut found = false;
-    for line in dockerfile.lines().map(str::trim) {
-        let upper = line.to_ascii_uppercase();
-        if upper.starts_with("FROM ") {
-            inside = upper.ends_with(&format!(" AS {}", stage.to_ascii_uppercase()));
-            found |= inside;
-            continue;
-        }
-        if !inside {
-            continue;
-        }
-        if let Some(user) = line.strip_prefix("USER ") {
-            contract.user = user.trim().to_string();
-        } else if let Some(entry) = line.strip_prefix("ENTRYPOINT ") {
-            contract.entrypoint = serde_json::from_str(entry.trim())
-                .unwrap_or_else(|e| panic!("ENTRYPOINT of {stage} is not exec form: {e}"));
-        } else if let Some(ports) = line.strip_prefix("EXPOSE ") {
-            contract.ports.extend(ports.split_whitespace().map(|p| {
-                if p.contains('/') {
-                    p.to_string()
-                } else {
-                    format!("{p}/tcp")
-                }
-            }));
-        }
-    }
-    assert!(found, "the Dockerfile has no stage {stage}");
-    contract
-}
-
-fn image_config(dir: &Path, name: &str) -> Contract {
+/// An image config's contract; of its `Env`, what the Dockerfile's base image would set
+/// (`PATH`) is left out.
+fn image_config(dir: &Path, name: &str) -> Stage {
     let path = dir.join(format!("{name}.config.json"));
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let config: serde_json::Value = serde_json::from_str(&text).expect("image config JSON");
     let c = &config["config"];
-    Contract {
+    let env: Vec<String> = serde_json::from_value(c["Env"].clone()).unwrap_or_default();
+    Stage {
         entrypoint: serde_json::from_value(c["Entrypoint"].clone()).expect("Entrypoint"),
         user: c["User"].as_str().unwrap_or_default().to_string(),
         ports: c["ExposedPorts"]
             .as_object()
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default(),
+        env: env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k != "PATH")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
     }
 }
 
 #[test]
-fn node_images_keep_the_dockerfiles_entrypoint_user_and_ports() {
+fn node_images_keep_the_dockerfiles_entrypoint_user_ports_and_env() {
     let out = scratch_dir("node-images");
     let bins = bin_path("portico-operator")
         .parent()
         .expect("bin dir")
         .to_path_buf();
     let status = Command::new("bash")
-        .arg(workspace_root().join("tests/node/images.sh"))
+        .arg(portico_tests::workspace_root().join("tests/node/images.sh"))
         .arg(&out)
         .arg(&bins)
         .status()
         .expect("run tests/node/images.sh");
     assert!(status.success(), "tests/node/images.sh failed: {status}");
 
-    let dockerfile =
-        std::fs::read_to_string(workspace_root().join("Dockerfile")).expect("read Dockerfile");
     for (stage, image) in [("operator", "portico-operator"), ("proxy", "portico-proxy")] {
-        let want = dockerfile_stage(&dockerfile, stage);
+        let want = workspace_stage(stage).expect("read the Dockerfile");
         assert!(
             !want.entrypoint.is_empty() && !want.user.is_empty() && !want.ports.is_empty(),
             "the Dockerfile's {stage} stage lacks ENTRYPOINT, USER or EXPOSE: {want:?}"
@@ -96,6 +62,16 @@ fn node_images_keep_the_dockerfiles_entrypoint_user_and_ports() {
         );
     }
     // Non-root, as the chart's and the operator's securityContext require.
-    assert_eq!(image_config(&out, "portico-proxy").user, "65532:65532");
+    let proxy = image_config(&out, "portico-proxy");
+    assert_eq!(proxy.user, "65532:65532");
+    // The allocator settings the bench measured the proxy with (bench/src/contenders.rs).
+    assert!(
+        proxy
+            .env
+            .get("GLIBC_TUNABLES")
+            .is_some_and(|t| t.contains("glibc.malloc.tcache_count=")),
+        "the proxy image lost its allocator settings: {:?}",
+        proxy.env
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -2,6 +2,7 @@
 //! own pod-like address with the same ports, and each checked to route every benchmark
 //! request to the right Service before it is measured.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,6 +96,12 @@ fn on_proxy_cpu(program: &Path, callgrind: Option<&Path>) -> Command {
     cmd
 }
 
+/// The proxy image's environment (the Dockerfile's `ENV` lines: glibc's allocator settings),
+/// so that Portico is measured as it ships.
+pub fn portico_env() -> Result<BTreeMap<String, String>> {
+    Ok(portico_tests::dockerfile::workspace_stage("proxy")?.env)
+}
+
 /// Starts `portico-proxy` pinned to the proxy CPU. Returns once the process is spawned; see
 /// [`wait_ready`].
 pub fn spawn_portico(o: &PorticoOptions<'_>, dir: &Path) -> Result<Contender> {
@@ -118,7 +125,8 @@ pub fn spawn_portico(o: &PorticoOptions<'_>, dir: &Path) -> Result<Contender> {
     if let Some(cert) = o.default_certificate {
         cmd.arg(format!("--default-certificate={cert}"));
     }
-    cmd.env("KUBECONFIG", o.kubeconfig)
+    cmd.envs(portico_env()?)
+        .env("KUBECONFIG", o.kubeconfig)
         .env("POD_IP", o.listen.ip.to_string());
     let process = Process::spawn(o.name, cmd)?;
     Ok(Contender {

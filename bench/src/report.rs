@@ -25,6 +25,8 @@ pub struct Report {
     pub command: String,
     pub machine: Machine,
     pub versions: BTreeMap<String, String>,
+    /// The environment Portico ran with: its image's (the Dockerfile's `ENV` lines).
+    pub portico_env: BTreeMap<String, String>,
     pub duration_s: u64,
     pub reps: usize,
     pub compare: Vec<CaseResult>,
@@ -107,6 +109,7 @@ impl Report {
             command: "just bench".into(),
             machine: sys::machine(),
             versions,
+            portico_env: crate::contenders::portico_env().unwrap_or_default(),
             duration_s: bench.args.duration,
             reps: bench.args.reps,
             compare: Vec::new(),
@@ -729,14 +732,19 @@ impl Report {
             "\nRouting table: 101 hosts, 251 routes (Ingresses through the apiserver for Portico; the equivalent \
              nginx.conf, haproxy.cfg + maps and Traefik's dynamic.yml for the peers); the HTTP/1.1 cases rotate over 40 host/path pairs, \
              HTTP/2 over 10 paths of one host. Every contender was checked to route each of them to the right \
-             Service first. nginx: 1 worker, upstream `keepalive 1024`, `keepalive_requests 1000000`, \
+             Service first. Portico: its image's environment ({}). nginx: 1 worker, upstream `keepalive 1024`, `keepalive_requests 1000000`, \
              `proxy_buffering off`, access log off. HAProxy: `nbthread 1`, `http-reuse always`, no log. \
              Traefik (built from its Go module, bench/traefik/): `GOMAXPROCS=1`, the file provider with a router \
              per path rule as its Kubernetes Ingress provider writes them (strict prefix matching), round robin, \
              `maxIdleConnsPerHost` 1024, no access log, metrics or tracing. TLS: \
              ECDSA P-256, TLS 1.3; nginx and HAProxy use Debian's OpenSSL 3.0, slow per call, which favours \
              rustls in the HTTPS ratios; Traefik uses Go's crypto/tls. CPU per request is the proxy's utime+stime (/proc/<pid>/stat) over the \
-             requests served; latency under saturation is mostly queueing: compare it as \"no worse than\".\n"
+             requests served; latency under saturation is mostly queueing: compare it as \"no worse than\".\n",
+            self.portico_env
+                .iter()
+                .map(|(k, v)| format!("`{k}={v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         // A contender that cannot reach the fixed rate is measured at its own saturation, not
         // at the others' load: its CPU per request and latency do not pair with theirs.
@@ -1176,6 +1184,7 @@ mod tests {
                 memory_gib: 24.0,
             },
             versions: BTreeMap::new(),
+            portico_env: BTreeMap::from([("GLIBC_TUNABLES".into(), "glibc.malloc.x=1".into())]),
             duration_s: 8,
             reps: 3,
             compare: Vec::new(),
@@ -1391,6 +1400,11 @@ mod tests {
         );
         assert!(
             md.contains("| resident memory | idle MiB | – | – | – | 40.0 | | | |"),
+            "{md}"
+        );
+        // How Portico ran: its image's environment.
+        assert!(
+            md.contains("Portico: its image's environment (`GLIBC_TUNABLES=glibc.malloc.x=1`)"),
             "{md}"
         );
         r.compare.push(CaseResult {

@@ -76,7 +76,7 @@ pub struct PorticoOptions<'a> {
 /// `program` pinned to the proxy CPU; under `callgrind` (instructions.rs) when given: no
 /// instrumentation until [`crate::instructions`] turns it on, one output file per process
 /// in that directory.
-fn on_proxy_cpu(program: &Path, callgrind: Option<&Path>) -> Command {
+fn on_proxy_cpu(program: &Path, callgrind: Option<&Path>) -> Result<Command> {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", sys::PROXY_CPU]);
     if let Some(dir) = callgrind {
@@ -86,14 +86,14 @@ fn on_proxy_cpu(program: &Path, callgrind: Option<&Path>) -> Command {
                 dir.join("callgrind.out.%p").display()
             ));
         // Cache misses too, with the core's own L2 as the last level simulated: what
-        // spills out of it goes to the shared L3 (instructions.rs checked it is known).
-        if let Ok(l2) = sys::l2_cache(sys::PROXY_CPU) {
-            cmd.arg("--cache-sim=yes")
-                .arg(format!("--LL={},{},{}", l2.bytes, l2.ways, l2.line));
-        }
+        // spills out of it goes to the shared L3.
+        let l2 = sys::l2_cache(sys::PROXY_CPU)
+            .context("the cache simulation needs the proxy CPU's L2 cache")?;
+        cmd.arg("--cache-sim=yes")
+            .arg(format!("--LL={},{},{}", l2.bytes, l2.ways, l2.line));
     }
     cmd.arg(program);
-    cmd
+    Ok(cmd)
 }
 
 /// The proxy image's environment (the Dockerfile's `ENV` lines: glibc's allocator settings),
@@ -105,7 +105,7 @@ pub fn portico_env() -> Result<BTreeMap<String, String>> {
 /// Starts `portico-proxy` pinned to the proxy CPU. Returns once the process is spawned; see
 /// [`wait_ready`].
 pub fn spawn_portico(o: &PorticoOptions<'_>, dir: &Path) -> Result<Contender> {
-    let mut cmd = on_proxy_cpu(o.binary, o.callgrind);
+    let mut cmd = on_proxy_cpu(o.binary, o.callgrind)?;
     cmd.args([
         format!("--ingress-class={}", o.class),
         format!("--namespaces={}", o.namespaces),
@@ -203,7 +203,7 @@ pub async fn start_nginx(
             String::from_utf8_lossy(&check.stderr)
         );
     }
-    let mut cmd = on_proxy_cpu(&nginx, callgrind);
+    let mut cmd = on_proxy_cpu(&nginx, callgrind)?;
     cmd.arg("-p")
         .arg(dir)
         .arg("-c")
@@ -264,7 +264,7 @@ pub async fn start_haproxy(
             String::from_utf8_lossy(&check.stderr)
         );
     }
-    let mut cmd = on_proxy_cpu(&haproxy, callgrind);
+    let mut cmd = on_proxy_cpu(&haproxy, callgrind)?;
     cmd.arg("-db").arg("-f").arg(&path);
     let process = Process::spawn("haproxy", cmd)?;
     let mut c = Contender {

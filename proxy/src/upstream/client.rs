@@ -320,3 +320,140 @@ where
     });
     Ok(sender)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use anyhow::{Context as _, Result};
+    use http::Request;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::http::body::UpstreamBody;
+
+    /// A backend on 127.0.0.1 that answers every request with `ok`, keeps the connection
+    /// open, or closes it `close_after` the answer. Counts the connections it accepted.
+    async fn backend(close_after: Option<Duration>) -> Result<(SocketAddr, Arc<AtomicUsize>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if let Some(after) = close_after {
+                            tokio::time::sleep(after).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok((addr, accepted))
+    }
+
+    /// Idle connections in the pool (a poisoned lock reads as too many to pass).
+    fn idle_count(client: &Client) -> usize {
+        client
+            .idle
+            .lock()
+            .map_or(usize::MAX, |m| m.values().map(Vec::len).sum())
+    }
+
+    /// One GET through the pool; the body checks the connection in when read to its end.
+    /// Returns whether a pooled connection was used.
+    async fn get(client: &Client, addr: SocketAddr) -> Result<bool> {
+        let checkout = client
+            .checkout(addr, UpstreamProtocol::Http1, None, false)
+            .await?;
+        let Conn::H1(mut conn) = checkout.conn else {
+            anyhow::bail!("not an HTTP/1.1 connection");
+        };
+        let req = Request::get("/")
+            .header(http::header::HOST, "backend")
+            .body(RequestBody::empty())?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), conn.sender.try_send_request(req))
+            .await
+            .context("no answer within 5 s")?
+            .map_err(|e| e.into_error())?;
+        let body = UpstreamBody::new(resp.into_body(), |clean| {
+            if clean {
+                client.checkin(addr, UpstreamProtocol::Http1, None, conn);
+            }
+        });
+        let bytes = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .context("no body within 5 s")??
+            .to_bytes();
+        assert_eq!(&bytes[..], b"ok");
+        Ok(checkout.reused)
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_serves_request_after_request() -> Result<()> {
+        let (addr, accepted) = backend(None).await?;
+        let client = Client::new(Duration::from_secs(1), Duration::from_secs(60));
+        assert!(!get(&client, addr).await?, "the first request connects");
+        for _ in 0..5 {
+            assert!(
+                get(&client, addr).await?,
+                "later requests reuse the connection"
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(idle_count(&client), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_backend_closed_is_neither_reused_nor_kept() -> Result<()> {
+        let (addr, accepted) = backend(Some(Duration::from_millis(50))).await?;
+        let client = Client::new(Duration::from_secs(1), Duration::from_secs(60));
+        assert!(!get(&client, addr).await?);
+        assert_eq!(
+            idle_count(&client),
+            1,
+            "checked in while the backend kept it open"
+        );
+        // The backend closes it while it idles, 50 ms after its answer.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while idle_count(&client) != 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.prune();
+        }
+        assert_eq!(
+            idle_count(&client),
+            0,
+            "the pruner drops a closed idle connection"
+        );
+
+        // Checkout sees it too, without the pruner.
+        assert!(!get(&client, addr).await?);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(idle_count(&client), 1);
+        assert!(
+            !get(&client, addr).await?,
+            "a closed connection is not handed out"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        Ok(())
+    }
+}

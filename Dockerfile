@@ -19,10 +19,6 @@ ENTRYPOINT ["/usr/local/bin/portico-operator"]
 FROM gcr.io/distroless/cc-debian12:nonroot AS proxy
 COPY --from=build /src/target/dist/portico-proxy /usr/local/bin/portico-proxy
 USER 65532:65532
-# glibc's allocator, as `just bench` measures the proxy: a per-thread cache of up to 1,024 freed
-# chunks per size instead of 7, so that hundreds of requests in flight allocate and free
-# without going through malloc's bins. README, "Performance".
-ENV GLIBC_TUNABLES=glibc.malloc.tcache_count=1024
 # HTTP, HTTPS and admin: the ports the operator gives a proxy unless spec.ports says otherwise.
 EXPOSE 80 443 9090
 ENTRYPOINT ["/usr/local/bin/portico-proxy"]

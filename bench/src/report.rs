@@ -732,7 +732,7 @@ impl Report {
             "\nRouting table: 101 hosts, 251 routes (Ingresses through the apiserver for Portico; the equivalent \
              nginx.conf, haproxy.cfg + maps and Traefik's dynamic.yml for the peers); the HTTP/1.1 cases rotate over 40 host/path pairs, \
              HTTP/2 over 10 paths of one host. Every contender was checked to route each of them to the right \
-             Service first. Portico: its image's environment ({}). nginx: 1 worker, upstream `keepalive 1024`, `keepalive_requests 1000000`, \
+             Service first. Portico: as its image ships it (the `dist` build, jemalloc with the settings in the binary){}. nginx: 1 worker, upstream `keepalive 1024`, `keepalive_requests 1000000`, \
              `proxy_buffering off`, access log off. HAProxy: `nbthread 1`, `http-reuse always`, no log. \
              Traefik (built from its Go module, bench/traefik/): `GOMAXPROCS=1`, the file provider with a router \
              per path rule as its Kubernetes Ingress provider writes them (strict prefix matching), round robin, \
@@ -740,11 +740,12 @@ impl Report {
              ECDSA P-256, TLS 1.3; nginx and HAProxy use Debian's OpenSSL 3.0, slow per call, which favours \
              rustls in the HTTPS ratios; Traefik uses Go's crypto/tls. CPU per request is the proxy's utime+stime (/proc/<pid>/stat) over the \
              requests served; latency under saturation is mostly queueing: compare it as \"no worse than\".\n",
-            self.portico_env
-                .iter()
-                .map(|(k, v)| format!("`{k}={v}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            if self.portico_env.is_empty() {
+                String::new()
+            } else {
+                let env = self.portico_env.iter().map(|(k, v)| format!("`{k}={v}`"));
+                format!(", environment {}", env.collect::<Vec<_>>().join(", "))
+            }
         );
         // A contender that cannot reach the fixed rate is measured at its own saturation, not
         // at the others' load: its CPU per request and latency do not pair with theirs.
@@ -1184,7 +1185,7 @@ mod tests {
                 memory_gib: 24.0,
             },
             versions: BTreeMap::new(),
-            portico_env: BTreeMap::from([("GLIBC_TUNABLES".into(), "glibc.malloc.x=1".into())]),
+            portico_env: BTreeMap::from([("_RJEM_MALLOC_CONF".into(), "narenas:1".into())]),
             duration_s: 8,
             reps: 3,
             compare: Vec::new(),
@@ -1402,9 +1403,9 @@ mod tests {
             md.contains("| resident memory | idle MiB | – | – | – | 40.0 | | | |"),
             "{md}"
         );
-        // How Portico ran: its image's environment.
+        // How Portico ran: its image's environment, when it has one.
         assert!(
-            md.contains("Portico: its image's environment (`GLIBC_TUNABLES=glibc.malloc.x=1`)"),
+            md.contains("the settings in the binary), environment `_RJEM_MALLOC_CONF=narenas:1`."),
             "{md}"
         );
         r.compare.push(CaseResult {

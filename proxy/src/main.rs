@@ -24,6 +24,22 @@ use portico_proxy::serve::proxy::{Proxy, Settings};
 use portico_proxy::serve::server;
 use portico_proxy::upstream::client::Client;
 
+/// jemalloc: per request it spends fewer instructions and misses the caches less often than
+/// glibc's allocator, and it holds less memory at 10,000 Ingresses (README, "Performance").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts (`_RJEM_MALLOC_CONF` in the environment still
+/// overrides them). Each thread caches up to 512-1,024 freed objects of a size instead of
+/// 20-200, and trims that cache after every 4 MiB it allocates instead of every 64 KiB: with
+/// hundreds of HTTP/2 streams in flight, each size is freed hundreds of times before it is
+/// allocated again, and a smaller or more often trimmed cache sends those frees (and the
+/// allocations after them) through the shared arena, its lock and its slabs.
+#[allow(unsafe_code)] // a symbol jemalloc looks up by name; a constant, never written
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &[u8; 86] =
+    b"tcache_nslots_small_min:512,tcache_nslots_small_max:1024,tcache_gc_incr_bytes:4194304\0";
+
 fn init_tracing(args: &Args) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -257,5 +273,26 @@ async fn shutdown_signal() {
             warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the proxy");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// One of jemalloc's settings, by its mallctl name.
+    #[allow(unsafe_code)] // a mallctl read; each caller asks for the type jemalloc gives it
+    fn jemalloc_option<T: Copy>(name: &str) -> anyhow::Result<T> {
+        let key = format!("opt.{name}\0");
+        unsafe { tikv_jemalloc_ctl::raw::read(key.as_bytes()) }
+            .map_err(|e| anyhow::anyhow!("reading jemalloc's opt.{name}: {e}"))
+    }
+
+    /// jemalloc reads its settings from a symbol it looks up by name, and ignores a name or a
+    /// setting it does not know: read back what it runs with.
+    #[test]
+    fn jemalloc_runs_with_the_settings_the_binary_carries() -> anyhow::Result<()> {
+        assert_eq!(jemalloc_option::<u32>("tcache_nslots_small_min")?, 512);
+        assert_eq!(jemalloc_option::<u32>("tcache_nslots_small_max")?, 1024);
+        assert_eq!(jemalloc_option::<usize>("tcache_gc_incr_bytes")?, 4 << 20);
+        Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! `portico-bench backend`: the upstream every contender proxies to. The smallest useful
 //! answer — status 200, a 2-byte body — plus `x-backend: <the address it was reached on>`,
-//! so a probe can tell which endpoint a proxy picked. One current-thread runtime (it shares
+//! so a probe can tell which endpoint a proxy picked, and `x-seen-prefix` / `x-seen-host`
+//! echoing a request's `X-Forwarded-Prefix` and its `Host` when it carries the former (the
+//! features case's header rewrites). One current-thread runtime (it shares
 //! the load core with the load generator), HTTP/1.1 keep-alive, many listening addresses.
 
 use std::convert::Infallible;
@@ -8,8 +10,9 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http::{HeaderValue, Response};
+use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -53,9 +56,16 @@ async fn serve(listener: TcpListener) -> Result<()> {
         let _ = stream.set_nodelay(true);
         let name = name.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_req| {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
-                response.headers_mut().insert("x-backend", name.clone());
+                let headers = response.headers_mut();
+                headers.insert("x-backend", name.clone());
+                if let Some(prefix) = req.headers().get("x-forwarded-prefix") {
+                    headers.insert("x-seen-prefix", prefix.clone());
+                    if let Some(host) = req.headers().get(http::header::HOST) {
+                        headers.insert("x-seen-host", host.clone());
+                    }
+                }
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = http1::Builder::new()

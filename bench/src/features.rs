@@ -1,8 +1,9 @@
-//! Portico with access control on, against itself without it: the comparison table's
-//! Ingresses again under `feat-` hosts with a source range (that admits the load), a rate
-//! limit (that never refuses it) and CORS, so each request takes those checks. Plain and
-//! featured targets alternate within one proxy, repetition by repetition, so the ratio
-//! is the cost of the features alone.
+//! Portico with features on, against itself without them: the comparison table's Ingresses
+//! again under `feat-` hosts with a source range (that admits the load), a rate limit (that
+//! never refuses it), CORS and two header rewrites (`X-Forwarded-Prefix` and the upstream's
+//! `Host`), so each request takes those checks and rewrites. Plain and featured targets
+//! alternate within one proxy, repetition by repetition, so the ratio is the cost of the
+//! features alone.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,6 +27,11 @@ pub const ANNOTATIONS: &[(&str, &str)] = &[
     ),
     ("nginx.ingress.kubernetes.io/limit-rps", "1000000"),
     ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+    ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/feat"),
+    (
+        "nginx.ingress.kubernetes.io/upstream-vhost",
+        "feat.internal",
+    ),
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,7 +86,12 @@ async fn publish(client: &Client, table: &Table, portico: &Contender) -> Result<
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let head = featured_head(portico).await.unwrap_or_default();
-        if head.starts_with("http/1.1 200") && head.contains("access-control-allow-origin") {
+        // CORS answered, and the backend saw both rewrites (backend.rs echoes them).
+        if head.starts_with("http/1.1 200")
+            && head.contains("access-control-allow-origin")
+            && head.contains("x-seen-prefix: /feat")
+            && head.contains("x-seen-host: feat.internal")
+        {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
@@ -128,7 +139,7 @@ pub async fn run(
     };
     let mut out = FeaturesResult::default();
     for &case in cases {
-        println!("    access control on: {}", case.title());
+        println!("    features on: {}", case.title());
         if !setup.warmup.is_zero() {
             compare::run_one(&with, portico, case, setup.warmup).await?;
         }

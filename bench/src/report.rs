@@ -34,7 +34,7 @@ pub struct Report {
     pub loaded_rss: BTreeMap<Kind, f64>,
     pub churn: Option<ChurnResult>,
     pub scale: Option<ScaleResult>,
-    /// Portico with access control on, against itself without (features.rs).
+    /// Portico with features on, against itself without (features.rs).
     pub features: Option<crate::features::FeaturesResult>,
     /// `--profile`: where the proxy's user-space time went (profile.rs).
     pub profile: Option<crate::profile::Profile>,
@@ -568,7 +568,7 @@ impl Report {
             for c in &f.cases {
                 let _ = writeln!(
                     s,
-                    "- Access control on (a source range, a rate limit and CORS on every Ingress), {}: \
+                    "- Features on (a source range, a rate limit, CORS and two header rewrites on every Ingress), {}: \
                      CPU per request {} ×, req/s {} × the plain case (same proxy, alternating runs).",
                     c.title,
                     fx(c.ratio(Sample::cpu_us)),
@@ -834,7 +834,7 @@ fn churn_run_md(s: &mut String, name: &str, r: &ChurnRun) {
 }
 
 fn features_md(s: &mut String, f: &crate::features::FeaturesResult) {
-    let _ = writeln!(s, "## Access control on\n");
+    let _ = writeln!(s, "## Features on\n");
     let _ = writeln!(
         s,
         "Portico alone: the comparison targets, and the same routes under `feat-` hosts whose Ingresses carry {}; \

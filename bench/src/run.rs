@@ -53,7 +53,7 @@ pub struct Args {
     )]
     pub contenders: Vec<String>,
     /// Which comparison cases: h1-50, h1-200, rate, https, h2, newconn, and `features`
-    /// (Portico alone, with and without access control on: a ratio to the plain case).
+    /// (Portico alone, with and without features on: a ratio to the plain case).
     #[arg(
         long,
         value_delimiter = ',',
@@ -561,7 +561,7 @@ async fn compare_phase(
         && let Some(portico) = contenders.iter().find(|c| c.kind == Kind::Portico)
     {
         println!(
-            "[{}] Portico with access control on (source range, rate limit, CORS) against itself without",
+            "[{}] Portico with features on (source range, rate limit, CORS, header rewrites) against itself without",
             bench.elapsed()
         );
         let cases = [
@@ -575,7 +575,7 @@ async fn compare_phase(
             Ok(r) => report.features = Some(r),
             Err(e) => {
                 println!("!! access-control case failed: {e:#}");
-                report.failures.push(format!("access control on: {e:#}"));
+                report.failures.push(format!("features on: {e:#}"));
             }
         }
     }

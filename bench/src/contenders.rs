@@ -96,8 +96,8 @@ fn on_proxy_cpu(program: &Path, callgrind: Option<&Path>) -> Result<Command> {
     Ok(cmd)
 }
 
-/// The proxy image's environment (the Dockerfile's `ENV` lines: glibc's allocator settings),
-/// so that Portico is measured as it ships.
+/// The proxy image's environment (the Dockerfile's `ENV` lines; none since the allocator's
+/// settings moved into the binary), so that Portico is measured as it ships.
 pub fn portico_env() -> Result<BTreeMap<String, String>> {
     Ok(portico_tests::dockerfile::workspace_stage("proxy")?.env)
 }

@@ -574,7 +574,7 @@ async fn compare_phase(
         match crate::features::run(&bench.client()?, table, portico, &setup, &cases).await {
             Ok(r) => report.features = Some(r),
             Err(e) => {
-                println!("!! access-control case failed: {e:#}");
+                println!("!! features case failed: {e:#}");
                 report.failures.push(format!("features on: {e:#}"));
             }
         }

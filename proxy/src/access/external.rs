@@ -20,17 +20,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use portico_ingress::EndpointPolicy;
 use portico_ingress::auth::{ExternalAuth, cache_key_parts};
 use tracing::debug;
 
-use crate::http::body::{Body, RequestBody, empty};
+use crate::http::body::{Body, empty};
 use crate::http::target::escape;
 use crate::upstream::UpstreamProtocol;
 use crate::upstream::client::{Client, Conn};
+use crate::upstream::wire::SendError;
 
 /// One auth call, connect to last byte of its answer's head.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -337,38 +339,47 @@ impl AuthClient {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .body(RequestBody::empty())
+            .body(())
             .map_err(|e| e.to_string())?;
         *req.headers_mut() = headers;
 
-        // A pooled connection the service closed meanwhile hands the request back: once
-        // more on a fresh one.
-        let mut req = Some(req);
+        // A pooled connection the service closed meanwhile: once more on a fresh one.
         let mut fresh = false;
-        let (resp, conn) = loop {
+        let resp = loop {
             let checkout = self
                 .client
                 .checkout(addr, UpstreamProtocol::Http1, None, fresh)
                 .await
                 .map_err(|e| format!("{addr}: {e}"))?;
-            let Conn::H1(mut conn) = checkout.conn else {
+            let Conn::H1(conn) = checkout.conn else {
                 return Err("not an HTTP/1.1 connection".into());
             };
-            let request = req.take().ok_or("request lost")?;
-            match conn.sender.try_send_request(request).await {
-                Ok(resp) => break (resp, conn),
-                Err(mut e) => match e.take_message() {
-                    Some(back) if checkout.reused && !fresh => {
-                        req = Some(back);
-                        fresh = true;
-                    }
-                    _ => return Err(e.into_error().to_string()),
-                },
+            match conn.send(&req).await {
+                Ok(resp) => break resp,
+                Err(SendError::NotSent(_) | SendError::NoResponse(_))
+                    if checkout.reused && !fresh =>
+                {
+                    fresh = true;
+                }
+                Err(e) => return Err(e.to_string()),
             }
         };
-        let (parts, body) = resp.into_parts();
-        let drained = Limited::new(body, MAX_AUTH_BODY).collect().await.is_ok();
-        if drained {
+        let (parts, mut body) = resp.into_parts();
+        // Read to its end (at most MAX_AUTH_BODY bytes) to keep the connection.
+        let mut seen = 0usize;
+        let drained = loop {
+            match body.frame().await {
+                None => break true,
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map_or(0, Bytes::len);
+                    if seen > MAX_AUTH_BODY {
+                        break false;
+                    }
+                }
+                Some(Err(_)) => break false,
+            }
+        };
+        if drained && let Some(conn) = body.take_reusable() {
             self.client
                 .checkin(addr, UpstreamProtocol::Http1, None, conn);
         }

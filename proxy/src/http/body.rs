@@ -1,7 +1,6 @@
-//! Bodies on the proxy path: one boxed type for proxied and generated responses; an
-//! upstream response body that reports when it ends (to return the connection to the pool
-//! and end the endpoint's in-flight count); and the request body sent upstream, which
-//! enforces the size limit and says afterwards what became of it.
+//! Bodies on the proxy path: one boxed type for proxied and generated responses, and the
+//! request body sent upstream, which enforces the size limit and says afterwards what
+//! became of it. (The upstream response body is `upstream::body`.)
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +14,9 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
-pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     http_body_util::Full::new(bytes.into())
@@ -27,64 +28,6 @@ pub fn empty() -> Body {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed_unsync()
-}
-
-/// An upstream response body and `on_end`, called once when it ends: `true` when it was
-/// read to the end without error. Generic, so the callback lives in the body's own box
-/// instead of one more allocation.
-pub struct UpstreamBody<F: FnOnce(bool) + Send> {
-    inner: Incoming,
-    on_end: Option<F>,
-}
-
-impl<F: FnOnce(bool) + Send> UpstreamBody<F> {
-    pub fn new(inner: Incoming, on_end: F) -> Self {
-        UpstreamBody {
-            inner,
-            on_end: Some(on_end),
-        }
-    }
-
-    fn finish(&mut self, clean: bool) {
-        if let Some(f) = self.on_end.take() {
-            f(clean);
-        }
-    }
-}
-
-impl<F: FnOnce(bool) + Send + Unpin> http_body::Body for UpstreamBody<F> {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.finish(true),
-            Poll::Ready(Some(Err(_))) => this.finish(false),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(true),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<F: FnOnce(bool) + Send> Drop for UpstreamBody<F> {
-    fn drop(&mut self) {
-        let clean = self.inner.is_end_stream();
-        self.finish(clean);
-    }
 }
 
 /// The downstream request body on its way upstream: it enforces the body size limit on
@@ -111,11 +54,6 @@ struct BodyState {
 pub struct BodySent(Option<Arc<BodyState>>);
 
 impl BodySent {
-    /// The request had a body (its bytes went onto the upstream connection).
-    pub fn carried_body(&self) -> bool {
-        self.0.is_some()
-    }
-
     /// The client's body failed to parse (a malformed chunk, for example).
     pub fn client_failed(&self) -> bool {
         self.0
@@ -165,7 +103,7 @@ impl RequestBody {
 
 impl http_body::Body for RequestBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

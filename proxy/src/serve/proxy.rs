@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -41,7 +42,7 @@ use tracing::{debug, warn};
 use super::error::ProxyError;
 use super::server::{Activity, ActivityIo};
 use crate::config::{SharedSnapshot, Snapshot};
-use crate::http::body::{Body, RequestBody, UpstreamBody, empty};
+use crate::http::body::{Body, BoxError, RequestBody, empty};
 use crate::http::headers::{
     apply_forwarded, cookie, forwarded, is_upgrade_request, sanitize_request, strip_hop_by_hop,
 };
@@ -52,7 +53,9 @@ use crate::metrics::{METRICS, RouteMetrics};
 use crate::routing::{Route, RouteBackend, RouteMatch};
 use crate::tls::CertTable;
 use crate::upstream::UpstreamProtocol;
-use crate::upstream::client::{Client, Conn, ConnectError, H1Conn};
+use crate::upstream::body::{Upstream, UpstreamBody};
+use crate::upstream::client::{Client, Conn, ConnectError};
+use crate::upstream::wire::{H1Conn, SendError};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -493,7 +496,7 @@ impl Proxy {
                     self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, Some(up_req)),
                 )
                 .await;
-            let (mut resp, mut h1_sender, pick, in_flight) = match sent {
+            let (mut resp, pick, in_flight) = match sent {
                 Err(_) => return Err(ProxyError::Timeout),
                 Ok(Err(_)) if body_sent.was_too_large() => return Err(ProxyError::PayloadTooLarge),
                 // The client's body broke (a malformed chunk): its fault, not the backend's.
@@ -502,23 +505,13 @@ impl Proxy {
                 }
                 Ok(r) => r?,
             };
-            // A request body is the client's bytes on the backend's connection: a backend that
-            // answers without reading all of it (an early 401, a redirect) may take the rest for
-            // a new request and answer that too, later, on the same connection. Nothing seen
-            // from here tells such a backend apart in time (its second answer can come after
-            // the next client's request was written), so a connection that carried a body
-            // serves no one after it. Requests without a body, the bulk of traffic, keep
-            // their pooled connections.
-            if body_sent.carried_body() {
-                h1_sender = None;
-            }
             // ingress-nginx's custom-http-errors: the default backend answers instead. The
             // backend's own answer is dropped, and its connection with it.
             if let (Some(eb), Some(page)) = (&route.error_backend, for_error_page)
                 && eb.codes.contains(&resp.status().as_u16())
             {
                 let code = resp.status();
-                drop((resp, h1_sender, in_flight));
+                drop((resp, in_flight));
                 let (uri, accept) = *page;
                 return Box::pin(self.error_page(ctx, &route, eb, code, &host, &uri, accept)).await;
             }
@@ -582,14 +575,22 @@ impl Proxy {
             {
                 parts.headers.append(header::SET_COOKIE, v);
             }
-            // The body returns the connection to the pool when it ends cleanly.
+            // The body returns the connection to the pool when it ends cleanly. Only the
+            // proxy's own client hands one back: a request body is the client's bytes on the
+            // backend's connection, and a backend that answers without reading all of it (an
+            // early 401, a redirect) may take the rest for a new request and answer that
+            // too, later, on the same connection. Nothing seen from here tells such a
+            // backend apart in time (its second answer can come after the next client's
+            // request was written), so a connection that carried a body (on hyper's client)
+            // serves no one after it. Requests without a body, the bulk of traffic, keep
+            // their pooled connections.
             let client = self.client.clone();
             let proto = rb.protocol;
             let tls_name = rb.tls.as_ref().map(|t| t.name.clone());
-            let on_end = move |clean: bool| {
+            let on_end = move |conn: Option<H1Conn>| {
                 drop(in_flight);
                 drop(limit_guard);
-                if clean && let Some(conn) = h1_sender {
+                if let Some(conn) = conn {
                     client.checkin(addr, proto, tls_name, conn);
                 }
             };
@@ -669,7 +670,10 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         parts.version = Version::default();
-        Ok(Response::from_parts(parts, body.boxed_unsync()))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+        ))
     }
 
     /// Picks an endpoint, connects (failed connects eject the endpoint and move on to
@@ -690,8 +694,7 @@ impl Proxy {
         key: &PickKey<'_>,
         max_attempts: u32,
         mut req: Option<Request<RequestBody>>,
-    ) -> impl Future<Output = Result<(Response<Incoming>, Option<H1Conn>, Pick, InFlight), ProxyError>>
-    {
+    ) -> impl Future<Output = Result<(Response<Upstream>, Pick, InFlight), ProxyError>> {
         async move {
             let mut tried: Vec<SocketAddr> = Vec::new();
             let mut redial: Option<Pick> = None;
@@ -755,20 +758,69 @@ impl Proxy {
                 if !checkout.reused {
                     pick.endpoint.mark_healthy();
                 }
-                let Some(request) = req.take() else {
-                    return Err(ProxyError::Upstream("request lost".into()));
-                };
+                // The common request, no body and no upgrade, goes through the proxy's own
+                // HTTP/1.1 client; anything else through hyper's (see `upstream::wire`).
                 let result = match checkout.conn {
-                    Conn::H2(mut sender) => {
-                        sender.try_send_request(request).await.map(|r| (r, None))
+                    Conn::H1(conn)
+                        if req.as_ref().is_some_and(|r| {
+                            r.body().is_end_stream() && !r.headers().contains_key(header::UPGRADE)
+                        }) =>
+                    {
+                        let Some(request) = req.as_ref() else {
+                            return Err(ProxyError::Upstream("request lost".into()));
+                        };
+                        match conn.send(request).await {
+                            Ok(resp) => {
+                                return Ok((resp.map(Upstream::Wire), pick, in_flight));
+                            }
+                            // A pooled connection the backend closed as it was taken: the
+                            // request is sent again on a new one, if it may be.
+                            Err(SendError::NotSent(_)) if checkout.reused => {
+                                redial = Some(pick);
+                                continue;
+                            }
+                            // A new connection that would not take the request: the next
+                            // endpoint, as after a failed connect.
+                            Err(SendError::NotSent(e)) => {
+                                pick.endpoint.eject(EJECTION_TIME);
+                                tried.push(addr);
+                                if tried.len() as u32 >= max_attempts {
+                                    return Err(ProxyError::Upstream(e.into()));
+                                }
+                                continue;
+                            }
+                            // Written, and no answer: only a request that may run twice.
+                            Err(SendError::NoResponse(_))
+                                if checkout.reused
+                                    && (request.method().is_idempotent()
+                                        || route.traffic.retry_non_idempotent) =>
+                            {
+                                redial = Some(pick);
+                                continue;
+                            }
+                            Err(e) => return Err(ProxyError::Upstream(e.into())),
+                        }
                     }
-                    Conn::H1(mut conn) => match conn.sender.try_send_request(request).await {
-                        Ok(r) => Ok((r, Some(conn))),
-                        Err(e) => Err(e),
-                    },
+                    Conn::H1(conn) => {
+                        let Some(request) = req.take() else {
+                            return Err(ProxyError::Upstream("request lost".into()));
+                        };
+                        // Boxed: requests with a body are the rarer path; their handshake's
+                        // future should not grow every request's.
+                        match Box::pin(conn.into_hyper()).await {
+                            Ok(mut sender) => sender.try_send_request(request).await,
+                            Err(e) => return Err(ProxyError::Upstream(e.into())),
+                        }
+                    }
+                    Conn::H2(mut sender) => {
+                        let Some(request) = req.take() else {
+                            return Err(ProxyError::Upstream("request lost".into()));
+                        };
+                        sender.try_send_request(request).await
+                    }
                 };
                 match result {
-                    Ok((resp, sender)) => return Ok((resp, sender, pick, in_flight)),
+                    Ok(resp) => return Ok((resp.map(Upstream::Hyper), pick, in_flight)),
                     Err(mut e) => match e.take_message() {
                         // Not sent: the connection was closed before it took the request.
                         Some(back) if checkout.reused => {

@@ -10,24 +10,25 @@
 //! ```
 //!
 //! A connection goes back to the pool only when it cannot carry anything of the last
-//! exchange into the next one (the caller decides; see `proxy.rs`, phase 7): the request
-//! had no body, the response was read to its end, and nothing else is buffered or waiting.
-//! hyper fails a connection that becomes readable while idle (bytes left after a response,
-//! data or EOF on a pooled connection) and signals readiness only after that check;
-//! checkout takes only ready connections and also peeks at the socket itself.
+//! exchange into the next one: the request had no body (a request with one goes through
+//! hyper's client, and its connection is never pooled after it; see `wire`), the response
+//! was read to its end with a framing that allows another exchange, and nothing else is
+//! buffered or waiting. An idle connection has no task watching it: checkout and the
+//! pruner peek at its socket, and one with data or EOF waiting is closed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::UpstreamProtocol;
 use super::tls::UpstreamTls;
+use super::wire::{H1Conn, Io};
 use crate::http::body::RequestBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
@@ -36,26 +37,6 @@ const MAX_IDLE_PER_ENDPOINT: usize = 128;
 pub enum Conn {
     H1(H1Conn),
     H2(http2::SendRequest<RequestBody>),
-}
-
-/// An HTTP/1.1 upstream connection: hyper's sender, and a duplicate of the socket's file
-/// descriptor to look at it directly. hyper fails an idle connection that becomes
-/// readable, but only once the runtime has told it the socket is readable; bytes that came
-/// in since (an answer to a request the backend found in an earlier body) would be read as
-/// the next client's response. So checkout peeks at the socket itself first.
-pub struct H1Conn {
-    pub sender: http1::SendRequest<RequestBody>,
-    probe: std::net::TcpStream,
-}
-
-impl H1Conn {
-    /// Data or EOF waiting on a connection that owes nobody a response.
-    fn has_unsolicited_bytes(&self) -> bool {
-        !matches!(
-            self.probe.peek(&mut [0u8; 1]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        )
-    }
 }
 
 pub struct Checkout {
@@ -163,31 +144,16 @@ impl Client {
                 let stack = map.get_mut(key)?;
                 stack.pop()?
             };
-            if idle.since.elapsed() > self.idle_timeout || idle.conn.sender.is_closed() {
+            if idle.since.elapsed() > self.idle_timeout {
                 continue;
             }
-            let mut conn = idle.conn;
-            // Usually ready already: skip setting up the timer below (boxed, so that its
-            // future does not grow every request's). After a clean body end the
-            // connection becomes ready at once; do not wait long.
-            if !conn.sender.is_ready()
-                && !matches!(
-                    Box::pin(tokio::time::timeout(
-                        Duration::from_millis(20),
-                        conn.sender.ready()
-                    ))
-                    .await,
-                    Ok(Ok(()))
-                )
-            {
-                continue;
-            }
-            if conn.has_unsolicited_bytes() {
-                debug!(%addr, "pooled connection has unsolicited bytes; closing it");
+            let mut idle = idle;
+            if idle.conn.has_unsolicited_bytes() {
+                debug!(%addr, "pooled connection has unsolicited bytes or was closed; closing it");
                 continue;
             }
             return Some(Checkout {
-                conn: Conn::H1(conn),
+                conn: Conn::H1(idle.conn),
                 reused: true,
             });
         }
@@ -207,9 +173,6 @@ impl Client {
         tls: Option<Arc<str>>,
         conn: H1Conn,
     ) {
-        if conn.sender.is_closed() {
-            return;
-        }
         if let Ok(mut map) = self.idle.lock() {
             let stack = map.entry((addr, proto, tls)).or_default();
             if stack.len() < MAX_IDLE_PER_ENDPOINT {
@@ -226,7 +189,9 @@ impl Client {
         if let Ok(mut map) = self.idle.lock() {
             let timeout = self.idle_timeout;
             for stack in map.values_mut() {
-                stack.retain(|i| i.since.elapsed() <= timeout && !i.conn.sender.is_closed());
+                stack.retain_mut(|i| {
+                    i.since.elapsed() <= timeout && !i.conn.has_unsolicited_bytes()
+                });
             }
             map.retain(|_, s| !s.is_empty());
         }
@@ -252,10 +217,7 @@ impl Client {
             UpstreamProtocol::Http1 => {
                 let (tcp, probe) = with_probe(tcp)?;
                 Ok(Checkout {
-                    conn: Conn::H1(H1Conn {
-                        sender: h1_handshake(TokioIo::new(tcp)).await?,
-                        probe,
-                    }),
+                    conn: Conn::H1(H1Conn::new(Io::Tcp(tcp), probe)),
                     reused: false,
                 })
             }
@@ -270,10 +232,7 @@ impl Client {
                     Err(_) => return Err(ConnectError::Timeout(connect_timeout)),
                 };
                 Ok(Checkout {
-                    conn: Conn::H1(H1Conn {
-                        sender: h1_handshake(TokioIo::new(tls)).await?,
-                        probe,
-                    }),
+                    conn: Conn::H1(H1Conn::new(Io::Tls(Box::new(tls)), probe)),
                     reused: false,
                 })
             }
@@ -307,20 +266,6 @@ fn with_probe(tcp: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream
     Ok((TcpStream::from_std(std)?, probe))
 }
 
-async fn h1_handshake<T>(io: T) -> Result<http1::SendRequest<RequestBody>, hyper::Error>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::Builder::new().handshake(io).await?;
-    tokio::spawn(async move {
-        // with_upgrades: a 101 response hands the connection to the WebSocket tunnel.
-        if let Err(e) = conn.with_upgrades().await {
-            debug!(error = %e, "upstream connection ended");
-        }
-    });
-    Ok(sender)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -332,7 +277,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::http::body::UpstreamBody;
+    use crate::upstream::body::{Upstream, UpstreamBody};
 
     /// A backend on 127.0.0.1 that answers every request with `ok`, keeps the connection
     /// open, or closes it `close_after` the answer. Counts the connections it accepted.
@@ -384,24 +329,24 @@ mod tests {
         let checkout = client
             .checkout(addr, UpstreamProtocol::Http1, None, false)
             .await?;
-        let Conn::H1(mut conn) = checkout.conn else {
+        let Conn::H1(conn) = checkout.conn else {
             anyhow::bail!("not an HTTP/1.1 connection");
         };
         let req = Request::get("/")
             .header(http::header::HOST, "backend")
-            .body(RequestBody::empty())?;
-        let resp = tokio::time::timeout(Duration::from_secs(5), conn.sender.try_send_request(req))
+            .body(())?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), conn.send(&req))
             .await
-            .context("no answer within 5 s")?
-            .map_err(|e| e.into_error())?;
-        let body = UpstreamBody::new(resp.into_body(), |clean| {
-            if clean {
+            .context("no answer within 5 s")??;
+        let body = UpstreamBody::new(Upstream::Wire(resp.into_body()), |conn| {
+            if let Some(conn) = conn {
                 client.checkin(addr, UpstreamProtocol::Http1, None, conn);
             }
         });
         let bytes = tokio::time::timeout(Duration::from_secs(5), body.collect())
             .await
-            .context("no body within 5 s")??
+            .context("no body within 5 s")?
+            .map_err(|e| anyhow::anyhow!(e))?
             .to_bytes();
         assert_eq!(&bytes[..], b"ok");
         Ok(checkout.reused)

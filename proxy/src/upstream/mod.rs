@@ -1,9 +1,11 @@
 //! Talking to backends: the protocol a Service port asks for, the connection pool
-//! (`client`) and TLS to backends (`tls`). Shared by the proxy path and by external auth,
+//! (`client`), HTTP/1.1 exchanges on it (`wire`), the response body (`body`) and TLS to backends (`tls`). Shared by the proxy path and by external auth,
 //! which makes its subrequests on the same pool.
 
+pub mod body;
 pub mod client;
 pub mod tls;
+pub mod wire;
 
 /// Upstream protocol, from the Service port's `appProtocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

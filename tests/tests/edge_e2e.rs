@@ -135,6 +135,117 @@ async fn a_pooled_upstream_connection_never_hands_one_clients_response_to_anothe
     Ok(())
 }
 
+/// A backend whose answers try to leave bytes on its pooled connection for the next client:
+/// by path, a response framed two ways, a second response glued after the first, two
+/// lengths, a bad chunk line, and a plain answer (`/ok...`) naming its own path.
+async fn splitting_backend(addr: SocketAddr) -> Result<()> {
+    const PWNED: &str = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nPWNED!";
+    let listener = TcpListener::bind(addr).await?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut r = BufReader::new(r);
+                loop {
+                    let mut line = String::new();
+                    match r.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    loop {
+                        let mut h = String::new();
+                        match r.read_line(&mut h).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if h == "\r\n" || h == "\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("?").to_string();
+                    let answer = match path.as_str() {
+                        "/te-and-cl" => format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{PWNED}"
+                        ),
+                        "/glued" => {
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok{PWNED}")
+                        }
+                        "/two-lengths" => format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 50\r\n\r\nok{PWNED}"
+                        ),
+                        "/bad-chunk" => format!(
+                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n{PWNED}"
+                        ),
+                        _ => format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+                            path.len()
+                        ),
+                    };
+                    if w.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_extra_or_ambiguous_bytes_never_reach_the_next_client() -> Result<()> {
+    let inst = Instance::create("split", json!({}), &[]).await?;
+    let (c, ns, class) = (&inst.client, inst.ns.as_str(), inst.class.as_str());
+    let backend = SocketAddr::new(portico_tests::netns::pod_ip(), 8080);
+    splitting_backend(backend).await?;
+    portico_tests::fixtures::apply_service(c, ns, "split", "http", 80, 8080).await?;
+    portico_tests::fixtures::apply_endpoints(c, ns, "split", "slice", "http", &[backend]).await?;
+    let host = "split.example.com";
+    apply_ingress(
+        c,
+        ingress(ns, "split", class, host, &[("/", "Prefix", "split")]),
+    )
+    .await?;
+    let proxy = inst.start_proxy().await?;
+    let http = Http::new(&proxy.http_base());
+    eventually(OPERATOR_WAIT, "the splitting backend is routed", || {
+        let http = http.clone();
+        async move { status_of(&http, host, "/ok-ready").await == 200 }
+    })
+    .await?;
+
+    let mut leaks = Vec::new();
+    for round in 0..10 {
+        // Refused: the client gets a 502 and none of the bytes.
+        for attack in ["/te-and-cl", "/two-lengths"] {
+            let r = http.get(host, attack).await?;
+            let body = String::from_utf8_lossy(&r.body).into_owned();
+            if r.status != 502 || body.contains("PWNED") {
+                leaks.push(format!("{attack} answered {} {body:?}", r.status));
+            }
+        }
+        // Framed well but followed by more: the client gets the first answer only.
+        let r = http.get(host, "/glued").await?;
+        if r.status != 200 || &r.body[..] != b"ok" {
+            leaks.push(format!("/glued answered {} {:?}", r.status, r.body));
+        }
+        // A chunk line ended by a bare LF: the body is cut off (an error, or a short body),
+        // never the next response.
+        if let Ok(r) = http.get(host, "/bad-chunk").await
+            && String::from_utf8_lossy(&r.body).contains("PWNED")
+        {
+            leaks.push(format!("/bad-chunk answered {} {:?}", r.status, r.body));
+        }
+        // Every other client gets its own answer.
+        for i in 0..3 {
+            let path = format!("/ok-{round}-{i}");
+            let r = http.get(host, &path).await?;
+            if r.status != 200 || r.body != path.as_bytes() {
+                leaks.push(format!("{path} got {} {:?}", r.status, r.body));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{} leaks: {leaks:#?}", leaks.len());
+    Ok(())
+}
+
 /// The status code of a raw HTTP/1.1 answer ("HTTP/1.1 400 ..." → 400), 0 when none.
 fn status_code(answer: &str) -> u16 {
     answer

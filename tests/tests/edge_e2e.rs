@@ -15,6 +15,24 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
+/// Reads one request head and returns its target; the body, if any, stays unread. `None`
+/// when the connection ends first.
+async fn request_path<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Option<String> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    loop {
+        let mut h = String::new();
+        match r.read_line(&mut h).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if h == "\r\n" || h == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    Some(line.split(' ').nth(1).unwrap_or("?").to_string())
+}
+
 /// A backend that desyncs on purpose: it answers a POST as soon as it has read the head,
 /// never reads the body, and then parses the body as the next request on the connection
 /// and answers that too. Every answer's body is the request line's path, so a misdelivered
@@ -26,22 +44,8 @@ async fn desync_backend(addr: SocketAddr) -> Result<()> {
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut r = BufReader::new(r);
-                loop {
-                    let mut line = String::new();
-                    match r.read_line(&mut line).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                    // Skip the rest of the head; the body (if any) stays unread.
-                    loop {
-                        let mut h = String::new();
-                        match r.read_line(&mut h).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if h == "\r\n" || h == "\n" => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    let path = line.split(' ').nth(1).unwrap_or("?").to_string();
+                // The body (if any) stays unread.
+                while let Some(path) = request_path(&mut r).await {
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
                         path.len()
@@ -146,21 +150,7 @@ async fn splitting_backend(addr: SocketAddr) -> Result<()> {
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut r = BufReader::new(r);
-                loop {
-                    let mut line = String::new();
-                    match r.read_line(&mut line).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                    loop {
-                        let mut h = String::new();
-                        match r.read_line(&mut h).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if h == "\r\n" || h == "\n" => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    let path = line.split(' ').nth(1).unwrap_or("?").to_string();
+                while let Some(path) = request_path(&mut r).await {
                     let answer = match path.as_str() {
                         "/te-and-cl" => format!(
                             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n{PWNED}"

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::proxy::{ConnInfo, Proxy};
+use crate::clock::coarse_ms;
 use crate::http::body::Body;
 use crate::metrics::METRICS;
 
@@ -309,15 +310,6 @@ fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Milliseconds on the kernel's coarse monotonic clock: the time of its last tick (1-4 ms
-/// old), read from the vDSO without the TSC. The idle watch reads it on every read, write,
-/// request start and request end, and its timeouts are seconds; the precise clock cost
-/// about 150 instructions and a TSC read each time.
-fn now_ms() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    t.tv_sec.unsigned_abs() * 1000 + t.tv_nsec.unsigned_abs() / 1_000_000
-}
-
 /// When a connection last did something worth keeping it open for.
 #[derive(Debug)]
 pub struct Activity {
@@ -331,7 +323,7 @@ pub struct Activity {
 
 impl Activity {
     pub fn new() -> Self {
-        let now = now_ms();
+        let now = coarse_ms();
         Activity {
             last_io: AtomicU64::new(now),
             last_request: AtomicU64::new(now),
@@ -341,7 +333,7 @@ impl Activity {
     }
 
     pub fn touch_io(&self) {
-        self.last_io.store(now_ms(), Ordering::Relaxed);
+        self.last_io.store(coarse_ms(), Ordering::Relaxed);
     }
 
     /// A request began on this connection; the guard marks its end.
@@ -350,14 +342,14 @@ impl Activity {
             self.http2.store(true, Ordering::Relaxed);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.last_request.store(now_ms(), Ordering::Relaxed);
+        self.last_request.store(coarse_ms(), Ordering::Relaxed);
         RequestActivity(self)
     }
 
     fn last(&self) -> u64 {
         if self.http2.load(Ordering::Relaxed) {
             if self.in_flight.load(Ordering::Relaxed) > 0 {
-                return now_ms();
+                return coarse_ms();
             }
             self.last_request.load(Ordering::Relaxed)
         } else {
@@ -370,7 +362,7 @@ impl Activity {
         let idle_ms = idle.as_millis() as u64;
         loop {
             let deadline = self.last() + idle_ms;
-            let now = now_ms();
+            let now = coarse_ms();
             if now >= deadline {
                 return;
             }
@@ -390,7 +382,7 @@ pub struct RequestActivity<'a>(&'a Activity);
 impl Drop for RequestActivity<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.last_request.store(now_ms(), Ordering::Relaxed);
+        self.0.last_request.store(coarse_ms(), Ordering::Relaxed);
     }
 }
 
@@ -551,18 +543,5 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_head_after_keep_alive_requests_is_cut_off() {
         slow_head_closed_within_the_timeout(3).await;
-    }
-
-    /// The coarse clock counts milliseconds, and lags the precise one by a tick at most.
-    #[test]
-    fn the_idle_watch_clock_counts_milliseconds() {
-        let (a, start) = (now_ms(), std::time::Instant::now());
-        std::thread::sleep(Duration::from_millis(200));
-        let (b, took) = (now_ms(), start.elapsed().as_millis() as u64);
-        assert!(
-            b - a + 20 >= took && b - a <= took + 20,
-            "the coarse clock moved {} ms while the precise one moved {took} ms",
-            b - a
-        );
     }
 }

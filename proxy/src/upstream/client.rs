@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,6 +29,7 @@ use tracing::debug;
 use super::UpstreamProtocol;
 use super::tls::UpstreamTls;
 use super::wire::{H1Conn, Io};
+use crate::clock::coarse_ms;
 use crate::http::body::RequestBody;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
@@ -63,7 +64,8 @@ pub enum ConnectError {
 
 struct Idle {
     conn: H1Conn,
-    since: Instant,
+    /// When it was checked in, on the coarse clock (`crate::clock::coarse_ms`).
+    since_ms: u64,
 }
 
 /// Endpoint, protocol, and for TLS the server name the connection was made (and checked)
@@ -144,7 +146,7 @@ impl Client {
                 let stack = map.get_mut(key)?;
                 stack.pop()?
             };
-            if idle.since.elapsed() > self.idle_timeout {
+            if coarse_ms().saturating_sub(idle.since_ms) > self.idle_ms() {
                 continue;
             }
             let mut idle = idle;
@@ -157,6 +159,10 @@ impl Client {
                 reused: true,
             });
         }
+    }
+
+    fn idle_ms(&self) -> u64 {
+        u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn forget_h2(&self, addr: SocketAddr) {
@@ -178,7 +184,7 @@ impl Client {
             if stack.len() < MAX_IDLE_PER_ENDPOINT {
                 stack.push(Idle {
                     conn,
-                    since: Instant::now(),
+                    since_ms: coarse_ms(),
                 });
             }
         }
@@ -187,10 +193,10 @@ impl Client {
     /// Drops idle connections to endpoints that left (called rarely).
     pub fn prune(&self) {
         if let Ok(mut map) = self.idle.lock() {
-            let timeout = self.idle_timeout;
+            let (now, timeout) = (coarse_ms(), self.idle_ms());
             for stack in map.values_mut() {
                 stack.retain_mut(|i| {
-                    i.since.elapsed() <= timeout && !i.conn.has_unsolicited_bytes()
+                    now.saturating_sub(i.since_ms) <= timeout && !i.conn.has_unsolicited_bytes()
                 });
             }
             map.retain(|_, s| !s.is_empty());
@@ -379,8 +385,8 @@ mod tests {
             "checked in while the backend kept it open"
         );
         // The backend closes it while it idles, 50 ms after its answer.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while idle_count(&client) != 0 && Instant::now() < deadline {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while idle_count(&client) != 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
             client.prune();
         }

@@ -368,14 +368,16 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     let head = buf.split_to(len).freeze();
 
     let mut headers = HeaderMap::with_capacity(count);
+    let mut seen = Seen::default();
     for &(ns, ne, vs, ve) in spans.iter() {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| SendError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| SendError::Invalid("invalid header value"))?;
+        seen.note(&name);
         headers.append(name, value);
     }
-    let framing = framing(status, http11, head_request, &headers)?;
+    let framing = framing(status, http11, head_request, &headers, seen)?;
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = if http11 {
@@ -392,22 +394,44 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     Ok(Some(Parsed::Final(parts, framing)))
 }
 
+/// Which of the fields that decide framing a head has, noted as its fields are read, so
+/// that a head without them is not looked up for them again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    connection: bool,
+    content_length: bool,
+    transfer_encoding: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName) {
+        if name == CONNECTION {
+            self.connection = true;
+        } else if name == CONTENT_LENGTH {
+            self.content_length = true;
+        } else if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        }
+    }
+}
+
 /// RFC 9112 §6.3, strictly: what would let two readers of this answer disagree on where
 /// it ends is refused.
-pub fn framing(
+fn framing(
     status: StatusCode,
     http11: bool,
     head_request: bool,
     headers: &HeaderMap,
+    seen: Seen,
 ) -> Result<Framing, SendError> {
     let close = !http11
-        || headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-    let has_te = headers.contains_key(TRANSFER_ENCODING);
-    let has_cl = headers.contains_key(CONTENT_LENGTH);
+        || seen.connection
+            && headers
+                .get_all(CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+    let (has_te, has_cl) = (seen.transfer_encoding, seen.content_length);
     if has_te && has_cl {
         return Err(SendError::Invalid(
             "both Transfer-Encoding and Content-Length",

@@ -20,10 +20,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use portico_ingress::EndpointPolicy;
 use portico_ingress::auth::{ExternalAuth, cache_key_parts};
 use tracing::debug;
@@ -366,19 +365,10 @@ impl AuthClient {
         };
         let (parts, mut body) = resp.into_parts();
         // Read to its end (at most MAX_AUTH_BODY bytes) to keep the connection.
-        let mut seen = 0usize;
-        let drained = loop {
-            match body.frame().await {
-                None => break true,
-                Some(Ok(frame)) => {
-                    seen += frame.data_ref().map_or(0, Bytes::len);
-                    if seen > MAX_AUTH_BODY {
-                        break false;
-                    }
-                }
-                Some(Err(_)) => break false,
-            }
-        };
+        let drained = Limited::new(&mut body, MAX_AUTH_BODY)
+            .collect()
+            .await
+            .is_ok();
         if drained && let Some(conn) = body.take_reusable() {
             self.client
                 .checkin(addr, UpstreamProtocol::Http1, None, conn);

@@ -141,7 +141,7 @@ impl Client {
             });
         }
         loop {
-            let idle = {
+            let mut idle = {
                 let mut map = self.idle.lock().ok()?;
                 let stack = map.get_mut(key)?;
                 stack.pop()?
@@ -149,7 +149,6 @@ impl Client {
             if coarse_ms().saturating_sub(idle.since_ms) > self.idle_ms() {
                 continue;
             }
-            let mut idle = idle;
             if idle.conn.has_unsolicited_bytes() {
                 debug!(%addr, "pooled connection has unsolicited bytes or was closed; closing it");
                 continue;

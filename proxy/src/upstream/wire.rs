@@ -260,16 +260,9 @@ fn poll_fill(io: &mut Io, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::
 /// types (no CR, LF or NUL can be in a name or value); `Transfer-Encoding` is left out, as
 /// there is no body.
 fn encode_head<B>(req: &Request<B>, out: &mut BytesMut) {
-    let uri = req.uri();
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let size = 32
-        + target.len()
-        + req
-            .headers()
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
-    out.reserve(size);
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // An estimate, as hyper's: `BytesMut` grows if the fields are longer.
+    out.reserve(32 + target.len() + req.headers().len() * 32);
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
@@ -294,13 +287,13 @@ enum Parsed {
 
 /// How the body of a response ends, and whether the connection may serve again after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Framing {
-    pub body: BodyKind,
-    pub reusable: bool,
+struct Framing {
+    body: BodyKind,
+    reusable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyKind {
+enum BodyKind {
     Length(u64),
     Chunked,
     /// Until the backend closes the connection.
@@ -585,8 +578,8 @@ impl http_body::Body for WireBody {
                 return Poll::Ready(None);
             };
             let buf = &mut conn.buf;
-            // Decode what is buffered; `need` says more must be read first.
-            let need = match this.decode {
+            // Decode what is buffered; the arms that fall through need more read first.
+            match this.decode {
                 Decode::Done => return Poll::Ready(None),
                 Decode::Length(left) | Decode::ChunkData(left) if !buf.is_empty() => {
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
@@ -613,7 +606,7 @@ impl http_body::Body for WireBody {
                         this.decode = Decode::ChunkData(n);
                         continue;
                     }
-                    Ok(None) => true,
+                    Ok(None) => {}
                     Err(e) => return this.fail(BodyError::Invalid(e)),
                 },
                 Decode::ChunkEnd if buf.len() >= 2 => {
@@ -632,12 +625,11 @@ impl http_body::Body for WireBody {
                             None => return Poll::Ready(None),
                         }
                     }
-                    Ok(None) => true,
+                    Ok(None) => {}
                     Err(e) => return this.fail(BodyError::Invalid(e)),
                 },
-                _ => true,
-            };
-            debug_assert!(need);
+                _ => {}
+            }
             match ready!(poll_fill(&mut conn.io, &mut conn.buf, cx)) {
                 Ok(0) if this.decode == Decode::Close => {
                     this.decode = Decode::Done;

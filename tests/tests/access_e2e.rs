@@ -341,6 +341,32 @@ async fn source_ranges_basic_and_external_auth_and_satisfy() -> Result<()> {
         403,
         "an untrusted peer cannot claim an allowed address"
     );
+    // A trusted proxy's forwarding fields are believed and extended, and the backend gets
+    // each once: the proxy's own, never the client's copy beside them.
+    let (_, resp) = raw_get(
+        addr,
+        ip(trusted),
+        b"",
+        "ranges.access.example",
+        "/",
+        &[
+            ("X-Forwarded-For", "10.244.201.77"),
+            ("X-Real-IP", "10.244.201.78"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "front.access.example"),
+        ],
+    )
+    .await?
+    .context("no answer from behind the trusted proxy")?;
+    let seen = &body_json(&resp)["headers"];
+    assert_eq!(
+        seen["x-forwarded-for"],
+        format!("10.244.201.77, {trusted}"),
+        "{seen}"
+    );
+    assert_eq!(seen["x-real-ip"], "10.244.201.77", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "https", "{seen}");
+    assert_eq!(seen["x-forwarded-host"], "front.access.example", "{seen}");
 
     // Basic auth: apr1 and bcrypt entries; a challenge with the realm otherwise.
     let (status, resp) = answer(addr, outside, "basic.access.example", "/", &[]).await?;

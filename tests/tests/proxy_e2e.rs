@@ -716,6 +716,28 @@ async fn errors_timeouts_forwarded_headers_and_metrics() -> Result<()> {
         h.get("connection")
             .is_none_or(|v| v != "x-forwarded-for, x-real-ip, x-hop")
     );
+    // The same for a request with a body, which goes through hyper's client, not the
+    // proxy's own (upstream/wire.rs): the spoofed fields are replaced there too, not sent
+    // beside the proxy's.
+    let mut post = tokio::net::TcpStream::connect((proxy.ip, proxy.http_port)).await?;
+    post.write_all(
+        b"POST /headers HTTP/1.1\r\nHost: err.example.com\r\nContent-Length: 5\r\n\
+          X-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\
+          X-Forwarded-Host: evil.example.com\r\nConnection: close\r\n\r\nhello",
+    )
+    .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), post.read_to_end(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let json: serde_json::Value = serde_json::from_str(body)?;
+    let h = &json["headers"];
+    assert_eq!(json["bodyBytes"], 5);
+    assert_eq!(h["x-forwarded-for"], xff, "POST: {h}");
+    assert_eq!(h["x-real-ip"], xff, "POST: {h}");
+    assert_eq!(h["x-forwarded-proto"], "http", "POST: {h}");
+    assert_eq!(h["x-forwarded-host"], "err.example.com", "POST: {h}");
 
     // Metrics: low-cardinality labels, upstream errors by kind, config generation.
     let metrics = {

@@ -10,6 +10,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -43,6 +45,16 @@ fn is_forwarding(name: &HeaderName) -> bool {
         || n == "x-rewrite-url"
 }
 
+/// The fields [`Forwarded::fields`] sets on every request passed on: whatever the client
+/// sent by these names is dropped, also from a trusted peer (whose values `forwarded` has
+/// read by then).
+fn is_proxy_set(name: &HeaderName) -> bool {
+    name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+        || name == X_FORWARDED_HOST
+        || name == X_REAL_IP
+}
+
 /// Headers the proxy itself sets or relies on, and those a trusted front load balancer
 /// adds: a client's `Connection` header cannot remove them.
 fn protected(name: &HeaderName) -> bool {
@@ -56,11 +68,16 @@ fn protected(name: &HeaderName) -> bool {
 /// Removes what a client may not hand a backend: header names with an underscore (a
 /// backend that folds `_` into `-`, as CGI-style stacks do, would read `X_Forwarded_For`
 /// as `X-Forwarded-For`; nginx drops them too) unless `keep_underscores`, and, from a peer
-/// that is not a trusted proxy, the forwarding headers the proxy does not set itself.
-/// Call it before `apply_forwarded`, which then sets its own.
+/// that is not a trusted proxy, every forwarding header. The four the proxy sets itself
+/// ([`Forwarded::fields`]) go from any peer: call it after `forwarded` has read them.
 pub fn sanitize_request(headers: &mut HeaderMap, trusted_peer: bool, keep_underscores: bool) {
     let unwanted = |n: &HeaderName| {
-        (!keep_underscores && n.as_str().contains('_')) || (!trusted_peer && is_forwarding(n))
+        (!keep_underscores && n.as_str().contains('_'))
+            || if trusted_peer {
+                is_proxy_set(n)
+            } else {
+                is_forwarding(n)
+            }
     };
     // The usual request has none: one pass over the names, nothing allocated.
     if !headers.keys().any(unwanted) {
@@ -249,20 +266,34 @@ pub fn forwarded(
     }
 }
 
+impl Forwarded {
+    /// `X-Forwarded-For/Proto/Host` and `X-Real-IP` as the backend gets them. The one list
+    /// for both ways they are sent: written after the map's fields by the proxy's own
+    /// HTTP/1.1 client (four inserts that grow the map cost more than the rest of the
+    /// header work), or put in the map by [`apply_forwarded`].
+    pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        let proto = if self.proto == "https" { &HTTPS } else { &HTTP };
+        let fields: [(&HeaderName, Option<&HeaderValue>); 4] = [
+            (&X_FORWARDED_FOR, Some(&self.xff)),
+            (&X_FORWARDED_PROTO, Some(proto)),
+            (&X_FORWARDED_HOST, self.host.as_ref()),
+            (&X_REAL_IP, Some(&self.real_ip)),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)))
+    }
+}
+
 /// Sets `X-Forwarded-For/Proto/Host` and `X-Real-IP`, replacing whatever the client sent.
 pub fn apply_forwarded(headers: &mut HeaderMap, f: &Forwarded) {
-    // `insert` replaces every earlier value of the name.
-    headers.insert(X_FORWARDED_FOR.clone(), f.xff.clone());
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    match &f.host {
-        Some(h) => {
-            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
+    if f.host.is_none() {
+        headers.remove(&X_FORWARDED_HOST);
     }
-    headers.insert(X_REAL_IP.clone(), f.real_ip.clone());
+    for (name, value) in f.fields() {
+        // `insert` replaces every earlier value of the name.
+        headers.insert(name.clone(), value.clone());
+    }
 }
 
 /// The value of one cookie from the `Cookie` header(s).
@@ -394,6 +425,19 @@ mod tests {
         let mut kept = h(&all);
         sanitize_request(&mut kept, true, true);
         assert_eq!(kept.len(), all.len(), "trusted peer, underscores kept");
+
+        // The proxy's own four are replaced, never passed on, even from a trusted peer.
+        let own = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-port", "443"),
+        ];
+        let mut from_trusted = h(&own);
+        sanitize_request(&mut from_trusted, true, true);
+        let left: Vec<&str> = from_trusted.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-forwarded-port"]);
 
         let mut trusted = h(&all);
         sanitize_request(&mut trusted, true, false);

@@ -44,7 +44,8 @@ use super::server::{Activity, ActivityIo};
 use crate::config::{SharedSnapshot, Snapshot};
 use crate::http::body::{Body, BoxError, RequestBody, empty};
 use crate::http::headers::{
-    apply_forwarded, cookie, forwarded, is_upgrade_request, sanitize_request, strip_hop_by_hop,
+    Forwarded, apply_forwarded, cookie, forwarded, is_upgrade_request, sanitize_request,
+    strip_hop_by_hop,
 };
 use crate::http::target::{PathOptions, normalize_path, validate_host};
 use crate::http::timer::SleepPool;
@@ -398,9 +399,11 @@ impl Proxy {
             // 5 upstream_request (the protocol is the backend's, the same for every endpoint).
             // In a block of its own: what only builds the upstream request is gone before
             // the send is awaited, so the request's future keeps no slot for it.
+            let mut forwarding_fields = Some(&fwd);
             let (up_req, downstream_upgrade, body_sent) = {
-                // Moved in, so that they end with the block.
-                let (fwd, rewritten) = (fwd, rewritten);
+                // Moved in, so that it ends with the block.
+                #[allow(clippy::redundant_locals)]
+                let rewritten = rewritten;
                 let upgrade = is_upgrade_request(req.headers());
                 let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
                 let (mut parts, body) = req.into_parts();
@@ -410,9 +413,12 @@ impl Proxy {
                     fwd.trusted_peer,
                     self.settings.keep_underscores,
                 );
-                apply_forwarded(&mut parts.headers, &fwd);
-                // External auth's answer headers replace whatever the client sent by those names.
-                if let Some(g) = &mut granted {
+                // External auth's answer headers replace whatever the client sent by those
+                // names, and may name the proxy's forwarding fields too: then these are put
+                // in the map first. Otherwise they are added as the request is sent.
+                if let Some(g) = granted.as_mut().filter(|g| !g.upstream_headers.is_empty()) {
+                    apply_forwarded(&mut parts.headers, &fwd);
+                    forwarding_fields = None;
                     for (name, value) in g.upstream_headers.drain(..) {
                         parts.headers.remove(&name);
                         if let Some(v) = value {
@@ -493,7 +499,16 @@ impl Proxy {
                         .traffic
                         .request_timeout
                         .unwrap_or(self.settings.request_timeout),
-                    self.connect_and_send(ctx, &route, rb, &set, &key, max_attempts, Some(up_req)),
+                    self.connect_and_send(
+                        ctx,
+                        &route,
+                        rb,
+                        &set,
+                        &key,
+                        max_attempts,
+                        Some(up_req),
+                        forwarding_fields,
+                    ),
                 )
                 .await;
             let (mut resp, pick, in_flight) = match sent {
@@ -683,7 +698,8 @@ impl Proxy {
     ///
     /// `req` is `Some` and is taken when sent (and put back when handed back). It is the
     /// parameter itself, not an `async fn`'s copy of it in an `Option`: each copy is a
-    /// slot of the request's size in every request's future.
+    /// slot of the request's size in every request's future. `fwd`, when `Some`, holds
+    /// the forwarding fields `req`'s map does not have yet.
     #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
     fn connect_and_send(
         &self,
@@ -694,6 +710,7 @@ impl Proxy {
         key: &PickKey<'_>,
         max_attempts: u32,
         mut req: Option<Request<RequestBody>>,
+        fwd: Option<&Forwarded>,
     ) -> impl Future<Output = Result<(Response<Upstream>, Pick, InFlight), ProxyError>> {
         async move {
             let mut tried: Vec<SocketAddr> = Vec::new();
@@ -761,7 +778,7 @@ impl Proxy {
                 // The common request, no body and no upgrade, goes through the proxy's own
                 // HTTP/1.1 client; anything else through hyper's (see `upstream::wire`).
                 let result = match checkout.conn {
-                    Conn::H1(conn)
+                    Conn::H1(mut conn)
                         if req.as_ref().is_some_and(|r| {
                             r.body().is_end_stream() && !r.headers().contains_key(header::UPGRADE)
                         }) =>
@@ -769,7 +786,8 @@ impl Proxy {
                         let Some(request) = req.as_ref() else {
                             return Err(ProxyError::Upstream("request lost".into()));
                         };
-                        match conn.send(request).await {
+                        conn.encode(request, fwd.into_iter().flat_map(Forwarded::fields));
+                        match conn.send_encoded(request.method() == Method::HEAD).await {
                             Ok(resp) => {
                                 return Ok((resp.map(Upstream::Wire), pick, in_flight));
                             }
@@ -802,6 +820,7 @@ impl Proxy {
                         }
                     }
                     Conn::H1(conn) => {
+                        forwarding_in_map(req.as_mut(), fwd);
                         let Some(request) = req.take() else {
                             return Err(ProxyError::Upstream("request lost".into()));
                         };
@@ -813,6 +832,7 @@ impl Proxy {
                         }
                     }
                     Conn::H2(mut sender) => {
+                        forwarding_in_map(req.as_mut(), fwd);
                         let Some(request) = req.take() else {
                             return Err(ProxyError::Upstream("request lost".into()));
                         };
@@ -963,6 +983,16 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The forwarding fields put in the map of a request that hyper's client sends (the own
+/// client writes them with the head). Not inlined: its temporaries would otherwise take
+/// room in every request's future.
+#[inline(never)]
+fn forwarding_in_map(req: Option<&mut Request<RequestBody>>, fwd: Option<&Forwarded>) {
+    if let (Some(req), Some(fwd)) = (req, fwd) {
+        apply_forwarded(req.headers_mut(), fwd);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -988,6 +1018,7 @@ mod tests {
         // The send future alone, and under the request timeout.
         let sending = |p: &'static Proxy| {
             p.connect_and_send(
+                unreachable!(),
                 unreachable!(),
                 unreachable!(),
                 unreachable!(),

@@ -186,8 +186,29 @@ impl H1Conn {
     /// Sends a request that has no body (its head only: the method, the target's path and
     /// query, the fields as they are) and reads the answer's head.
     pub async fn send<B>(mut self, req: &Request<B>) -> Result<Response<WireBody>, SendError> {
+        self.encode(req, std::iter::empty());
+        self.send_encoded(req.method() == Method::HEAD).await
+    }
+
+    /// Writes the head of a request that has no body into the connection's buffer, with
+    /// `extra` fields after the request's own (the proxy's forwarding fields, which the
+    /// request's map does not hold), for [`send_encoded`](Self::send_encoded). Apart from
+    /// [`send`](Self::send) so that the fields' iterator is not kept in the sending future.
+    pub fn encode<'a, B>(
+        &mut self,
+        req: &Request<B>,
+        extra: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    ) {
         self.buf.clear();
-        encode_head(req, &mut self.buf);
+        encode_head(req, extra, &mut self.buf);
+    }
+
+    /// Sends the head [`encode`](Self::encode) wrote and reads the answer's head;
+    /// `head_request` if it was a HEAD request's.
+    pub async fn send_encoded(
+        mut self,
+        head_request: bool,
+    ) -> Result<Response<WireBody>, SendError> {
         if let Err(e) = self.io.write_all(&self.buf).await {
             return Err(SendError::NotSent(e));
         }
@@ -195,7 +216,6 @@ impl H1Conn {
             return Err(SendError::NotSent(e));
         }
         self.buf.clear();
-        let head_request = req.method() == Method::HEAD;
         let mut interim = 0;
         let mut answered = false;
         loop {
@@ -258,23 +278,32 @@ fn poll_fill(io: &mut Io, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::
 
 /// The request line and fields. The fields are the proxy's, already validated by `http`'s
 /// types (no CR, LF or NUL can be in a name or value); `Transfer-Encoding` is left out, as
-/// there is no body.
-fn encode_head<B>(req: &Request<B>, out: &mut BytesMut) {
+/// there is no body. `extra` fields follow the request's own.
+fn encode_head<'a, B>(
+    req: &Request<B>,
+    extra: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    out: &mut BytesMut,
+) {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     // An estimate, as hyper's: `BytesMut` grows if the fields are longer.
-    out.reserve(32 + target.len() + req.headers().len() * 32);
+    out.reserve(32 + target.len() + (req.headers().len() + 4) * 32);
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        if name == TRANSFER_ENCODING {
-            continue;
-        }
+    let mut field = |name: &HeaderName, value: &HeaderValue| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in req.headers() {
+        if name != TRANSFER_ENCODING {
+            field(name, value);
+        }
+    }
+    for (name, value) in extra {
+        field(name, value);
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -89,16 +89,21 @@ async fn handle(
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms.min(120_000))).await;
     }
-    let headers: serde_json::Map<String, serde_json::Value> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            )
-        })
-        .collect();
+    // A name sent more than once shows every value, joined by ", ", so that a test sees
+    // a duplicate (a client's spoofed field beside the proxy's own) and not just the last.
+    let mut headers = serde_json::Map::new();
+    for name in req.headers().keys() {
+        let values: Vec<String> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        headers.insert(
+            name.as_str().to_string(),
+            serde_json::Value::String(values.join(", ")),
+        );
+    }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);

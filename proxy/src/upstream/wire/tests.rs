@@ -264,6 +264,32 @@ async fn a_content_length_body_is_read_and_the_connection_serves_the_next_reques
 }
 
 #[tokio::test]
+async fn extra_fields_are_sent_after_the_requests_own() -> Result<()> {
+    let (addr, backend) = answering(vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()]).await?;
+    let mut req = get("/x")?;
+    req.headers_mut()
+        .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    let (xff, real) = (
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderName::from_static("x-real-ip"),
+    );
+    let ip = HeaderValue::from_static("10.1.2.3");
+    let mut conn = connect(addr).await?;
+    conn.encode(&req, [(&xff, &ip), (&real, &ip)].into_iter());
+    let resp = within("the response head", conn.send_encoded(false)).await??;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    drop(resp);
+    let heads = joined(backend).await?;
+    assert_eq!(
+        String::from_utf8_lossy(&heads[0]),
+        "GET /x HTTP/1.1\r\nhost: backend\r\nx-forwarded-for: 10.1.2.3\r\n\
+         x-real-ip: 10.1.2.3\r\n\r\n",
+        "the map's fields (never Transfer-Encoding, as there is no body), then the extra ones"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn equal_content_lengths_are_one_length() -> Result<()> {
     for answer in [
         &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello"[..],
@@ -1303,7 +1329,7 @@ async fn a_tls_response_followed_by_more_plaintext_is_not_reused() -> Result<()>
     let req = get("/first")?;
     // The spare room of the first read, as `send` and `poll_fill` make it.
     let mut mirror = BytesMut::new();
-    encode_head(&req, &mut mirror);
+    encode_head(&req, std::iter::empty(), &mut mirror);
     mirror.clear();
     if mirror.capacity() - mirror.len() < READ_SPACE / 2 {
         mirror.reserve(READ_SPACE);

@@ -26,6 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use portico_ingress::{CaSource, Checked, HostIndex, Limits, Rejection, Scope, TenantPolicy};
 
 use crate::resources::CONSENT_ANNOTATION;
+use crate::stores::same_ingress_inputs;
 
 /// Event reasons the judgement does not give: a served Ingress whose backend is reached
 /// over TLS without verifying its certificate.
@@ -273,6 +274,9 @@ pub struct Kept {
 struct Changes<'i> {
     /// New or replaced objects (of any class the input holds).
     fresh: Vec<&'i Arc<Ingress>>,
+    /// New objects of Ingresses whose judged fields did not change (a status write, the
+    /// operator's own among them): kept in place of the old ones, not judged again.
+    refreshed: Vec<&'i Arc<Ingress>>,
     /// Deleted ones, by name.
     gone: Vec<Named>,
     /// Ingresses of the class that leave (replaced or deleted) and those that come.
@@ -428,10 +432,18 @@ impl Kept {
     /// What changed since the last judgement, found by address: an object the store did
     /// not replace is the very `Arc` held in `seen`.
     fn changes<'i>(&self, scope: &Scope<'_>, ingresses: &'i [Arc<Ingress>]) -> Changes<'i> {
-        let fresh: Vec<&Arc<Ingress>> = ingresses
+        let mut fresh: Vec<&Arc<Ingress>> = Vec::new();
+        let mut refreshed: Vec<&Arc<Ingress>> = Vec::new();
+        for i in ingresses
             .iter()
             .filter(|i| !self.seen.contains_key(&address(i)))
-            .collect();
+        {
+            let old = self.names.get(&named(i)).and_then(|a| self.seen.get(a));
+            match old {
+                Some(old) if same_ingress_inputs(old, i) => refreshed.push(i),
+                _ => fresh.push(i),
+            }
+        }
         let kept = ingresses.len() - fresh.len();
         let mut gone: Vec<Named> = Vec::new();
         if kept < self.seen.len() {
@@ -465,6 +477,7 @@ impl Kept {
             .collect();
         Changes {
             fresh,
+            refreshed,
             gone,
             leaving,
             coming,
@@ -516,10 +529,27 @@ impl Kept {
     ) -> bool {
         let Changes {
             fresh,
+            refreshed,
             gone,
             leaving,
             coming,
         } = changes;
+        // The new object stands in for the old, whose status is checked again as after a
+        // judgement (another writer's status is put right).
+        for ingress in refreshed {
+            let old = self
+                .names
+                .insert(named(ingress), address(ingress))
+                .and_then(|a| self.seen.remove(&a));
+            self.seen.insert(address(ingress), ingress.clone());
+            let Some(order) = old.map(|old| order_of(&old)) else {
+                continue;
+            };
+            if let Some(o) = self.outcomes.get_mut(&order) {
+                o.ingress = ingress.clone();
+                self.unwritten.insert(order);
+            }
+        }
         if fresh.is_empty() && gone.is_empty() {
             return true;
         }
@@ -1036,5 +1066,31 @@ mod tests {
         let v = judge(&mut kept, &store);
         assert!(v.in_full);
         assert_eq!(kept.unwritten(&lb).len(), 7);
+        kept.written(&lb);
+        // Status writes make new objects of all seven, "late" among them, which shares its
+        // host and so could not be judged alone: nothing judged changed, so they replace
+        // the old objects without a judgement, and their statuses are checked again.
+        let mut written = |i: &Arc<Ingress>| {
+            let mut i = Ingress::clone(i);
+            i.metadata.resource_version = Some("2".into());
+            i.status = Some(serde_json::from_value(json!({"loadBalancer": lb})).expect("status"));
+            Arc::new(i)
+        };
+        store = store.iter().map(&mut written).collect();
+        let v = judge(&mut kept, &store);
+        assert!(!v.in_full, "a status write is not a change to judge");
+        assert_eq!(
+            (v.served, v.rejected),
+            (6, 1),
+            "late's path conflicts, as before"
+        );
+        let unwritten = kept.unwritten(&lb);
+        assert_eq!(unwritten.len(), 7);
+        assert!(
+            unwritten
+                .iter()
+                .all(|(i, _)| store.iter().any(|s| Arc::ptr_eq(s, i))),
+            "the new objects are the ones reported"
+        );
     }
 }

@@ -1162,8 +1162,9 @@ fn operator_md(s: &mut String, op: &OperatorResult) {
     let _ = writeln!(s, "| addresses not seen within 10 s | {} |", op.timed_out);
     let _ = writeln!(
         s,
-        "\nThe operator (release build) alone on CPU {}; CPU is its threads' scheduled time from just before \
-         the create until it has been idle for 300 ms after the address appeared.\n",
+        "\nThe operator (release build) alone on CPU {}; the new Ingresses start once it is idle and has made \
+         no API request for 1 s after the last status was written. CPU is its threads' scheduled time from \
+         just before the create until it has been idle for 300 ms after the address appeared.\n",
         sys::PROXY_CPU
     );
 }

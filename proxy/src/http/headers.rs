@@ -45,14 +45,18 @@ fn is_forwarding(name: &HeaderName) -> bool {
         || n == "x-rewrite-url"
 }
 
-/// The fields [`Forwarded::fields`] sets on every request passed on: whatever the client
-/// sent by these names is dropped, also from a trusted peer (whose values `forwarded` has
-/// read by then).
+/// The fields the proxy sets on every request it passes on ([`Forwarded::fields`], in this
+/// order): whatever the client sent by these names is dropped, also from a trusted peer
+/// (whose values `forwarded` has read by then).
+static PROXY_SET: [&HeaderName; 4] = [
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_HOST,
+    &X_REAL_IP,
+];
+
 fn is_proxy_set(name: &HeaderName) -> bool {
-    name == X_FORWARDED_FOR
-        || name == X_FORWARDED_PROTO
-        || name == X_FORWARDED_HOST
-        || name == X_REAL_IP
+    PROXY_SET.contains(&name)
 }
 
 /// Headers the proxy itself sets or relies on, and those a trusted front load balancer
@@ -273,15 +277,16 @@ impl Forwarded {
     /// header work), or put in the map by [`apply_forwarded`].
     pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         let proto = if self.proto == "https" { &HTTPS } else { &HTTP };
-        let fields: [(&HeaderName, Option<&HeaderValue>); 4] = [
-            (&X_FORWARDED_FOR, Some(&self.xff)),
-            (&X_FORWARDED_PROTO, Some(proto)),
-            (&X_FORWARDED_HOST, self.host.as_ref()),
-            (&X_REAL_IP, Some(&self.real_ip)),
+        let values = [
+            Some(&self.xff),
+            Some(proto),
+            self.host.as_ref(),
+            Some(&self.real_ip),
         ];
-        fields
-            .into_iter()
-            .filter_map(|(name, value)| value.map(|v| (name, v)))
+        PROXY_SET
+            .iter()
+            .zip(values)
+            .filter_map(|(&name, value)| value.map(|v| (name, v)))
     }
 }
 

@@ -133,10 +133,10 @@ async fn quiet(pid: u32, within: Duration) -> Duration {
     }
 }
 
-/// Waits (at most `within`) until the operator is [`quiet`] and then makes no API request
-/// for [`SETTLED`]: a start's status writes, and whatever reconcile waited for them, are
-/// over. Low CPU alone is not enough: writing 10,000 statuses mostly waits on the
-/// apiserver.
+/// Waits (at most `within`) until the operator is [`quiet`], makes no API request for
+/// [`SETTLED`] and is quiet again: a start's status writes, and whatever reconcile waited
+/// for them or for their echoes, are over. Low CPU alone is not enough: writing 10,000
+/// statuses mostly waits on the apiserver.
 async fn settled(operator: &Operator, pid: u32, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
@@ -144,6 +144,7 @@ async fn settled(operator: &Operator, pid: u32, within: Duration) {
         quiet(pid, within).await;
         tokio::time::sleep(SETTLED).await;
         if requests(operator).await == before || Instant::now() > deadline {
+            quiet(pid, within).await;
             return;
         }
     }

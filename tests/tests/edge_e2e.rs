@@ -608,14 +608,51 @@ async fn connections_streams_bodies_and_tunnels_are_bounded() -> Result<()> {
     })
     .await?;
 
+    // The traffic port (slowloris): a client that sends its head a byte every 300 ms, so
+    // never idle for the 1 s idle timeout, is cut off by the 10 s header-read timeout,
+    // counted from the head's first byte.
+    let traffic = async {
+        let (mut rd, mut wr) = TcpStream::connect(addr).await?.into_split();
+        wr.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await?;
+        let started = std::time::Instant::now();
+        let mut one = [0u8; 1];
+        let cut = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                tokio::select! {
+                    r = rd.read(&mut one) => return r.unwrap_or(0),
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                        if wr.write_all(b"x").await.is_err() {
+                            return 0;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        anyhow::Ok((cut, started.elapsed()))
+    };
     // The admin port: a client that never finishes its head is dropped after the
     // header-read timeout; other clients are served meanwhile.
-    let mut slow = TcpStream::connect((proxy.ip, proxy.admin_port)).await?;
-    slow.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n")
-        .await?;
-    let n = tokio::time::timeout(Duration::from_secs(8), slow.read(&mut buf)).await;
+    let admin = async {
+        let mut slow = TcpStream::connect((proxy.ip, proxy.admin_port)).await?;
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n")
+            .await?;
+        let mut buf = [0u8; 64];
+        anyhow::Ok(tokio::time::timeout(Duration::from_secs(8), slow.read(&mut buf)).await)
+    };
+    let (traffic, admin) = tokio::join!(traffic, admin);
+    let (cut, took) = traffic?;
+    assert_eq!(
+        cut.ok(),
+        Some(0),
+        "the traffic port closes a trickled head without an answer"
+    );
     assert!(
-        n.is_ok(),
+        took >= Duration::from_millis(9_500) && took < Duration::from_secs(12),
+        "the traffic port cut a trickled head after {took:?}, not 10 s"
+    );
+    assert!(
+        admin?.is_ok(),
         "the admin port drops an unfinished head within its header-read timeout"
     );
     Ok(())

@@ -6,21 +6,21 @@
 //! request ends   ─ the Sleep goes back to the pool, still registered
 //! ```
 //!
-//! A new `tokio::time::Sleep` per request (what `tokio::time::timeout` and hyper's
-//! header-read timer do) locks the driver to insert its entry when first polled and again
-//! to remove it when dropped. A pooled one that is reset to a later deadline is only
-//! re-filed by the driver when its old deadline comes; one whose deadline passed (or that
-//! must fire earlier) is registered again, as a new one would be. The deadlines still fire
-//! exactly as tokio's would: the header-read timeout and the request timeout keep their
-//! meaning, they only stop costing a lock pair each per request.
+//! A new `tokio::time::Sleep` per request (what `tokio::time::timeout` does) locks the
+//! driver to insert its entry when first polled and again to remove it when dropped. A
+//! pooled one that is reset to a later deadline is only re-filed by the driver when its old
+//! deadline comes; one whose deadline passed (or that must fire earlier) is registered
+//! again, as a new one would be. The deadlines still fire exactly as tokio's would: the
+//! request timeout keeps its meaning, it only stops costing a lock pair per request. (The
+//! header-read timeout needs no sleep per request at all: `serve::server`'s watch.)
 //!
-//! A pool belongs to one runtime (its sleeps are bound to that runtime's timer): the
-//! server's HTTP/1 builder and the proxy each make their own inside a worker.
+//! A pool belongs to one runtime (its sleeps are bound to that runtime's timer): the proxy
+//! makes its own inside each worker.
 
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -95,14 +95,6 @@ pub struct PooledSleep<P: Deref<Target = SleepPool>> {
     pool: P,
 }
 
-impl<P: Deref<Target = SleepPool>> PooledSleep<P> {
-    pub fn reset(&mut self, deadline: Instant) {
-        if let Some(sleep) = &mut self.sleep {
-            sleep.as_mut().reset(deadline);
-        }
-    }
-}
-
 // The sleep is boxed and the pool handle is never pinned.
 impl<P: Deref<Target = SleepPool>> Unpin for PooledSleep<P> {}
 
@@ -125,39 +117,6 @@ impl<P: Deref<Target = SleepPool>> Drop for PooledSleep<P> {
         {
             idle.push(sleep);
         }
-    }
-}
-
-/// hyper's timer on a [`SleepPool`]: the HTTP/1 server makes a sleep for every request
-/// head it waits for (the header-read timeout) and drops it when the head is in.
-#[derive(Debug, Clone, Default)]
-pub struct PooledTimer(Arc<SleepPool>);
-
-impl hyper::rt::Sleep for PooledSleep<Arc<SleepPool>> {}
-
-impl hyper::rt::Timer for PooledTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(SleepPool::sleep_until(
-            self.0.clone(),
-            Instant::now() + duration,
-        ))
-    }
-
-    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(SleepPool::sleep_until(self.0.clone(), deadline.into()))
-    }
-
-    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
-        if let Some(mut sleep) = sleep
-            .as_mut()
-            .downcast_mut_pin::<PooledSleep<Arc<SleepPool>>>()
-        {
-            sleep.reset(new_deadline.into());
-        }
-    }
-
-    fn now(&self) -> std::time::Instant {
-        Instant::now().into()
     }
 }
 
@@ -199,18 +158,5 @@ mod tests {
         let pool = SleepPool::default();
         let _ = pool.timeout(Duration::from_secs(60), async {}).await;
         times_out_after(&pool, Duration::from_secs(1)).await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn hyper_timer_sleeps_fire_and_reset() {
-        use hyper::rt::Timer;
-        let timer = PooledTimer::default();
-        let start = Instant::now();
-        timer.sleep(Duration::from_millis(300)).await;
-        close_to(start.elapsed(), Duration::from_millis(300));
-        let mut s = timer.sleep(Duration::from_secs(10));
-        timer.reset(&mut s, (Instant::now() + Duration::from_secs(1)).into());
-        s.await;
-        close_to(start.elapsed(), Duration::from_millis(1300));
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! The header-read timeout is the connection's own watch ([`Activity::expired`]), not
 //! hyper's: hyper arms a timer for every request head it starts to read, right after each
-//! response, which cost about 1,300 instructions per HTTP/1.1 request (a pooled sleep
+//! response, which cost about 1,150 instructions per HTTP/1.1 request (a pooled sleep
 //! reset, its polls, and one more turn of hyper's read loop), and it also closed every
 //! keep-alive connection idle for 10 s, whatever `--idle-timeout` said. The watch starts a
 //! head's clock at its first byte (at the accept for the first head), as nginx's
@@ -57,8 +57,6 @@ pub struct Limits {
     pub max_connections: usize,
     /// A connection with nothing moving for this long is closed gracefully.
     pub idle_timeout: Duration,
-    /// [`HEADER_READ_TIMEOUT`] but in tests.
-    pub header_read_timeout: Duration,
     /// After `stop`, how long open connections may take to finish.
     pub drain: Duration,
     pub http2_max_concurrent_streams: u32,
@@ -74,7 +72,6 @@ impl Limits {
             connections: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             idle_timeout,
-            header_read_timeout: HEADER_READ_TIMEOUT,
             drain,
             http2_max_concurrent_streams: 100,
             http2_initial_stream_window: 64 * 1024,
@@ -119,7 +116,7 @@ pub async fn serve(
     let limit = limits.connections.clone();
     let timeouts = Timeouts {
         idle: limits.idle_timeout,
-        head: limits.header_read_timeout,
+        head: Some(HEADER_READ_TIMEOUT),
     };
     let proxy_protocol = limits.proxy_protocol;
     let gauge = METRICS.connections.with_label_values(&[name]);
@@ -270,11 +267,11 @@ pub async fn serve(
     }
 }
 
-/// How long a downstream connection may idle, and take over a request head.
+/// How long a connection may idle, and take over a request head (none for a tunnel).
 #[derive(Debug, Clone, Copy)]
 struct Timeouts {
     idle: Duration,
-    head: Duration,
+    head: Option<Duration>,
 }
 
 /// What serving one downstream connection needs besides its stream and service.
@@ -452,11 +449,9 @@ impl Activity {
     /// due from now, unless its preface shows HTTP/2.
     pub fn connection(http2: bool) -> Self {
         let a = Activity::new();
-        if http2 {
-            a.http2.store(true, Ordering::Relaxed);
-        } else {
-            a.head_since
-                .store(a.last_read.load(Ordering::Relaxed), Ordering::Relaxed);
+        a.http2.store(http2, Ordering::Relaxed);
+        if !http2 {
+            a.head_since.store(coarse_ms(), Ordering::Relaxed);
             a.unread.store(true, Ordering::Relaxed);
         }
         a
@@ -527,11 +522,11 @@ impl Activity {
     /// begun at `t` is seen by `t + head` and cut off then.
     async fn expired(&self, timeouts: Timeouts) -> Expiry {
         let idle_ms = timeouts.idle.as_millis() as u64;
-        let head_ms = timeouts.head.as_millis() as u64;
+        let head_ms = timeouts.head.map(|head| head.as_millis() as u64);
         loop {
             let now = coarse_ms();
             let idle_at = self.last() + idle_ms;
-            let head_due = self.head_due(head_ms);
+            let head_due = head_ms.and_then(|head_ms| self.head_due(head_ms));
             if let Some(due) = head_due {
                 // Idle in the middle of a head ends the connection too: a graceful
                 // shutdown would wait for the rest of that head.
@@ -543,24 +538,18 @@ impl Activity {
                 return Expiry::Idle;
             }
             let mut wake_at = idle_at;
-            if !self.http2.load(Ordering::Relaxed) {
+            if let Some(head_ms) = head_ms
+                && !self.http2.load(Ordering::Relaxed)
+            {
                 wake_at = wake_at.min(head_due.unwrap_or(u64::MAX)).min(now + head_ms);
             }
             tokio::time::sleep(Duration::from_millis(wake_at - now)).await;
         }
     }
 
-    /// Resolves once the connection has been idle for `idle`.
+    /// Resolves once a tunnel has been idle for `idle`.
     pub async fn idle(&self, idle: Duration) {
-        let idle_ms = idle.as_millis() as u64;
-        loop {
-            let deadline = self.last() + idle_ms;
-            let now = coarse_ms();
-            if now >= deadline {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(deadline - now)).await;
-        }
+        self.expired(Timeouts { idle, head: None }).await;
     }
 }
 
@@ -759,7 +748,7 @@ mod tests {
     async fn slow_head_closed_within_the_timeout(first: usize) {
         let timeouts = Timeouts {
             idle: Duration::from_secs(10),
-            head: HEAD,
+            head: Some(HEAD),
         };
         let (mut client, conn) = driven(timeouts, || crate::http::body::full("first"));
         let mut buf = vec![0u8; 4096];
@@ -826,7 +815,7 @@ mod tests {
     async fn a_partial_head_is_not_kept_past_the_idle_timeout() {
         let timeouts = Timeouts {
             idle: Duration::from_millis(200),
-            head: Duration::from_secs(10),
+            head: Some(Duration::from_secs(10)),
         };
         let (mut client, conn) = driven(timeouts, || crate::http::body::full("first"));
         client
@@ -854,7 +843,7 @@ mod tests {
     async fn an_h2c_connection_is_not_timed_as_a_head() {
         let timeouts = Timeouts {
             idle: Duration::from_secs(10),
-            head: HEAD,
+            head: Some(HEAD),
         };
         let (client, conn) = driven(timeouts, || crate::http::body::full("first"));
         let (mut sender, h2) =
@@ -879,7 +868,7 @@ mod tests {
     async fn a_request_sent_during_a_long_response_does_not_cut_it() {
         let timeouts = Timeouts {
             idle: Duration::from_secs(10),
-            head: HEAD,
+            head: Some(HEAD),
         };
         let slow = || {
             let chunks = futures::stream::unfold(0, |i| async move {

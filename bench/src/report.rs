@@ -327,8 +327,23 @@ impl Report {
                 let _ = writeln!(s, "| {label} | – | not measured |");
                 continue;
             };
+            // A saturating run measures req/s only while every core compared is the
+            // bottleneck. When one stayed below 90% busy (the load core ran out first),
+            // req/s is judged per busy core instead: 1 / CPU per request, what each would
+            // serve on a core of its own.
+            let busy = |k: Kind| c.median_of(k, |x| Some(x.cpu_us() * x.rps / 1e4));
+            let idle_core = (higher && bound > 0.0)
+                .then(|| {
+                    std::iter::once(Kind::Portico)
+                        .chain(peers.iter().copied())
+                        .filter_map(|k| busy(k).filter(|b| *b < SATURATED_PCT).map(|b| (k, b)))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|v| !v.is_empty());
             let metric = |k: Kind| {
-                if higher {
+                if idle_core.is_some() {
+                    c.paired_ratio(k, per_busy_core)
+                } else if higher {
                     c.paired_ratio(k, rps)
                 } else {
                     c.paired_ratio(k, cpu)
@@ -351,15 +366,27 @@ impl Report {
             };
             let ok = within.zip(p99_ok).map(|(a, b)| a && b);
             let names: Vec<&str> = peers.iter().map(|k| k.name()).collect();
-            let mut measured = format!(
-                "{} × {}",
-                ratios
-                    .iter()
-                    .map(|r| fx(*r))
-                    .collect::<Vec<_>>()
-                    .join(" / "),
-                names.join(" / ")
-            );
+            let joined =
+                |v: &[Option<f64>]| v.iter().map(|r| fx(*r)).collect::<Vec<_>>().join(" / ");
+            let mut measured = match &idle_core {
+                None => format!("{} × {}", joined(&ratios), names.join(" / ")),
+                Some(idle) => {
+                    let by_rps: Vec<Option<f64>> =
+                        peers.iter().map(|k| c.paired_ratio(*k, rps)).collect();
+                    format!(
+                        "req/s {} × {}, but {} stayed below {SATURATED_PCT:.0}% busy (the load core \
+                         ran out first); per busy core (1 / CPU per request): {} × {}",
+                        joined(&by_rps),
+                        names.join(" / "),
+                        idle.iter()
+                            .map(|(k, b)| format!("{}'s core at {b:.0}%", k.name()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        joined(&ratios),
+                        names.join(" / ")
+                    )
+                }
+            };
             if with_p99 {
                 let _ = write!(
                     measured,
@@ -777,7 +804,7 @@ impl Report {
             .filter(|c| {
                 Kind::ALL.iter().any(|&k| {
                     c.median_of(k, |x| Some(x.cpu_us() * x.rps / 1e4))
-                        .is_some_and(|b| b < 90.0)
+                        .is_some_and(|b| b < SATURATED_PCT)
                 })
             })
             .map(|c| c.case.title())
@@ -787,11 +814,19 @@ impl Report {
                 s,
                 "A saturating run measures a proxy only while its core is the bottleneck. In {} a contender's core \
                  stayed below 90% busy: the load core ran out first, so req/s there says little; compare CPU per \
-                 request instead.\n",
+                 request instead (the targets on req/s do: per busy core, 1 / CPU per request).\n",
                 load_bound.join("; ")
             );
         }
     }
+}
+
+/// How busy a contender's core must be for a saturating run's req/s to measure it.
+const SATURATED_PCT: f64 = 90.0;
+
+/// Requests per second a contender would serve with its core fully busy.
+fn per_busy_core(s: &Sample) -> Option<f64> {
+    (s.cpu_us() > 0.0).then(|| 1e6 / s.cpu_us())
 }
 
 /// The contender and ratio column headers of the comparison tables.
@@ -1293,6 +1328,42 @@ mod tests {
             ],
         );
         assert_eq!(verdict_of(&r.markdown(), label), "**missed**");
+    }
+
+    /// The full run at a27017e: the load core saturated at 38.6k HTTPS req/s while
+    /// Portico's core was 89% busy. Its req/s says 1.19x nginx; per busy core it is 1.29x.
+    #[test]
+    fn a_req_s_target_is_judged_per_busy_core_when_a_core_was_not_saturated() {
+        let https = Case::Https { conns: 200 };
+        let label = "HTTPS req/s ≥ 1.2× nginx and HAProxy";
+        let mut r = report();
+        r.compare = vec![case(
+            https,
+            &[
+                (Kind::Portico, 38_565.0, 23.13),
+                (Kind::Nginx, 32_304.0, 29.77),
+                (Kind::Haproxy, 24_583.0, 38.42),
+            ],
+        )];
+        let md = r.markdown();
+        assert_eq!(verdict_of(&md, label), "met", "{md}");
+        assert!(
+            md.contains("req/s 1.19 / 1.57 × nginx / HAProxy, but Portico's core at 89% stayed below 90% busy")
+                && md.contains("per busy core (1 / CPU per request): 1.29 / 1.66 × nginx / HAProxy"),
+            "{md}"
+        );
+        // Every core saturated: req/s decides, and 1.1x misses though CPU per request is lower.
+        r.compare = vec![case(
+            https,
+            &[
+                (Kind::Portico, 35_200.0, 27.0),
+                (Kind::Nginx, 32_000.0, 30.0),
+                (Kind::Haproxy, 25_000.0, 38.0),
+            ],
+        )];
+        let md = r.markdown();
+        assert_eq!(verdict_of(&md, label), "**missed**", "{md}");
+        assert!(!md.contains("per busy core (1"), "{md}");
     }
 
     #[test]

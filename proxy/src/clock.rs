@@ -25,11 +25,41 @@ pub fn coarse_ms() -> u64 {
     t.tv_sec.unsigned_abs() * 1000 + t.tv_nsec.unsigned_abs() / 1_000_000
 }
 
+/// The time now as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`), appended to `out`: the
+/// `Date` of an answer that has none. Formatted once a second per thread, from the coarse
+/// wall clock (no TSC read per answer).
+pub fn http_date(out: &mut Vec<u8>) {
+    thread_local!(static CACHED: std::cell::RefCell<(i64, String)> =
+        const { std::cell::RefCell::new((i64::MIN, String::new())) });
+    let secs = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse).tv_sec;
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+            *text = httpdate::fmt_http_date(t);
+            *at = secs;
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_http_date_is_now_in_the_http_format() {
+        let mut out = Vec::new();
+        http_date(&mut out);
+        let text = String::from_utf8(out).expect("ascii");
+        let parsed = httpdate::parse_http_date(&text).expect("an HTTP date");
+        let off = std::time::SystemTime::now()
+            .duration_since(parsed)
+            .unwrap_or_default();
+        assert!(text.ends_with(" GMT") && text.len() == 29, "{text}");
+        assert!(off < Duration::from_secs(2), "{text} is {off:?} old");
+    }
 
     /// The coarse clock counts milliseconds, and lags the precise one by a tick at most.
     #[test]

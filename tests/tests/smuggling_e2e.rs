@@ -361,11 +361,46 @@ async fn request_smuggling_shapes_are_refused_and_never_reach_a_backend_as_a_sec
     .await?;
 
     let mut failures = Vec::new();
-    for (case, raw) in hostile_requests() {
+    // Each shape alone, and behind a plain GET on the same connection: the proxy's own
+    // HTTP/1.1 server answers that one and hands the connection to hyper at the hostile
+    // head (serve/h1.rs), which must then judge it exactly as on a fresh connection.
+    let plain = format!("GET /first HTTP/1.1\r\nhost: {SMUGGLE_HOST}\r\n\r\n");
+    let shapes = hostile_requests();
+    let runs = shapes
+        .iter()
+        .map(|(case, raw)| (*case, false, raw.clone()))
+        .chain(shapes.iter().map(|(case, raw)| {
+            let mut behind = plain.clone().into_bytes();
+            behind.extend_from_slice(raw);
+            (*case, true, behind)
+        }));
+    for (case, behind, raw) in runs {
         let before = seen.lock().map(|s| s.len()).unwrap_or(0);
-        let answer = raw_exchange(proxy_addr, &raw).await?;
+        let mut answer = raw_exchange(proxy_addr, &raw).await?;
+        let mut reached = seen_since(&seen, before);
+        if behind {
+            // The plain GET's answer first, and the backend saw it first.
+            let first = answer.status_line();
+            let ok = first.starts_with("HTTP/1.1 200")
+                && reached.first().is_some_and(|l| l.contains("/first"));
+            let text = String::from_utf8_lossy(&answer.bytes).into_owned();
+            answer.bytes = match text.match_indices("HTTP/1.1 ").nth(1) {
+                Some((at, _)) => answer.bytes[at..].to_vec(),
+                None => Vec::new(),
+            };
+            if !ok {
+                failures.push(format!(
+                    "{case}, behind a plain GET: that GET was answered {first:?}, the backend saw {reached:?}"
+                ));
+            }
+            reached.retain(|l| !l.contains("/first"));
+        }
+        let case = if behind {
+            format!("{case} (behind a plain GET)")
+        } else {
+            case.to_string()
+        };
         let status = answer.status_line();
-        let reached = seen_since(&seen, before);
         eprintln!(
             "{case}: {status:?} (connection {}); the backend saw {reached:?}",
             answer.end

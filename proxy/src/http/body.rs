@@ -75,11 +75,15 @@ impl BodySent {
 pub struct TooLarge(pub u64);
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+    /// `inner` is `None` for a request that came without one (`serve::h1` takes only those).
+    pub fn new(inner: Option<Incoming>, limit: Option<u64>) -> Self {
         // Most requests carry no body: no allocation for them.
-        let state = (!inner.is_end_stream()).then(|| Arc::new(BodyState::default()));
+        let state = inner
+            .as_ref()
+            .is_some_and(|i| !i.is_end_stream())
+            .then(|| Arc::new(BodyState::default()));
         RequestBody {
-            inner: Some(inner),
+            inner,
             state,
             limit,
             seen: 0,

@@ -2,5 +2,6 @@
 //! (`proxy`) and every way it can fail as a response (`error`), from the pieces in `http`, `access`, `routing` and `upstream`.
 
 pub mod error;
+pub mod h1;
 pub mod proxy;
 pub mod server;

@@ -138,7 +138,7 @@ impl Proxy {
     pub fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
+        req: Request<Option<Incoming>>,
     ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
         async move {
             let conn_activity = conn.clone();
@@ -217,7 +217,7 @@ impl Proxy {
     fn proxy(
         &self,
         ctx: &mut Ctx,
-        mut req: Request<Incoming>,
+        mut req: Request<Option<Incoming>>,
     ) -> impl Future<Output = Result<Response<Body>, ProxyError>> {
         async move {
             // 1 request_filter: one validated host and a normalized path, or 400/421

@@ -7,5 +7,6 @@ pub mod access_log;
 pub mod body;
 pub mod headers;
 pub mod proxy_protocol;
+pub mod spans;
 pub mod target;
 pub mod timer;

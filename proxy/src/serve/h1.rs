@@ -44,6 +44,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::server::{MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::http::body::Body;
+use crate::http::spans::Spans;
 
 /// The longest head taken here: hyper's read buffer limit, so a longer one goes to hyper,
 /// which refuses it (431) as before.
@@ -189,35 +190,22 @@ fn parse(buf: &mut BytesMut, spare: &mut HeaderMap) -> Head {
     if method == Method::CONNECT {
         return Head::NotOurs;
     }
-    // Where the target and each field sit in the head, to share the head's bytes with
-    // them (as `upstream::wire` does): room for 16 fields on the stack, a Vec beyond.
+    // Where the target and each field sit in the head, to share the head's bytes with them.
     let base = buf.as_ptr() as usize;
     let target_at = target.as_ptr() as usize - base;
     let target_span = (target_at, target_at + target.len());
     let count = req.headers.len();
-    let mut few = [(0usize, 0usize, 0usize, 0usize); 16];
-    let mut many = Vec::new();
-    let spans = if count <= few.len() {
-        &mut few[..count]
-    } else {
-        many.resize(count, (0, 0, 0, 0));
-        &mut many[..]
-    };
     let mut close = false;
-    for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
-        if !ours(h, &mut close) {
-            return Head::NotOurs;
-        }
-        let n = h.name.as_ptr() as usize - base;
-        let v = h.value.as_ptr() as usize - base;
-        *span = (n, n + h.name.len(), v, v + h.value.len());
+    if !req.headers.iter().all(|h| ours(h, &mut close)) {
+        return Head::NotOurs;
     }
+    let spans = Spans::of(buf.as_ptr(), req.headers);
     let head = buf.split_to(len).freeze();
     let built = (|| {
         let uri = Uri::from_maybe_shared(head.slice(target_span.0..target_span.1)).ok()?;
         let mut headers = std::mem::take(spare);
         headers.reserve(count);
-        for &(ns, ne, vs, ve) in spans.iter() {
+        for &(ns, ne, vs, ve) in spans.as_slice() {
             let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;
             headers.append(name, value);

@@ -26,6 +26,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use crate::http::spans::Spans;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -365,24 +366,10 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     let http11 = res.version == Some(1);
     let reason = res.reason.unwrap_or("");
     let custom_reason = !reason.is_empty() && Some(reason) != status.canonical_reason();
-    // Where each field sits in the head, to share the head's bytes with the values. Most
-    // answers have a few fields: room for 16 on the stack (zeroing room for 100 there cost
-    // more than the rest of the parse), a Vec beyond.
+    // Where each field sits in the head, to share the head's bytes with the values.
     let base = buf.as_ptr() as usize;
     let count = res.headers.len();
-    let mut few = [(0usize, 0usize, 0usize, 0usize); 16];
-    let mut many = Vec::new();
-    let spans = if count <= few.len() {
-        &mut few[..count]
-    } else {
-        many.resize(count, (0, 0, 0, 0));
-        &mut many[..]
-    };
-    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-        let n = h.name.as_ptr() as usize - base;
-        let v = h.value.as_ptr() as usize - base;
-        *span = (n, n + h.name.len(), v, v + h.value.len());
-    }
+    let spans = Spans::of(buf.as_ptr(), res.headers);
     let reason_span = custom_reason.then(|| {
         let r = reason.as_ptr() as usize - base;
         (r, r + reason.len())
@@ -391,7 +378,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
 
     let mut headers = HeaderMap::with_capacity(count);
     let mut seen = Seen::default();
-    for &(ns, ne, vs, ve) in spans.iter() {
+    for &(ns, ne, vs, ve) in spans.as_slice() {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| SendError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
